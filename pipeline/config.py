@@ -1,0 +1,95 @@
+"""Configuration: one frozen Settings class, read from ``FLOWMON_*`` environment variables.
+
+Every field has a default and a description; ``flowmon config dump`` prints them,
+``flowmon config check`` validates the environment.
+
+Examples
+--------
+>>> s = Settings()
+>>> s.window_s
+600
+>>> Settings(window_s=60).window_s
+60
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+
+
+class Settings(BaseSettings):
+    """Everything a flowmon process can be told. Environment: ``FLOWMON_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWMON_", frozen=True, extra="forbid")
+
+    # --- where things are -------------------------------------------------------
+    broker: str = Field(
+        "embedded",
+        description="Kafka bootstrap servers 'host:port[,host:port]', or 'embedded' to start "
+        "the bundled Tansu broker on a free loopback port.",
+    )
+    clickhouse_dsn: str = Field(
+        "chdb://./flowmon-data/chdb",
+        description="ClickHouse: 'chdb://PATH' (in-process engine, one process per directory) or "
+        "'http://user:pass@host:8123/db' (a ClickHouse server). Same client code for both.",
+    )
+    data_dir: Path = Field(Path("./flowmon-data"), description="Worker state: Faust tables, serve address file.")
+    topology: Path | None = Field(
+        None,
+        description="Topology YAML (VPCs, AZs, subnets with CIDRs). Used to place endpoints whose "
+        "report omits subnet/az/vpc. Without it, such samples get subnet 'external'.",
+    )
+
+    # --- topics -----------------------------------------------------------------
+    topic_prefix: str = Field("flow", description="Topic names are <prefix>-<name>-v<WIRE_VERSION>.")
+    partitions: int = Field(8, ge=1, description="Partitions of the reports and pairs topics (created if missing).")
+    app_id: str = Field("flowmon", description="Faust app id = Kafka consumer group prefix.")
+
+    # --- windows ----------------------------------------------------------------
+    window_s: int = Field(600, ge=1, description="Tumbling window length, seconds of event time.")
+    allowed_lateness_s: int = Field(
+        60, ge=0, description="A window closes when the partition's event-time watermark passes its end by this much."
+    )
+    idle_flush_s: float = Field(
+        0.0,
+        ge=0,
+        description="If > 0: a pairs partition that receives nothing for this many wall-clock seconds closes all "
+        "its open windows (for simulations and demos that stop). 0 = never; windows then close on event time "
+        "only, or when the wall clock passes their end + lateness.",
+    )
+
+    # --- validation -------------------------------------------------------------
+    max_future_s: int = Field(300, ge=0, description="Samples whose start is this far ahead of the worker clock are refused.")
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger messages are dead-lettered as oversize.")
+    max_samples_per_report: int = Field(10_000, ge=1, description="Reports with more samples are dead-lettered as oversize.")
+
+    # --- worker roles & sink -------------------------------------------------------
+    roles: str = Field(
+        "ingest,aggregate,sink",
+        description="Comma list of the stages this process runs: ingest (validate+pre-aggregate), aggregate "
+        "(windows), sink (ClickHouse). With chdb only one process may run 'sink'.",
+    )
+    sink_batch: int = Field(5000, ge=1, description="Max windows per ClickHouse insert.")
+    sink_flush_s: float = Field(1.0, gt=0, description="Max seconds a window waits in the sink buffer.")
+    serve_port: int = Field(
+        0, ge=0, description="Port of the SQL HTTP endpoint the chdb owner serves (0 = pick a free one)."
+    )
+    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0 = disabled).")
+
+    # --- Kafka group timings --------------------------------------------------------
+    session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout.")
+    rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer group rebalance timeout (Tansu joins in ~half of it).")
+    heartbeat_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
+    commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())

@@ -1,0 +1,243 @@
+"""Tumbling event-time windows per directional subnet pair, for one pairs-topic partition.
+
+Pure state machine, no Kafka: ``PartitionWindows.apply(message)`` takes what arrives
+on one partition of the pairs topic, in order, and says what to emit.
+
+Messages (the pairs topic carries both kinds, in one order per partition):
+
+* data: ``{"o": [src_partition, src_offset], "t": report_start, "parts": [partial, ...]}``
+  where each partial comes from ``preagg.partials`` and ``o`` identifies the report
+  it was cut from;
+* progress marks: ``{"mark": [src_partition, event_time]}``: the ingest stage promises
+  it has sent everything it has read from that reports partition up to that event time.
+
+Watermark. Each reports partition (a *source*) progresses at its own pace; the
+partition's watermark is the minimum over all sources of the largest event time each
+has reached (data or mark). Window ``[ws, ws + W)`` closes when the watermark reaches
+``ws + W + lateness``: it is then emitted exactly once and remembered as closed for one
+more window length. Because the decision depends only on the order of messages in the
+partition (and marks are messages too), replaying the partition gives the same result.
+
+Idempotence. Delivery is at least once: a crash replays reports (re-cut into the same
+partials with the same ``o``) and pairs messages. Every window remembers, per source,
+the highest source offset it has applied; a partial at or below it is a duplicate and
+is skipped. Per (source, pair) partials arrive in source-offset order, because one task
+reads a source partition in order and a producer keeps per-partition order.
+
+Lateness. A partial for a window that has already closed is *late*: it is handed back
+in ``Outcome.late`` (the shell dead-letters it with its origin); it never changes an
+emitted window.
+
+Examples
+--------
+>>> w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
+>>> part = {"src": ["s1", "a1", "v1"], "dst": ["s2", "a2", "v1"], "ws": 0, "host": "h1",
+...         "c": [100, 0, 1, 0, 1, 1, 1, 900], "h": {157: 1}}
+>>> w.apply({"o": [0, 10], "t": 0, "parts": [part]}).closed
+[]
+>>> w.apply({"o": [0, 10], "t": 0, "parts": [part]}).duplicates   # replayed: skipped
+1
+>>> out = w.apply({"mark": [0, 660]})
+>>> [(r["src_subnet"], r["dst_subnet"], r["window_start"], r["bytes"], r["hosts"]) for r in out.closed]
+[('s1', 's2', 0, 100, 1)]
+>>> len(w.apply({"o": [0, 11], "t": 30, "parts": [part]}).late)
+1
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .preagg import PARTIAL_COUNTERS
+from .rtt import merge_into, quantile
+
+__all__ = ["PartitionWindows", "Outcome", "WindowAgg", "PROGRESS_KEY"]
+
+PROGRESS_KEY = "__progress__"
+_N = len(PARTIAL_COUNTERS)
+
+
+@dataclass(slots=True)
+class WindowAgg:
+    """Running sums of one (pair, window)."""
+
+    src: list[str]
+    dst: list[str]
+    ws: int
+    c: list[int] = field(default_factory=lambda: [0] * _N)
+    h: dict[int, int] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)
+    seen: dict[int, int] = field(default_factory=dict)  # source partition -> highest applied offset
+
+    def add(self, part: dict) -> None:
+        c = self.c
+        for i, x in enumerate(part["c"]):
+            c[i] += x
+        merge_into(self.h, {int(b): n for b, n in part["h"].items()})
+        self.hosts.add(part["host"])
+
+    def record(self, window_s: int) -> dict[str, Any]:
+        """The closed-window record (``schemas/wire/flow_window.v1.json``)."""
+        bs, br, rt, to, fl, ns, rc, rsum = self.c
+        return {
+            "version": 1,
+            "src_subnet": self.src[0], "src_az": self.src[1], "src_vpc": self.src[2],
+            "dst_subnet": self.dst[0], "dst_az": self.dst[1], "dst_vpc": self.dst[2],
+            "window_start": self.ws, "window_s": window_s,
+            "bytes_sent": bs, "bytes_received": br, "bytes": bs + br,
+            "retransmissions": rt, "timeouts": to, "flows": fl, "samples": ns, "hosts": len(self.hosts),
+            "rtt_count": rc, "rtt_sum_us": rsum, "rtt_mean_us": rsum / rc if rc else 0.0,
+            "rtt_p50_us": quantile(self.h, 0.5), "rtt_p90_us": quantile(self.h, 0.9),
+            "rtt_p99_us": quantile(self.h, 0.99),
+            "rtt_hist": {str(b): n for b, n in sorted(self.h.items())},
+            "closed_at": time.time(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "ws": self.ws, "c": self.c, "h": self.h,
+                "hosts": sorted(self.hosts), "seen": self.seen}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> WindowAgg:
+        return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
+                   set(s["hosts"]), {int(k): v for k, v in s["seen"].items()})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one ``apply`` produced."""
+
+    closed: list[dict] = field(default_factory=list)  # window records to emit
+    late: list[tuple[dict, list[int]]] = field(default_factory=list)  # (partial, origin) to dead-letter
+    applied: int = 0
+    duplicates: int = 0
+
+
+class PartitionWindows:
+    """Open windows, closed-window memory and watermark of one pairs partition.
+
+    Parameters
+    ----------
+    partition
+        The pairs-topic partition this object owns (part of every state key).
+    window_s, lateness_s
+        Window length and allowed lateness, seconds of event time.
+    sources
+        Number of partitions of the reports topic; the watermark waits for all of them.
+    """
+
+    def __init__(self, partition: int, window_s: int, lateness_s: int, sources: int) -> None:
+        self.partition = partition
+        self.window_s = window_s
+        self.lateness_s = lateness_s
+        self.sources = sources
+        self.progress: dict[int, int] = {}
+        self.open: dict[tuple[int, str, str], WindowAgg] = {}
+        self.closed: dict[tuple[int, str, str], dict[int, int]] = {}  # key -> seen, kept one more window
+        self.dirty: set[tuple[int, str, str] | str] = set()
+        self._watermark: int | None = None
+
+    # --- the one entry point ------------------------------------------------------------
+    def apply(self, msg: dict) -> Outcome:
+        out = Outcome()
+        if "mark" in msg:
+            src, t = msg["mark"]
+            self._advance(int(src), int(t), out)
+            return out
+        src, offset = msg["o"]
+        for part in msg["parts"]:
+            key = (part["ws"], part["src"][0], part["dst"][0])
+            agg = self.open.get(key)
+            if agg is None:
+                seen = self.closed.get(key)
+                if seen is not None:
+                    if offset <= seen.get(src, -1):
+                        out.duplicates += 1
+                    else:
+                        out.late.append((part, [src, offset]))
+                    continue
+                if self._is_closed(part["ws"]):
+                    out.late.append((part, [src, offset]))
+                    continue
+                agg = self.open[key] = WindowAgg(part["src"], part["dst"], part["ws"])
+            elif offset <= agg.seen.get(src, -1):
+                out.duplicates += 1
+                continue
+            agg.add(part)
+            agg.seen[src] = offset
+            self.dirty.add(key)
+            out.applied += 1
+        if "t" in msg:
+            self._advance(src, int(msg["t"]), out)
+        return out
+
+    # --- watermark ------------------------------------------------------------------------
+    @property
+    def watermark(self) -> int | None:
+        """Min over all sources of their progress; ``None`` until every source has spoken."""
+        return self._watermark
+
+    def _is_closed(self, ws: int) -> bool:
+        wm = self._watermark
+        return wm is not None and ws + self.window_s + self.lateness_s <= wm
+
+    def _advance(self, src: int, t: int, out: Outcome) -> None:
+        if t <= self.progress.get(src, -1):
+            return
+        self.progress[src] = t
+        self.dirty.add(PROGRESS_KEY)
+        if len(self.progress) < self.sources:
+            return
+        wm = min(self.progress.values())
+        if self._watermark is not None and wm <= self._watermark:
+            return
+        self._watermark = wm
+        for key in [k for k in self.open if self._is_closed(k[0])]:
+            agg = self.open.pop(key)
+            out.closed.append(agg.record(self.window_s))
+            self.closed[key] = agg.seen
+            self.dirty.add(key)
+        forget = wm - 2 * self.window_s - self.lateness_s
+        for key in [k for k in self.closed if k[0] <= forget]:
+            del self.closed[key]
+            self.dirty.add(key)
+
+    # --- persistence (the shell writes these to a Faust table) ------------------------------
+    def key_str(self, key: tuple[int, str, str] | str) -> str:
+        """Table key: JSON ``[partition, "__progress__"]`` or ``[partition, ws, src, dst]``."""
+        if key == PROGRESS_KEY:
+            return orjson.dumps([self.partition, PROGRESS_KEY]).decode()
+        return orjson.dumps([self.partition, *key]).decode()
+
+    def take_dirty(self) -> dict[str, dict | None]:
+        """State of every key changed since the last call (``None``: deleted)."""
+        out: dict[str, dict | None] = {}
+        for key in self.dirty:
+            if key == PROGRESS_KEY:
+                val: dict | None = {"progress": self.progress}
+            elif key in self.open:
+                val = self.open[key].state()
+            elif key in self.closed:
+                val = {"closed": True, "seen": self.closed[key]}
+            else:
+                val = None
+            out[self.key_str(key)] = val
+        self.dirty.clear()
+        return out
+
+    def load(self, key: str, val: dict) -> None:
+        """Restore one key written by ``take_dirty`` (after a restart or rebalance)."""
+        parts = orjson.loads(key)
+        if parts[1] == PROGRESS_KEY:
+            self.progress = {int(k): v for k, v in val["progress"].items()}
+            self._watermark = min(self.progress.values()) if len(self.progress) >= self.sources else None
+            return
+        k = (int(parts[1]), parts[2], parts[3])
+        if val.get("closed"):
+            self.closed[k] = {int(s): o for s, o in val["seen"].items()}
+        else:
+            self.open[k] = WindowAgg.from_state(val)

@@ -1,0 +1,68 @@
+"""Real brokers for integration tests.
+
+Fixtures:
+
+- ``tansu_broker`` (session): a started :class:`pipeline.brokers.EmbeddedTansu`.
+- ``kafka_broker`` (session): a started :class:`pipeline.brokers.ApacheKafka` (JVM, jars
+  from the Maven cache; first use runs ``mvn``).
+- ``broker``: parametrized over ``tansu`` and ``kafka`` (test ids ``[tansu]``/``[kafka]``,
+  the latter also marked ``kafka``); gives the bootstrap string ``"127.0.0.1:PORT"``.
+
+A broker that cannot start makes the test that needs it fail (never skip). Every test in
+this folder is marked ``integration``. ``unique_name(prefix)`` comes from ``helpers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import unique_name
+from pipeline.brokers import ApacheKafka, BrokerError, BrokerLauncher, EmbeddedTansu
+
+__all__ = ["unique_name"]
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _started(launcher: BrokerLauncher) -> Iterator[BrokerLauncher]:
+    try:
+        launcher.start()
+    except (BrokerError, OSError) as e:
+        pytest.fail(f"could not start the {launcher.kind} broker: {e}", pytrace=False)
+    try:
+        yield launcher
+    finally:
+        launcher.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerLauncher]:
+    """A Tansu broker (memory storage) for the whole session."""
+    yield from _started(EmbeddedTansu(tmp_path_factory.mktemp("tansu")))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerLauncher]:
+    """An Apache Kafka KRaft node for the whole session."""
+    yield from _started(ApacheKafka(tmp_path_factory.mktemp("kafka")))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("tansu", id="tansu"),
+        pytest.param("kafka", id="kafka", marks=pytest.mark.kafka),
+    ]
+)
+def broker(request: pytest.FixtureRequest) -> str:
+    """Bootstrap servers of each broker kind in turn."""
+    launcher: BrokerLauncher = request.getfixturevalue(f"{request.param}_broker")
+    return launcher.bootstrap
