@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import fcntl
 import importlib.resources
 import os
 import shutil
@@ -274,9 +275,9 @@ class EmbeddedTansu(BrokerLauncher):
     runs; every start is an empty broker. No idempotent producer, no transactions.
     Consumer-group joins take about half the rebalance timeout: keep it small in tests.
 
-    >>> with EmbeddedTansu(Path(tempfile.mkdtemp())) as t:
-    ...     t.bootstrap.startswith("127.0.0.1:")
-    True
+    >>> with tempfile.TemporaryDirectory() as d, EmbeddedTansu(Path(d)) as t:
+    ...     t.bootstrap.startswith("127.0.0.1:"), t.log_path.name
+    (True, 'tansu.log')
     """
 
     kind = "tansu"
@@ -339,16 +340,30 @@ def fetch_kafka_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None
     """Copy the Kafka broker's runtime jars from Maven Central into ``cache_dir/lib``; return it.
 
     Skips ``mvn`` when a marker from an earlier complete run is there. Needs ``mvn`` on PATH.
+    Safe to call from several processes at once (a lock file serialises them).
     """
     cache = Path(cache_dir) if cache_dir else kafka_cache_dir(version)
     lib = cache / "lib"
     marker = cache / _MARKER
-    if marker.is_file() and lib.is_dir() and any(lib.glob(f"kafka_2.13-{version}.jar")):
+
+    def complete() -> bool:
+        return marker.is_file() and (lib / f"kafka_2.13-{version}.jar").is_file()
+
+    if complete():
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
         raise BrokerError("mvn not found on PATH: it is needed once to fetch the Kafka jars")
     cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not complete():
+            _run_mvn(mvn, cache, version)
+    return lib
+
+
+def _run_mvn(mvn: str, cache: Path, version: str) -> None:
+    lib = cache / "lib"
     (cache / "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
     tmp = cache / "lib.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -358,8 +373,7 @@ def fetch_kafka_jars(version: str = KAFKA_VERSION, cache_dir: Path | None = None
         raise BrokerError(f"mvn failed ({r.returncode}) in {cache}:\n{(r.stdout + r.stderr)[-4000:]}")
     shutil.rmtree(lib, ignore_errors=True)
     tmp.rename(lib)
-    marker.write_text(" ".join(sorted(p.name for p in lib.glob("*.jar"))) + "\n")
-    return lib
+    (cache / _MARKER).write_text("".join(f"{p.name}\n" for p in sorted(lib.glob("*.jar"))))
 
 
 def _cluster_id() -> str:

@@ -58,13 +58,18 @@ class Settings(BaseSettings):
     allowed_lateness_s: int = Field(
         60, ge=0, description="A window closes when the partition's event-time watermark passes its end by this much."
     )
-    idle_flush_s: float = Field(
-        0.0,
-        ge=0,
-        description="If > 0: a pairs partition that receives nothing for this many wall-clock seconds closes all "
-        "its open windows (for simulations and demos that stop). 0 = never; windows then close on event time "
-        "only, or when the wall clock passes their end + lateness.",
+    source_idle_s: float = Field(
+        5.0, gt=0,
+        description="A reports partition that is caught up and gets nothing for this many wall-clock seconds is "
+        "idle: its progress mark follows the wall clock (less source_idle_lag_s), so windows still close.",
     )
+    source_idle_lag_s: float = Field(
+        120.0, ge=0,
+        description="How far behind the wall clock an idle partition's mark stays: reports arriving within this "
+        "lag of their interval start are never late. A finished simulation in the past is flushed by it.",
+    )
+    mark_interval_s: float = Field(1.0, gt=0, description="How often the ingest stage sends progress marks.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics flowmon creates.")
 
     # --- validation -------------------------------------------------------------
     max_future_s: int = Field(300, ge=0, description="Samples whose start is this far ahead of the worker clock are refused.")
@@ -73,9 +78,9 @@ class Settings(BaseSettings):
 
     # --- worker roles & sink -------------------------------------------------------
     roles: str = Field(
-        "ingest,aggregate,sink",
-        description="Comma list of the stages this process runs: ingest (validate+pre-aggregate), aggregate "
-        "(windows), sink (ClickHouse). With chdb only one process may run 'sink'.",
+        "pipeline,sink",
+        description="Comma list of what this process runs: pipeline (Faust agents: validate, pre-aggregate, "
+        "windows) and sink (land windows and dead letters in ClickHouse). With chdb only one process may run sink.",
     )
     sink_batch: int = Field(5000, ge=1, description="Max windows per ClickHouse insert.")
     sink_flush_s: float = Field(1.0, gt=0, description="Max seconds a window waits in the sink buffer.")

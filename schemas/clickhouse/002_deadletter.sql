@@ -9,8 +9,9 @@
 -- sample_index) identifies a dead letter, so duplicates collapse in the
 -- ReplacingMergeTree (the latest `at` wins) and a retried batch is dropped by its
 -- insert_deduplication_token. sample_index is NULL when the whole message was refused
--- (hence allow_nullable_key). Exact counts: SELECT ... FROM deadletter FINAL, or the
--- view deadletter_final.
+-- (hence allow_nullable_key). No PARTITION BY: two copies of one dead letter may carry
+-- different `at` values, and rows only collapse within a partition.
+-- Exact counts: SELECT ... FROM deadletter FINAL, or the view deadletter_final.
 CREATE TABLE IF NOT EXISTS deadletter
 (
     version          UInt8,
@@ -28,7 +29,6 @@ CREATE TABLE IF NOT EXISTS deadletter
     at               DateTime64(3, 'UTC')      COMMENT 'wall clock of the decision'
 )
 ENGINE = ReplacingMergeTree(at)
-PARTITION BY toYYYYMM(at)
 ORDER BY (source_topic, source_partition, source_offset, sample_index)
 SETTINGS allow_nullable_key = 1, non_replicated_deduplication_window = 1000;
 

@@ -1,0 +1,160 @@
+"""Shell: Faust agents that wire topics and the window-state table to the pure cores.
+
+* ``ingest`` (reports topic): ``ingest.Ingest`` validates, places and pre-aggregates a
+  report, then sends one message per pairs partition, and dead letters.
+* ``marks`` (timer): promises, per reports partition owned, how far ingest got
+  (``ingest.SourceProgress``), on every pairs partition.
+* ``aggregate`` (pairs topic): ``windows.PartitionWindows`` per partition; closed windows
+  go to the windows topic (delivery awaited), late partials to the dead-letter topic,
+  and the changed state to the table's changelog, all before the batch is acked.
+
+At-least-once: Faust flushes the producer before it commits offsets, so whatever an
+acked event caused is durable first; replays are absorbed by the windows' per-source
+offsets (see ``windows``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from faust.types import TP
+
+from .app import Flow
+from .ingest import Ingest, SourceProgress, deadletter, encode
+from .topology import Topology
+from .validate import Rejection, Validator
+from .windows import PartitionWindows
+from .wire import pair_partition
+
+__all__ = ["install"]
+
+log = logging.getLogger("flowmon.agents")
+
+
+def install(flow: Flow, topology: Topology | None = None) -> None:
+    """Define the agents and timers on ``flow.app``."""
+    s = flow.settings
+    app, m, t = flow.app, flow.metrics, flow.topics
+    core = Ingest(Validator(topology, max_future_s=s.max_future_s, max_message_bytes=s.max_message_bytes,
+                            max_samples=s.max_samples_per_report), s.window_s, s.partitions)
+    progress = SourceProgress(s.source_idle_s, s.source_idle_lag_s)
+    stores: dict[int, PartitionWindows] = {}
+
+    async def send(topic: str, value: bytes, partition: int | None = None, key: bytes | None = None):
+        return await app.producer.send(topic, key, value, partition, None, None)
+
+    # --- ingest ----------------------------------------------------------------------------
+    @app.agent(flow.reports, name="ingest")
+    async def ingest(stream):
+        async for event in stream.events():
+            msg = event.message
+            now = time.time()
+            res = core.process(event.value or b"", t.reports, msg.partition, msg.offset, now)
+            for p, payload in res.messages.items():
+                await send(t.pairs, payload, p)
+            for dl in res.deadletters:
+                await send(t.deadletter, encode(dl), key=dl["reason"].encode())
+                m.deadletters.labels(reason=dl["reason"]).inc(max(dl["samples"], 1))
+            progress.processed(msg.partition, msg.offset, res.start, now)
+            m.reports.inc()
+            m.samples.inc(res.accepted)
+
+    @app.timer(s.mark_interval_s)
+    async def marks() -> None:
+        now = time.time()
+        for tp in list(app.consumer.assignment()):
+            if tp.topic != t.reports:
+                continue
+            last = progress.last_offset.get(tp.partition)
+            try:
+                hw = app.consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                hw = None
+            if last is not None:
+                caught_up = hw is not None and last + 1 >= hw
+            else:
+                pos = await app.consumer.position(tp)
+                caught_up = hw is not None and pos is not None and pos >= hw
+            mark = progress.mark(tp.partition, now, caught_up)
+            if mark is None:
+                continue
+            payload = encode({"mark": [tp.partition, mark]})
+            for p in range(s.partitions):
+                await send(t.pairs, payload, p)
+
+    # --- aggregate -------------------------------------------------------------------------
+    def store(p: int) -> PartitionWindows:
+        pw = stores.get(p)
+        if pw is None:
+            pw = stores[p] = PartitionWindows(p, s.window_s, s.allowed_lateness_s, s.partitions)
+            prefix = f"[{p},"
+            for k, v in list(flow.state.data.items()):
+                k = k.decode() if isinstance(k, bytes) else k
+                if k.startswith(prefix) and v is not None:
+                    pw.load(k, orjson.loads(v))
+            log.info("pairs partition %d: restored %d open, %d closed windows, watermark %s",
+                     p, len(pw.open), len(pw.closed), pw.watermark)
+        return pw
+
+    @app.agent(flow.pairs, name="aggregate")
+    async def aggregate(stream):
+        async for events in stream.take_events(1000, within=0.05):
+            closed: list[dict] = []
+            late: list[dict] = []
+            touched: set[int] = set()
+            for event in events:
+                p = event.message.partition
+                pw = store(p)
+                out = pw.apply(orjson.loads(event.value))
+                touched.add(p)
+                closed.extend(out.closed)
+                for part, origin in out.late:
+                    rej = Rejection("late", f"window {part['ws']} of {part['src'][0]}->{part['dst'][0]} closed "
+                                    f"(watermark {pw.watermark}, lateness {s.allowed_lateness_s} s)",
+                                    samples=part["c"][5], payload=part)
+                    late.append(deadletter(rej, "aggregate", t.reports, origin[0], origin[1]))
+                m.partials.inc(out.applied)
+                m.duplicates.inc(out.duplicates)
+            pending = []
+            for rec in closed:
+                key = f"{rec['src_subnet']}|{rec['dst_subnet']}".encode()
+                part = pair_partition(rec["src_subnet"], rec["dst_subnet"], s.partitions)
+                pending.append(await send(t.windows, encode(rec), part, key))
+            for dl in late:
+                pending.append(await send(t.deadletter, encode(dl), key=b"late"))
+                m.deadletters.labels(reason="late").inc(max(dl["samples"], 1))
+            if pending:  # closed windows must be durable before their state says 'closed'
+                await asyncio.gather(*pending)
+            m.windows.inc(len(closed))
+            for p in touched:
+                pw = stores[p]
+                for k, v in pw.take_dirty().items():
+                    kb = k.encode()
+                    if v is None:
+                        flow.state.data.pop(kb, None)
+                        flow.state.send_changelog(p, kb, None)
+                    else:
+                        vb = encode(v)
+                        flow.state.data[kb] = vb
+                        flow.state.send_changelog(p, kb, vb)
+            m.open_windows.set(sum(len(pw.open) for pw in stores.values()))
+
+    # --- rebalances ---------------------------------------------------------------------------
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, revoked: set[TP], **kwargs) -> None:
+        for tp in revoked:
+            if tp.topic == t.pairs:
+                stores.pop(tp.partition, None)
+            elif tp.topic == t.reports:
+                progress.revoked(tp.partition)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned: set[TP], **kwargs) -> None:
+        now = time.time()
+        for tp in assigned:
+            if tp.topic == t.reports:
+                progress.assigned(tp.partition, now)
+

@@ -1,0 +1,162 @@
+"""Shell: the ``flowmon`` command (typer). Every option also reads ``FLOWMON_*`` (see ``config``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .config import Settings
+
+__all__ = ["main", "cli"]
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="flowmon: TCP flow health per subnet pair, from agents through Kafka to ClickHouse.")
+config_cli = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
+cli.add_typer(config_cli, name="config")
+console = Console(stderr=True)
+
+BrokerOpt = Annotated[Optional[str], typer.Option("--broker", "-b", help="Bootstrap 'host:port' or 'embedded'.")]
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _start_embedded(settings: Settings):
+    from .brokers import EmbeddedTansu
+    broker = EmbeddedTansu(settings.data_dir / "tansu").start()
+    console.print(f"[green]embedded Tansu broker[/] on [bold]{broker.bootstrap}[/] (in memory: topics vanish when it stops)")
+    return broker
+
+
+# --- worker -----------------------------------------------------------------------------------
+@cli.command()
+def worker(broker: BrokerOpt = None,
+           roles: Annotated[Optional[str], typer.Option(help="pipeline,sink | pipeline | sink")] = None,
+           loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning") -> None:
+    """Run a pipeline worker: Faust agents (validate, pre-aggregate, windows) and/or the ClickHouse sink."""
+    s = _settings(broker=broker, roles=roles)
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    launched = _start_embedded(s) if s.broker == "embedded" else None
+    bootstrap = launched.bootstrap if launched else s.broker
+    try:
+        run_worker(s, bootstrap, loglevel)
+    finally:
+        if launched:
+            launched.stop()
+
+
+def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
+    import faust
+
+    from .app import create_app
+    from .topics import ensure_topics
+
+    asyncio.run(ensure_topics(bootstrap, create_topics(s)))
+    flow = create_app(s, bootstrap)
+    if "pipeline" in s.role_set:
+        from .agents import install
+        from .topology import load_topology
+        install(flow, load_topology(s.topology) if s.topology else None)
+    if "sink" in s.role_set:
+        _install_sink(flow)
+    if s.metrics_port:
+        flow.metrics.serve(s.metrics_port)
+    faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+
+
+def create_topics(s: Settings):
+    from .topics import Topics
+    return Topics.from_settings(s)
+
+
+def _install_sink(flow) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .clickhouse import connect, is_chdb
+    from .land import Lander
+    from .migrate import migrate
+    from .sink import WindowSink
+    from .sqlserve import SqlServer
+
+    s = flow.settings
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+    client = executor.submit(connect, s.clickhouse_dsn).result()
+    applied = executor.submit(migrate, client).result()
+    if applied:
+        console.print(f"ClickHouse schema: applied {', '.join(applied)}")
+    sink = WindowSink(client)
+    server = None
+    if is_chdb(s.clickhouse_dsn):
+        server = SqlServer(client, port=s.serve_port)
+        server.start()
+        addr = s.data_dir / "sql-endpoint.json"
+        server.write_address_file(addr)
+        console.print(f"SQL endpoint for the embedded ClickHouse: [bold]http://127.0.0.1:{server.port}/[/] "
+                      f"(address in {addr}; try: flowmon sql \"SELECT count() FROM flow_windows FINAL\")")
+
+    @flow.app.task
+    async def land() -> None:
+        await Lander(s, flow.bootstrap, sink, executor, flow.metrics).run()
+
+
+@cli.command()
+def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
+        fmt: Annotated[str, typer.Option("--format", "-f", help="ClickHouse output format")] = "PrettyCompact") -> None:
+    """Run SQL against flowmon's ClickHouse: the live worker's endpoint if one runs, else the DSN directly."""
+    s = _settings()
+    addr = s.data_dir / "sql-endpoint.json"
+    if addr.exists():
+        import urllib.request
+        info = json.loads(addr.read_text())
+        url = info.get("url") or f"http://{info.get('host', '127.0.0.1')}:{info['port']}/"
+        try:
+            req = urllib.request.Request(url, data=f"{query} FORMAT {fmt}".encode(), method="POST")
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                sys.stdout.write(resp.read().decode())
+            return
+        except OSError as exc:
+            if not isinstance(exc, urllib.error.HTTPError):
+                console.print(f"[yellow]endpoint {url} not answering ({exc}); opening the database directly[/]")
+            else:
+                console.print(f"[red]{exc.read().decode().strip()}[/]")
+                raise typer.Exit(1)
+    from .clickhouse import connect
+    client = connect(s.clickhouse_dsn)
+    sys.stdout.write(client.command(f"{query} FORMAT {fmt}") if False else client.raw_query(query, fmt=fmt).decode())
+
+
+# --- config -------------------------------------------------------------------------------------
+@config_cli.command("dump")
+def config_dump() -> None:
+    """Print the effective configuration (defaults + FLOWMON_* environment) as JSON."""
+    print(Settings().model_dump_json(indent=2))
+
+
+@config_cli.command("check")
+def config_check() -> None:
+    """Validate the FLOWMON_* environment; exit 1 with the reason if it is wrong."""
+    try:
+        Settings()
+    except Exception as exc:  # pydantic ValidationError: print it readably
+        console.print(f"[red]invalid configuration:[/] {exc}")
+        raise typer.Exit(1)
+    console.print("[green]configuration ok[/]")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

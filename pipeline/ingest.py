@@ -1,0 +1,146 @@
+"""Ingest stage core: one raw report -> pairs-topic messages and dead letters; source progress.
+
+Pure: no Kafka. ``agents.py`` feeds it what it reads from the reports topic and sends
+what it returns. The pairs topic is partitioned by directional subnet pair
+(``wire.pair_partition``), so one message per destination partition carries all the
+report's partials for that partition: per-message costs are paid per report, not per
+sample or per pair.
+
+Examples
+--------
+>>> import orjson
+>>> ing = Ingest(Validator(), window_s=600, partitions=4)
+>>> msg = {"version": 1, "instance": "h1", "local": {"ip": "10.0.0.4", "subnet": "s1", "az": "a1", "vpc": "v1"},
+...        "start": 1764000030, "interval_s": 30, "remote": {"ip": "10.0.1.4", "subnet": "s2", "az": "a2", "vpc": "v1"},
+...        "bytes_sent": 10, "bytes_received": 20, "retransmissions": 0, "timeouts": 0, "flows": 1, "rtt_us": [800]}
+>>> res = ing.process(orjson.dumps(msg), "flow-reports-v1", 3, 42, now=1764000100)
+>>> res.accepted, res.rejected, list(res.messages) == [pair_partition("s1", "s2", 4)]
+(1, 0, True)
+>>> orjson.loads(next(iter(res.messages.values())))["o"]
+[3, 42]
+>>> res = ing.process(b"{not json", "flow-reports-v1", 3, 43, now=1764000100)
+>>> res.deadletters[0]["reason"], res.deadletters[0]["source"]
+('malformed_json', {'topic': 'flow-reports-v1', 'partition': 3, 'offset': 43})
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .preagg import partials
+from .validate import Rejection, Validator
+from .wire import WIRE_VERSION, pair_partition
+
+__all__ = ["Ingest", "IngestResult", "SourceProgress", "deadletter", "encode"]
+
+_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def encode(obj: Any) -> bytes:
+    """JSON bytes as they go on every flowmon topic (int dict keys allowed)."""
+    return orjson.dumps(obj, option=_OPTS)
+
+
+def deadletter(rej: Rejection, stage: str, topic: str, partition: int, offset: int,
+               now: float | None = None) -> dict[str, Any]:
+    """A dead-letter record (``schemas/wire/deadletter.v1.json``) for one rejection."""
+    rec: dict[str, Any] = {
+        "version": WIRE_VERSION, "reason": rej.reason, "field": rej.field, "detail": rej.detail, "stage": stage,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "sample_index": rej.sample_index, "samples": rej.samples,
+        "at": time.time() if now is None else now,
+    }
+    if rej.raw is not None:
+        rec["payload_b64"] = base64.b64encode(rej.raw).decode()
+    else:
+        rec["payload"] = rej.payload
+    return rec
+
+
+@dataclass(slots=True)
+class IngestResult:
+    messages: dict[int, bytes] = field(default_factory=dict)  # pairs partition -> message
+    deadletters: list[dict] = field(default_factory=list)
+    accepted: int = 0  # samples
+    rejected: int = 0  # samples (whole-message rejections count the samples they held)
+    start: int | None = None  # event time of the report, when accepted
+
+
+class Ingest:
+    """Validate, place and pre-aggregate one report; cut it into per-partition messages."""
+
+    def __init__(self, validator: Validator, window_s: int, partitions: int) -> None:
+        self.validator = validator
+        self.window_s = window_s
+        self.partitions = partitions
+
+    def process(self, raw: bytes, topic: str, partition: int, offset: int, now: float) -> IngestResult:
+        res = IngestResult()
+        report, rejections = self.validator.check(raw, now)
+        for rej in rejections:
+            res.deadletters.append(deadletter(rej, "ingest", topic, partition, offset, now))
+            res.rejected += rej.samples
+        if report is None:
+            return res
+        res.accepted = report.n
+        res.start = report.start
+        by_part: dict[int, list[dict]] = {}
+        for part in partials(report, self.validator.places, self.window_s):
+            p = pair_partition(part["src"][0], part["dst"][0], self.partitions)
+            by_part.setdefault(p, []).append(part)
+        origin = [partition, offset]
+        for p, parts in by_part.items():
+            res.messages[p] = encode({"o": origin, "t": report.start, "parts": parts})
+        return res
+
+
+class SourceProgress:
+    """How far the ingest stage got on each reports partition it owns (for progress marks).
+
+    A partition's mark is the largest event time processed on it. When it has been idle
+    (caught up, nothing new for ``idle_s`` wall seconds) its mark follows the wall clock
+    instead, less ``idle_lag_s``: in real time, reports arrive within that lag of their
+    interval start; a simulation in the past is thereby flushed once it stops.
+
+    >>> sp = SourceProgress(idle_s=5, idle_lag_s=120)
+    >>> sp.processed(0, offset=9, start=1000, now=50.0)
+    >>> sp.mark(0, now=51.0, caught_up=True)
+    1000
+    >>> sp.mark(0, now=1200.0, caught_up=True)
+    1080
+    >>> sp.mark(0, now=1200.0, caught_up=False)
+    1000
+    """
+
+    def __init__(self, idle_s: float, idle_lag_s: float) -> None:
+        self.idle_s = idle_s
+        self.idle_lag_s = idle_lag_s
+        self.max_start: dict[int, int] = {}
+        self.last_offset: dict[int, int] = {}
+        self.last_seen: dict[int, float] = {}
+
+    def processed(self, partition: int, offset: int, start: int | None, now: float) -> None:
+        self.last_offset[partition] = offset
+        self.last_seen[partition] = now
+        if start is not None and start > self.max_start.get(partition, -1):
+            self.max_start[partition] = start
+
+    def assigned(self, partition: int, now: float) -> None:
+        self.last_seen.setdefault(partition, now)
+
+    def revoked(self, partition: int) -> None:
+        for d in (self.max_start, self.last_offset, self.last_seen):
+            d.pop(partition, None)
+
+    def mark(self, partition: int, now: float, caught_up: bool) -> int | None:
+        """The event time to promise for ``partition`` now, or ``None`` (nothing to promise yet)."""
+        best = self.max_start.get(partition)
+        if caught_up and now - self.last_seen.get(partition, now) >= self.idle_s:
+            wall = int(now - self.idle_lag_s)
+            best = wall if best is None else max(best, wall)
+        return best

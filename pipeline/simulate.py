@@ -1,0 +1,549 @@
+"""Deterministic fleet simulator: wire-v1 flow reports in simulated time.
+
+Pure generator (no Kafka). Given a :class:`~pipeline.topology.Topology` and a traffic
+description it yields one report per instance per agent interval (``interval_s``,
+default 30 s), each with one sample per remote endpoint the instance exchanged data
+with in that interval, in event-time order and much faster than real time.
+Same seed → byte-identical reports.
+
+Traffic (YAML list under ``traffic:``; a scenario file may also hold ``topology:``,
+``seed:``, ``duration:``, ``interval:``, ``omit_remote_placement:``,
+``rtt_defaults_ms:``; other top-level keys are left to other tools):
+
+* ``background`` (the default kind)::
+
+      {from: vpc-a, to: az1, clients_per_instance: 3, bytes_per_interval: 5MB,
+       rtt_ms: 0.8, retrans_per_mb: 0.05, diurnal: 0.3, noise: 0.2, start: 1h, duration: 2h}
+
+  A scope is an instance, subnet, AZ or VPC id. Each instance in ``from`` picks
+  ``clients_per_instance`` distinct peers (seeded) in ``to`` (never itself) and, per
+  interval, sends each peer ~``bytes_per_interval`` (per pair): × a 24 h diurnal sinusoid
+  of amplitude ``diurnal`` (peak 12:00 UTC) × mean-1 lognormal noise of sigma ``noise``.
+  The peer sends back ``reverse_ratio`` (default 0.01) of that. Retransmissions ~
+  Poisson(``retrans_per_mb`` × MB sent), counted by the data sender; timeouts ~
+  Binomial(retransmissions, ``timeouts_per_retrans``, default 0.02). ``flows`` (default 1)
+  connections per pair. ``start``/``duration`` (offsets from the simulation start)
+  restrict the entry to intervals starting in [start, start+duration).
+* ``transfer`` (an HTTP download)::
+
+      {kind: transfer, server: subnet-1a/0, clients: [subnet-1a/1, subnet-1c/0],
+       bytes: 10MB, every: 10m, offset: 1m}
+
+  Each client (scopes allowed) fetches ``bytes`` from the server at simulation-start +
+  offset + k·every; the download lasts a few seconds and is reported in the interval
+  containing its start. The client's request is ``request_bytes`` (default 400) the other
+  way. ``retrans_per_mb`` defaults to 0.003 (≈ one retransmission per 330 MB, as in
+  the reference: "a single retransmission appeared once, by chance").
+
+Both ends report every flow: the data sender reports ``bytes_sent`` (and the
+retransmissions), the receiver ``bytes_received``; each side has its own RTT observation
+(one per flow). RTT: the entry's ``rtt_ms``, else :data:`DEFAULT_RTT_MS` by category
+(intra-AZ 0.2 ms, inter-AZ 1.0 ms, inter-VPC 1.3 ms), × a fixed per-pair path factor
+(lognormal sigma 0.1) × a per-observation factor (lognormal sigma ``rtt_jitter``, 0.25).
+A fraction ``omit_remote_placement`` (default 0.5) of samples carry only the remote
+``ip``, so the pipeline must resolve subnet/az/vpc from the topology; ``local`` always
+has its placement.
+
+Sizes use decimal units: ``MB`` = 1,000,000 bytes (``MiB`` = 2**20), so the reference's
+"10 MB file" gives exactly 20 MB per 10-minute window on the 1a→1a monitor.
+
+Examples
+--------
+>>> sim = Simulator('''
+... region: r1
+... vpcs:
+...   - id: vpc-a
+...     azs:
+...       - id: az1
+...         subnets: [{id: subnet-1a, cidr: 10.0.0.0/24, instances: 2}]
+... ''', [{"kind": "transfer", "server": "subnet-1a/0", "clients": ["subnet-1a/1"],
+...        "bytes": "10MB", "every": "10m", "offset": "1m"}], seed=1, start=1764000000)
+>>> reports = list(sim.reports(600))
+>>> [(r["instance"], r["start"], r["samples"][0]["bytes_sent"]) for r in reports]
+[('subnet-1a/0', 1764000060, 10000000), ('subnet-1a/1', 1764000060, 400)]
+>>> t = expected_totals(reports, 600, sim.topology)[("subnet-1a", "subnet-1a", 1764000000)]
+>>> t["bytes_sent"] + t["bytes_received"], t["hosts"], t["flows"]
+(20000800, 2, 2)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.topology import Topology, category, load_topology, read_yaml_source
+
+__all__ = [
+    "DEFAULT_RTT_MS",
+    "Scenario",
+    "Simulator",
+    "expected_totals",
+    "load_scenario",
+    "parse_duration",
+    "parse_size",
+]
+
+DEFAULT_RTT_MS: dict[str, float] = {"intra-az": 0.2, "inter-az": 1.0, "inter-vpc": 1.3, "external": 20.0}
+"""Mean RTT by traffic category when a traffic entry gives no ``rtt_ms``."""
+
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtTpP][iI]?)?[bB]?\s*$")
+_SIZE_MULT = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+              "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+_DUR_RE = re.compile(r"([0-9]*\.?[0-9]+)\s*(ms|s|sec|m|min|h|d|w)?", re.IGNORECASE)
+_DUR_MULT = {"ms": 0.001, "s": 1, "sec": 1, "": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(value: str | int | float) -> int:
+    """Bytes from ``'10MB'``, ``'5 MiB'``, ``'1.5GB'``, ``'400B'``, ``'2k'`` or a number.
+
+    Decimal SI units (``KB``/``MB``/``GB`` = 10**3/10**6/10**9), binary with ``i``
+    (``KiB``/``MiB``/``GiB``); case-insensitive, the trailing ``B`` optional; always bytes.
+
+    Examples
+    --------
+    >>> parse_size("10MB"), parse_size("5 MiB"), parse_size("1.5GB"), parse_size(400)
+    (10000000, 5242880, 1500000000, 400)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int | float):
+        n = float(value)
+    else:
+        m = _SIZE_RE.match(str(value))
+        if not m:
+            raise ValueError(f"not a size: {value!r} (use e.g. 10MB, 5MiB, 400B)")
+        n = float(m.group(1)) * _SIZE_MULT[(m.group(2) or "").lower()]
+    if not math.isfinite(n) or n < 0:
+        raise ValueError(f"not a size: {value!r}")
+    return int(round(n))
+
+
+def parse_duration(value: str | int | float) -> int:
+    """Whole seconds from ``'30s'``, ``'10m'``, ``'6h'``, ``'1d'``, ``'1h30m'`` or a number of seconds.
+
+    Examples
+    --------
+    >>> parse_duration("10m"), parse_duration("6h"), parse_duration("30s"), parse_duration("1h30m"), parse_duration(20)
+    (600, 21600, 30, 5400, 20)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        total = float(value)
+    else:
+        s = str(value).strip()
+        pos, total = 0, 0.0
+        for m in _DUR_RE.finditer(s):
+            if m.start() != pos and s[pos : m.start()].strip():
+                break
+            total += float(m.group(1)) * _DUR_MULT[(m.group(2) or "").lower()]
+            pos = m.end()
+        if not s or s[pos:].strip():
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 6h, 1d)")
+    if not math.isfinite(total) or total < 0 or abs(total - round(total)) > 1e-9:
+        raise ValueError(f"not a duration in whole non-negative seconds: {value!r}")
+    return int(round(total))
+
+
+# ------------------------------------------------------------------------------------
+# scenario files
+# ------------------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    """A parsed scenario file: topology, traffic and run parameters (``raw`` keeps all keys)."""
+
+    topology: Topology
+    traffic: list[dict[str, Any]]
+    seed: int = 0
+    duration_s: int | None = None
+    interval_s: int = 30
+    omit_remote_placement: float = 0.5
+    rtt_defaults_ms: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    source: str = "<dict>"
+
+
+def load_scenario(source: str | Path | Mapping[str, Any]) -> Scenario:
+    """Load a scenario (path, YAML string or dict) with ``topology:`` and ``traffic:``.
+
+    Examples
+    --------
+    >>> sc = load_scenario(Path(__file__).parent.parent / "tests" / "data" / "http_experiment.yaml")
+    >>> sc.seed, sc.duration_s, sc.interval_s, len(sc.topology.instances)
+    (7, 7200, 30, 4)
+    """
+    data, label, path = read_yaml_source(source, "scenario")
+    if not isinstance(data, Mapping) or "topology" not in data:
+        raise ValueError(f"scenario {label}: expected a mapping with a 'topology:' key")
+    topo = load_topology(path if path is not None else data)
+    traffic = data.get("traffic") or []
+    if not isinstance(traffic, list):
+        raise ValueError(f"scenario {label}: traffic: expected a list of entries")
+
+    def get(key: str, conv: Any, default: Any) -> Any:
+        if data.get(key) is None:
+            return default
+        try:
+            return conv(data[key])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"scenario {label}: {key}: {e}") from None
+
+    return Scenario(
+        topology=topo,
+        traffic=list(traffic),
+        seed=get("seed", int, 0),
+        duration_s=get("duration", parse_duration, None),
+        interval_s=get("interval", parse_duration, 30),
+        omit_remote_placement=get("omit_remote_placement", float, 0.5),
+        rtt_defaults_ms=get("rtt_defaults_ms", lambda d: {str(k): float(v) for k, v in d.items()}, {}),
+        raw=dict(data),
+        source=label,
+    )
+
+
+# ------------------------------------------------------------------------------------
+# traffic entries
+# ------------------------------------------------------------------------------------
+_BG_KEYS = {"kind", "name", "from", "to", "clients_per_instance", "bytes_per_interval", "rtt_ms",
+            "retrans_per_mb", "timeouts_per_retrans", "diurnal", "noise", "reverse_ratio", "flows",
+            "rtt_jitter", "start", "duration"}
+_TR_KEYS = {"kind", "name", "server", "clients", "bytes", "every", "offset", "request_bytes", "rtt_ms",
+            "retrans_per_mb", "timeouts_per_retrans", "rtt_jitter", "start", "duration"}
+
+_Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class _Entry:
+    """A compiled traffic entry: data flows sender → receiver over fixed pairs."""
+
+    kind: str
+    snd: np.ndarray  # sender instance index per pair (× flows)
+    rcv: np.ndarray  # receiver instance index
+    rtt_snd: np.ndarray  # base RTT (µs) per pair as seen by each side
+    rtt_rcv: np.ndarray
+    size: float  # bytes per pair per interval (background) or per fetch (transfer)
+    back: float  # reverse_ratio (background) or request bytes (transfer)
+    retrans_per_mb: float
+    timeouts_per_retrans: float
+    rtt_jitter: float
+    start: int
+    end: int  # active for event times in [start, end) (offsets from simulation start)
+    diurnal: float = 0.0
+    noise: float = 0.0
+    every: int = 0
+    offset: int = 0
+
+
+class Simulator:
+    """Seeded fleet simulator producing wire-v1 report dicts.
+
+    ``topology``: anything :func:`load_topology` accepts. ``traffic``: a list of entries,
+    or a scenario (path/YAML/dict) whose ``traffic:`` is used. ``start``: simulated Unix
+    time of the first interval, a multiple of 3600; None = the latest hour boundary at
+    least ``duration_s`` before now (fixed at the first :meth:`reports` call).
+    ``interval_s`` must divide 3600.
+    """
+
+    def __init__(
+        self,
+        topology: Any,
+        traffic: Sequence[Mapping[str, Any]] | str | Path | Mapping[str, Any],
+        seed: int = 0,
+        interval_s: int | str = 30,
+        start: int | None = None,
+        *,
+        omit_remote_placement: float = 0.5,
+        rtt_defaults_ms: Mapping[str, float] | None = None,
+    ) -> None:
+        self.topology = load_topology(topology)
+        if not isinstance(traffic, Sequence) or isinstance(traffic, str):
+            data, label, _ = read_yaml_source(traffic, "traffic")
+            traffic = data.get("traffic", []) if isinstance(data, Mapping) else data
+            if not isinstance(traffic, list):
+                raise ValueError(f"traffic {label}: expected a list of entries")
+        self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+        self.interval_s = parse_duration(interval_s)
+        if not 1 <= self.interval_s <= 3600 or 3600 % self.interval_s:
+            raise ValueError(f"interval_s must divide 3600, got {self.interval_s}")
+        if start is not None and int(start) % 3600:
+            raise ValueError(f"start must be a multiple of 3600 (an hour boundary), got {start}")
+        self.start: int | None = None if start is None else int(start)
+        if not 0.0 <= omit_remote_placement <= 1.0:
+            raise ValueError("omit_remote_placement must be in [0, 1]")
+        self.omit_remote_placement = float(omit_remote_placement)
+        self.rtt_defaults_ms = {**DEFAULT_RTT_MS, **(rtt_defaults_ms or {})}
+        self.traffic = [dict(e) for e in traffic]
+
+        t = self.topology
+        self._ids = list(t.instances)
+        self._index = {iid: i for i, iid in enumerate(self._ids)}
+        pl = list(t.instances.values())
+        self._ips = [p.ip for p in pl]
+        self._local = [{"ip": p.ip, "subnet": p.subnet, "az": p.az, "vpc": p.vpc} for p in pl]
+        self._az = [p.az for p in pl]
+        self._vpc = [p.vpc for p in pl]
+        rng = np.random.default_rng([self.seed, 0])
+        self._entries = [self._compile(e, i, rng) for i, e in enumerate(self.traffic)]
+
+    @classmethod
+    def from_scenario(cls, source: str | Path | Mapping[str, Any] | Scenario, **overrides: Any) -> Simulator:
+        """Build from a scenario file; keyword arguments override its seed/interval_s/start/…"""
+        sc = source if isinstance(source, Scenario) else load_scenario(source)
+        kw: dict[str, Any] = dict(seed=sc.seed, interval_s=sc.interval_s, omit_remote_placement=sc.omit_remote_placement,
+                                  rtt_defaults_ms=sc.rtt_defaults_ms)
+        kw.update(overrides)
+        sim = cls(sc.topology, sc.traffic, **kw)
+        sim.scenario = sc  # type: ignore[attr-defined]
+        return sim
+
+    # --- compilation ----------------------------------------------------------------
+    def _compile(self, e: Mapping[str, Any], i: int, rng: np.random.Generator) -> _Entry:
+        where = f"traffic[{i}]"
+        if not isinstance(e, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {type(e).__name__}")
+        kind = e.get("kind", "background")
+        if kind not in ("background", "transfer"):
+            raise ValueError(f"{where}.kind: unknown kind {kind!r} (background or transfer)")
+        keys = _BG_KEYS if kind == "background" else _TR_KEYS
+        unknown = sorted(set(map(str, e)) - keys)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown} for kind {kind}; allowed: {sorted(keys)}")
+        for req in ("from", "to") if kind == "background" else ("server", "clients", "bytes", "every"):
+            if e.get(req) is None:
+                raise ValueError(f"{where}.{req}: missing required field")
+
+        def conv(key: str, f: Any, default: Any, lo: float | None = 0.0, hi: float | None = None) -> Any:
+            v = e.get(key)
+            if v is None:
+                return default
+            try:
+                x = f(v)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where}.{key}: {err}") from None
+            if (lo is not None and x < lo) or (hi is not None and x > hi):
+                raise ValueError(f"{where}.{key}: {v!r} out of range [{lo}, {hi}]")
+            return x
+
+        def scope(key: str, v: Any) -> list[int]:
+            try:
+                return [self._index[m] for m in self.topology.members(str(v))]
+            except KeyError:
+                raise ValueError(f"{where}.{key}: unknown scope {v!r} (not an instance, subnet, AZ or VPC id)") from None
+
+        start = conv("start", parse_duration, 0)
+        dur = conv("duration", parse_duration, None)
+        end = 2**62 if dur is None else start + dur
+        rtt_ms = conv("rtt_ms", float, None, 1e-3)
+        jitter = conv("rtt_jitter", float, 0.25)
+        tpr = conv("timeouts_per_retrans", float, 0.02, 0.0, 1.0)
+
+        if kind == "background":
+            src, dst = scope("from", e["from"]), scope("to", e["to"])
+            k = conv("clients_per_instance", int, 3, 1)
+            flows = conv("flows", int, 1, 1)
+            snd_l: list[int] = []
+            rcv_l: list[int] = []
+            dst_arr = np.asarray(dst, dtype=np.int64)
+            for s in src:
+                cand = dst_arr[dst_arr != s]
+                if len(cand) == 0:
+                    continue
+                pick = cand[np.sort(rng.choice(len(cand), size=min(k, len(cand)), replace=False))]
+                snd_l.extend([s] * len(pick))
+                rcv_l.extend(pick.tolist())
+            snd = np.repeat(np.asarray(snd_l, dtype=np.int64), flows)
+            rcv = np.repeat(np.asarray(rcv_l, dtype=np.int64), flows)
+            size = conv("bytes_per_interval", parse_size, 5_000_000) / flows
+            back = conv("reverse_ratio", float, 0.01)
+            rpm = conv("retrans_per_mb", float, 0.05)
+        else:
+            srv = scope("server", e["server"])
+            if len(srv) != 1:
+                raise ValueError(f"{where}.server: must name one instance, {e['server']!r} has {len(srv)}")
+            clients_v = e["clients"] if isinstance(e["clients"], list) else [e["clients"]]
+            cl = [c for j, v in enumerate(clients_v) for c in scope(f"clients[{j}]", v) if c != srv[0]]
+            snd = np.full(len(cl), srv[0], dtype=np.int64)
+            rcv = np.asarray(cl, dtype=np.int64)
+            size = float(conv("bytes", parse_size, None))
+            back = float(conv("request_bytes", parse_size, 400))
+            rpm = conv("retrans_per_mb", float, 0.003)
+        base = np.array(
+            [rtt_ms if rtt_ms is not None else
+             self.rtt_defaults_ms[category(self._az[a], self._vpc[a], self._az[b], self._vpc[b])]
+             for a, b in zip(snd.tolist(), rcv.tolist())], dtype=np.float64,
+        ) * 1000.0
+        path = np.exp(rng.normal(0.0, 0.1, size=len(snd)))  # fixed per-pair path factor
+        entry = _Entry(kind, snd, rcv, base * path, base * path, size, back, rpm, tpr, jitter, start, end)
+        if kind == "background":
+            entry.diurnal = conv("diurnal", float, 0.3, 0.0, 1.0)
+            entry.noise = conv("noise", float, 0.2)
+        else:
+            entry.every = conv("every", parse_duration, None, 1)
+            entry.offset = conv("offset", parse_duration, 0)
+        return entry
+
+    # --- generation -----------------------------------------------------------------
+    def _rows(self, e: _Entry, k: int, t0: int, rng: np.random.Generator) -> _Rows | None:
+        """Rows (reporter, remote, sent, received, retrans, timeouts, rtt) of one entry, one interval."""
+        rel = k * self.interval_s  # interval start, relative to the simulation start
+        n = len(e.snd)
+        if n == 0:
+            return None
+        if e.kind == "background":
+            if not e.start <= rel < e.end:
+                return None
+            tod = (t0 + self.interval_s / 2) % 86400
+            level = e.size * (1.0 + e.diurnal * math.sin(2 * math.pi * (tod - 21600) / 86400))
+            sig = e.noise
+            data = np.rint(level * np.exp(rng.normal(-sig * sig / 2, sig, size=n))).astype(np.int64)
+            back = np.rint(data * e.back).astype(np.int64)
+            snd, rcv, fetches = e.snd, e.rcv, 1
+        else:
+            # fetch times offset + j*every that start in this interval and in [start, end)
+            lo, hi = max(rel, e.start), min(rel + self.interval_s, e.end)
+            j0 = max(0, -(-(lo - e.offset) // e.every))
+            fetches = 0 if hi <= lo else max(0, -(-(hi - e.offset) // e.every) - j0)
+            if fetches == 0:
+                return None
+            snd, rcv = np.repeat(e.snd, fetches), np.repeat(e.rcv, fetches)
+            n *= fetches
+            data = np.full(n, int(e.size), dtype=np.int64)
+            back = np.full(n, int(e.back), dtype=np.int64)
+        retr = rng.poisson(e.retrans_per_mb * data / 1e6)
+        tmo = rng.binomial(retr, e.timeouts_per_retrans) if e.timeouts_per_retrans > 0 else np.zeros(n, np.int64)
+        j = e.rtt_jitter
+        bs = np.repeat(e.rtt_snd, fetches) if fetches > 1 else e.rtt_snd
+        br = np.repeat(e.rtt_rcv, fetches) if fetches > 1 else e.rtt_rcv
+        rtt_s = bs * np.exp(rng.normal(-j * j / 2, j, size=n))
+        rtt_r = br * np.exp(rng.normal(-j * j / 2, j, size=n))
+        zero = np.zeros(n, dtype=np.int64)
+        cat = np.concatenate
+        return (cat([snd, rcv]), cat([rcv, snd]), cat([data, back]), cat([back, data]),
+                cat([retr, zero]), cat([tmo, zero]), cat([rtt_s, rtt_r]))
+
+    def _resolve_start(self, duration_s: int) -> int:
+        if self.start is None:
+            self.start = int((time.time() - duration_s) // 3600 * 3600)
+        return self.start
+
+    def reports(self, duration_s: int | str) -> Iterator[dict[str, Any]]:
+        """Reports for every interval starting in [start, start + duration_s), in event-time order.
+
+        Within an interval reports are ordered by instance (topology order), samples by
+        remote instance. Each interval draws from its own generator seeded by
+        ``(seed, interval index)``, so a prefix of a longer run equals a shorter run.
+        """
+        dur = parse_duration(duration_s)
+        start = self._resolve_start(dur)
+        n_iv = -(-dur // self.interval_s)
+        for k in range(n_iv):
+            yield from self._interval(k, start + k * self.interval_s)
+
+    def _interval(self, k: int, t0: int) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng([self.seed, 1, k])
+        parts = [r for e in self._entries if (r := self._rows(e, k, t0, rng)) is not None]
+        if not parts:
+            return
+        rep, rem, sent, recv, retr, tmo, rtt = (np.concatenate(c) for c in zip(*parts))
+        n_inst = len(self._ids)
+        key = rep * n_inst + rem
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        g_rep = (key[first] // n_inst).tolist()
+        g_rem = (key[first] % n_inst).tolist()
+        add = np.add.reduceat
+        g_sent = add(sent[order], first).tolist()
+        g_recv = add(recv[order], first).tolist()
+        g_retr = add(retr[order], first).tolist()
+        g_tmo = add(tmo[order], first).tolist()
+        bounds = np.r_[first, len(key)].tolist()
+        rtt_l = np.maximum(np.rint(rtt[order]), 1).astype(np.int64).tolist()
+        keep = (rng.random(len(first)) >= self.omit_remote_placement).tolist()
+
+        ids, ips, local, interval = self._ids, self._ips, self._local, self.interval_s
+        cur = -1
+        samples: list[dict[str, Any]] = []
+        for g in range(len(first)):
+            r = g_rep[g]
+            if r != cur:
+                if cur >= 0:
+                    yield {"version": 1, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
+                           "interval_s": interval, "samples": samples}
+                cur, samples = r, []
+            m = g_rem[g]
+            a, b = bounds[g], bounds[g + 1]
+            samples.append({
+                "remote": dict(local[m]) if keep[g] else {"ip": ips[m]},
+                "bytes_sent": g_sent[g],
+                "bytes_received": g_recv[g],
+                "retransmissions": g_retr[g],
+                "timeouts": g_tmo[g],
+                "flows": b - a,
+                "rtt_us": rtt_l[a:b],
+            })
+        yield {"version": 1, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
+               "interval_s": interval, "samples": samples}
+
+    def expected_totals(self, reports: Iterable[Mapping[str, Any]], window_s: int) -> dict[tuple[str, str, int], dict[str, int]]:
+        """:func:`expected_totals` with this simulator's topology."""
+        return expected_totals(reports, window_s, self.topology)
+
+
+# ------------------------------------------------------------------------------------
+# test oracle
+# ------------------------------------------------------------------------------------
+def expected_totals(
+    reports: Iterable[Mapping[str, Any]], window_s: int, topology: Topology | None = None
+) -> dict[tuple[str, str, int], dict[str, int]]:
+    """Exact totals per (reporter subnet, remote subnet, window start) — the test oracle.
+
+    Straight sums over the report dicts (report or flat form): a sample belongs to the
+    window containing its report's ``start``; a missing subnet is resolved with
+    ``topology.locate`` (``external`` without a topology). Values: ``bytes_sent``,
+    ``bytes_received``, ``retransmissions``, ``timeouts``, ``flows``, ``samples``,
+    ``hosts`` (distinct reporting instances), plus ``rtt_count`` and ``rtt_sum_us``
+    (window mean RTT = rtt_sum_us / rtt_count).
+    """
+    acc: dict[tuple[str, str, int], dict[str, Any]] = {}
+    hosts: dict[tuple[str, str, int], set[str]] = {}
+
+    def subnet(ep: Mapping[str, Any]) -> str:
+        s = ep.get("subnet")
+        if s:
+            return str(s)
+        return topology.locate(ep["ip"]).subnet if topology is not None else "external"
+
+    for r in reports:
+        src = subnet(r["local"])
+        w = int(r["start"]) // window_s * window_s
+        for s in r["samples"] if "samples" in r else (r,):
+            key = (src, subnet(s["remote"]), w)
+            t = acc.get(key)
+            if t is None:
+                t = acc[key] = dict.fromkeys(
+                    ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples",
+                     "hosts", "rtt_count", "rtt_sum_us"), 0)
+                hosts[key] = set()
+            t["bytes_sent"] += s["bytes_sent"]
+            t["bytes_received"] += s["bytes_received"]
+            t["retransmissions"] += s["retransmissions"]
+            t["timeouts"] += s["timeouts"]
+            t["flows"] += s["flows"]
+            t["samples"] += 1
+            t["rtt_count"] += len(s["rtt_us"])
+            t["rtt_sum_us"] += sum(s["rtt_us"])
+            hosts[key].add(r["instance"])
+    for key, t in acc.items():
+        t["hosts"] = len(hosts[key])
+    return acc

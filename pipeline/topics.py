@@ -1,0 +1,63 @@
+"""Topic names and their creation. Names carry the wire version (``<prefix>-<name>-v1``).
+
+Examples
+--------
+>>> from pipeline.config import Settings
+>>> t = Topics.from_settings(Settings())
+>>> t.reports, t.pairs, t.windows, t.deadletter
+('flow-reports-v1', 'flow-pairs-v1', 'flow-windows-v1', 'flow-deadletter-v1')
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .config import Settings
+from .wire import topic_name
+
+__all__ = ["Topics", "ensure_topics"]
+
+
+@dataclass(frozen=True)
+class Topics:
+    reports: str  # agents -> pipeline (users produce here)
+    pairs: str  # ingest -> aggregate, partitioned by subnet pair (internal)
+    windows: str  # closed 10-minute windows (users may subscribe)
+    deadletter: str  # refused input, with reasons
+    partitions: int
+    replication: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Topics:
+        def n(x: str) -> str:
+            return topic_name(s.topic_prefix, x)
+        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), s.partitions, s.replication_factor)
+
+    def all(self) -> list[str]:
+        return [self.reports, self.pairs, self.windows, self.deadletter]
+
+
+async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:
+    """Create flowmon's topics with the configured partitions if they do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, topics.partitions, topics.replication) for t in topics.all() if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        # wait until the metadata shows them
+        for _ in range(100):
+            if set(topics.all()) <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"topics {topics.all()} not visible after creation")
+    finally:
+        await admin.close()
