@@ -23,7 +23,7 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="flowmon: TCP flow health per subnet pair, from agents through Kafka to ClickHouse.")
 config_cli = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
 cli.add_typer(config_cli, name="config")
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 BrokerOpt = Annotated[Optional[str], typer.Option("--broker", "-b", help="Bootstrap 'host:port' or 'embedded'.")]
 
@@ -33,10 +33,31 @@ def _settings(**overrides) -> Settings:
 
 
 def _start_embedded(settings: Settings):
+    """Start the bundled Tansu broker; record its address so other flowmon commands find it."""
     from .brokers import EmbeddedTansu
     broker = EmbeddedTansu(settings.data_dir / "tansu").start()
-    console.print(f"[green]embedded Tansu broker[/] on [bold]{broker.bootstrap}[/] (in memory: topics vanish when it stops)")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / "broker.json").write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid()}))
+    console.print(f"[green]embedded Tansu broker[/] on [bold]{broker.bootstrap}[/] "
+                  "(in memory: its topics vanish when it stops)")
     return broker
+
+
+def _bootstrap(s: Settings) -> str:
+    """The broker to talk to: FLOWMON_BROKER, or the live embedded broker a demo/worker started."""
+    if s.broker != "embedded":
+        return s.broker
+    rec = s.data_dir / "broker.json"
+    if rec.exists():
+        info = json.loads(rec.read_text())
+        try:
+            os.kill(info["pid"], 0)
+            return info["bootstrap"]
+        except OSError:
+            pass
+    console.print("[red]no broker:[/] set --broker host:port (or FLOWMON_BROKER), or start one with "
+                  "'flowmon demo --follow' / 'flowmon worker' (embedded)")
+    raise typer.Exit(2)
 
 
 # --- worker -----------------------------------------------------------------------------------
@@ -111,6 +132,57 @@ def _install_sink(flow) -> None:
 
 
 @cli.command()
+def demo(scenario: Annotated[Optional[Path], typer.Option(help="Scenario/topology+traffic YAML")] = None,
+         duration: Annotated[str, typer.Option(help="Simulated time to run, e.g. 1h")] = "1h",
+         seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
+         follow: Annotated[bool, typer.Option(help="Keep broker and worker running afterwards")] = False) -> None:
+    """Run the whole pipeline on the embedded default: broker, worker, sink, simulator; print what landed."""
+    from .demo import DEFAULT_SCENARIO, run_demo
+    raise typer.Exit(run_demo(_settings(), scenario or DEFAULT_SCENARIO, duration, seed, follow, console))
+
+
+@cli.command()
+def produce(file: Annotated[Path, typer.Argument(help="JSON lines: reports or flat samples ('-' = stdin)")],
+            broker: BrokerOpt = None) -> None:
+    """Send your own samples (JSON lines) to the reports topic. The pipeline validates them."""
+    from .produce import load_jsonl_samples, produce_reports
+    from .topics import Topics, ensure_topics
+    s = _settings(broker=broker)
+    bootstrap = _bootstrap(s)
+    topics = Topics.from_settings(s)
+    asyncio.run(ensure_topics(bootstrap, topics))
+    stats = asyncio.run(produce_reports(bootstrap, topics.reports, load_jsonl_samples(str(file))))
+    console.print(f"produced {stats}")
+
+
+@cli.command()
+def simulate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML (topology + traffic)")],
+             duration: Annotated[str, typer.Option(help="Simulated time, e.g. 30m, 6h")] = "1h",
+             seed: Annotated[int, typer.Option(help="Seed (same seed, same samples)")] = 7,
+             out: Annotated[Optional[Path], typer.Option(help="Write JSON lines here instead of producing")] = None,
+             broker: BrokerOpt = None) -> None:
+    """Simulate a fleet in simulated time (faster than real time) and produce its reports."""
+    import orjson
+
+    from .simulate import Simulator, parse_duration
+    sim = Simulator.from_scenario(scenario, seed=seed)
+    reports = sim.reports(parse_duration(duration))
+    if out is not None:
+        with (sys.stdout.buffer if str(out) == "-" else open(out, "wb")) as fh:
+            for r in reports:
+                fh.write(orjson.dumps(r) + b"\n")
+        return
+    from .produce import produce_reports
+    from .topics import Topics, ensure_topics
+    s = _settings(broker=broker)
+    bootstrap = _bootstrap(s)
+    topics = Topics.from_settings(s)
+    asyncio.run(ensure_topics(bootstrap, topics))
+    stats = asyncio.run(produce_reports(bootstrap, topics.reports, reports))
+    console.print(f"produced {stats}")
+
+
+@cli.command()
 def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
         fmt: Annotated[str, typer.Option("--format", "-f", help="ClickHouse output format")] = "PrettyCompact") -> None:
     """Run SQL against flowmon's ClickHouse: the live worker's endpoint if one runs, else the DSN directly."""
@@ -133,7 +205,7 @@ def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
                 raise typer.Exit(1)
     from .clickhouse import connect
     client = connect(s.clickhouse_dsn)
-    sys.stdout.write(client.command(f"{query} FORMAT {fmt}") if False else client.raw_query(query, fmt=fmt).decode())
+    sys.stdout.write(client.raw_query(query, fmt=fmt).decode())
 
 
 # --- config -------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -52,7 +53,11 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ProgrammingError
 
-__all__ = ["connect", "is_chdb", "parse_chdb_dsn", "ChdbPathConflict", "ChdbLocked"]
+__all__ = ["connect", "is_chdb", "parse_chdb_dsn", "chdb_path_in_use", "ChdbPathConflict", "ChdbLocked"]
+
+# chdb clients made by connect(), with their data path: lets a caller (a test fixture,
+# the CLI) find which directory this process's engine is pinned to.
+_chdb_clients: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
 
 _DB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -96,6 +101,18 @@ def parse_chdb_dsn(dsn: str) -> tuple[str, str | None]:
     if location in ("", "memory", ":memory:"):
         return ":memory:", database
     return str(Path(location).expanduser().resolve()), database
+
+
+def chdb_path_in_use() -> str | None:
+    """The chdb data path of a still-open client made by :func:`connect` in this process, or None.
+
+    >>> chdb_path_in_use() is None or chdb_path_in_use().startswith(("/", ":memory:"))
+    True
+    """
+    for client, path in list(_chdb_clients.items()):
+        if not getattr(getattr(client, "_backend", None), "_closed", True):
+            return path
+    return None
 
 
 def _lock_owner(path: str) -> str | None:
@@ -171,6 +188,7 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
                     "Reach that process through its SQL endpoint (pipeline.sqlserve address file) instead."
                 ) from ex
             raise
+        _chdb_clients[client] = path
     else:
         # The database is taken out of the DSN: the client's handshake would otherwise
         # query in it before it could be created.

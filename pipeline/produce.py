@@ -24,13 +24,15 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import itertools
+import sys
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -186,7 +188,7 @@ def load_jsonl_samples(
     *,
     on_error: Callable[[int, str, Exception], None] | None = None,
 ) -> Iterator[Any]:
-    """Yield each non-blank line of a JSON-lines file (``.gz`` too), decoded, unchanged.
+    """Yield each non-blank line of a JSON-lines file (``.gz`` too; ``-`` = stdin), decoded, unchanged.
 
     Lines may be reports or flat single samples (both valid wire-v1); nothing is checked
     beyond JSON syntax. A line that is not JSON raises ``ValueError('<path>:<line>:
@@ -194,8 +196,11 @@ def load_jsonl_samples(
     line_text, error)`` and skipped.
     """
     p = Path(path)
-    fh: IO[bytes] = gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
-    with fh:
+    if str(path) == "-":  # stdin: read it, but leave it open
+        ctx: Any = contextlib.nullcontext(sys.stdin.buffer)
+    else:
+        ctx = gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+    with ctx as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
