@@ -65,19 +65,21 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     @app.timer(s.mark_interval_s)
     async def marks() -> None:
         now = time.time()
-        for tp in list(app.consumer.assignment()):
-            if tp.topic != t.reports:
-                continue
-            last = progress.last_offset.get(tp.partition)
-            try:
-                hw = app.consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                hw = None
-            if last is not None:
-                caught_up = hw is not None and last + 1 >= hw
-            else:
-                pos = await app.consumer.position(tp)
-                caught_up = hw is not None and pos is not None and pos >= hw
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == t.reports]
+        # idle candidates: nothing processed for source_idle_s; ask the broker for the true log end
+        idle = [tp for tp in mine if now - progress.last_seen.get(tp.partition, now) >= s.source_idle_s]
+        try:
+            ends = await app.consumer.highwaters(*idle) if idle else {}
+        except Exception as exc:  # e.g. mid-rebalance: try again next tick
+            log.debug("highwaters failed: %r", exc)
+            ends = {}
+        for tp in mine:
+            caught_up = False
+            if tp in ends and ends[tp] is not None:
+                last = progress.last_offset.get(tp.partition)
+                # next offset to process: after what we processed, else where the group committed
+                nxt = last + 1 if last is not None else (app.consumer._committed_offset.get(tp) or 0)
+                caught_up = nxt >= ends[tp]
             mark = progress.mark(tp.partition, now, caught_up)
             if mark is None:
                 continue

@@ -154,6 +154,7 @@ class BrokerLauncher:
         self._port_in_use = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._lock: IO[str] | None = None
 
     # subclasses fill these in
     def _prepare(self) -> None:
@@ -179,26 +180,34 @@ class BrokerLauncher:
         """Start the broker and wait until it answers Metadata; raise :class:`BrokerError` if not."""
         if self.running:
             return self
+        self.stop()  # a broker that died on its own: release its files first
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.workdir / "launcher.lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise BrokerError(f"{self.workdir} is in use by another running {self.kind} launcher") from None
         port = self.port or free_port()
         self.bootstrap = f"127.0.0.1:{port}"
         self._port_in_use = port
-        self._prepare()
-        t0 = time.monotonic()
-        self._log = open(self.log_path, "ab")
-        self._log.write(f"\n=== {time.strftime('%F %T')} start {self.kind} on {self.bootstrap}\n".encode())
-        self._log.flush()
-        self._proc = subprocess.Popen(
-            self._command(),
-            cwd=self.workdir,
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it
-        )
         atexit.register(self.stop)
         try:
+            self._prepare()
+            t0 = time.monotonic()
+            self._log = open(self.log_path, "ab")
+            self._log.write(f"\n=== {time.strftime('%F %T')} start {self.kind} on {self.bootstrap}\n".encode())
+            self._log.flush()
+            self._proc = subprocess.Popen(
+                self._command(),
+                cwd=self.workdir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it
+            )
             self._wait_ready(port, t0 + self.start_timeout)
         except BaseException:
             self.stop()
@@ -236,9 +245,10 @@ class BrokerLauncher:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        for f in (self._log, self._lock):
+            if f is not None:
+                f.close()  # closing the lock file releases the workdir
+        self._log = self._lock = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -273,7 +283,13 @@ class EmbeddedTansu(BrokerLauncher):
 
     Memory storage: topics, messages and committed offsets exist only while this process
     runs; every start is an empty broker. No idempotent producer, no transactions.
-    Consumer-group joins take about half the rebalance timeout: keep it small in tests.
+
+    Group quirks (Tansu 0.6.0, measured): a JoinGroup is answered after about half the
+    consumer's *session* timeout (whole seconds; the rebalance timeout does not matter),
+    so keep the session timeout small in tests (4 s: joins take 2 s). A new group's first
+    generation is 0, and aiokafka sends no LeaveGroup for generation 0, so a member of it
+    that stops stays in the group until its session times out; the next member's join
+    then waits for that, plus one more rebalance.
 
     >>> with tempfile.TemporaryDirectory() as d, EmbeddedTansu(Path(d)) as t:
     ...     t.bootstrap.startswith("127.0.0.1:"), t.log_path.name
@@ -392,7 +408,8 @@ class ApacheKafka(BrokerLauncher):
     Listeners: PLAINTEXT on ``port`` (0 = free port) and CONTROLLER on another free port,
     both chosen again at each start (static quorum voters, so ports may change).
     Internal topics have replication factor 1, ``group.initial.rebalance.delay.ms=0``,
-    topics are auto-created with 1 partition.
+    ``group.min.session.timeout.ms=1000`` (short sessions allowed), topics are auto-created
+    with 1 partition. ``extra_properties`` override or add ``server.properties`` entries.
     """
 
     kind = "kafka"
@@ -431,6 +448,7 @@ class ApacheKafka(BrokerLauncher):
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
             "group.initial.rebalance.delay.ms": "0",
+            "group.min.session.timeout.ms": "1000",  # tests use short sessions (default min 6 s)
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "10",
             "transaction.state.log.replication.factor": "1",

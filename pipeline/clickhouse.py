@@ -163,6 +163,8 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
     Opening chdb pins this process to the directory (see the module notes), so the
     example is not run here; tests/test_sink.py runs it.
 
+    >>> is_chdb("chdb://./flowmon-data/chdb")
+    True
     >>> client = connect("chdb://./flowmon-data/chdb", database="flowmon")  # doctest: +SKIP
     >>> client.command("SELECT 1")  # doctest: +SKIP
     1
@@ -199,6 +201,7 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
         client = clickhouse_connect.get_client(dsn=urlunsplit(parts._replace(path="")), **kwargs)
     if database:
         if not _DB_NAME_RE.match(database):
+            client.close()
             raise ValueError(f"database name must be an identifier: {database!r}")
         if create_database:
             client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`", use_database=False)

@@ -40,6 +40,7 @@ Limits
 - Queries run one at a time (one lock; chdb calls are serialised) and results are
   held in memory before being sent (no streaming, no progress headers): fine for
   dashboards and the sink's batches, not for multi-GB exports.
+- GET requests are not made read-only (ClickHouse sets ``readonly=2`` on them).
 - Responses are never compressed (``Accept-Encoding`` is ignored; the client accepts
   that). ClickHouse's own block compression (``compress=1``/``decompress=1``) and
   external data (``*_structure`` files) are refused with NOT_IMPLEMENTED.
@@ -399,9 +400,7 @@ class SqlServer:
                 conn.close()
         summary.setdefault("read_rows", "0")
         summary.setdefault("read_bytes", "0")
-        summary["total_rows_to_read"] = "0"
-        summary["result_rows"] = "0"
-        summary["result_bytes"] = str(len(body))
+        summary["result_bytes"] = str(len(body))  # (no result_rows: chdb does not say)
         summary["elapsed_ns"] = str(time.perf_counter_ns() - t0)
         return body, fmt_out, summary
 

@@ -156,6 +156,7 @@ class Validator:
         self.max_samples = min(max_samples or LIMITS["samples_max"], LIMITS["samples_max"])
         self.places: list[tuple[str, str, str]] = []
         self._place_code: dict[tuple, int] = {}
+        self._place_index: dict[tuple[str, str, str], int] = {}
         self._hi = np.array([LIMITS[k] for k in SAMPLE_COUNTERS], dtype=np.int64)[:, None]
         self._lo = np.array([1 if k == "flows" else 0 for k in SAMPLE_COUNTERS], dtype=np.int64)[:, None]
 
@@ -177,16 +178,25 @@ class Validator:
         return subnet, az or _UNKNOWN, vpc or _UNKNOWN
 
     def _code(self, key: tuple) -> int:
+        """Index in ``places`` of the placement of an endpoint (ip, subnet, az, vpc).
+
+        Codes are per *placement*, not per key: two samples towards one subnet, one naming
+        it and one leaving it to the topology, must land in the same partial.
+        """
         code = self._place_code.get(key)
         if code is None:
             placed = self._resolve(*key)
             if placed is None:
                 placed = (EXTERNAL, EXTERNAL, EXTERNAL)
-            if len(self.places) >= 1_000_000:  # bound the cache; codes are only used within one report
+            if len(self._place_code) >= 1_000_000:  # bound the cache; codes are only used within one report
                 self.places.clear()
+                self._place_index.clear()
                 self._place_code.clear()
-            code = self._place_code[key] = len(self.places)
-            self.places.append(placed)
+            code = self._place_index.get(placed)
+            if code is None:
+                code = self._place_index[placed] = len(self.places)
+                self.places.append(placed)
+            self._place_code[key] = code
         return code
 
     # --- checking -----------------------------------------------------------------------

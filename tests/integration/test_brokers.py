@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import faust
@@ -16,10 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from helpers import unique_name
-from pipeline.brokers import EmbeddedTansu, metadata_brokers, start_broker
+from pipeline.brokers import ApacheKafka, BrokerError, EmbeddedTansu, metadata_brokers, start_broker
 
-# group timings small enough for Tansu, which joins a group in ~half the rebalance timeout
-GROUP = {"session_timeout_ms": 6000, "rebalance_timeout_ms": 4000, "heartbeat_interval_ms": 1000}
+# Tansu answers JoinGroup after ~half the session timeout (and ApacheKafka allows >= 1 s)
+GROUP = {"session_timeout_ms": 4000, "rebalance_timeout_ms": 4000, "heartbeat_interval_ms": 1000}
 
 
 async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -130,7 +131,7 @@ def test_faust_table_counts_and_restore(broker: str, tmp_path: Path) -> None:
             web_enabled=False,
             topic_partitions=partitions,
             topic_replication_factor=1,
-            broker_session_timeout=6.0,
+            broker_session_timeout=4.0,
             broker_rebalance_timeout=4.0,
             broker_heartbeat_interval=1.0,
             broker_commit_interval=0.5,
@@ -150,9 +151,9 @@ def test_faust_table_counts_and_restore(broker: str, tmp_path: Path) -> None:
 
         return app, counts, done, seen
 
-    async def wait_for(cond: object, what: str, timeout: float = 60.0) -> None:
+    async def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not cond():  # type: ignore[operator]
+        while not cond():
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             await asyncio.sleep(0.1)
 
@@ -198,3 +199,26 @@ def test_tansu_launcher_lifecycle(tmp_path: Path) -> None:
         b.stop()
     with pytest.raises(ValueError):
         start_broker("zookeeper", tmp_path)
+
+    with EmbeddedTansu(tmp_path / "one") as first:  # a busy port: the broker exits, start() says why
+        busy = EmbeddedTansu(tmp_path / "two", port=int(first.bootstrap.split(":")[1]))
+        with pytest.raises(BrokerError, match="exited"):
+            busy.start()
+        assert not busy.running
+        with pytest.raises(BrokerError, match="in use"):  # one launcher per workdir
+            EmbeddedTansu(tmp_path / "one").start()
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(180)
+def test_kafka_restart_keeps_data(tmp_path: Path) -> None:
+    """Same workdir, new ports: the topic and its messages are still there after a restart."""
+    topic = unique_name("t-restart")
+    with ApacheKafka(tmp_path) as k:
+        first = k.bootstrap
+        asyncio.run(_create_topic(first, topic, 2))
+        asyncio.run(_produce(first, topic, [(b"k%d" % i, b"%d" % i) for i in range(50)]))
+    with ApacheKafka(tmp_path) as k:
+        assert k.bootstrap != first
+        got = asyncio.run(_consume(k.bootstrap, topic, unique_name("g-restart"), expect=50, quiet_s=0))
+        assert sorted(int(v) for _, v, _ in got) == list(range(50))
