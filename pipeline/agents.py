@@ -24,6 +24,7 @@ from faust.types import TP
 
 from .app import Flow
 from .ingest import Ingest, SourceProgress, deadletter, encode
+from .state import restore
 from .topology import Topology
 from .validate import Rejection, Validator
 from .windows import PartitionWindows
@@ -88,30 +89,29 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                 await send(t.pairs, payload, p)
 
     # --- aggregate -------------------------------------------------------------------------
-    def store(p: int) -> PartitionWindows:
+    async def store(p: int) -> PartitionWindows:
         pw = stores.get(p)
         if pw is None:
-            pw = stores[p] = PartitionWindows(p, s.window_s, s.allowed_lateness_s, s.partitions)
-            prefix = f"[{p},"
-            for k, v in list(flow.state.data.items()):
-                k = k.decode() if isinstance(k, bytes) else k
-                if k.startswith(prefix) and v is not None:
-                    pw.load(k, orjson.loads(v))
-            log.info("pairs partition %d: restored %d open, %d closed windows, watermark %s",
-                     p, len(pw.open), len(pw.closed), pw.watermark)
+            await app.producer.flush()  # our own last writes must be readable
+            pw = PartitionWindows(p, s.window_s, s.allowed_lateness_s, s.partitions)
+            n = await restore(flow.bootstrap, t.state, pw)
+            stores[p] = pw
+            log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, watermark %s",
+                     p, n, len(pw.open), len(pw.closed), pw.watermark)
         return pw
 
     @app.agent(flow.pairs, name="aggregate")
     async def aggregate(stream):
         async for events in stream.take_events(1000, within=0.05):
+            # everything below happens before these events are acked (take_events acks after)
             closed: list[dict] = []
             late: list[dict] = []
-            touched: set[int] = set()
+            touched: dict[int, PartitionWindows] = {}
             for event in events:
                 p = event.message.partition
-                pw = store(p)
+                pw = touched.get(p) or await store(p)
                 out = pw.apply(orjson.loads(event.value))
-                touched.add(p)
+                touched[p] = pw
                 closed.extend(out.closed)
                 for part, origin in out.late:
                     rej = Rejection("late", f"window {part['ws']} of {part['src'][0]}->{part['dst'][0]} closed "
@@ -131,32 +131,32 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             if pending:  # closed windows must be durable before their state says 'closed'
                 await asyncio.gather(*pending)
             m.windows.inc(len(closed))
-            for p in touched:
-                pw = stores[p]
+            for p, pw in touched.items():
                 for k, v in pw.take_dirty().items():
-                    kb = k.encode()
-                    if v is None:
-                        flow.state.data.pop(kb, None)
-                        flow.state.send_changelog(p, kb, None)
-                    else:
-                        vb = encode(v)
-                        flow.state.data[kb] = vb
-                        flow.state.send_changelog(p, kb, vb)
+                    await send(t.state, None if v is None else encode(v), p, k.encode())
             m.open_windows.set(sum(len(pw.open) for pw in stores.values()))
 
     # --- rebalances ---------------------------------------------------------------------------
+    # After any rebalance, rebuild every window store from the table: Faust has restored the
+    # table for the partitions we now hold, and our write-through kept it current for the ones
+    # we kept. An in-memory store is never trusted across a rebalance (another worker may have
+    # advanced that partition meanwhile).
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked: set[TP], **kwargs) -> None:
+        stores.clear()
         for tp in revoked:
-            if tp.topic == t.pairs:
-                stores.pop(tp.partition, None)
-            elif tp.topic == t.reports:
+            if tp.topic == t.reports:
                 progress.revoked(tp.partition)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned: set[TP], **kwargs) -> None:
+        stores.clear()
         now = time.time()
-        for tp in assigned:
-            if tp.topic == t.reports:
-                progress.assigned(tp.partition, now)
-
+        mine = {tp.partition for tp in assigned if tp.topic == t.reports}
+        for p in list(progress.last_seen):
+            if p not in mine:
+                progress.revoked(p)
+        for p in mine:
+            progress.assigned(p, now)
+        log.info("assigned reports %s, pairs %s", sorted(mine),
+                 sorted(tp.partition for tp in assigned if tp.topic == t.pairs))

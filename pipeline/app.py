@@ -1,4 +1,12 @@
-"""Shell: the Faust app, its topics and its table. Agents are wired in ``agents.py``.
+"""Shell: the Faust app and its topics. Agents are wired in ``agents.py``.
+
+Window state is not a Faust ``Table``: Faust's assignor placed the table's changelog
+partitions independently of the pairs partitions once a worker was replaced (seen in
+the SIGKILL test: a worker owning pairs partitions 1 and 3 restored changelog partition
+0 only), so a restarted worker lost state. The state lives instead in its own compacted
+topic, partition p holding pairs partition p's windows, written through the same
+producer (flushed before every offset commit) and read back by ``state.py`` whenever a
+partition is (re)assigned.
 
 Every worker runs the same Faust topology (ingest + aggregate) in one consumer group,
 ``<app_id>``; the ClickHouse sink is a separate consumer group (``land.py``), run by
@@ -20,7 +28,7 @@ __all__ = ["Flow", "create_app"]
 
 @dataclass
 class Flow:
-    """Everything the agents need: settings, app, topics and the window-state table."""
+    """Everything the agents need: settings, app and topics."""
 
     settings: Settings
     bootstrap: str
@@ -30,7 +38,6 @@ class Flow:
     pairs: faust.TopicT
     windows: faust.TopicT
     deadletter: faust.TopicT
-    state: faust.Table
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -63,12 +70,5 @@ def create_app(settings: Settings, bootstrap: str) -> Flow:
         return app.topic(name, partitions=settings.partitions, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", **kw)
 
-    state = app.Table(
-        "window-state",
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        help="Open windows, closed-window memory and source progress of each pairs partition.",
-    )
     return Flow(settings, bootstrap, app, topics, topic(topics.reports), topic(topics.pairs),
-                topic(topics.windows), topic(topics.deadletter), state)
+                topic(topics.windows), topic(topics.deadletter))

@@ -37,24 +37,28 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, NamedTuple, Self
 
 __all__ = [
     "KAFKA_VERSION",
     "LOG4J_VERSION",
-    "BrokerLauncher",
-    "EmbeddedTansu",
     "ApacheKafka",
     "BrokerError",
+    "BrokerLauncher",
+    "EmbeddedTansu",
+    "Metadata",
     "fetch_kafka_jars",
+    "free_port",
     "kafka_cache_dir",
+    "probe_metadata",
     "start_broker",
     "tansu_binary",
-    "free_port",
-    "metadata_brokers",
 ]
 
-#: Apache Kafka release that :class:`ApacheKafka` runs (see ``platform-notes.md`` for why).
+#: Apache Kafka release that :class:`ApacheKafka` runs: the newest 4.1 patch. Kafka 4 removed
+#: old protocol versions (KIP-896), but aiokafka 0.14 and faust-streaming 0.15.3 only use newer
+#: ones (Metadata v5, Produce v7, Fetch v11, JoinGroup v5, OffsetCommit/Fetch v3,
+#: CreateTopics v3, FindCoordinator v1, ...): the integration tests pass on it unchanged.
 KAFKA_VERSION = "4.1.2"
 #: log4j2 backend for it (Kafka 4 logs through slf4j; log4j2 is its own choice of backend).
 LOG4J_VERSION = "2.25.3"
@@ -86,12 +90,20 @@ def _kstr(s: str | None) -> bytes:
     return struct.pack(">h", len(b)) + b
 
 
-def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> list[tuple[int, str, int]]:
-    """Send one Kafka Metadata v4 request (no topics) and return the brokers it lists.
+class Metadata(NamedTuple):
+    """What a Metadata v4 answer says about the cluster."""
+
+    cluster_id: str | None
+    controller_id: int
+    brokers: list[tuple[int, str, int]]  # (node_id, host, port)
+
+
+def probe_metadata(host: str, port: int, timeout: float = 2.0) -> Metadata:
+    """Send one Kafka Metadata v4 request (no topics) and return the cluster it describes.
 
     Raises ``OSError`` when nothing answers. v4 is accepted by Kafka 1.0 .. 4.x and Tansu.
 
-    >>> metadata_brokers("127.0.0.1", free_port(), timeout=0.5)
+    >>> probe_metadata("127.0.0.1", free_port(), timeout=0.5)
     Traceback (most recent call last):
     ...
     ConnectionRefusedError: ...
@@ -104,7 +116,7 @@ def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> list[tuple[i
     pos = 8  # correlation id, throttle_time_ms
     (n,) = struct.unpack_from(">i", data, pos)
     pos += 4
-    out: list[tuple[int, str, int]] = []
+    brokers: list[tuple[int, str, int]] = []
     for _ in range(max(n, 0)):
         node_id, hlen = struct.unpack_from(">ih", data, pos)
         pos += 6
@@ -112,8 +124,13 @@ def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> list[tuple[i
         pos += hlen
         bport, rlen = struct.unpack_from(">ih", data, pos)
         pos += 6 + max(rlen, 0)
-        out.append((node_id, bhost, bport))
-    return out
+        brokers.append((node_id, bhost, bport))
+    (clen,) = struct.unpack_from(">h", data, pos)
+    pos += 2
+    cluster_id = data[pos : pos + clen].decode() if clen >= 0 else None
+    pos += max(clen, 0)
+    (controller_id,) = struct.unpack_from(">i", data, pos)
+    return Metadata(cluster_id, controller_id, brokers)
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:
@@ -144,6 +161,8 @@ class BrokerLauncher:
     start_timeout: float = 30.0
     #: seconds ``stop()`` waits after SIGTERM before SIGKILL
     stop_timeout: float = 10.0
+    #: log text that means the broker will never become ready even if its process lives on
+    fatal_markers: tuple[bytes, ...] = ()
 
     def __init__(self, workdir: Path, port: int = 0) -> None:
         self.workdir = Path(workdir).resolve()
@@ -155,6 +174,8 @@ class BrokerLauncher:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock: IO[str] | None = None
+        #: the cluster id the broker must report (proves the port is ours); set by _prepare()
+        self.cluster_id: str | None = None
 
     # subclasses fill these in
     def _prepare(self) -> None:
@@ -182,7 +203,7 @@ class BrokerLauncher:
             return self
         self.stop()  # a broker that died on its own: release its files first
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.workdir / "launcher.lock", "w")
+        self._lock = open(self.workdir / "launcher.lock", "w")  # noqa: SIM115 - held until stop()
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -196,7 +217,7 @@ class BrokerLauncher:
         try:
             self._prepare()
             t0 = time.monotonic()
-            self._log = open(self.log_path, "ab")
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - the broker writes it until stop()
             self._log.write(f"\n=== {time.strftime('%F %T')} start {self.kind} on {self.bootstrap}\n".encode())
             self._log.flush()
             self._proc = subprocess.Popen(
@@ -223,8 +244,16 @@ class BrokerLauncher:
                 raise BrokerError(
                     f"{self.kind} exited with {code} before it was ready; log {self.log_path}:\n{_tail(self.log_path)}"
                 )
+            if self.fatal_markers and any(m in self.log_path.read_bytes() for m in self.fatal_markers):
+                raise BrokerError(f"{self.kind} failed to start; log {self.log_path}:\n{_tail(self.log_path)}")
             try:
-                if any(p == port for _, _, p in metadata_brokers("127.0.0.1", port, timeout=2.0)):
+                md = probe_metadata("127.0.0.1", port, timeout=2.0)
+                if md.cluster_id != self.cluster_id:  # someone else's broker on our port
+                    raise BrokerError(
+                        f"{self.bootstrap} answers as cluster {md.cluster_id!r}, not ours ({self.cluster_id!r}); "
+                        f"log {self.log_path}:\n{_tail(self.log_path)}"
+                    )
+                if any(p == port for _, _, p in md.brokers):
                     return
             except (OSError, struct.error) as e:
                 last = e
@@ -299,11 +328,16 @@ class EmbeddedTansu(BrokerLauncher):
     kind = "tansu"
     start_timeout = 15.0
     stop_timeout = 5.0
+    fatal_markers = (b"panicked at",)  # e.g. port taken: the listener task panics, the process lives
+
+    def _prepare(self) -> None:
+        self.cluster_id = f"flowmon-{uuid.uuid4().hex[:12]}"
 
     def _command(self) -> list[str]:
         url = f"tcp://{self.bootstrap}"
         return [
             str(tansu_binary()), "broker",
+            "--cluster-id", str(self.cluster_id),
             "--listener-url", url,
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
@@ -384,7 +418,7 @@ def _run_mvn(mvn: str, cache: Path, version: str) -> None:
     tmp = cache / "lib.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tmp.name}"]
-    r = subprocess.run(cmd, cwd=cache, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    r = subprocess.run(cmd, cwd=cache, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if r.returncode != 0:
         raise BrokerError(f"mvn failed ({r.returncode}) in {cache}:\n{(r.stdout + r.stderr)[-4000:]}")
     shutil.rmtree(lib, ignore_errors=True)
@@ -423,14 +457,15 @@ class ApacheKafka(BrokerLauncher):
         version: str = KAFKA_VERSION,
         cache_dir: Path | None = None,
         heap: str = "768m",
-        java: str = "java",
+        java: str | None = None,
         extra_properties: dict[str, str] | None = None,
     ) -> None:
         super().__init__(workdir, port)
         self.version = version
         self.cache_dir = cache_dir
         self.heap = heap
-        self.java = java
+        java_home = os.environ.get("JAVA_HOME")
+        self.java = java or (str(Path(java_home) / "bin" / "java") if java_home else "java")
         self.extra_properties = dict(extra_properties or {})
         self.lib: Path | None = None
 
@@ -461,21 +496,23 @@ class ApacheKafka(BrokerLauncher):
         }
 
     def _prepare(self) -> None:
+        if shutil.which(self.java) is None:
+            raise BrokerError(f"no Java runtime at {self.java!r} (Kafka {self.version} needs Java 17+)")
         self.lib = fetch_kafka_jars(self.version, self.cache_dir)
         props = self._properties(self._port_in_use, free_port())
         conf = self.workdir / "server.properties"
         conf.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.workdir / "log4j2.properties").write_text(_LOG4J2)
-        if not (self.workdir / "data" / "meta.properties").is_file():
-            cid_file = self.workdir / "cluster.id"
-            if not cid_file.is_file():
-                cid_file.write_text(_cluster_id())
+        meta = self.workdir / "data" / "meta.properties"
+        if not meta.is_file():
             cmd = self._java_cmd("kafka.tools.StorageTool") + [
-                "format", "-t", cid_file.read_text().strip(), "-c", str(conf), "--ignore-formatted",
+                "format", "-t", _cluster_id(), "-c", str(conf), "--ignore-formatted",
             ]  # fmt: skip
-            r = subprocess.run(cmd, cwd=self.workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            r = subprocess.run(cmd, cwd=self.workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
             if r.returncode != 0:
                 raise BrokerError(f"kafka storage format failed ({r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
+        props = dict(line.split("=", 1) for line in meta.read_text().splitlines() if "=" in line)
+        self.cluster_id = props.get("cluster.id")
 
     def _java_cmd(self, main: str) -> list[str]:
         assert self.lib is not None
@@ -529,16 +566,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix=f"flowmon-{a.what}-"))
     b: BrokerLauncher = EmbeddedTansu(workdir, a.port) if a.what == "tansu" else ApacheKafka(workdir, a.port, a.version)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the broker on SIGTERM too
     with b:
         print(b.bootstrap, flush=True)
         print(f"# {a.what} ready in {b.startup_s:.2f}s, log {b.log_path}; Ctrl-C stops it", file=sys.stderr, flush=True)
         try:
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             while b.running:
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            pass
-    return 0
+            return 0
+    print(f"# {a.what} exited on its own; log {b.log_path}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Examples
 --------
 >>> from pipeline.config import Settings
 >>> t = Topics.from_settings(Settings())
->>> t.reports, t.pairs, t.windows, t.deadletter
-('flow-reports-v1', 'flow-pairs-v1', 'flow-windows-v1', 'flow-deadletter-v1')
+>>> t.reports, t.pairs, t.windows, t.deadletter, t.state
+('flow-reports-v1', 'flow-pairs-v1', 'flow-windows-v1', 'flow-deadletter-v1', 'flow-window-state-v1')
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Topics:
     pairs: str  # ingest -> aggregate, partitioned by subnet pair (internal)
     windows: str  # closed 10-minute windows (users may subscribe)
     deadletter: str  # refused input, with reasons
+    state: str  # window state of each pairs partition (compacted; partition p holds pairs partition p's state)
     partitions: int
     replication: int
 
@@ -35,10 +36,11 @@ class Topics:
     def from_settings(cls, s: Settings) -> Topics:
         def n(x: str) -> str:
             return topic_name(s.topic_prefix, x)
-        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), s.partitions, s.replication_factor)
+        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), s.partitions,
+                   s.replication_factor)
 
     def all(self) -> list[str]:
-        return [self.reports, self.pairs, self.windows, self.deadletter]
+        return [self.reports, self.pairs, self.windows, self.deadletter, self.state]
 
 
 async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:
@@ -47,7 +49,9 @@ async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, topics.partitions, topics.replication) for t in topics.all() if t not in existing]
+        missing = [NewTopic(t, topics.partitions, topics.replication,
+                            topic_configs={"cleanup.policy": "compact"} if t == topics.state else {})
+                   for t in topics.all() if t not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import unique_name
+
 from pipeline.brokers import ApacheKafka, BrokerError, BrokerLauncher, EmbeddedTansu
 
 __all__ = ["unique_name"]
@@ -34,10 +34,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _started(launcher: BrokerLauncher) -> Iterator[BrokerLauncher]:
+    error = None
     try:
         launcher.start()
     except (BrokerError, OSError) as e:
-        pytest.fail(f"could not start the {launcher.kind} broker: {e}", pytrace=False)
+        error = f"could not start the {launcher.kind} broker: {e}"
+    if error:
+        pytest.fail(error, pytrace=False)
     try:
         yield launcher
     finally:
@@ -65,4 +68,4 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerLau
 def broker(request: pytest.FixtureRequest) -> str:
     """Bootstrap servers of each broker kind in turn."""
     launcher: BrokerLauncher = request.getfixturevalue(f"{request.param}_broker")
-    return launcher.bootstrap
+    return str(launcher.bootstrap)

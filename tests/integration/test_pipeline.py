@@ -81,20 +81,19 @@ def test_http_experiment(deploy):
 
 def test_sigkill_worker_mid_run(deploy):
     """Two workers share the partitions; one is SIGKILLed mid-run and replaced: totals stay exact."""
-    sim, reports, expected = fleet(minutes=20, seed=5)
-    d = deploy(topology=FLEET, FLOWMON_COMMIT_INTERVAL_S="2")
+    sim, reports, expected = fleet(minutes=40, seed=5)
+    d = deploy(topology=FLEET)
     d.start(roles="sink")
     w1 = d.start(roles="pipeline")
     d.start(roles="pipeline")
-    half = len(reports) // 2
-    d.produce(reports[:half])
-    # wait until w1 is demonstrably mid-run: some windows landed, not all
-    d.wait_windows(1, timeout=120)
+    d.produce(reports)
+    # mid-run: the first windows have landed, most have not
+    first = d.wait_windows(1, timeout=180)
     d.kill(w1)
-    d.produce(reports[half:])
-    time.sleep(2)
+    assert 1 <= first < len(expected), "the kill must happen mid-run"
+    time.sleep(1)
     d.start(roles="pipeline")
     got = d.wait_windows(len(expected), timeout=300)
     assert got == len(expected), d.logs()
     assert compare(expected, d.landed()) == []
-    assert [x for x in d.deadletters() if x["reason"] == "late"] == []
+    assert d.deadletters() == []  # nothing late, nothing refused
