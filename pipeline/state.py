@@ -21,13 +21,15 @@ async def restore(bootstrap: str, topic: str, store: PartitionWindows, max_bytes
     """Load partition ``store.partition`` of ``topic`` into ``store``; returns the keys loaded."""
     tp = TopicPartition(topic, store.partition)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=max_bytes)
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes)
     await consumer.start()
     latest: dict[bytes, bytes | None] = {}
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
+        # an explicit offset: seek_to_beginning() is lazy, and on Apache Kafka position() then
+        # answered the log end (seen in tests), which silently restored nothing
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=1000)
             for msg in batch.get(tp, ()):
