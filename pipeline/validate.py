@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
@@ -95,23 +96,52 @@ class _Bad(Exception):
         self.reason, self.field, self.detail = reason, field, detail
 
 
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _typename(x: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
             type(None): "null"}.get(type(x), type(x).__name__)
 
 
+def _as_int(x: Any) -> int | None:
+    """JSON Schema's integer: an int, or a number with no fractional part (``1.0``); never a boolean."""
+    if type(x) is int:
+        return x
+    if type(x) is float and x.is_integer():
+        return int(x)
+    return None
+
+
+def _intcol(values: list) -> np.ndarray | None:
+    """The vectorised twin of ``_as_int`` over a column; ``None`` if any value is not an integer."""
+    types = set(map(type, values))
+    if types == {int}:
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            return None
+    if types <= {int, float}:
+        arr = np.array(values, dtype=np.float64)
+        if np.all(arr == np.trunc(arr)) and np.all(np.abs(arr) < 2.0**53):
+            return arr.astype(np.int64)
+    return None
+
+
 def _int(obj: dict, key: str, path: str, lo: int, hi: int | None) -> int:
     if key not in obj:
         raise _Bad("missing_field", path, f"{path} is required")
-    x = obj[key]
-    if type(x) is not int:
-        raise _Bad("wrong_type", path, f"{path} must be an integer, got {_typename(x)}")
+    x = _as_int(obj[key])
+    if x is None:
+        raise _Bad("wrong_type", path, f"{path} must be an integer, got {_typename(obj[key])}")
     if x < lo or (hi is not None and x > hi):
         raise _Bad("out_of_range", path, f"{path}={x} outside [{lo}, {hi if hi is not None else 'inf'}]")
     return x
 
 
-def _str(obj: dict, key: str, path: str, required: bool = True) -> str | None:
+def _str(obj: dict, key: str, path: str, required: bool = True, lo: int = 1,
+         hi: int = LIMITS["id_max_len"]) -> str | None:
     if key not in obj:
         if required:
             raise _Bad("missing_field", path, f"{path} is required")
@@ -119,8 +149,8 @@ def _str(obj: dict, key: str, path: str, required: bool = True) -> str | None:
     x = obj[key]
     if type(x) is not str:
         raise _Bad("wrong_type", path, f"{path} must be a string, got {_typename(x)}")
-    if not x or len(x) > LIMITS["id_max_len"]:
-        raise _Bad("out_of_range", path, f"{path} must be 1..{LIMITS['id_max_len']} characters")
+    if not lo <= len(x) <= hi:
+        raise _Bad("out_of_range", path, f"{path} must be {lo}..{hi} characters")
     return x
 
 
@@ -130,9 +160,10 @@ def _endpoint(obj: dict, key: str, path: str) -> tuple[str, str | None, str | No
     ep = obj[key]
     if type(ep) is not dict:
         raise _Bad("wrong_type", path, f"{path} must be an object, got {_typename(ep)}")
-    ip = _str(ep, "ip", f"{path}.ip")
-    return ip, _str(ep, "subnet", f"{path}.subnet", False), _str(ep, "az", f"{path}.az", False), \
-        _str(ep, "vpc", f"{path}.vpc", False)
+    ip = _str(ep, "ip", f"{path}.ip", True, LIMITS["ip_min_len"], LIMITS["ip_max_len"])
+    hi = LIMITS["place_max_len"]
+    return ip, _str(ep, "subnet", f"{path}.subnet", False, 1, hi), _str(ep, "az", f"{path}.az", False, 1, hi), \
+        _str(ep, "vpc", f"{path}.vpc", False, 1, hi)
 
 
 class Validator:
@@ -208,7 +239,10 @@ class Validator:
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return None, [Rejection("malformed_json", f"not JSON: {exc}", raw=raw)]
+            try:  # orjson stops at 64-bit integers; valid JSON may hold bigger ones (then out of range)
+                msg = json.loads(raw, parse_constant=_no_constants)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                return None, [Rejection("malformed_json", f"not JSON: {exc}", raw=raw)]
         if type(msg) is not dict:
             return None, [Rejection("not_an_object", f"a report is a JSON object, got {_typename(msg)}",
                                     payload=msg)]
@@ -239,7 +273,7 @@ class Validator:
     def _header(self, msg: dict, now: float) -> tuple[str, tuple[str, str, str], int, int]:
         if "version" not in msg:
             raise _Bad("missing_field", "version", "version is required")
-        if msg["version"] != WIRE_VERSION or type(msg["version"]) is not int:
+        if _as_int(msg["version"]) != WIRE_VERSION:
             raise _Bad("unsupported_version", "version",
                        f"version {msg['version']!r} is not supported on this topic (expects {WIRE_VERSION})")
         instance = _str(msg, "instance", "instance")
@@ -266,21 +300,18 @@ class Validator:
             flat_rtt = list(chain.from_iterable(rtts))
         except (KeyError, TypeError, AttributeError):
             return None
-        for c in cols:
-            if set(map(type, c)) != {int}:
-                return None
-        if flat_rtt and set(map(type, flat_rtt)) != {int}:
-            return None
         if set(map(type, rtts)) != {list}:
             return None
         for k in keys:
             if not all(type(x) is str or x is None for x in k):
                 return None
-        try:
-            counters = np.array(cols, dtype=np.int64)
-            rtt = np.array(flat_rtt, dtype=np.int64)
-        except OverflowError:
+        if any(None in r.values() for r in remotes):  # an explicit null is not an omitted field
             return None
+        counters_l = [_intcol(c) for c in cols]
+        rtt = _intcol(flat_rtt)
+        if rtt is None or any(c is None for c in counters_l):
+            return None
+        counters = np.vstack(counters_l)
         if (counters < self._lo).any() or (counters > self._hi).any():
             return None
         if rtt.size and (rtt.min() < LIMITS["rtt_us_min"] or rtt.max() > LIMITS["rtt_us"]):
@@ -330,9 +361,10 @@ class Validator:
             raise _Bad("wrong_type", path, f"{path} must be an array of integers, got {_typename(rtt)}")
         if len(rtt) > LIMITS["rtt_items"]:
             raise _Bad("oversize", path, f"{path} has {len(rtt)} items, limit {LIMITS['rtt_items']}")
-        for j, x in enumerate(rtt):
-            if type(x) is not int:
-                raise _Bad("wrong_type", f"{path}[{j}]", f"{path}[{j}] must be an integer, got {_typename(x)}")
+        for j, x0 in enumerate(rtt):
+            x = _as_int(x0)
+            if x is None:
+                raise _Bad("wrong_type", f"{path}[{j}]", f"{path}[{j}] must be an integer, got {_typename(x0)}")
             if not LIMITS["rtt_us_min"] <= x <= LIMITS["rtt_us"]:
                 raise _Bad("out_of_range", f"{path}[{j}]",
                            f"{path}[{j}]={x} outside [{LIMITS['rtt_us_min']}, {LIMITS['rtt_us']}] us")

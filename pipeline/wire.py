@@ -60,6 +60,9 @@ def _limits() -> dict[str, int]:
     out["interval_min"] = hdr["interval_s"]["minimum"]
     out["interval_max"] = hdr["interval_s"]["maximum"]
     out["id_max_len"] = hdr["instance"]["maxLength"]
+    ep = defs["endpoint"]["properties"]
+    out["ip_min_len"], out["ip_max_len"] = ep["ip"]["minLength"], ep["ip"]["maxLength"]
+    out["place_max_len"] = ep["subnet"]["maxLength"]
     out["samples_max"] = defs["report"]["properties"]["samples"]["maxItems"]
     return out
 
