@@ -6,6 +6,7 @@ import copy
 import os
 import json
 import time
+from pathlib import Path
 
 import jsonschema
 import orjson
@@ -19,9 +20,8 @@ from pipeline.wire import REASONS, schema
 from strategies import SUBNETS, arbitrary_bytes, base_start, near_valid, reports
 
 NOW = time.time()
-TOPO = load_topology({"region": "r", "vpcs": [{"id": "vpc-a", "azs": [
-    {"id": az, "subnets": [{"id": sub, "cidr": f"10.0.{i}.0/24", "instances": 60}]}
-    for i, (sub, az, _) in enumerate(SUBNETS)]}]})
+TOPO = load_topology(Path(__file__).parent / "data" / "bad_input_topology.yaml")
+assert [(s.id, s.az, s.vpc) for s in TOPO.subnets.values()] == SUBNETS
 REPORT_SCHEMA = jsonschema.Draft202012Validator(schema("flow_report"), format_checker=jsonschema.FormatChecker())
 
 

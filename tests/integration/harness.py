@@ -129,12 +129,13 @@ class Deployment:
         return asyncio.run(produce_reports(self.bootstrap, self.topics.reports, reports))
 
     def produce_raw(self, values: list[bytes]) -> None:
+        """Send raw messages, in order, to partition 0 of the reports topic."""
         async def go():
             p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=16 << 20)
             await p.start()
             try:
                 for v in values:
-                    await p.send_and_wait(self.topics.reports, v)
+                    await p.send_and_wait(self.topics.reports, v, partition=0)  # offsets = list indices
             finally:
                 await p.stop()
         asyncio.run(go())
