@@ -73,7 +73,9 @@ class Settings(BaseSettings):
 
     # --- validation -------------------------------------------------------------
     max_future_s: int = Field(300, ge=0, description="Samples whose start is this far ahead of the worker clock are refused.")
-    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger messages are dead-lettered as oversize.")
+    max_message_bytes: int = Field(
+        1_000_000, ge=1024,
+        description="Larger messages are dead-lettered as oversize (Kafka brokers refuse > ~1 MB by default anyway).")
     max_samples_per_report: int = Field(10_000, ge=1, description="Reports with more samples are dead-lettered as oversize.")
 
     # --- worker roles & sink -------------------------------------------------------

@@ -64,7 +64,7 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
         "wrong_type": orjson.dumps(good | {"interval_s": "30s"}),
         "out_of_range": orjson.dumps(good | {"interval_s": 7200}),
         "future_timestamp": orjson.dumps(good | {"start": int(time.time()) + 86400}),
-        "oversize": orjson.dumps(good | {"samples": good["samples"] * 6000}),
+        "oversize": orjson.dumps(good | {"samples": good["samples"] * 1500}),  # ~400 KB > the 256 KiB limit
         "unknown_local": orjson.dumps(good | {"local": {"ip": "172.31.9.9"}}),
     }
     values = [orjson.dumps(good)]
@@ -73,7 +73,7 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
         offset_of[reason] = len(values)
         values += [v, orjson.dumps(_valid(t0 + 30))]
     values.append(orjson.dumps(bad_sample))
-    d = Deployment(broker, tmp_path / "d", topology=_topology_file())
+    d = Deployment(broker, tmp_path / "d", topology=_topology_file(), FLOWMON_MAX_MESSAGE_BYTES=str(256 * 1024))
     try:
         dead = _run(d, values, expected_windows=2)
         for rec in dead:
