@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR"]
+__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = REPO_ROOT / "schemas"
@@ -41,7 +41,10 @@ class Settings(BaseSettings):
         description="ClickHouse: 'chdb://PATH' (in-process engine, one process per directory) or "
         "'http://user:pass@host:8123/db' (a ClickHouse server). Same client code for both.",
     )
-    data_dir: Path = Field(Path("./flowmon-data"), description="Worker state: Faust tables, serve address file.")
+    data_dir: Path = Field(
+        Path("./flowmon-data"),
+        description="Local files: the embedded broker's log, Faust's data dir, worker logs of `flowmon demo`, and "
+        "sql-endpoint.json / broker.json (addresses of the live SQL endpoint and embedded broker).")
     topology: Path | None = Field(
         None,
         description="Topology YAML (VPCs, AZs, subnets with CIDRs). Used to place endpoints whose "
@@ -50,7 +53,8 @@ class Settings(BaseSettings):
 
     # --- topics -----------------------------------------------------------------
     topic_prefix: str = Field("flow", description="Topic names are <prefix>-<name>-v<WIRE_VERSION>.")
-    partitions: int = Field(8, ge=1, description="Partitions of the reports and pairs topics (created if missing).")
+    partitions: int = Field(8, ge=1, description="Partitions of every flowmon topic (created if missing). "
+                            "The parallelism limit: one worker process per partition at most.")
     app_id: str = Field("flowmon", description="Faust app id = Kafka consumer group prefix.")
 
     # --- windows ----------------------------------------------------------------
@@ -92,11 +96,21 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0 = disabled).")
 
     # --- Kafka group timings --------------------------------------------------------
-    session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout.")
-    rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer group rebalance timeout (Tansu joins in ~half of it).")
+    session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout: how long a dead worker "
+                                   "keeps its partitions. Tansu answers a group join after about half of it.")
+    rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer group rebalance timeout.")
     heartbeat_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
 
     @property
     def role_set(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
+
+def settings_table() -> str:
+    """The configuration reference as a Markdown table (the README embeds it; a test keeps it in sync)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        default = f.default if f.default is not None else ""
+        rows.append(f"| `FLOWMON_{name.upper()}` | `{default}` | {f.description} |")
+    return "\n".join(rows)

@@ -30,6 +30,7 @@ __all__ = [
     "schema",
     "topic_name",
     "pair_partition",
+    "sample_table",
 ]
 
 #: Major wire version. An incompatible change to a report bumps it: new topic names.
@@ -86,3 +87,27 @@ def pair_partition(src_subnet: str, dst_subnet: str, partitions: int) -> int:
     True
     """
     return zlib.crc32(f"{src_subnet}\x00{dst_subnet}".encode()) % partitions
+
+
+def sample_table() -> str:
+    """The report fields as a Markdown table, from the schema (the README embeds it; a test keeps it in sync)."""
+    defs = schema("flow_report")["$defs"]
+    rows = ["| field | type | meaning and unit |", "|---|---|---|"]
+
+    def add(prefix: str, props: dict, required: list[str]) -> None:
+        for name, p in props.items():
+            if "$ref" in p:
+                sub = defs[p["$ref"].rsplit("/", 1)[1]]
+                rows.append(f"| `{prefix}{name}` | object | {p.get('description', '')} |")
+                add(f"{prefix}{name}.", sub["properties"], sub.get("required", []))
+                continue
+            typ = p.get("type", "integer" if isinstance(p.get("const"), int) else "")
+            if typ == "array":
+                typ = f"array of {p['items'].get('type', 'object') if 'items' in p else ''}"
+            opt = "" if name in required else " (optional)"
+            rows.append(f"| `{prefix}{name}` | {typ}{opt} | {p.get('description', '')} |")
+
+    add("", defs["header"]["properties"], defs["header"]["required"])
+    rows.append(f"| `samples` | array | {defs['report']['properties']['samples']['description']} |")
+    add("samples[].", defs["sample_fields"]["properties"], defs["sample_fields"]["required"])
+    return "\n".join(rows)

@@ -1,0 +1,29 @@
+"""The README's reference tables are generated from the code and the schema: they must not drift."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipeline.config import settings_table
+from pipeline.wire import sample_table
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def block(name: str) -> str:
+    m = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", README, re.S)
+    assert m, f"README has no {name} block"
+    return m.group(1)
+
+
+def test_settings_table_in_sync():
+    assert block("settings-table") == settings_table()
+
+
+def test_sample_table_in_sync():
+    assert block("sample-table") == sample_table()
+
+
+def test_readme_names_both_commands():
+    assert "flowmon demo" in README and "bash .ci/run" in README
