@@ -57,7 +57,12 @@ class Lander:
                 dead: list[dict[str, Any]] = []
                 for tp, msgs in batch.items():
                     target = windows if tp.topic == self.topics.windows else dead
-                    target.extend(orjson.loads(m.value) for m in msgs if m.value)
+                    for m in msgs:
+                        try:
+                            target.append(orjson.loads(m.value))
+                        except (orjson.JSONDecodeError, TypeError):
+                            # only flowmon writes these topics; a stray message is logged, not fatal
+                            log.error("skipping undecodable message %s[%d]@%d", tp.topic, tp.partition, m.offset)
                 if not batch:
                     continue
                 if windows:

@@ -362,7 +362,7 @@ def test_flowmon_env_values_validate(services, monkeypatch):
                 monkeypatch.delenv(k)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        assert Settings() == from_kwargs, name
+        assert Settings().model_dump() == from_kwargs.model_dump(), name
 
 
 def test_worker_settings_for_production(services):
@@ -402,15 +402,18 @@ def test_every_flowmon_container_reaches_kafka_and_clickhouse(services):
 
 def _cli_command(args: list[str]):
     """Parse `flowmon <args>` with the real CLI (no command is run)."""
+    import click
     import typer.main
 
     from pipeline.cli import cli
 
     group = typer.main.get_command(cli)
-    ctx = group.make_context("flowmon", list(args), resilient_parsing=False)
-    name, cmd, rest = group.resolve_command(ctx, ctx.protected_args + ctx.args)
-    cmd.make_context(name, rest, parent=ctx)  # raises click.UsageError on a bad option/argument
-    return name
+    assert args, "empty command"
+    ctx = click.Context(group, info_name="flowmon")
+    cmd = group.get_command(ctx, args[0])
+    assert cmd is not None, f"`flowmon {args[0]}` is not a command (have {sorted(group.list_commands(ctx))})"
+    cmd.make_context(args[0], list(args[1:]), parent=ctx)  # raises click.UsageError on a bad option/argument
+    return args[0]
 
 
 def test_service_commands_parse_with_the_cli(services):
@@ -595,9 +598,7 @@ def test_dockerfile_builds_the_worker_image():
             *sources, target = parts
             for src in sources:
                 assert list(REPO.glob(src)), f"{instr} source {src} does not exist in the repo"
-                top = src.strip("./").split("/")[0]
-                t = workdir / target
-                dest[top] = t if not target.endswith("/") or len(sources) > 1 or not (REPO / src).is_dir() else t
+                dest[src.strip("./").split("/")[0]] = workdir / target
         elif instr == "RUN" and re.search(r"pip install\b[^&|;]*\s-e\s+\.(\s|$)", args):
             if "pipeline" in dest and "schemas" in dest and dest["pipeline"].parent == workdir:
                 editable_after_copy = True
@@ -985,7 +986,7 @@ def test_dashboard_sql_names_only_schema_tables_and_columns():
 
 
 def test_flows_dashboard_covers_the_required_views():
-    queries = [strip_sql(sql) for dash in dashboards().values() for _, sql, _ in clickhouse_queries(dash)]
+    queries = [sql for dash in dashboards().values() for _, sql, _ in clickhouse_queries(dash)]
 
     def some(*patterns):
         return any(all(re.search(p, q) for p in patterns) for q in queries)
@@ -1189,7 +1190,7 @@ def test_readme_documents_how_to_run():
     text = (DEPLOY / "README.md").read_text()
     for needle in ("docker compose up -d", "flowmon produce", "http://localhost:3000", "--scale worker=",
                    "replication factor 3", "chdb"):
-        assert needle in text, f"deploy/README.md should mention {needle!r}"
+        assert needle.lower() in text.lower(), f"deploy/README.md should mention {needle!r}"
     compose = load_compose()
     for name in compose["services"]:
         assert f"`{name}`" in text, f"deploy/README.md does not describe the {name} service"
