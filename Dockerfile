@@ -19,7 +19,7 @@ WORKDIR /opt/flowmon
 
 # Dependencies first (their layer is reused while only the code changes): install the
 # project with a placeholder package, then put the real code in place.
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 RUN mkdir pipeline && touch pipeline/__init__.py \
     && pip install -e . \
     && rm -rf pipeline flowmon.egg-info

@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pydantic import Field
@@ -22,7 +23,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS_DIR = REPO_ROOT / "schemas"
+#: ``schemas/`` of the checkout (editable install), else the copy a wheel installs under <prefix>/share.
+SCHEMAS_DIR = next((p for p in (REPO_ROOT / "schemas", Path(sys.prefix) / "share" / "flowmon" / "schemas")
+                    if (p / "wire").is_dir()), REPO_ROOT / "schemas")
 
 
 class Settings(BaseSettings):

@@ -46,9 +46,21 @@ def encode(obj: Any) -> bytes:
     return orjson.dumps(obj, option=_OPTS)
 
 
+#: A dead letter larger than this keeps only the first ``TRUNCATED_PAYLOAD`` bytes of the raw
+#: message (base64) and says so; the whole message stays in the reports topic at its offset.
+MAX_DEADLETTER_BYTES = 256 * 1024
+TRUNCATED_PAYLOAD = 64 * 1024
+
+
 def deadletter(rej: Rejection, stage: str, topic: str, partition: int, offset: int,
                now: float | None = None) -> dict[str, Any]:
-    """A dead-letter record (``schemas/wire/deadletter.v1.json``) for one rejection."""
+    """A dead-letter record (``schemas/wire/deadletter.v1.json``) for one rejection.
+
+    >>> big = Rejection("oversize", "too big", raw=b"x" * 300_000)
+    >>> rec = deadletter(big, "ingest", "r", 0, 7, now=0)
+    >>> rec["payload_truncated"], len(base64.b64decode(rec["payload_b64"]))
+    (True, 65536)
+    """
     rec: dict[str, Any] = {
         "version": WIRE_VERSION, "reason": rej.reason, "field": rej.field, "detail": rej.detail, "stage": stage,
         "source": {"topic": topic, "partition": partition, "offset": offset},
@@ -59,6 +71,12 @@ def deadletter(rej: Rejection, stage: str, topic: str, partition: int, offset: i
         rec["payload_b64"] = base64.b64encode(rej.raw).decode()
     else:
         rec["payload"] = rej.payload
+    if len(rec.get("payload_b64", "")) > MAX_DEADLETTER_BYTES or (
+            "payload" in rec and len(encode(rec["payload"])) > MAX_DEADLETTER_BYTES):
+        raw = rej.raw if rej.raw is not None else encode(rej.payload)
+        rec.pop("payload", None)
+        rec["payload_b64"] = base64.b64encode(raw[:TRUNCATED_PAYLOAD]).decode()
+        rec["payload_truncated"] = True
     return rec
 
 

@@ -96,6 +96,17 @@ class _Bad(Exception):
         self.reason, self.field, self.detail = reason, field, detail
 
 
+def _count_samples(raw: bytes) -> int:
+    """How many samples a message holds, if it can be told (for counting what is dead-lettered)."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return 0
+    if type(msg) is not dict:
+        return 0
+    return len(msg["samples"]) if type(msg.get("samples")) is list else 1
+
+
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -235,7 +246,7 @@ class Validator:
         """Validate one message; ``now`` is the wall clock (Unix seconds) for the future check."""
         if len(raw) > self.max_message_bytes:
             return None, [Rejection("oversize", f"message is {len(raw)} bytes, limit {self.max_message_bytes}",
-                                    raw=raw[:65536])]
+                                    samples=_count_samples(raw), raw=raw)]
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

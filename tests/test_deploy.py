@@ -35,7 +35,6 @@ import re
 import shlex
 import tomllib
 import uuid
-from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -294,7 +293,7 @@ def test_healthchecks(services):
     for name, s in worker_services(services).items():
         hc = s.get("healthcheck")
         if hc:
-            port = Settings(**settings_kwargs(env_of(s))).metrics_port
+            port = settings_of(s).metrics_port
             assert f":{port}/metrics" in " ".join(hc["test"]), f"{name}: healthcheck not on the metrics port"
 
 
@@ -345,6 +344,16 @@ def settings_kwargs(env: dict[str, str]) -> dict[str, str]:
     return {SETTINGS_ENV[k]: v for k, v in env.items() if k in SETTINGS_ENV}
 
 
+def settings_of(service: dict[str, Any]) -> Settings:
+    """The service's Settings from its FLOWMON_* values alone (the test process's own
+    FLOWMON_* environment would otherwise fill the fields the service leaves out)."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("FLOWMON_")}
+    try:
+        return Settings(**settings_kwargs(env_of(service)))
+    finally:
+        os.environ.update(saved)
+
+
 def test_flowmon_env_names_are_settings_fields(services):
     assert flowmon_services(services), "no service sets FLOWMON_* variables"
     for name, s in flowmon_services(services).items():
@@ -355,7 +364,7 @@ def test_flowmon_env_names_are_settings_fields(services):
 def test_flowmon_env_values_validate(services, monkeypatch):
     for name, s in flowmon_services(services).items():
         env = {k: v for k, v in env_of(s).items() if k.startswith("FLOWMON_")}
-        from_kwargs = Settings(**settings_kwargs(env))  # raises pydantic.ValidationError on a bad value
+        from_kwargs = settings_of(s)  # raises pydantic.ValidationError on a bad value
         # exactly as the container reads it: from the environment
         for k in list(os.environ):
             if k.startswith("FLOWMON_"):
@@ -367,7 +376,7 @@ def test_flowmon_env_values_validate(services, monkeypatch):
 
 def test_worker_settings_for_production(services):
     for name, s in worker_services(services).items():
-        st = Settings(**settings_kwargs(env_of(s)))
+        st = settings_of(s)
         assert st.broker != "embedded", f"{name}: workers must use the Kafka service, not the embedded broker"
         assert urlsplit(st.clickhouse_dsn).scheme in ("http", "https"), f"{name}: production uses a ClickHouse server"
         assert st.role_set == {"pipeline", "sink"}, f"{name}: roles {st.roles!r}"
@@ -388,7 +397,7 @@ def test_every_flowmon_container_reaches_kafka_and_clickhouse(services):
     kafka_names = {"kafka", kafka.get("hostname", "kafka")}
     ch_env = env_of(services["clickhouse"])
     for name, s in flowmon_services(services).items():
-        st = Settings(**settings_kwargs(env_of(s)))
+        st = settings_of(s)
         for server in st.broker.split(","):
             host, _, port = server.strip().rpartition(":")
             assert host in kafka_names, f"{name}: broker {server} is not the kafka service"
@@ -617,7 +626,7 @@ def test_dockerfile_builds_the_worker_image():
     exposed = {int(p.split("/")[0]) for i, a in ins if i == "EXPOSE" for p in a.split()}
     compose = load_compose()
     for name, s in worker_services(compose["services"]).items():
-        assert Settings(**settings_kwargs(env_of(s))).metrics_port in exposed, f"{name}: metrics port not EXPOSEd"
+        assert settings_of(s).metrics_port in exposed, f"{name}: metrics port not EXPOSEd"
 
 
 # =====================================================================================
@@ -656,7 +665,7 @@ def test_prometheus_scrapes_the_workers(services):
             assert dns.get("type", "SRV") == "A" and dns.get("port"), "A-record discovery needs a port"
             targets |= {(n, int(dns["port"])) for n in dns["names"]}
     for name, s in worker_services(services).items():
-        port = Settings(**settings_kwargs(env_of(s))).metrics_port
+        port = settings_of(s).metrics_port
         assert (name, port) in targets, f"Prometheus does not scrape {name}:{port} (targets {sorted(targets)})"
 
 

@@ -73,7 +73,10 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
         offset_of[reason] = len(values)
         values += [v, orjson.dumps(_valid(t0 + 30))]
     values.append(orjson.dumps(bad_sample))
-    d = Deployment(broker, tmp_path / "d", topology=_topology_file(), FLOWMON_MAX_MESSAGE_BYTES=str(256 * 1024))
+    from pipeline.brokers import free_port
+    metrics_port = free_port()
+    d = Deployment(broker, tmp_path / "d", topology=_topology_file(), FLOWMON_MAX_MESSAGE_BYTES=str(256 * 1024),
+                   FLOWMON_METRICS_PORT=str(metrics_port))
     try:
         dead = _run(d, values, expected_windows=2)
         for rec in dead:
@@ -98,6 +101,14 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
         assert rows[("s-1a", "s-1d")] == (10, 10 * 500)
         landed = {r["reason"] for r in d.deadletters()}
         assert landed == set(cases)
+        # the worker counts dead letters per reason (samples they stood for; 1 for unparseable messages)
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        counts = {line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                  for line in text.splitlines() if line.startswith("flowmon_deadletter_samples_total{")}
+        assert counts["malformed_json"] == 1 and counts["unsupported_version"] == 2
+        assert counts["out_of_range"] == 2 + 1  # interval_s (2 samples) + one bad sample
+        assert counts["oversize"] == 3000
     finally:
         d.close()
 
