@@ -67,6 +67,9 @@ def worker(broker: BrokerOpt = None,
            loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning") -> None:
     """Run a pipeline worker: Faust agents (validate, pre-aggregate, windows) and/or the ClickHouse sink."""
     s = _settings(broker=broker, roles=roles)
+    from .config import unknown_env
+    if unknown_env():
+        console.print(f"[yellow]warning: unknown variables ignored (typos?):[/] {', '.join(unknown_env())}")
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     launched = _start_embedded(s) if s.broker == "embedded" else None
     bootstrap = launched.bootstrap if launched else s.broker
@@ -218,10 +221,14 @@ def config_dump() -> None:
 @config_cli.command("check")
 def config_check() -> None:
     """Validate the FLOWMON_* environment; exit 1 with the reason if it is wrong."""
+    from .config import unknown_env
     try:
         Settings()
     except Exception as exc:  # pydantic ValidationError: print it readably
         console.print(f"[red]invalid configuration:[/] {exc}")
+        raise typer.Exit(1)
+    if unknown_env():
+        console.print(f"[red]unknown variables (typos?):[/] {', '.join(unknown_env())}")
         raise typer.Exit(1)
     console.print("[green]configuration ok[/]")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table"]
+__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table", "unknown_env"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: ``schemas/`` of the checkout (editable install), else the copy a wheel installs under <prefix>/share.
@@ -117,3 +117,19 @@ def settings_table() -> str:
         default = f.default if f.default is not None else ""
         rows.append(f"| `FLOWMON_{name.upper()}` | `{default}` | {f.description} |")
     return "\n".join(rows)
+
+
+#: FLOWMON_* variables that are not settings but are read elsewhere (broker jar cache; test knobs).
+OTHER_ENV = {"FLOWMON_CACHE_DIR", "FLOWMON_HYPOTHESIS_EXAMPLES"}
+
+
+def unknown_env(environ: dict[str, str] | None = None) -> list[str]:
+    """``FLOWMON_*`` variables that name no setting (typos would otherwise be ignored silently).
+
+    >>> unknown_env({"FLOWMON_WINDOW_S": "60", "FLOWMON_WINDOWS_S": "60", "PATH": "/bin"})
+    ['FLOWMON_WINDOWS_S']
+    """
+    import os
+    env = os.environ if environ is None else environ
+    known = {f"FLOWMON_{n.upper()}" for n in Settings.model_fields} | OTHER_ENV
+    return sorted(k for k in env if k.startswith("FLOWMON_") and k not in known)

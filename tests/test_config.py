@@ -1,0 +1,54 @@
+"""Configuration: golden in/expected, and a clear refusal of a bad environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import Settings
+
+DATA = Path(__file__).parent / "data" / "config"
+
+
+def _env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLOWMON_")}
+
+
+def test_dump_golden():
+    env = _clean_env() | _env(DATA / "in.env")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "dump"], env=env, capture_output=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout) == json.loads((DATA / "expected.json").read_text())
+
+
+def test_check_refuses_bad_values_readably():
+    env = _clean_env() | {"FLOWMON_WINDOW_S": "ten minutes"}
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
+                         timeout=60)
+    assert out.returncode == 1
+    assert b"window_s" in out.stderr
+
+
+def test_settings_are_frozen_and_unknown_fields_refused():
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.window_s = 5  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        Settings(windows_s=60)  # a typo is an error, not a silent default
+
+
+def test_check_refuses_unknown_variables():
+    env = _clean_env() | {"FLOWMON_WINDOWS_S": "60"}
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
+                         timeout=60)
+    assert out.returncode == 1 and b"FLOWMON_WINDOWS_S" in out.stderr
