@@ -134,3 +134,31 @@ def test_kcat_flat_sample_and_flowmon_sql(kafka_broker, tmp_path):
     finally:
         d.close()
     assert out.stdout.decode().split() == ["subnet-1c", "subnet-1a", str(123 + 456789), "3", "1", "2", "2"]
+
+
+def test_flowmon_produce_jsonl(deploy, tmp_path):
+    """`flowmon produce FILE`: a user's JSON lines (a report and a flat sample) land, exactly."""
+    import json
+    import os
+    import subprocess
+
+    from strategies import base_start
+
+    t0 = base_start()
+    report = {"version": 1, "instance": "subnet-1a/0", "local": {"ip": "10.0.0.4"}, "start": t0, "interval_s": 30,
+              "samples": [{"remote": {"ip": "10.0.1.4"}, "bytes_sent": 10, "bytes_received": 20,
+                           "retransmissions": 1, "timeouts": 0, "flows": 1, "rtt_us": [1000]}]}
+    flat = {"version": 1, "instance": "subnet-1a/0", "local": {"ip": "10.0.0.4"}, "start": t0 + 30,
+            "interval_s": 30, "remote": {"ip": "10.0.1.4"}, "bytes_sent": 1, "bytes_received": 2,
+            "retransmissions": 0, "timeouts": 0, "flows": 1, "rtt_us": []}
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(report) + "\n" + json.dumps(flat) + "\n")
+    d = deploy(topology=HTTP)
+    d.start()
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(path), "--broker", d.bootstrap],
+                   env={k: v for k, v in d.env.items() if k != "FLOWMON_BROKER"}, check=True, timeout=60,
+                   capture_output=True)
+    assert d.wait_windows(1) == 1, d.logs()
+    assert d.landed()[("subnet-1a", "subnet-1c", t0)] == {
+        "bytes_sent": 11, "bytes_received": 22, "retransmissions": 1, "timeouts": 0, "flows": 2, "samples": 2,
+        "hosts": 1}
