@@ -44,6 +44,8 @@ from .wire import LIMITS, SAMPLE_COUNTERS, WIRE_VERSION
 
 __all__ = ["Validator", "Report", "Rejection", "EXTERNAL"]
 
+_STR_OR_NONE = {str, type(None)}
+
 #: Placement of an address outside every known CIDR.
 EXTERNAL = "external"
 _UNKNOWN = "unknown"
@@ -153,11 +155,11 @@ def _int(obj: dict, key: str, path: str, lo: int, hi: int | None) -> int:
 
 def _str(obj: dict, key: str, path: str, required: bool = True, lo: int = 1,
          hi: int = LIMITS["id_max_len"]) -> str | None:
-    if key not in obj:
+    x = obj.get(key)
+    if x is None:  # missing, or an explicit null
         if required:
-            raise _Bad("missing_field", path, f"{path} is required")
+            raise _Bad("missing_field" if key not in obj else "wrong_type", path, f"{path} is required")
         return None
-    x = obj[key]
     if type(x) is not str:
         raise _Bad("wrong_type", path, f"{path} must be a string, got {_typename(x)}")
     if not lo <= len(x) <= hi:
@@ -230,10 +232,6 @@ class Validator:
             placed = self._resolve(*key)
             if placed is None:
                 placed = (EXTERNAL, EXTERNAL, EXTERNAL)
-            if len(self._place_code) >= 1_000_000:  # bound the cache; codes are only used within one report
-                self.places.clear()
-                self._place_index.clear()
-                self._place_code.clear()
             code = self._place_index.get(placed)
             if code is None:
                 code = self._place_index[placed] = len(self.places)
@@ -244,6 +242,10 @@ class Validator:
     # --- checking -----------------------------------------------------------------------
     def check(self, raw: bytes, now: float) -> tuple[Report | None, list[Rejection]]:
         """Validate one message; ``now`` is the wall clock (Unix seconds) for the future check."""
+        if len(self._place_code) >= 1_000_000:  # bound the cache; codes only live for one report
+            self.places.clear()
+            self._place_index.clear()
+            self._place_code.clear()
         if len(raw) > self.max_message_bytes:
             return None, [Rejection("oversize", f"message is {len(raw)} bytes, limit {self.max_message_bytes}",
                                     samples=_count_samples(raw), raw=raw)]
@@ -294,8 +296,8 @@ class Validator:
                        f"start={start} is {start - now:.0f} s ahead of the worker clock (limit {self.max_future_s} s)")
         interval_s = _int(msg, "interval_s", "interval_s", LIMITS["interval_min"], LIMITS["interval_max"])
         local = _endpoint(msg, "local", "local")
-        src = self._resolve(*local)
-        if src is None:
+        src = self.places[self._code(local)]
+        if local[1] is None and src == (EXTERNAL, EXTERNAL, EXTERNAL):
             raise _Bad("unknown_local", "local",
                        f"reporter {instance} at {local[0]} names no subnet and is in no known CIDR")
         return instance, src, start, interval_s
@@ -313,10 +315,9 @@ class Validator:
             return None
         if set(map(type, rtts)) != {list}:
             return None
-        for k in keys:
-            if not all(type(x) is str or x is None for x in k):
-                return None
-        if any(None in r.values() for r in remotes):  # an explicit null is not an omitted field
+        if set(map(type, [k[0] for k in keys])) != {str}:  # ip: a string, required
+            return None
+        if not set(map(type, chain.from_iterable(keys))) <= _STR_OR_NONE:  # subnet/az/vpc: string or null
             return None
         counters_l = [_intcol(c) for c in cols]
         rtt = _intcol(flat_rtt)
@@ -329,11 +330,13 @@ class Validator:
             return None
         if max(lens) > LIMITS["rtt_items"]:
             return None
-        try:
-            code = self._code
-            dst = np.array([code(k) for k in keys], dtype=np.int64)
-        except _Bad:
-            return None
+        codes = list(map(self._place_code.get, keys))  # the cache answers nearly every sample
+        if None in codes:
+            try:
+                codes = [self._code(k) if c is None else c for k, c in zip(keys, codes)]
+            except _Bad:
+                return None
+        dst = np.array(codes, dtype=np.int64)
         owner = np.repeat(np.arange(len(samples), dtype=np.int64), lens)
         return Report(instance, src, start, interval_s, dst, counters, rtt, owner,
                       np.arange(len(samples), dtype=np.int64))

@@ -102,6 +102,8 @@ def sample_table() -> str:
                 add(f"{prefix}{name}.", sub["properties"], sub.get("required", []))
                 continue
             typ = p.get("type", "integer" if isinstance(p.get("const"), int) else "")
+            if isinstance(typ, list):
+                typ = " or ".join(typ)
             if typ == "array":
                 typ = f"array of {p['items'].get('type', 'object') if 'items' in p else ''}"
             opt = "" if name in required else " (optional)"
