@@ -66,7 +66,7 @@ WORKLOADS = {
 GOAL_RATE = 100_000
 GOAL_RATIO = 0.5
 
-console = Console(stderr=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
 
 
 # --- workloads ------------------------------------------------------------------------------------

@@ -17,13 +17,24 @@ def block(name: str) -> str:
     return m.group(1)
 
 
+FIX = "README out of date: run `python tests/test_docs.py` to regenerate its tables"
+
+
 def test_settings_table_in_sync():
-    assert block("settings-table") == settings_table()
+    assert block("settings-table") == settings_table(), FIX
 
 
 def test_sample_table_in_sync():
-    assert block("sample-table") == sample_table()
+    assert block("sample-table") == sample_table(), FIX
 
 
 def test_readme_names_both_commands():
     assert "flowmon demo" in README and "bash .ci/run" in README
+
+
+if __name__ == "__main__":  # regenerate the README's tables
+    text = README
+    for name, table in (("settings-table", settings_table()), ("sample-table", sample_table())):
+        text = re.sub(rf"<!-- {name}:start -->\n.*?\n<!-- {name}:end -->",
+                      lambda m, n=name, t=table: f"<!-- {n}:start -->\n{t}\n<!-- {n}:end -->", text, flags=re.S)
+    (Path(__file__).resolve().parents[1] / "README.md").write_text(text)
