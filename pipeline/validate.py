@@ -45,6 +45,7 @@ from .wire import LIMITS, SAMPLE_COUNTERS, WIRE_VERSION
 __all__ = ["Validator", "Report", "Rejection", "EXTERNAL"]
 
 _STR_OR_NONE = {str, type(None)}
+_INT = {int}
 
 #: Placement of an address outside every known CIDR.
 EXTERNAL = "external"
@@ -319,11 +320,19 @@ class Validator:
             return None
         if not set(map(type, chain.from_iterable(keys))) <= _STR_OR_NONE:  # subnet/az/vpc: string or null
             return None
-        counters_l = [_intcol(c) for c in cols]
         rtt = _intcol(flat_rtt)
-        if rtt is None or any(c is None for c in counters_l):
+        if rtt is None:
             return None
-        counters = np.vstack(counters_l)
+        if all(set(map(type, c)) == _INT for c in cols):  # the usual case: one conversion
+            try:
+                counters = np.array(cols, dtype=np.int64)
+            except OverflowError:
+                return None
+        else:
+            counters_l = [_intcol(c) for c in cols]
+            if any(c is None for c in counters_l):
+                return None
+            counters = np.vstack(counters_l)
         if (counters < self._lo).any() or (counters > self._hi).any():
             return None
         if rtt.size and (rtt.min() < LIMITS["rtt_us_min"] or rtt.max() > LIMITS["rtt_us"]):

@@ -60,3 +60,20 @@ def test_ingest_routes_each_pair_to_its_partition_once(msg, partitions):
             assert pair_partition(*key, partitions) == p and key not in seen
             seen.add(key)
     assert res.accepted == sum(part["c"][5] for raw in res.messages.values() for part in orjson.loads(raw)["parts"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(reports(max_samples=40))
+def test_small_and_numpy_paths_agree(msg):
+    import pipeline.preagg as preagg
+
+    v = Validator(TOPO)
+    rep, _ = v.check(orjson.dumps(msg), now=time.time())
+    small = preagg._partials_small(rep, v.places, msg["start"] - msg["start"] % 600)
+    old = preagg.SMALL
+    try:
+        preagg.SMALL = 0
+        big = partials(rep, v.places, 600)
+    finally:
+        preagg.SMALL = old
+    assert small == big
