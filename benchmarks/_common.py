@@ -26,7 +26,7 @@ __all__ = [
     "REPO",
     "CpuMeter",
     "Worker",
-    "committed_offsets",
+    "GroupOffsets",
     "proc_cpu_s",
     "proc_status_kb",
     "scrape_metrics",
@@ -125,10 +125,33 @@ def scrape_metrics(port: int, timeout: float = 1.0) -> dict[str, float] | None:
 
 
 # --- Kafka offsets -------------------------------------------------------------------------------
-async def committed_offsets(admin: Any, group: str, topic: str) -> dict[int, int]:
-    """Offsets the consumer group ``group`` committed on ``topic`` (missing = nothing committed)."""
-    got = await admin.list_consumer_group_offsets(group)
-    return {tp.partition: om.offset for tp, om in got.items() if tp.topic == topic and om.offset >= 0}
+class GroupOffsets:
+    """Committed offsets of a consumer group, read by a consumer of that group that never joins it.
+
+    (Not ``AIOKafkaAdminClient.list_consumer_group_offsets``: against Tansu 0.6 its
+    OffsetFetch answer does not decode in aiokafka 0.14, "unpack requires a buffer of 4 bytes".)
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    async def __aenter__(self) -> GroupOffsets:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def committed(self) -> dict[int, int]:
+        """Partition -> committed offset (partitions with nothing committed are left out)."""
+        out = {}
+        for tp in self.tps:
+            off = await self.consumer.committed(tp)
+            if off is not None and off >= 0:
+                out[tp.partition] = off
+        return out
 
 
 # --- worker subprocess ------------------------------------------------------------------------------

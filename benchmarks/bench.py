@@ -15,7 +15,7 @@ report; ``big``: benchmarks/scenarios/big_reports.yaml, 500 samples per report),
    ``flowmon_reports_total`` metric, polled every 0.1 s) and stops when ``count()`` of
    ``flow_windows FINAL`` (polled through the worker's SQL endpoint) reaches the number
    of windows the oracle expects. Ingest-only: until the reports topic's committed
-   offsets (consumer group = app id, via the admin client) reach the log end;
+   offsets (consumer group = app id, read by a non-joining member) reach the reports produced;
 4. the ratio worker end-to-end / raw decode. The issue's goal: >= 0.5 and >= 100,000
    samples/s per worker process.
 
@@ -55,7 +55,7 @@ from pipeline.produce import produce_reports
 from pipeline.simulate import Simulator, expected_totals, load_scenario
 from pipeline.topics import Topics, ensure_topics
 
-from ._common import REPO, CpuMeter, Worker, broker, committed_offsets, scrape_metrics, unique_name, \
+from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, scrape_metrics, unique_name, \
     worker_env
 
 HERE = Path(__file__).resolve().parent
@@ -224,11 +224,10 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
                         wl: Workload, res: Result, status: Status, timeout_s: float, broker_pid: int | None) -> None:
     """Poll the worker's metrics, the group's committed offsets and ClickHouse until all windows landed."""
     import clickhouse_connect
-    from aiokafka.admin import AIOKafkaAdminClient
 
     n_reports = len(wl.reports)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    offsets = GroupOffsets(bootstrap, app_id, topics.reports, topics.partitions)
+    await offsets.__aenter__()
     client = None
     endpoint = Path(w.log_path.parent) / "sql-endpoint.json"
     t_spawn = w.started
@@ -260,7 +259,7 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
             if t_first is not None and t_lag0 is None and stamp >= next_lag:
                 next_lag = stamp + 0.2
                 try:
-                    committed = sum((await committed_offsets(admin, app_id, topics.reports)).values())
+                    committed = sum((await offsets.committed()).values())
                 except Exception:  # coordinator moving, group not there yet: next time
                     pass
                 if committed >= n_reports:
@@ -302,7 +301,7 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
         res.exact = int(total) == wl.samples
         res.deadletters = int(client.command("SELECT count() FROM deadletter FINAL"))
     finally:
-        await admin.close()
+        await offsets.__aexit__()
 
 
 def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run: int, partitions: int,

@@ -185,30 +185,36 @@ def simulate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML (topol
     console.print(f"produced {stats}")
 
 
+def _client(s: Settings):
+    """A ClickHouse client: the live worker's SQL endpoint if one answers, else the DSN directly."""
+    import clickhouse_connect
+
+    from .sqlserve import read_address_file
+    info = read_address_file(s.data_dir / "sql-endpoint.json")
+    if info is not None:
+        return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
+    from .clickhouse import connect
+    return connect(s.clickhouse_dsn)
+
+
 @cli.command()
 def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
         fmt: Annotated[str, typer.Option("--format", "-f", help="ClickHouse output format")] = "PrettyCompact") -> None:
     """Run SQL against flowmon's ClickHouse: the live worker's endpoint if one runs, else the DSN directly."""
-    s = _settings()
-    addr = s.data_dir / "sql-endpoint.json"
-    if addr.exists():
-        import urllib.request
-        info = json.loads(addr.read_text())
-        url = info.get("url") or f"http://{info.get('host', '127.0.0.1')}:{info['port']}/"
-        try:
-            req = urllib.request.Request(url, data=f"{query} FORMAT {fmt}".encode(), method="POST")
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                sys.stdout.write(resp.read().decode())
-            return
-        except OSError as exc:
-            if not isinstance(exc, urllib.error.HTTPError):
-                console.print(f"[yellow]endpoint {url} not answering ({exc}); opening the database directly[/]")
-            else:
-                console.print(f"[red]{exc.read().decode().strip()}[/]")
-                raise typer.Exit(1)
-    from .clickhouse import connect
-    client = connect(s.clickhouse_dsn)
-    sys.stdout.write(client.raw_query(query, fmt=fmt).decode())
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+    try:
+        sys.stdout.write(_client(_settings()).raw_query(query, fmt=fmt).decode())
+    except ClickHouseError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)
+
+
+@cli.command()
+def plot(out: Annotated[Path, typer.Option(help="PNG to write")] = Path("flowmon-windows.png"),
+         top: Annotated[int, typer.Option(help="How many subnet pairs (largest by bytes)")] = 8) -> None:
+    """Plot data, retransmissions and RTT per subnet pair over time (PNG)."""
+    from .plot import plot_windows
+    console.print(f"wrote {plot_windows(_client(_settings()), out, top)}")
 
 
 # --- config -------------------------------------------------------------------------------------

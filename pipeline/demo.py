@@ -105,6 +105,12 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
             console.print(table)
         dead = client.query("SELECT reason, sum(samples) FROM deadletter FINAL GROUP BY reason").result_rows
         console.print(f"dead letters: {dict(dead) if dead else 'none'}")
+        try:
+            from .plot import plot_windows
+            png = plot_windows(client, data / "demo-windows.png", title=f"flowmon demo: {scenario.name}")
+            console.print(f"plot: {png}")
+        except Exception as exc:  # a plot is a convenience; never fail the demo on it
+            console.print(f"[yellow]no plot: {exc}[/]")
         console.print(f"\n[bold]{landed}/{len(expected)}[/] pair-windows landed. ClickHouse data: "
                       f"[bold]{settings.clickhouse_dsn}[/] (in-process chdb); worker log: {log_path}")
         if follow:
