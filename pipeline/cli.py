@@ -6,9 +6,7 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -1083,14 +1083,6 @@ def expand_variables(sql: str, values: dict[str, list[str] | None]) -> str:
     return _GRAFANA_VAR_RE.sub(var, conditional_all(sql))
 
 
-@pytest.fixture(scope="module")
-def chdb_dsn(tmp_path_factory):
-    from pipeline.clickhouse import chdb_path_in_use, connect
-
-    path = chdb_path_in_use() or str(tmp_path_factory.getbasetemp() / "chdb")
-    anchor = connect(f"chdb://{path}")  # one chdb directory per process (see pipeline/clickhouse.py)
-    yield f"chdb://{path}"
-    anchor.close()
 
 
 @pytest.fixture

@@ -13,18 +13,12 @@ import uuid
 
 import pytest
 
-from pipeline.clickhouse import chdb_path_in_use, connect
+from pipeline.clickhouse import connect
 from pipeline.migrate import LEDGER, applied_steps, created_objects, load_steps, migrate, split_statements
 
 ALL_STEPS = [s.name for s in load_steps()]
 
 
-@pytest.fixture(scope="module")
-def chdb_dsn(tmp_path_factory):
-    path = chdb_path_in_use() or str(tmp_path_factory.getbasetemp() / "chdb")
-    anchor = connect(f"chdb://{path}")  # keeps the engine up for the module
-    yield f"chdb://{path}"
-    anchor.close()
 
 
 @pytest.fixture

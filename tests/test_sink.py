@@ -10,19 +10,13 @@ import uuid
 
 import pytest
 
-from pipeline.clickhouse import ChdbPathConflict, chdb_path_in_use, connect, parse_chdb_dsn
+from pipeline.clickhouse import ChdbPathConflict, connect, parse_chdb_dsn
 from pipeline.migrate import migrate
 from pipeline.sink import WINDOW_COLUMNS, WindowSink, example_window
 
 SUMMED = ("bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows", "samples", "rtt_count", "rtt_sum_us")
 
 
-@pytest.fixture(scope="module")
-def chdb_dsn(tmp_path_factory):
-    path = chdb_path_in_use() or str(tmp_path_factory.getbasetemp() / "chdb")
-    anchor = connect(f"chdb://{path}")  # keeps the engine up for the module
-    yield f"chdb://{path}"
-    anchor.close()
 
 
 @pytest.fixture

@@ -139,7 +139,6 @@ def test_kcat_flat_sample_and_flowmon_sql(kafka_broker, tmp_path):
 def test_flowmon_produce_jsonl(deploy, tmp_path):
     """`flowmon produce FILE`: a user's JSON lines (a report and a flat sample) land, exactly."""
     import json
-    import os
     import subprocess
 
     from strategies import base_start
