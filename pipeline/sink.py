@@ -102,6 +102,17 @@ def example_window(**overrides: Any) -> dict[str, Any]:
     return w
 
 
+def _latest(records: Iterable[dict[str, Any]], key: Any, version: str) -> dict[tuple, dict[str, Any]]:
+    """One record per key, the one with the highest ``version`` field (what ReplacingMergeTree keeps)."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        k = key(r)
+        prev = latest.get(k)
+        if prev is None or r[version] >= prev[version]:
+            latest[k] = r
+    return latest
+
+
 def _window_key(w: dict[str, Any]) -> tuple:
     return (w["src_subnet"], w["dst_subnet"], w["window_s"], w["window_start"])
 
@@ -117,12 +128,7 @@ def window_columns(windows: Iterable[dict[str, Any]]) -> dict[str, list]:
     >>> window_columns([example_window(closed_at=1.5)])["closed_at"]
     [1500]
     """
-    latest: dict[tuple, dict[str, Any]] = {}
-    for w in windows:
-        key = _window_key(w)
-        prev = latest.get(key)
-        if prev is None or w["closed_at"] >= prev["closed_at"]:
-            latest[key] = w
+    latest = _latest(windows, _window_key, "closed_at")
     rows = [latest[k] for k in sorted(latest)]
     cols: dict[str, list] = {c: [w[c] for w in rows] for c in _PLAIN}
     cols["window_start"] = [int(w["window_start"]) for w in rows]
@@ -162,12 +168,7 @@ def deadletter_columns(records: Iterable[dict[str, Any]]) -> dict[str, list]:
     >>> cols["payload"], cols["payload_encoding"], cols["sample_index"], cols["at"]
     (['e30='], ['base64'], [None], [2000])
     """
-    latest: dict[tuple, dict[str, Any]] = {}
-    for r in records:
-        key = _deadletter_key(r)
-        prev = latest.get(key)
-        if prev is None or r["at"] >= prev["at"]:
-            latest[key] = r
+    latest = _latest(records, _deadletter_key, "at")
     cols: dict[str, list] = {c: [] for c in DEADLETTER_COLUMNS}
     for key in sorted(latest):
         r = latest[key]
