@@ -1,4 +1,4 @@
-"""Shell: Faust agents that wire topics and the window-state table to the pure cores.
+"""Shell: Faust agents that wire topics and the window state to the pure cores.
 
 * ``ingest`` (reports topic): ``ingest.Ingest`` validates, places and pre-aggregates a
   report, then sends one message per pairs partition, and dead letters.
@@ -6,7 +6,7 @@
   (``ingest.SourceProgress``), on every pairs partition.
 * ``aggregate`` (pairs topic): ``windows.PartitionWindows`` per partition; closed windows
   go to the windows topic (delivery awaited), late partials to the dead-letter topic,
-  and the changed state to the table's changelog, all before the batch is acked.
+  and the changed state to the state topic (``state.py``), all before the batch is acked.
 
 At-least-once: Faust flushes the producer before it commits offsets, so whatever an
 acked event caused is durable first; replays are absorbed by the windows' per-source
@@ -23,7 +23,7 @@ import orjson
 from faust.types import TP
 
 from .app import Flow
-from .ingest import Ingest, SourceProgress, deadletter, encode
+from .ingest import Ingest, IngestResult, SourceProgress, deadletter, encode
 from .state import restore
 from .topology import Topology
 from .validate import Rejection, Validator
@@ -53,7 +53,13 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
         async for event in stream.events():
             msg = event.message
             now = time.time()
-            res = core.process(event.value or b"", t.reports, msg.partition, msg.offset, now)
+            try:
+                res = core.process(event.value or b"", t.reports, msg.partition, msg.offset, now)
+            except Exception as exc:  # a bug must not stop the worker nor lose the input
+                log.exception("ingest failed on %s[%d]@%d", t.reports, msg.partition, msg.offset)
+                res = IngestResult(deadletters=[deadletter(
+                    Rejection("internal_error", f"{type(exc).__name__}: {exc}", raw=event.value or b""),
+                    "ingest", t.reports, msg.partition, msg.offset, now)])
             for p, payload in res.messages.items():
                 await send(t.pairs, payload, p)
             for dl in res.deadletters:

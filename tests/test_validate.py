@@ -165,6 +165,6 @@ def test_valid_reports_accepted_whole(msg):
 
 
 def test_every_reason_is_in_the_deadletter_schema():
-    tested = set(CASES) | {"oversize", "late"}
+    tested = set(CASES) | {"oversize", "late", "internal_error"}
     assert tested == set(REASONS)
     assert st  # strategies module is shared with the worker tests
