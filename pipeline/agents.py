@@ -82,11 +82,14 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             ends = {}
         for tp in mine:
             caught_up = False
-            if tp in ends and ends[tp] is not None:
+            if tp in ends:
+                # log end: the larger of ListOffsets and the last fetch's high watermark (Tansu's
+                # ListOffsets answers the last batch's base offset + 1, short of the end)
+                end = max(ends[tp] or 0, app.consumer.highwater(tp) or 0)
                 last = progress.last_offset.get(tp.partition)
                 # next offset to process: after what we processed, else where the group committed
                 nxt = last + 1 if last is not None else (app.consumer._committed_offset.get(tp) or 0)
-                caught_up = nxt >= ends[tp]
+                caught_up = nxt >= end
             mark = progress.mark(tp.partition, now, caught_up)
             if mark is None:
                 continue
