@@ -155,14 +155,14 @@ class GroupOffsets:
 
 
 # --- worker subprocess ------------------------------------------------------------------------------
-_ASCTIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+_ASCTIME = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]? ")
 
 
 class Worker:
     """One ``flowmon worker`` subprocess (optionally under pyinstrument), logging to ``log_path``."""
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker",
-                 profile_to: Path | None = None) -> None:
+                 profile_to: Path | None = None, cwd: Path = REPO) -> None:
         self.log_path = workdir / f"{name}.log"
         self.profile_to = profile_to
         cmd = [sys.executable]
@@ -170,7 +170,7 @@ class Worker:
             cmd += ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile_to)]
         cmd += ["-m", "pipeline.cli", "worker", "--loglevel", "info"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the worker writes it until it exits
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         self.started = time.time()
 
@@ -206,7 +206,7 @@ class Worker:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout: float = 60.0) -> int | None:
+    def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait (a profiled worker writes its profile on the way out), then SIGKILL."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

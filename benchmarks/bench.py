@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -66,7 +67,7 @@ WORKLOADS = {
 GOAL_RATE = 100_000
 GOAL_RATIO = 0.5
 
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 180)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)
 
 
 # --- workloads ------------------------------------------------------------------------------------
@@ -79,6 +80,15 @@ class Workload:
     expected_windows: int
     event_span_s: int
     gen_s: float
+    core: dict = field(default_factory=dict)  # benchmarks.core result: the pure core's time, pairs messages
+
+    @property
+    def core_rate(self) -> float:
+        return self.samples / self.core["total_s"] if self.core.get("total_s") else 0.0
+
+    @property
+    def partials(self) -> int:
+        return int(self.core.get("partials", 0))
 
     @property
     def per_report(self) -> float:
@@ -140,9 +150,12 @@ class Result:
     raw_rate: float = 0.0
     raw_cpu_rate: float = 0.0
     raw_numpy_rate: float = 0.0
+    core_rate: float = 0.0  # the pure core in one process, no Kafka (benchmarks.core)
     startup_s: float = 0.0  # worker spawn -> first report processed
     ingest_s: float = 0.0  # first report -> reports lag 0 (committed offsets)
     ingest_metric_s: float = 0.0  # first report -> last report processed (metrics)
+    aggregate_s: float = 0.0  # first report -> last partial applied to a window (metrics)
+    emitted_s: float = 0.0  # first report -> last window emitted to the windows topic (metrics)
     e2e_s: float = 0.0  # first report -> all windows in ClickHouse
     ingest_rate: float = 0.0
     e2e_rate: float = 0.0
@@ -231,7 +244,7 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
     client = None
     endpoint = Path(w.log_path.parent) / "sql-endpoint.json"
     t_spawn = w.started
-    t_first = t_ingested = t_lag0 = t_landed = None
+    t_first = t_ingested = t_lag0 = t_landed = t_aggregated = t_emitted = None
     cpu_first = main_first = 0.0
     meter: CpuMeter | None = None
     got = landed = committed = 0
@@ -256,6 +269,10 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
                     meter = CpuMeter(w.pid, broker_pid or 0)
                 if got >= n_reports and t_ingested is None:
                     t_ingested = stamp
+                if wl.partials and t_aggregated is None and m.get("flowmon_partials_applied_total", 0) >= wl.partials:
+                    t_aggregated = stamp
+                if t_emitted is None and m.get("flowmon_windows_emitted_total", 0) >= wl.expected_windows:
+                    t_emitted = stamp
             if t_first is not None and t_lag0 is None and stamp >= next_lag:
                 next_lag = stamp + 0.2
                 try:
@@ -290,6 +307,8 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
         res.startup_s = t_first - t_spawn
         res.ingest_metric_s = t_ingested - t_first
         res.ingest_s = t_lag0 - t_first
+        res.aggregate_s = (t_aggregated - t_first) if t_aggregated else float("nan")
+        res.emitted_s = (t_emitted - t_first) if t_emitted else float("nan")
         res.e2e_s = t_landed - t_first
         res.ingest_rate = wl.samples / res.ingest_s if res.ingest_s > 0 else 0.0
         res.e2e_rate = wl.samples / res.e2e_s if res.e2e_s > 0 else 0.0
@@ -305,8 +324,9 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
 
 
 def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run: int, partitions: int,
-            profile: bool, status: Status, workroot: Path, timeout_s: float) -> Result:
-    res = Result(kind, wl.name, run, len(wl.reports), wl.samples, wl.expected_windows, profiled=profile)
+            profile: bool, status: Status, workroot: Path, timeout_s: float, src: Path = REPO) -> Result:
+    res = Result(kind, wl.name, run, len(wl.reports), wl.samples, wl.expected_windows, profiled=profile,
+                 core_rate=wl.core_rate)
     prefix = unique_name("bench")
     workdir = workroot / prefix
     workdir.mkdir(parents=True)
@@ -340,7 +360,9 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
                      topology=wl.scenario, metrics_port=metrics_port)
     profile_to = workdir / "worker.pyisession" if profile else None
     status.set("worker", 0, len(wl.reports) + wl.expected_windows, state="starting")
-    w = Worker(env, workdir, profile_to=profile_to)
+    if src != REPO:
+        env["PYTHONPATH"] = str(src)
+    w = Worker(env, workdir, profile_to=profile_to, cwd=src)
     try:
         asyncio.run(_watch_worker(w, bootstrap, topics, prefix, metrics_port, wl, res, status, timeout_s,
                                   broker_pid))
@@ -349,7 +371,10 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
         console.log(f"[red]{status.title}: {res.error}[/]\n{w.tail(30)}")
     finally:
         status.set("stopping worker", 0, 1)
-        w.stop()
+        t_stop = time.perf_counter()
+        code = w.stop()
+        if time.perf_counter() - t_stop > 10 or code not in (0, -15, 143):
+            console.log(f"{status.title}: worker stop took {time.perf_counter() - t_stop:.0f} s, exit code {code}")
     if not res.error:
         console.log(f"{status.title}: worker ingest {res.ingest_rate:,.0f} samples/s ({res.ingest_s:.2f} s to lag 0), "
                     f"end to end {res.e2e_rate:,.0f} samples/s ({res.e2e_s:.2f} s, tail {res.tail_s:.2f} s), "
@@ -396,8 +421,7 @@ def _group(path: str) -> str:
 
 
 def profile_summary(path: Path, top: int = 25) -> str:
-    """Where the worker's main thread spent its time: by package, top functions by self time, and the tree."""
-    from pyinstrument.renderers import ConsoleRenderer
+    """Where the worker's main thread spent its wall time: by package, top functions (self and inclusive)."""
     from pyinstrument.session import Session
 
     session = Session.load(path)
@@ -405,33 +429,45 @@ def profile_summary(path: Path, top: int = 25) -> str:
     if root is None:
         return "(empty profile)"
     by_group: dict[str, float] = {}
-    by_func: dict[tuple[str, str, int], float] = {}
-    total = 0.0
+    by_self: dict[tuple[str, str, int], float] = {}
+    by_incl: dict[tuple[str, str, int], float] = {}
+    wall = root.time
 
-    def walk(f: Any) -> None:
-        nonlocal total
+    def walk(f: Any, open_keys: frozenset) -> None:
+        if f.is_synthetic:
+            return
+        key = (f.class_name + "." + f.function if getattr(f, "class_name", None) else f.function,
+               _group(f.file_path or ""), f.line_no or 0)
         own = f.total_self_time
-        if own:
-            total += own
-            g = "<idle: waiting in select>" if f.function in ("select", "poll", "epoll.poll") or \
-                f.identifier.startswith("[await]") else _group(f.file_path or "")
+        if own > 0:
+            idle = f.function in ("select", "poll") or "epoll" in f.function
+            g = "(idle: event loop waiting in epoll)" if idle else _group(f.file_path or "")
             by_group[g] = by_group.get(g, 0.0) + own
-            key = (f.function, _group(f.file_path or ""), f.line_no or 0)
-            by_func[key] = by_func.get(key, 0.0) + own
+            by_self[key] = by_self.get(key, 0.0) + own
+        if key not in open_keys:  # count a recursive/re-entered function once per stack
+            by_incl[key] = by_incl.get(key, 0.0) + f.time
+            open_keys = open_keys | {key}
         for c in f.children:
-            walk(c)
+            walk(c, open_keys)
 
-    walk(root)
-    out = [f"profile {path} — main thread, {session.duration:.1f} s wall, {session.sample_count} samples",
-           "", "self time by package:"]
-    for g, t in sorted(by_group.items(), key=lambda kv: -kv[1])[:15]:
-        out.append(f"  {t:8.2f} s  {100 * t / total:5.1f} %  {g}")
+    walk(root, frozenset())
+    busy = wall - sum(t for g, t in by_group.items() if g.startswith("(idle"))
+    out = [f"profile {path}", f"main thread: {wall:.1f} s wall, {session.cpu_time:.1f} s CPU (process), "
+           f"{busy:.1f} s not idle, {session.sample_count} samples", "", "self time by package:"]
+    for g, t in sorted(by_group.items(), key=lambda kv: -kv[1])[:16]:
+        out.append(f"  {t:8.2f} s  {100 * t / wall:5.1f} %  {g}")
     out += ["", f"top {top} functions by self time:"]
-    for (fn, g, line), t in sorted(by_func.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"  {t:8.2f} s  {100 * t / total:5.1f} %  {fn}  ({g}:{line})")
-    tree = ConsoleRenderer(unicode=False, color=False, short_mode=False,
-                           processor_options={"filter_threshold": 0.01, "show_all": False}).render(session)
-    out += ["", "call tree (pyinstrument, frames >= 1 %):", tree]
+    for (fn, g, line), t in sorted(by_self.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {t:8.2f} s  {100 * t / wall:5.1f} %  {fn}  ({g}:{line})")
+    out += ["", f"top {top} frames by inclusive time (below the event loop; wrappers above 90 % left out):"]
+    shown = 0
+    for (fn, g, line), t in sorted(by_incl.items(), key=lambda kv: -kv[1]):
+        if t > 0.9 * wall or fn.endswith(("_run", "run", "Context.run")) and g.startswith("stdlib"):
+            continue
+        out.append(f"  {t:8.2f} s  {100 * t / wall:5.1f} %  {fn}  ({g}:{line})")
+        shown += 1
+        if shown >= top:
+            break
     return "\n".join(out)
 
 
@@ -441,27 +477,46 @@ def _k(x: float) -> str:
 
 
 def results_table(results: list[Result]) -> Table:
-    t = Table(title="flowmon: one worker vs raw consume+decode (samples/s)", title_justify="left")
-    for col, just in (("broker", "left"), ("workload", "left"), ("run", "right"), ("samples", "right"),
-                      ("smp/rep", "right"), ("produce", "right"), ("raw decode", "right"),
-                      ("raw+numpy", "right"), ("ingest (lag 0)", "right"), ("end to end", "right"),
-                      ("e2e/raw", "right"), ("tail s", "right"), ("worker CPU s", "right"),
-                      ("e2e/CPU s", "right"), ("other load", "right"), ("exact", "center"), ("goal", "center")):
+    t = Table(title="flowmon: one worker process vs raw consume+decode, samples/s (k = 1,000)", title_justify="left")
+    cols = (("broker", "left"), ("workload", "left"), ("run", "right"), ("samples", "right"),
+            ("smp/rep", "right"), ("raw decode", "right"), ("raw+numpy", "right"), ("core only", "right"),
+            ("ingest (lag 0)", "right"), ("end to end", "right"), ("e2e/raw", "right"),
+            ("s: ingested/aggr/emitted/landed", "right"), ("worker CPU s", "right"), ("other load", "right"),
+            ("exact", "center"), ("goal", "center"))
+    for col, just in cols:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in results:
+        head = [r.broker, r.workload + (" (prof)" if r.profiled else ""), str(r.run), f"{r.samples:,}",
+                f"{r.samples / r.reports:.0f}", _k(r.raw_rate), _k(r.raw_numpy_rate), _k(r.core_rate)]
         if r.error:
-            t.add_row(r.broker, r.workload, str(r.run), f"{r.samples:,}", f"{r.samples / r.reports:.0f}",
-                      _k(r.produce_rate), _k(r.raw_rate), _k(r.raw_numpy_rate), "[red]error[/]", "", "", "", "", "",
-                      "", "", "")
+            t.add_row(*head, "[red]error[/]", *[""] * (len(cols) - len(head) - 1))
             continue
-        cpu_rate = r.samples / r.worker_cpu_s if r.worker_cpu_s else 0.0
-        t.add_row(r.broker, r.workload + (" (prof)" if r.profiled else ""), str(r.run), f"{r.samples:,}",
-                  f"{r.samples / r.reports:.0f}", _k(r.produce_rate), _k(r.raw_rate), _k(r.raw_numpy_rate),
-                  _k(r.ingest_rate), _k(r.e2e_rate), f"{r.ratio:.2f}", f"{r.tail_s:.1f}",
-                  f"{r.worker_cpu_s:.1f} ({r.worker_main_cpu_s:.1f})", _k(cpu_rate), f"{r.other_cores:.2f}",
-                  "[green]yes[/]" if r.exact else "[red]NO[/]",
-                  "[green]met[/]" if r.goal else "[red]not met[/]")
+        t.add_row(*head, _k(r.ingest_rate), _k(r.e2e_rate), f"{r.ratio:.2f}",
+                  f"{r.ingest_metric_s:.1f}/{r.aggregate_s:.1f}/{r.emitted_s:.1f}/{r.e2e_s:.1f}",
+                  f"{r.worker_cpu_s:.1f} ({r.worker_main_cpu_s:.1f})", f"{r.other_cores:.2f}",
+                  "[green]yes[/]" if r.exact else "[red]NO[/]", "[green]met[/]" if r.goal else "[red]not met[/]")
     return t
+
+
+LEGEND = """\
+raw decode: a plain AIOKafkaConsumer reading every report + orjson.loads (best of 3 passes); raw+numpy: also two
+  int64 numpy columns per report. core only: the pipeline's pure code (Ingest.process + PartitionWindows.apply,
+  benchmarks/core.py) in one process without Kafka or Faust: the ceiling of the worker's own Python work.
+ingest (lag 0): samples / (first report processed -> consumer group's committed offsets reach every report).
+end to end: samples / (first report processed -> every expected window counted in ClickHouse (FINAL)).
+s: seconds from the first report processed until the last report was processed (metrics), the last partial
+  was applied to a window, the last window was emitted, and all windows landed in ClickHouse.
+worker CPU s: all threads (main thread) over the end-to-end span. other load: CPU, in cores, used by processes
+  other than the worker, the broker and the benchmark during that span (other tests on this machine).
+exact: sum(samples) landed == samples produced, no dead letters."""
+
+
+def _core(name: str, samples: int, partitions: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.core", name, str(samples), "--partitions", str(partitions)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"benchmarks.core failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,23 +528,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per broker and workload")
     ap.add_argument("--partitions", type=int, default=8, help="partitions of the reports and pairs topics")
     ap.add_argument("--profile", action="store_true", help="run the worker under pyinstrument; print its profile")
+    ap.add_argument("--src", type=Path, default=REPO,
+                    help="run the worker from this source tree (a private copy with a change to try; "
+                         "default: this repository)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds one worker run may take")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (worker logs, profiles)")
     a = ap.parse_args(argv)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # e.g. NotLeaderForPartition retries on a new topic
 
     kinds = ["tansu", "kafka"] if a.broker == "both" else [a.broker]
     names = ["fleet", "big"] if a.workload == "both" else [a.workload]
     load0 = os.getloadavg()
     console.log(f"{os.cpu_count()} cores, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
                 "(other sessions' tests may share these cores: see 'other load' per run)")
+    if a.src.resolve() != REPO:
+        console.log(f"[yellow]worker runs from {a.src.resolve()}[/]")
     workloads = []
     for n in names:
         wl = make_workload(n, a.samples)
+        wl.core = _core(n, a.samples, a.partitions)
         workloads.append(wl)
         console.log(f"workload {n}: {len(wl.reports):,} reports, {wl.samples:,} samples ({wl.per_report:.1f} per "
                     f"report), {wl.expected_windows} windows over {wl.event_span_s / 60:.0f} min of event time "
-                    f"({wl.gen_s:.1f} s to simulate)")
+                    f"({wl.gen_s:.1f} s to simulate); core only: {wl.core_rate:,.0f} samples/s "
+                    f"(ingest {wl.core['ingest_s']:.2f} s, aggregate {wl.core['aggregate_s']:.2f} s; "
+                    f"{wl.core['pairs_messages']:,} pairs messages, {wl.partials:,} partials)")
     workroot = Path(tempfile.mkdtemp(prefix="flowmon-bench-"))
     status = Status()
     results: list[Result] = []
@@ -503,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                     for wl in workloads:
                         for run in range(1, a.repeat + 1):
                             r = run_one(kind, b.bootstrap, b.pid, wl, run, a.partitions, a.profile, status,
-                                        workroot, a.timeout)
+                                        workroot, a.timeout, a.src.resolve())
                             results.append(r)
                             status.results = results
                 finally:
@@ -515,11 +579,9 @@ def main(argv: list[str] | None = None) -> int:
             console.log(f"work directory kept: {workroot}")
     console.print(results_table(results))
     load1 = os.getloadavg()
+    console.print(LEGEND, markup=False, highlight=False)
     console.print(f"machine: {os.cpu_count()} cores; load average before {load0[0]:.2f}, after {load1[0]:.2f}. "
-                  "'other load' = CPU (in cores) used by processes other than the worker, broker and this "
-                  "benchmark during the measured span. tail = last report processed -> all windows in ClickHouse "
-                  "(idle detection + closing + sink). worker CPU s = all threads (main thread).")
-    console.print(f"goal: end to end >= {GOAL_RATIO} x raw decode and >= {GOAL_RATE:,} samples/s per worker process")
+                  f"goal: end to end >= {GOAL_RATIO} x raw decode and >= {GOAL_RATE:,} samples/s per worker process.")
     for r in results:
         if r.profile_text:
             console.rule(f"profile: {r.broker} · {r.workload} · run {r.run}")
