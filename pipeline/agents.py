@@ -24,7 +24,7 @@ from faust.types import TP
 
 from .app import Flow
 from .ingest import Ingest, IngestResult, SourceProgress, deadletter, encode
-from .state import restore
+from .state import restore_many
 from .topology import Topology
 from .validate import Rejection, Validator
 from .windows import PartitionWindows
@@ -33,6 +33,23 @@ from .wire import pair_partition
 __all__ = ["install"]
 
 log = logging.getLogger("flowmon.agents")
+
+#: Largest pairs message the ingest stage sends (a batch's partials for one partition are split above it).
+PAIRS_MESSAGE_BYTES = 512 * 1024
+
+
+def _chunks(payloads: list[bytes], limit: int):
+    """Consecutive runs of ``payloads`` whose joined size stays under ``limit`` (at least one each)."""
+    chunk: list[bytes] = []
+    size = 0
+    for b in payloads:
+        if chunk and size + len(b) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(b)
+        size += len(b) + 1
+    if chunk:
+        yield chunk
 
 
 def install(flow: Flow, topology: Topology | None = None) -> None:
@@ -50,42 +67,51 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     # --- ingest ----------------------------------------------------------------------------
     @app.agent(flow.reports, name="ingest")
     async def ingest(stream):
-        async for event in stream.events():
-            msg = event.message
+        # A batch of reports -> one pairs message per destination partition (a JSON array of the
+        # per-report messages, each keeping its origin "o", so replay detection is unchanged):
+        # per-message costs are paid per batch (benchmarks: 2.5x the rate on small reports).
+        async for events in stream.take_events(500, within=0.05):
             now = time.time()
-            try:
-                res = core.process(event.value or b"", t.reports, msg.partition, msg.offset, now)
-            except Exception as exc:  # a bug must not stop the worker nor lose the input
-                log.exception("ingest failed on %s[%d]@%d", t.reports, msg.partition, msg.offset)
-                res = IngestResult(deadletters=[deadletter(
-                    Rejection("internal_error", f"{type(exc).__name__}: {exc}", raw=event.value or b""),
-                    "ingest", t.reports, msg.partition, msg.offset, now)])
-            for p, payload in res.messages.items():
-                await send(t.pairs, payload, p)
-            for dl in res.deadletters:
-                await send(t.deadletter, encode(dl), key=dl["reason"].encode())
-                m.deadletters.labels(reason=dl["reason"]).inc(max(dl["samples"], 1))
-            progress.processed(msg.partition, msg.offset, res.start, now)
-            m.reports.inc()
-            m.samples.inc(res.accepted)
+            by_part: dict[int, list[bytes]] = {}
+            done = []
+            for event in events:
+                msg = event.message
+                try:
+                    res = core.process(event.value or b"", t.reports, msg.partition, msg.offset, now)
+                except Exception as exc:  # a bug must not stop the worker nor lose the input
+                    log.exception("ingest failed on %s[%d]@%d", t.reports, msg.partition, msg.offset)
+                    res = IngestResult(deadletters=[deadletter(
+                        Rejection("internal_error", f"{type(exc).__name__}: {exc}", raw=event.value or b""),
+                        "ingest", t.reports, msg.partition, msg.offset, now)])
+                for p, payload in res.messages.items():
+                    by_part.setdefault(p, []).append(payload)
+                for dl in res.deadletters:
+                    await send(t.deadletter, encode(dl), key=dl["reason"].encode())
+                    m.deadletters.labels(reason=dl["reason"]).inc(max(dl["samples"], 1))
+                done.append((msg.partition, msg.offset, res.start))
+                m.samples.inc(res.accepted)
+            for p, payloads in by_part.items():
+                for chunk in _chunks(payloads, PAIRS_MESSAGE_BYTES):
+                    await send(t.pairs, b"[" + b",".join(chunk) + b"]", p)
+            for part, off, start in done:  # a mark may only promise what has been sent
+                progress.processed(part, off, start, now)
+            m.reports.inc(len(done))
 
     @app.timer(s.mark_interval_s)
     async def marks() -> None:
         now = time.time()
         mine = [tp for tp in app.consumer.assignment() if tp.topic == t.reports]
-        # idle candidates: nothing processed for source_idle_s; ask the broker for the true log end
-        idle = [tp for tp in mine if now - progress.last_seen.get(tp.partition, now) >= s.source_idle_s]
-        try:
-            ends = await app.consumer.highwaters(*idle) if idle else {}
-        except Exception as exc:  # e.g. mid-rebalance: try again next tick
-            log.debug("highwaters failed: %r", exc)
-            ends = {}
+        # idle candidates: nothing processed for source_idle_s
+        idle = {tp for tp in mine if now - progress.last_seen.get(tp.partition, now) >= s.source_idle_s}
         for tp in mine:
             caught_up = False
-            if tp in ends:
-                # log end: the larger of ListOffsets and the last fetch's high watermark (Tansu's
-                # ListOffsets answers the last batch's base offset + 1, short of the end)
-                end = max(ends[tp] or 0, app.consumer.highwater(tp) or 0)
+            # the log end as the last fetch saw it: no broker round trip (ListOffsets took ~1 s per
+            # tick on Kafka), and right on Tansu, whose ListOffsets answers the last batch's base + 1
+            try:
+                end = app.consumer.highwater(tp) if tp in idle else None
+            except Exception:  # not fetched yet, or mid-rebalance: try again next tick
+                end = None
+            if end is not None:
                 last = progress.last_offset.get(tp.partition)
                 # next offset to process: after what we processed, else where the group committed
                 nxt = last + 1 if last is not None else (app.consumer._committed_offset.get(tp) or 0)
@@ -101,12 +127,16 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     async def store(p: int) -> PartitionWindows:
         pw = stores.get(p)
         if pw is None:
+            # restore every assigned pairs partition not restored yet, with one consumer
             await app.producer.flush()  # our own last writes must be readable
-            pw = PartitionWindows(p, s.window_s, s.allowed_lateness_s, s.partitions)
-            n = await restore(flow.bootstrap, t.state, pw)
-            stores[p] = pw
-            log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, watermark %s",
-                     p, n, len(pw.open), len(pw.closed), pw.watermark)
+            mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == t.pairs} | {p}
+            todo = [PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions)
+                    for q in sorted(mine) if q not in stores]
+            for q_pw, n in zip(todo, await restore_many(flow.bootstrap, t.state, todo)):
+                stores[q_pw.partition] = q_pw
+                log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, watermark %s",
+                         q_pw.partition, n, len(q_pw.open), len(q_pw.closed), q_pw.watermark)
+            pw = stores[p]
         return pw
 
     @app.agent(flow.pairs, name="aggregate")
@@ -119,16 +149,18 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             for event in events:
                 p = event.message.partition
                 pw = touched.get(p) or await store(p)
-                out = pw.apply(orjson.loads(event.value))
                 touched[p] = pw
-                closed.extend(out.closed)
-                for part, origin in out.late:
-                    rej = Rejection("late", f"window {part['ws']} of {part['src'][0]}->{part['dst'][0]} closed "
-                                    f"(watermark {pw.watermark}, lateness {s.allowed_lateness_s} s)",
-                                    samples=part["c"][5], payload=part)
-                    late.append(deadletter(rej, "aggregate", t.reports, origin[0], origin[1]))
-                m.partials.inc(out.applied)
-                m.duplicates.inc(out.duplicates)
+                val = orjson.loads(event.value)
+                for sub in val if type(val) is list else (val,):  # ingest batches; marks come alone
+                    out = pw.apply(sub)
+                    closed.extend(out.closed)
+                    for part, origin in out.late:
+                        rej = Rejection("late", f"window {part['ws']} of {part['src'][0]}->{part['dst'][0]} "
+                                        f"closed (watermark {pw.watermark}, lateness {s.allowed_lateness_s} s)",
+                                        samples=part["c"][5], payload=part)
+                        late.append(deadletter(rej, "aggregate", t.reports, origin[0], origin[1]))
+                    m.partials.inc(out.applied)
+                    m.duplicates.inc(out.duplicates)
             pending = []
             for rec in closed:
                 key = f"{rec['src_subnet']}|{rec['dst_subnet']}".encode()

@@ -1,4 +1,4 @@
-"""Shell: read back the window state of one pairs partition from its compacted topic.
+"""Shell: read back the window state of pairs partitions from their compacted topic.
 
 The aggregate agent writes every changed key of ``windows.PartitionWindows`` (JSON
 value, or a tombstone) to partition p of the state topic, through the worker's
@@ -16,42 +16,57 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .windows import PartitionWindows
 
-__all__ = ["restore"]
+__all__ = ["restore", "restore_many"]
 
 
-async def restore(bootstrap: str, topic: str, store: PartitionWindows, max_bytes: int = 8 << 20,
-                  timeout_s: float = 120.0) -> int:
+async def restore(bootstrap: str, topic: str, store: PartitionWindows, **kw) -> int:
     """Load partition ``store.partition`` of ``topic`` into ``store``; returns the keys loaded."""
-    tp = TopicPartition(topic, store.partition)
+    return (await restore_many(bootstrap, topic, [store], **kw))[0]
+
+
+async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows], max_bytes: int = 8 << 20,
+                       timeout_s: float = 120.0) -> list[int]:
+    """``restore`` for several partitions with one consumer; returns the keys loaded per store.
+
+    Reads each partition from its beginning until the position reaches the end that
+    ListOffsets gives. On Tansu that end is the last record batch's base offset + 1 (found
+    by the benchmarks), not the log end, but a fetch returns whole batches, so reaching it
+    means the last batch was read too (tests/integration/test_state.py writes batches).
+    """
+    if not stores:
+        return []
+    tps = [TopicPartition(topic, st.partition) for st in stores]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes)
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes,
+                                fetch_max_wait_ms=50)
     await consumer.start()
-    latest: dict[bytes, bytes | None] = {}
+    latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
     try:
-        consumer.assign([tp])
-        # The log end is the larger of what ListOffsets and the fetch responses say: Tansu's
-        # ListOffsets answers the last batch's base offset + 1 (found by the benchmarks), so
-        # alone it would stop short of the last batch; the fetch high watermark is right there.
-        end = (await consumer.end_offsets([tp]))[tp]
-        # an explicit offset: seek_to_beginning() is lazy, and on Apache Kafka position() then
-        # answered the log end (seen in tests), which silently restored nothing
-        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            # an explicit offset: seek_to_beginning() is lazy, and on Apache Kafka position() then
+            # answered the log end (seen in tests), which silently restored nothing
+            consumer.seek(tp, begins[tp])
+        pending = {tp for tp in tps if begins[tp] < ends[tp]}
         deadline = time.monotonic() + timeout_s
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=200)
-            for msg in batch.get(tp, ()):
-                latest[msg.key] = msg.value
-            hw = consumer.highwater(tp)
-            pos = await consumer.position(tp)
-            if not batch and hw is not None and pos >= max(hw, end):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"restoring {topic}[{store.partition}]: at offset {pos}, end {max(hw or 0, end)}")
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, msgs in batch.items():
+                for msg in msgs:
+                    latest[tp.partition][msg.key] = msg.value
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {topic} partitions {sorted(tp.partition for tp in pending)}")
     finally:
         await consumer.stop()
-    n = 0
-    for key, value in latest.items():
-        if value is not None:
-            store.load(key.decode(), orjson.loads(value))
-            n += 1
-    return n
+    counts = []
+    for st in stores:
+        n = 0
+        for key, value in latest[st.partition].items():
+            if value is not None:
+                st.load(key.decode(), orjson.loads(value))
+                n += 1
+        counts.append(n)
+    return counts
