@@ -102,7 +102,7 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
         now = time.time()
         mine = [tp for tp in app.consumer.assignment() if tp.topic == t.reports]
         # idle candidates: nothing processed for source_idle_s
-        idle = {tp for tp in mine if now - progress.last_seen.get(tp.partition, now) >= s.source_idle_s}
+        idle = {tp for tp in mine if progress.idle(tp.partition, now)}
         for tp in mine:
             caught_up = False
             # the log end as the last fetch saw it: no broker round trip (ListOffsets took ~1 s per
@@ -119,7 +119,7 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             mark = progress.mark(tp.partition, now, caught_up)
             if mark is None:
                 continue
-            payload = encode({"mark": [tp.partition, mark]})
+            payload = encode(mark)
             for p in range(s.partitions):
                 await send(t.pairs, payload, p)
 

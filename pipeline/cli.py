@@ -30,17 +30,6 @@ def _settings(**overrides) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _start_embedded(settings: Settings):
-    """Start the bundled Tansu broker; record its address so other flowmon commands find it."""
-    from .brokers import EmbeddedTansu
-    broker = EmbeddedTansu(settings.data_dir / "tansu").start()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / "broker.json").write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid()}))
-    console.print(f"[green]embedded Tansu broker[/] on [bold]{broker.bootstrap}[/] "
-                  "(in memory: its topics vanish when it stops)")
-    return broker
-
-
 def _bootstrap(s: Settings) -> str:
     """The broker to talk to: FLOWMON_BROKER, or the live embedded broker a demo/worker started."""
     if s.broker != "embedded":
@@ -69,22 +58,24 @@ def worker(broker: BrokerOpt = None,
     if unknown_env():
         console.print(f"[yellow]warning: unknown variables ignored (typos?):[/] {', '.join(unknown_env())}")
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    launched = _start_embedded(s) if s.broker == "embedded" else None
+    from .demo import start_embedded
+    launched = start_embedded(s.data_dir, console) if s.broker == "embedded" else None
     bootstrap = launched.bootstrap if launched else s.broker
     try:
         run_worker(s, bootstrap, loglevel)
     finally:
         if launched:
             launched.stop()
+            (s.data_dir / "broker.json").unlink(missing_ok=True)
 
 
 def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
     import faust
 
     from .app import create_app
-    from .topics import ensure_topics
+    from .topics import Topics, ensure_topics
 
-    asyncio.run(ensure_topics(bootstrap, create_topics(s)))
+    asyncio.run(ensure_topics(bootstrap, Topics.from_settings(s)))
     flow = create_app(s, bootstrap)
     if "pipeline" in s.role_set:
         from .agents import install
@@ -95,11 +86,6 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
     if s.metrics_port:
         flow.metrics.serve(s.metrics_port)
     faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
-
-
-def create_topics(s: Settings):
-    from .topics import Topics
-    return Topics.from_settings(s)
 
 
 def _install_sink(flow) -> None:

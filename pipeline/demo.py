@@ -22,9 +22,20 @@ from rich.table import Table
 
 from .config import Settings
 
-__all__ = ["run_demo", "summary_tables"]
+__all__ = ["run_demo", "summary_tables", "start_embedded"]
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "tests" / "data" / "http_experiment.yaml"
+
+
+def start_embedded(data: Path, console: Console):
+    """Start the bundled Tansu broker; record its address (``broker.json``) so other flowmon commands find it."""
+    from .brokers import EmbeddedTansu
+
+    broker = EmbeddedTansu(data / "tansu").start()
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "broker.json").write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid()}))
+    console.print(f"embedded Tansu broker on [bold]{broker.bootstrap}[/] (in memory: its topics vanish when it stops)")
+    return broker
 
 
 def _wait_file(path: Path, proc: subprocess.Popen, timeout: float) -> dict:
@@ -44,7 +55,6 @@ def _wait_file(path: Path, proc: subprocess.Popen, timeout: float) -> dict:
 def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console) -> int:
     import clickhouse_connect
 
-    from .brokers import EmbeddedTansu
     from .produce import produce_reports
     from .simulate import Simulator, parse_duration
     from .topics import Topics, ensure_topics
@@ -63,9 +73,7 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
     console.print(f"simulated [bold]{len(sim.topology.instances)}[/] hosts for {duration} from {scenario}: "
                   f"{len(reports):,} reports, {n_samples:,} samples, {len(expected):,} pair-windows expected")
 
-    broker = EmbeddedTansu(data / "tansu").start()
-    (data / "broker.json").write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid()}))
-    console.print(f"embedded Tansu broker on [bold]{broker.bootstrap}[/] (in memory: topics vanish when it stops)")
+    broker = start_embedded(data, console)
     env = dict(os.environ, FLOWMON_BROKER=broker.bootstrap, FLOWMON_DATA_DIR=str(data),
                FLOWMON_TOPOLOGY=str(scenario), FLOWMON_ROLES="pipeline,sink",
                FLOWMON_CLICKHOUSE_DSN=settings.clickhouse_dsn, FLOWMON_WINDOW_S=str(settings.window_s),

@@ -120,19 +120,21 @@ class Ingest:
 class SourceProgress:
     """How far the ingest stage got on each reports partition it owns (for progress marks).
 
-    A partition's mark is the largest event time processed on it. When it has been idle
-    (caught up, nothing new for ``idle_s`` wall seconds) its mark follows the wall clock
-    instead, less ``idle_lag_s``: in real time, reports arrive within that lag of their
-    interval start; a simulation in the past is thereby flushed once it stops.
+    A partition's mark carries the largest event time processed on it. When the partition
+    is idle (caught up, nothing new for ``idle_s`` wall seconds) the mark also says so, with
+    the wall clock less ``idle_lag_s``: the aggregator then stops waiting for it, and once
+    every partition is idle it closes windows older than that clock (a finished stream).
 
     >>> sp = SourceProgress(idle_s=5, idle_lag_s=120)
+    >>> sp.mark(0, now=1.0, caught_up=True) is None   # nothing seen, not idle yet: nothing to promise
+    True
     >>> sp.processed(0, offset=9, start=1000, now=50.0)
     >>> sp.mark(0, now=51.0, caught_up=True)
-    1000
+    {'mark': [0, 1000]}
     >>> sp.mark(0, now=1200.0, caught_up=True)
-    1080
+    {'mark': [0, 1000], 'idle': 1080}
     >>> sp.mark(0, now=1200.0, caught_up=False)
-    1000
+    {'mark': [0, 1000]}
     """
 
     def __init__(self, idle_s: float, idle_lag_s: float) -> None:
@@ -155,10 +157,17 @@ class SourceProgress:
         for d in (self.max_start, self.last_offset, self.last_seen):
             d.pop(partition, None)
 
-    def mark(self, partition: int, now: float, caught_up: bool) -> int | None:
-        """The event time to promise for ``partition`` now, or ``None`` (nothing to promise yet)."""
+    def idle(self, partition: int, now: float) -> bool:
+        """Nothing processed on ``partition`` for ``idle_s`` (a candidate: the caller checks it is caught up)."""
+        return now - self.last_seen.get(partition, now) >= self.idle_s
+
+    def mark(self, partition: int, now: float, caught_up: bool) -> dict | None:
+        """The progress mark to send for ``partition`` now, or ``None`` (nothing to promise yet)."""
         best = self.max_start.get(partition)
-        if caught_up and now - self.last_seen.get(partition, now) >= self.idle_s:
-            wall = int(now - self.idle_lag_s)
-            best = wall if best is None else max(best, wall)
-        return best
+        idle = caught_up and self.idle(partition, now)
+        if best is None and not idle:
+            return None
+        msg: dict = {"mark": [partition, best]}
+        if idle:
+            msg["idle"] = int(now - self.idle_lag_s)
+        return msg

@@ -8,14 +8,19 @@ Messages (the pairs topic carries both kinds, in one order per partition):
 * data: ``{"o": [src_partition, src_offset], "t": report_start, "parts": [partial, ...]}``
   where each partial comes from ``preagg.partials`` and ``o`` identifies the report
   it was cut from;
-* progress marks: ``{"mark": [src_partition, event_time]}``: the ingest stage promises
-  it has sent everything it has read from that reports partition up to that event time.
+* progress marks: ``{"mark": [src_partition, event_time], "idle": clock}``: the ingest stage
+  promises it has sent everything it has read from that reports partition up to that event
+  time (``null`` if nothing yet); ``idle`` (optional) says the partition is caught up and
+  quiet, with the wall clock less a lag.
 
 Watermark. Each reports partition (a *source*) progresses at its own pace; the
-partition's watermark is the minimum over all sources of the largest event time each
-has reached (data or mark). Window ``[ws, ws + W)`` closes when the watermark reaches
-``ws + W + lateness``: it is then emitted exactly once and remembered as closed for one
-more window length. Because the decision depends only on the order of messages in the
+partition's watermark is the minimum over the *active* sources of the largest event time
+each has reached (data or mark); idle sources do not hold it back. Window
+``[ws, ws + W)`` closes when the watermark reaches ``ws + W + lateness``: it is then
+emitted exactly once and remembered as closed for one more window length. When every
+source is idle, windows also close by the idle marks' clock (the end of a finished
+stream), without moving the watermark: a backfill of old data into an idle worker is
+not late. Because the decision depends only on the order of messages in the
 partition (and marks are messages too), replaying the partition gives the same result.
 
 Idempotence. Delivery is at least once: a crash replays reports (re-cut into the same
@@ -136,6 +141,7 @@ class PartitionWindows:
         self.lateness_s = lateness_s
         self.sources = sources
         self.progress: dict[int, int] = {}
+        self.idle: dict[int, int] = {}  # idle source -> the wall clock (less lag) its idle mark carried
         self.open: dict[tuple[int, str, str], WindowAgg] = {}
         self.closed: dict[tuple[int, str, str], dict[int, int]] = {}  # key -> seen, kept one more window
         self.dirty: set[tuple[int, str, str] | str] = set()
@@ -146,7 +152,7 @@ class PartitionWindows:
         out = Outcome()
         if "mark" in msg:
             src, t = msg["mark"]
-            self._advance(int(src), int(t), out)
+            self._mark(int(src), None if t is None else int(t), msg.get("idle"), out)
             return out
         src, offset = msg["o"]
         for part in msg["parts"]:
@@ -172,39 +178,65 @@ class PartitionWindows:
             self.dirty.add(key)
             out.applied += 1
         if "t" in msg:
-            self._advance(src, int(msg["t"]), out)
+            self._mark(src, int(msg["t"]), None, out)
         return out
 
     # --- watermark ------------------------------------------------------------------------
     @property
     def watermark(self) -> int | None:
-        """Min over all sources of their progress; ``None`` until every source has spoken."""
+        """Min over the active (not idle) sources of their progress; ``None`` until every source has spoken."""
         return self._watermark
 
     def _is_closed(self, ws: int) -> bool:
         wm = self._watermark
         return wm is not None and ws + self.window_s + self.lateness_s <= wm
 
-    def _advance(self, src: int, t: int, out: Outcome) -> None:
-        if t <= self.progress.get(src, -1):
+    def _mark(self, src: int, t: int | None, idle_clock: int | None, out: Outcome) -> None:
+        changed = False
+        if t is not None and t > self.progress.get(src, -1):
+            self.progress[src] = t
+            changed = True
+        if idle_clock is None:
+            changed |= self.idle.pop(src, None) is not None
+        elif self.idle.get(src) != idle_clock:
+            self.idle[src] = int(idle_clock)
+            changed = True
+        if changed:
+            self.dirty.add(PROGRESS_KEY)
+            self._close(out)
+
+    def _thresholds(self) -> tuple[int | None, int | None]:
+        """(watermark, closing threshold). Idle sources do not hold the watermark back; when
+        every source is idle, windows also close by the idle marks' clock."""
+        known = set(self.progress) | set(self.idle)
+        if len(known) < self.sources:
+            return None, None
+        active = [s for s in known if s not in self.idle]
+        if active:
+            if any(s not in self.progress for s in active):
+                return None, None
+            wm = min(self.progress[s] for s in active)
+            return wm, wm
+        wm = max(self.progress.values()) if self.progress else None
+        clock = min(self.idle.values())
+        return wm, clock if wm is None else max(wm, clock)
+
+    def _close(self, out: Outcome) -> None:
+        wm, threshold = self._thresholds()
+        if wm is not None and (self._watermark is None or wm > self._watermark):
+            self._watermark = wm
+        if threshold is None:
             return
-        self.progress[src] = t
-        self.dirty.add(PROGRESS_KEY)
-        if len(self.progress) < self.sources:
-            return
-        wm = min(self.progress.values())
-        if self._watermark is not None and wm <= self._watermark:
-            return
-        self._watermark = wm
-        for key in [k for k in self.open if self._is_closed(k[0])]:
+        for key in [k for k in self.open if k[0] + self.window_s + self.lateness_s <= threshold]:
             agg = self.open.pop(key)
             out.closed.append(agg.record(self.window_s))
             self.closed[key] = agg.seen
             self.dirty.add(key)
-        forget = wm - 2 * self.window_s - self.lateness_s
-        for key in [k for k in self.closed if k[0] <= forget]:
-            del self.closed[key]
-            self.dirty.add(key)
+        if self._watermark is not None:
+            forget = self._watermark - 2 * self.window_s - self.lateness_s
+            for key in [k for k in self.closed if k[0] <= forget]:
+                del self.closed[key]
+                self.dirty.add(key)
 
     # --- persistence (the shell writes these to a Faust table) ------------------------------
     def key_str(self, key: tuple[int, str, str] | str) -> str:
@@ -218,7 +250,7 @@ class PartitionWindows:
         out: dict[str, dict | None] = {}
         for key in self.dirty:
             if key == PROGRESS_KEY:
-                val: dict | None = {"progress": self.progress}
+                val: dict | None = {"progress": self.progress, "idle": self.idle}
             elif key in self.open:
                 val = self.open[key].state()
             elif key in self.closed:
@@ -234,7 +266,8 @@ class PartitionWindows:
         parts = orjson.loads(key)
         if parts[1] == PROGRESS_KEY:
             self.progress = {int(k): v for k, v in val["progress"].items()}
-            self._watermark = min(self.progress.values()) if len(self.progress) >= self.sources else None
+            self.idle = {int(k): v for k, v in val.get("idle", {}).items()}
+            self._watermark = self._thresholds()[0]
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):

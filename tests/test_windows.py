@@ -160,3 +160,46 @@ def test_any_interleaving_same_totals(seed, sources):
     _, closed, late, _ = run(msgs, sources=sources)
     assert late == []
     assert totals(closed) == expected(msgs)
+
+
+def test_backfill_into_an_idle_partition_is_not_late():
+    """A worker idle since start (its sources say so, with a wall clock far ahead) then gets
+    yesterday's data: it is accepted, and flushed once every source is idle again."""
+    pw = PartitionWindows(0, W, LATE, sources=2)
+    clock = 10**7  # "now - lag", far after the data below
+    assert pw.apply({"mark": [0, None], "idle": clock}).closed == []
+    assert pw.apply({"mark": [1, None], "idle": clock}).closed == []
+    out = pw.apply({"o": [0, 5], "t": 30, "parts": [part("d", 0, 9)]})
+    assert out.late == [] and out.applied == 1
+    # source 0 is active again: its data holds the watermark, nothing closes yet
+    assert pw.apply({"mark": [0, 30]}).closed == []
+    closed = pw.apply({"mark": [0, 30], "idle": clock}).closed  # both idle again: the stream is over
+    assert [(r["window_start"], r["bytes_sent"]) for r in closed] == [(0, 9)]
+
+
+def test_idle_source_does_not_hold_the_watermark_back():
+    pw = PartitionWindows(0, W, LATE, sources=2)
+    pw.apply({"o": [0, 1], "t": 0, "parts": [part("d", 0, 5)]})
+    pw.apply({"mark": [1, None], "idle": 50})  # source 1 has nothing, and is quiet
+    out = pw.apply({"mark": [0, W + LATE]})
+    assert [r["window_start"] for r in out.closed] == [0] and pw.watermark == W + LATE
+
+
+def test_all_idle_closes_only_windows_older_than_the_clock():
+    """Real time: the whole fleet quiet between two 30 s bursts must not close the current window."""
+    pw = PartitionWindows(0, W, LATE, sources=1)
+    pw.apply({"o": [0, 1], "t": 10 * W, "parts": [part("d", 10 * W, 5)]})
+    now_less_lag = 10 * W + 200 - 120  # wall clock 200 s into the window, lag 120 s
+    assert pw.apply({"mark": [0, 10 * W], "idle": now_less_lag}).closed == []
+    assert len(pw.apply({"mark": [0, 10 * W], "idle": 11 * W + LATE}).closed) == 1
+
+
+def test_idle_state_round_trips():
+    pw = PartitionWindows(3, W, LATE, sources=2)
+    pw.apply({"mark": [0, 100], "idle": 5000})
+    pw.apply({"mark": [1, 200]})
+    state = pw.take_dirty()
+    back = PartitionWindows(3, W, LATE, sources=2)
+    for k, v in state.items():
+        back.load(k, v)
+    assert back.idle == {0: 5000} and back.progress == {0: 100, 1: 200} and back.watermark == pw.watermark == 200

@@ -161,3 +161,20 @@ def test_flowmon_produce_jsonl(deploy, tmp_path):
     assert d.landed()[("subnet-1a", "subnet-1c", t0)] == {
         "bytes_sent": 11, "bytes_received": 22, "retransmissions": 1, "timeouts": 0, "flows": 2, "samples": 2,
         "hosts": 1}
+
+
+def test_backfill_into_an_idle_worker(deploy):
+    """`flowmon worker` first, left idle, then old samples (a simulation in the past, a user's
+    backfill): nothing is late, every window lands. (Once, idle sources pushed the watermark to
+    the wall clock and all of it was dead-lettered as late.)"""
+    sim = Simulator.from_scenario(HTTP, seed=2)
+    reports = list(sim.reports(3600))
+    expected = sim.expected_totals(reports, 600)
+    d = deploy(topology=HTTP)
+    d.start()
+    d.client  # the worker is up (its sink serves SQL) ...
+    time.sleep(8)  # ... and its sources have been idle for longer than FLOWMON_SOURCE_IDLE_S=2
+    d.produce(reports)
+    assert d.wait_windows(len(expected), timeout=120) == len(expected), d.logs()
+    assert compare(expected, d.landed()) == []
+    assert d.deadletters() == []
