@@ -68,12 +68,12 @@ class Settings(BaseSettings):
     source_idle_s: float = Field(
         5.0, gt=0,
         description="A reports partition that is caught up and gets nothing for this many wall-clock seconds is "
-        "idle: its progress mark follows the wall clock (less source_idle_lag_s), so windows still close.",
+        "idle: it stops holding the watermark back.",
     )
     source_idle_lag_s: float = Field(
         120.0, ge=0,
-        description="How far behind the wall clock an idle partition's mark stays: reports arriving within this "
-        "lag of their interval start are never late. A finished simulation in the past is flushed by it.",
+        description="When every reports partition is idle, windows older than the wall clock less this lag close "
+        "(a fleet gone silent, a finished simulation or backfill).",
     )
     mark_interval_s: float = Field(1.0, gt=0, description="How often the ingest stage sends progress marks.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics flowmon creates.")
