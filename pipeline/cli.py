@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
@@ -110,6 +111,7 @@ def _install_sink(flow) -> None:
         server.start()
         addr = s.data_dir / "sql-endpoint.json"
         server.write_address_file(addr)
+        atexit.register(server.stop)  # stop serving and remove the address file on a clean exit
         console.print(f"SQL endpoint for the embedded ClickHouse: [bold]http://127.0.0.1:{server.port}/[/] "
                       f"(address in {addr}; try: flowmon sql \"SELECT count() FROM flow_windows FINAL\")")
 
