@@ -250,7 +250,7 @@ class PartitionWindows:
         out: dict[str, dict | None] = {}
         for key in self.dirty:
             if key == PROGRESS_KEY:
-                val: dict | None = {"progress": self.progress, "idle": self.idle}
+                val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark}
             elif key in self.open:
                 val = self.open[key].state()
             elif key in self.closed:
@@ -267,7 +267,8 @@ class PartitionWindows:
         if parts[1] == PROGRESS_KEY:
             self.progress = {int(k): v for k, v in val["progress"].items()}
             self.idle = {int(k): v for k, v in val.get("idle", {}).items()}
-            self._watermark = self._thresholds()[0]
+            # the watermark only rises; it is stored, since idle sources may have lowered the minimum since
+            self._watermark = val["watermark"] if "watermark" in val else self._thresholds()[0]
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):

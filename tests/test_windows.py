@@ -203,3 +203,17 @@ def test_idle_state_round_trips():
     for k, v in state.items():
         back.load(k, v)
     assert back.idle == {0: 5000} and back.progress == {0: 100, 1: 200} and back.watermark == pw.watermark == 200
+
+
+def test_restored_watermark_never_goes_back():
+    """Source 1 was idle while source 0 advanced the watermark; it wakes with older data's
+    progress. A restored store must keep the watermark where the live one had it."""
+    pw = PartitionWindows(0, W, LATE, sources=2)
+    pw.apply({"mark": [1, None], "idle": 10})
+    pw.apply({"mark": [0, 5 * W]})
+    pw.apply({"mark": [1, 2 * W]})  # source 1 active again, behind
+    assert pw.watermark == 5 * W
+    back = PartitionWindows(0, W, LATE, sources=2)
+    for k, v in pw.take_dirty().items():
+        back.load(k, v)
+    assert back.watermark == 5 * W
