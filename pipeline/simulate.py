@@ -44,6 +44,26 @@ A fraction ``omit_remote_placement`` (default 0.5) of samples carry only the rem
 ``ip``, so the pipeline must resolve subnet/az/vpc from the topology; ``local`` always
 has its placement.
 
+Faults (YAML list under ``faults:``; the ground truth ``flowmon eval`` scores against)::
+
+    {kind: loss, target: {az_pair: [az1, az2]}, start: 2h, duration: 20m, magnitude: 0.02,
+     cause: infrastructure, ramp: 1h, name: my-fault}
+
+``target`` is one of ``instance``, ``subnet``, ``az``, ``az_pair`` (two AZ ids; flows between
+them, either direction) or ``vpc``; a flow is affected when one of its ends is in the
+target (for ``az_pair``: one end in each zone). The fault is active on intervals starting in
+``[start, start + duration)``; with ``ramp`` its magnitude grows linearly from 0 to
+``magnitude`` over that time (gradual degradation). Kinds:
+
+* ``loss``: packet-loss fraction ``magnitude`` on affected flows: the data sender reports
+  ~Poisson(magnitude × segments) more retransmissions (segment = 1448 bytes), 3 % of them
+  timeouts;
+* ``delay``: ``magnitude`` (e.g. ``25ms``) added to every RTT observation of affected flows;
+* ``stall``: an endpoint slow to read: RTT + ``magnitude`` (default 200ms) and ~1 timeout per
+  flow per interval on the data sender (each timeout retransmits one segment: little loss).
+
+``cause`` (``infrastructure`` or ``workload``) is not used by the simulator.
+
 Sizes use decimal units: ``MB`` = 1,000,000 bytes (``MiB`` = 2**20), so the reference's
 "10 MB file" gives exactly 20 MB per 10-minute window on the 1a→1a monitor.
 
@@ -82,6 +102,7 @@ from pipeline.topology import Topology, category, load_topology, read_yaml_sourc
 
 __all__ = [
     "DEFAULT_RTT_MS",
+    "Fault",
     "Scenario",
     "Simulator",
     "expected_totals",
@@ -166,6 +187,7 @@ class Scenario:
     interval_s: int = 30
     omit_remote_placement: float = 0.5
     rtt_defaults_ms: dict[str, float] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
 
@@ -186,6 +208,9 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Scenario:
     traffic = data.get("traffic") or []
     if not isinstance(traffic, list):
         raise ValueError(f"scenario {label}: traffic: expected a list of entries")
+    faults = data.get("faults") or []
+    if not isinstance(faults, list):
+        raise ValueError(f"scenario {label}: faults: expected a list of entries")
 
     def get(key: str, conv: Any, default: Any) -> Any:
         if data.get(key) is None:
@@ -203,6 +228,7 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Scenario:
         interval_s=get("interval", parse_duration, 30),
         omit_remote_placement=get("omit_remote_placement", float, 0.5),
         rtt_defaults_ms=get("rtt_defaults_ms", lambda d: {str(k): float(v) for k, v in d.items()}, {}),
+        faults=list(faults),
         raw=dict(data),
         source=label,
     )
@@ -242,6 +268,39 @@ class _Entry:
     offset: int = 0
 
 
+_FAULT_KEYS = {"kind", "target", "start", "duration", "magnitude", "cause", "ramp", "name", "description"}
+
+#: Bytes per TCP segment the simulator assumes when turning loss into retransmissions.
+MSS = 1448
+
+
+def _parse_ms(value: Any) -> float:
+    """Milliseconds from ``'25ms'``, ``'0.5s'`` or a number (ms)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|us|µs)?\s*", str(value))
+    if not m:
+        raise ValueError(f"not a delay: {value!r} (use e.g. 25ms)")
+    return float(m.group(1)) * {"ms": 1.0, None: 1.0, "s": 1000.0, "us": 0.001, "µs": 0.001}[m.group(2)]
+
+
+@dataclass
+class Fault:
+    """A compiled fault (ground truth for ``flowmon eval``). ``start``/``end``: offsets (s) from the simulation start."""
+
+    name: str
+    kind: str
+    target_kind: str
+    target: Any
+    start: int
+    end: int
+    magnitude: float  # loss fraction, or ms
+    ramp: int
+    cause: str | None
+    index: int
+    touched: set[tuple[int, int]] = field(default_factory=set)  # (data sender, receiver) instance indexes affected
+
+
 class Simulator:
     """Seeded fleet simulator producing wire-v1 report dicts.
 
@@ -262,6 +321,7 @@ class Simulator:
         *,
         omit_remote_placement: float = 0.5,
         rtt_defaults_ms: Mapping[str, float] | None = None,
+        faults: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.topology = load_topology(topology)
         if not isinstance(traffic, Sequence) or isinstance(traffic, str):
@@ -292,15 +352,20 @@ class Simulator:
         self._local = [{"ip": p.ip, "subnet": p.subnet, "az": p.az, "vpc": p.vpc} for p in pl]
         self._az = [p.az for p in pl]
         self._vpc = [p.vpc for p in pl]
+        self._subnet_of = np.array([p.subnet for p in pl], dtype=object)
+        self._az_of = np.array(self._az, dtype=object)
+        self._vpc_of = np.array(self._vpc, dtype=object)
         rng = np.random.default_rng([self.seed, 0])
         self._entries = [self._compile(e, i, rng) for i, e in enumerate(self.traffic)]
+        self.faults = [self._compile_fault(f, i) for i, f in enumerate(faults)]
+        self._masks: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
     def from_scenario(cls, source: str | Path | Mapping[str, Any] | Scenario, **overrides: Any) -> Simulator:
         """Build from a scenario file; keyword arguments override its seed/interval_s/start/…"""
         sc = source if isinstance(source, Scenario) else load_scenario(source)
         kw: dict[str, Any] = dict(seed=sc.seed, interval_s=sc.interval_s, omit_remote_placement=sc.omit_remote_placement,
-                                  rtt_defaults_ms=sc.rtt_defaults_ms)
+                                  rtt_defaults_ms=sc.rtt_defaults_ms, faults=sc.faults)
         kw.update(overrides)
         sim = cls(sc.topology, sc.traffic, **kw)
         sim.scenario = sc  # type: ignore[attr-defined]
@@ -392,8 +457,73 @@ class Simulator:
             entry.offset = conv("offset", parse_duration, 0)
         return entry
 
+    def _compile_fault(self, f: Mapping[str, Any], i: int) -> Fault:
+        where = f"faults[{i}]"
+        if not isinstance(f, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {type(f).__name__}")
+        unknown = sorted(set(map(str, f)) - _FAULT_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(_FAULT_KEYS)}")
+        kind = f.get("kind")
+        if kind not in ("loss", "delay", "stall"):
+            raise ValueError(f"{where}.kind: {kind!r}: one of loss, delay, stall")
+        target = f.get("target")
+        if not isinstance(target, Mapping) or len(target) != 1:
+            raise ValueError(f"{where}.target: one of {{instance|subnet|az|az_pair|vpc: ...}}")
+        (tkind, tval), = target.items()
+        t = self.topology
+        if tkind == "az_pair":
+            if not isinstance(tval, list) or len(tval) != 2 or any(a not in t.azs for a in tval):
+                raise ValueError(f"{where}.target.az_pair: two known AZ ids, got {tval!r}")
+            tval = [str(a) for a in tval]
+        elif tkind in ("instance", "subnet", "az", "vpc"):
+            known = {"instance": t.instances, "subnet": t.subnets, "az": t.azs, "vpc": t.vpcs}[tkind]
+            if str(tval) not in known:
+                raise ValueError(f"{where}.target.{tkind}: unknown {tkind} {tval!r}")
+            tval = str(tval)
+        else:
+            raise ValueError(f"{where}.target: unknown target kind {tkind!r} (instance, subnet, az, az_pair, vpc)")
+        try:
+            start = parse_duration(f.get("start", 0))
+            dur = parse_duration(f["duration"]) if f.get("duration") is not None else None
+            ramp = parse_duration(f.get("ramp", 0))
+            if kind == "loss":
+                mag = float(f["magnitude"])
+                if not 0.0 < mag <= 1.0:
+                    raise ValueError(f"loss magnitude must be a fraction in (0, 1], got {mag}")
+            else:
+                raw = f.get("magnitude", "200ms" if kind == "stall" else None)
+                if raw is None:
+                    raise ValueError("magnitude: missing (e.g. 25ms)")
+                mag = _parse_ms(raw)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        cause = f.get("cause")
+        if cause not in ("infrastructure", "workload", None):
+            raise ValueError(f"{where}.cause: infrastructure or workload, got {cause!r}")
+        name = str(f.get("name") or f"{kind}-{tkind}-{i}")
+        return Fault(name, kind, tkind, tval, start, 2**62 if dur is None else start + dur, mag, ramp, cause, i)
+
+    def _mask(self, e_i: int, e: _Entry, f: Fault) -> np.ndarray:
+        """Which pairs of entry ``e`` the fault touches (cached)."""
+        m = self._masks.get((e_i, f.index))
+        if m is None:
+            a, b = e.snd, e.rcv
+            if f.target_kind == "instance":
+                x = self._index[f.target]
+                m = (a == x) | (b == x)
+            elif f.target_kind == "az_pair":
+                za, zb = self._az_of[a], self._az_of[b]
+                p, q = f.target
+                m = ((za == p) & (zb == q)) | ((za == q) & (zb == p))
+            else:
+                of = {"subnet": self._subnet_of, "az": self._az_of, "vpc": self._vpc_of}[f.target_kind]
+                m = (of[a] == f.target) | (of[b] == f.target)
+            m = self._masks[(e_i, f.index)] = np.asarray(m, dtype=bool)
+        return m
+
     # --- generation -----------------------------------------------------------------
-    def _rows(self, e: _Entry, k: int, t0: int, rng: np.random.Generator) -> _Rows | None:
+    def _rows(self, e: _Entry, k: int, t0: int, rng: np.random.Generator, e_i: int = -1) -> _Rows | None:
         """Rows (reporter, remote, sent, received, retrans, timeouts, rtt) of one entry, one interval."""
         rel = k * self.interval_s  # interval start, relative to the simulation start
         n = len(e.snd)
@@ -427,6 +557,35 @@ class Simulator:
         rtt_s = bs * np.exp(rng.normal(-j * j / 2, j, size=n))
         rtt_r = br * np.exp(rng.normal(-j * j / 2, j, size=n))
         zero = np.zeros(n, dtype=np.int64)
+        active = [f for f in self.faults if f.start <= rel < f.end]
+        if active:
+            frng = np.random.default_rng([self.seed, 2, k, e_i])
+            for f in active:
+                m = self._mask(e_i, e, f)
+                if fetches > 1:
+                    m = np.repeat(m, fetches)
+                if not m.any():
+                    continue
+                level = f.magnitude * (min(1.0, (rel - f.start + self.interval_s) / f.ramp) if f.ramp else 1.0)
+                idx = np.flatnonzero(m)
+                f.touched.update(zip(snd[idx].tolist(), rcv[idx].tolist()))
+                if f.kind == "loss":
+                    extra = frng.poisson(level * data[idx] / MSS)
+                    retr = retr.copy()
+                    tmo = tmo.copy()
+                    retr[idx] += extra
+                    tmo[idx] += frng.binomial(extra, 0.03)
+                else:
+                    rtt_s = rtt_s.copy()
+                    rtt_r = rtt_r.copy()
+                    rtt_s[idx] += level * 1000.0
+                    rtt_r[idx] += level * 1000.0
+                    if f.kind == "stall":
+                        stalls = frng.poisson(1.0, size=len(idx))
+                        tmo = tmo.copy()
+                        retr = retr.copy()
+                        tmo[idx] += stalls
+                        retr[idx] += stalls
         cat = np.concatenate
         return (cat([snd, rcv]), cat([rcv, snd]), cat([data, back]), cat([back, data]),
                 cat([retr, zero]), cat([tmo, zero]), cat([rtt_s, rtt_r]))
@@ -451,7 +610,7 @@ class Simulator:
 
     def _interval(self, k: int, t0: int) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng([self.seed, 1, k])
-        parts = [r for e in self._entries if (r := self._rows(e, k, t0, rng)) is not None]
+        parts = [r for i, e in enumerate(self._entries) if (r := self._rows(e, k, t0, rng, i)) is not None]
         if not parts:
             return
         rep, rem, sent, recv, retr, tmo, rtt = (np.concatenate(c) for c in zip(*parts))

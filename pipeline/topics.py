@@ -4,8 +4,8 @@ Examples
 --------
 >>> from pipeline.config import Settings
 >>> t = Topics.from_settings(Settings())
->>> t.reports, t.pairs, t.windows, t.deadletter, t.state
-('flow-reports-v1', 'flow-pairs-v1', 'flow-windows-v1', 'flow-deadletter-v1', 'flow-window-state-v1')
+>>> t.reports, t.pairs, t.windows, t.deadletter, t.state, t.anomalies
+('flow-reports-v1', 'flow-pairs-v1', 'flow-windows-v1', 'flow-deadletter-v1', 'flow-window-state-v1', 'flow-anomalies-v1')
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Topics:
     windows: str  # closed 10-minute windows (users may subscribe)
     deadletter: str  # refused input, with reasons
     state: str  # window state of each pairs partition (compacted; partition p holds pairs partition p's state)
+    anomalies: str  # alert lifecycle events (users subscribe: flowmon alerts)
     partitions: int
     replication: int
 
@@ -36,11 +37,11 @@ class Topics:
     def from_settings(cls, s: Settings) -> Topics:
         def n(x: str) -> str:
             return topic_name(s.topic_prefix, x)
-        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), s.partitions,
+        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), n("anomalies"), s.partitions,
                    s.replication_factor)
 
     def all(self) -> list[str]:
-        return [self.reports, self.pairs, self.windows, self.deadletter, self.state]
+        return [self.reports, self.pairs, self.windows, self.deadletter, self.state, self.anomalies]
 
 
 async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:

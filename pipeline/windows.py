@@ -77,13 +77,30 @@ class WindowAgg:
     h: dict[int, int] = field(default_factory=dict)
     hosts: set[str] = field(default_factory=set)
     seen: dict[int, int] = field(default_factory=dict)  # source partition -> highest applied offset
+    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # interval start -> host -> [c, h], until scored
 
-    def add(self, part: dict) -> None:
+    def add(self, part: dict, t: int | None = None) -> None:
+        """Add a partial; with ``t`` (its report's interval start) also to that interval's per-host sums."""
         c = self.c
-        for i, x in enumerate(part["c"]):
+        pc = part["c"]
+        for i, x in enumerate(pc):
             c[i] += x
-        merge_into(self.h, {int(b): n for b, n in part["h"].items()})
-        self.hosts.add(part["host"])
+        h = {int(b): n for b, n in part["h"].items()}
+        merge_into(self.h, h)
+        host = part["host"]
+        self.hosts.add(host)
+        if t is not None:
+            per_host = self.iv.setdefault(t, {})
+            cur = per_host.get(host)
+            if cur is None:
+                per_host[host] = [list(pc), h]
+            else:  # two reports of one host for one interval: sum them
+                cur[0] = [a + b for a, b in zip(cur[0], pc)]
+                merge_into(cur[1], h)
+
+    def take_interval(self, t: int) -> dict[str, Any]:
+        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h]}}``."""
+        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.iv.pop(t)}
 
     def record(self, window_s: int) -> dict[str, Any]:
         """The closed-window record (``schemas/wire/flow_window.v1.json``)."""
@@ -104,12 +121,14 @@ class WindowAgg:
 
     def state(self) -> dict[str, Any]:
         return {"src": self.src, "dst": self.dst, "ws": self.ws, "c": self.c, "h": self.h,
-                "hosts": sorted(self.hosts), "seen": self.seen}
+                "hosts": sorted(self.hosts), "seen": self.seen, "iv": self.iv}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
+        iv = {int(t): {host: [list(c), {int(b): n for b, n in h.items()}] for host, (c, h) in hosts.items()}
+              for t, hosts in s.get("iv", {}).items()}
         return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
-                   set(s["hosts"]), {int(k): v for k, v in s["seen"].items()})
+                   set(s["hosts"]), {int(k): v for k, v in s["seen"].items()}, iv)
 
 
 @dataclass(slots=True)
@@ -118,8 +137,10 @@ class Outcome:
 
     closed: list[dict] = field(default_factory=list)  # window records to emit
     late: list[tuple[dict, list[int]]] = field(default_factory=list)  # (partial, origin) to dead-letter
+    intervals: list[dict] = field(default_factory=list)  # complete intervals per pair, to score (detect.py)
     applied: int = 0
     duplicates: int = 0
+    late_for_detection: int = 0  # partials applied to their window after their interval was scored
 
 
 class PartitionWindows:
@@ -133,13 +154,21 @@ class PartitionWindows:
         Window length and allowed lateness, seconds of event time.
     sources
         Number of partitions of the reports topic; the watermark waits for all of them.
+    interval_lateness_s
+        An agent interval starting at ``t`` is complete, and handed to detection in
+        ``Outcome.intervals``, when the closing threshold reaches ``t + interval_lateness_s``
+        (default 30: once every source has moved on to the next 30-second interval).
+        At most ``lateness_s``, so intervals are scored before their window closes.
     """
 
-    def __init__(self, partition: int, window_s: int, lateness_s: int, sources: int) -> None:
+    def __init__(self, partition: int, window_s: int, lateness_s: int, sources: int,
+                 interval_lateness_s: int = 30) -> None:
         self.partition = partition
         self.window_s = window_s
         self.lateness_s = lateness_s
         self.sources = sources
+        self.interval_lateness_s = min(interval_lateness_s, lateness_s)
+        self._iv_threshold: int | None = None  # intervals with t + interval_lateness_s <= this are scored
         self.progress: dict[int, int] = {}
         self.idle: dict[int, int] = {}  # idle source -> the wall clock (less lag) its idle mark carried
         self.open: dict[tuple[int, str, str], WindowAgg] = {}
@@ -155,6 +184,11 @@ class PartitionWindows:
             self._mark(int(src), None if t is None else int(t), msg.get("idle"), out)
             return out
         src, offset = msg["o"]
+        t = msg.get("t")
+        ivt = self._iv_threshold
+        if t is not None and ivt is not None and t + self.interval_lateness_s <= ivt:
+            t = None  # its interval was already scored: windows only
+            out.late_for_detection += len(msg["parts"])
         for part in msg["parts"]:
             key = (part["ws"], part["src"][0], part["dst"][0])
             agg = self.open.get(key)
@@ -173,7 +207,7 @@ class PartitionWindows:
             elif offset <= agg.seen.get(src, -1):
                 out.duplicates += 1
                 continue
-            agg.add(part)
+            agg.add(part, t)
             agg.seen[src] = offset
             self.dirty.add(key)
             out.applied += 1
@@ -227,6 +261,18 @@ class PartitionWindows:
             self._watermark = wm
         if threshold is None:
             return
+        if self._iv_threshold is None or threshold > self._iv_threshold:
+            self._iv_threshold = threshold
+            self.dirty.add(PROGRESS_KEY)
+            cut = threshold - self.interval_lateness_s
+            done = []
+            for key, agg in self.open.items():
+                ts = [t for t in agg.iv if t <= cut]
+                if ts:
+                    done.extend(agg.take_interval(t) for t in ts)
+                    self.dirty.add(key)
+            done.sort(key=lambda iv: (iv["t"], iv["src"][0], iv["dst"][0]))
+            out.intervals.extend(done)
         for key in [k for k in self.open if k[0] + self.window_s + self.lateness_s <= threshold]:
             agg = self.open.pop(key)
             out.closed.append(agg.record(self.window_s))
@@ -250,7 +296,8 @@ class PartitionWindows:
         out: dict[str, dict | None] = {}
         for key in self.dirty:
             if key == PROGRESS_KEY:
-                val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark}
+                val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark,
+                                    "iv_threshold": self._iv_threshold}
             elif key in self.open:
                 val = self.open[key].state()
             elif key in self.closed:
@@ -269,6 +316,7 @@ class PartitionWindows:
             self.idle = {int(k): v for k, v in val.get("idle", {}).items()}
             # the watermark only rises; it is stored, since idle sources may have lowered the minimum since
             self._watermark = val["watermark"] if "watermark" in val else self._thresholds()[0]
+            self._iv_threshold = val.get("iv_threshold")
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):

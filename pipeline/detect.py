@@ -1,0 +1,512 @@
+"""Online anomaly detection per key and agent interval, with river.
+
+Pure, no Kafka. ``windows.PartitionWindows`` hands over every complete agent interval
+of a pair (``Outcome.intervals``: per-host counters); :class:`Detection` turns each into
+one observation per *key* and scores it against what the key has learned so far:
+
+* a ``pair`` key: all reporters of ``src_subnet`` towards ``dst_subnet``;
+* an ``instance`` key: one reporter towards ``dst_subnet`` (attribution needs these).
+
+Metrics (see :func:`observe`):
+
+* ``retrans_rate``: retransmissions per segment sent, segments = ``bytes_sent / 1448``
+  (one MSS). Per segment rather than per MB or per flow because it estimates the
+  packet-loss fraction itself: it does not move when traffic surges or shrinks, and it
+  reads the same as the ``loss`` magnitude of a fault.
+* ``timeout_rate``: retransmission timeouts per flow-interval.
+* ``rtt_mean`` and ``rtt_p90`` (µs, p90 from the interval's log histogram).
+
+The model (:class:`Baseline`, chosen by measured precision/recall against river's
+``anomaly.GaussianScorer``, ``anomaly.HalfSpaceTrees`` and ``drift.PageHinkley``; see
+``flowmon eval --detector`` and the README) learns with river's ``stats.EWMean`` /
+``stats.EWVar``:
+
+* counts (retransmissions vs segments, timeouts vs flows): exponentially weighted
+  means of the count and of its exposure, whose ratio is a volume-weighted baseline
+  rate; the score is the Anscombe-transformed Poisson deviation
+  ``2 (sqrt(k + 3/8) - sqrt(mu + 3/8))`` of the observed count ``k`` from
+  ``mu = rate x exposure``. So a surge raises ``k`` and ``mu`` together: no alarm.
+* RTT: exponentially weighted mean and variance of ``log(rtt)``; the score is the
+  z-score of this interval's ``log(rtt)``.
+
+A metric is *anomalous* when its score reaches ``z`` (default 5) and the deviation is
+also large in absolute terms (``min_*`` parameters: 0.1 % of segments, 0.05 timeouts per
+flow, RTT x 1.3 and +300 µs), after ``warmup`` learned intervals. As river's
+``AnomalyFilter`` does, a model never learns from an interval it flagged, so a long
+fault (or a slow degradation, once flagged) does not become the new normal.
+
+Alerts (``alerts.AlertBook``) turn flags into ``opened`` / ``updated`` / ``resolved``
+events (``schemas/wire/flow_anomaly.v1.json``).
+
+Examples
+--------
+>>> d = Detection(interval_s=30, window_s=600)
+>>> def iv(t, rtt_us, retrans=0):
+...     c = [15_000_000, 150_000, retrans, 0, 3, 3, 3, 3 * rtt_us]   # preagg.PARTIAL_COUNTERS
+...     return {"t": t, "src": ["s1", "a1", "v"], "dst": ["s2", "a2", "v"],
+...             "hosts": {"s1/0": [c, {}]}}
+>>> events = [e for k in range(40) for e in d.interval(iv(30 * k, 800 + 10 * (k % 3)))]
+>>> events
+[]
+>>> [(e["event"], e["scope"], e["metric"]) for e in d.interval(iv(1200, 800, retrans=400))]
+[('opened', 'pair', 'retrans_rate'), ('opened', 'instance', 'retrans_rate')]
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import anomaly, drift, preprocessing, stats
+
+from .alerts import AlertBook
+from .rtt import quantile
+
+__all__ = ["METRICS", "MSS", "Observation", "observe", "Baseline", "MODELS", "Detection", "DEFAULTS"]
+
+#: Bytes per segment used to turn bytes_sent into segments (Ethernet MSS).
+MSS = 1448
+
+METRICS = ("retrans_rate", "timeout_rate", "rtt_mean", "rtt_p90")
+
+#: Detection parameters (``Detection(params=...)`` overrides; every model reads what it needs).
+DEFAULTS: dict[str, float] = {
+    "z": 5.0,  # score needed to flag
+    "fading": 0.02,  # EW learning rate per interval (~50 intervals of memory)
+    "warmup": 20,  # intervals learned before a key may flag (10 minutes at 30 s)
+    "min_segments": 500,  # fewer segments sent in an interval: retrans_rate not scored
+    "min_retrans": 5,
+    "min_retrans_excess": 0.001,  # observed - expected, per segment
+    "min_flows": 1,
+    "min_timeouts": 3,
+    "min_timeout_excess": 0.05,  # per flow
+    "min_rtt_ratio": 1.3,
+    "min_rtt_count_p90": 10,  # fewer RTT observations in an interval: no p90 (it would be the maximum)
+    "min_rtt_excess_us": 300.0,
+    "rtt_sd_floor": 0.05,  # in log units: never trust a spread below 5 %
+    "rate_floor_retrans": 1e-5,
+    "rate_floor_timeouts": 1e-3,
+    "resolve_after": 4,  # normal intervals before an alert resolves
+    "silent_after": 20,  # intervals without data before an open alert resolves as 'silent'
+}
+
+# counters layout of preagg partials
+_BS, _BR, _RT, _TO, _FL, _NS, _RC, _RSUM = range(8)
+
+
+@dataclass(slots=True)
+class Observation:
+    """One key over one interval (inputs of the metrics)."""
+
+    segments: float
+    retrans: int
+    timeouts: int
+    flows: int
+    rtt_count: int
+    rtt_mean: float  # µs (0 when rtt_count is 0)
+    rtt_p90: float  # µs
+
+    def value(self, metric: str) -> float | None:
+        """The metric's value, or None when the interval carries no evidence for it."""
+        if metric == "retrans_rate":
+            return self.retrans / self.segments if self.segments > 0 else None
+        if metric == "timeout_rate":
+            return self.timeouts / self.flows if self.flows > 0 else None
+        if self.rtt_count == 0:
+            return None
+        return self.rtt_mean if metric == "rtt_mean" else self.rtt_p90
+
+
+def observe(c: list[int], h: Mapping[int, int]) -> Observation:
+    """Observation from summed partial counters ``c`` and RTT histogram ``h``.
+
+    >>> o = observe([14_480_000, 0, 20, 1, 4, 4, 4, 4000], {})
+    >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_mean
+    (10000.0, 0.002, 0.25, 1000.0)
+    """
+    rc = c[_RC]
+    return Observation(c[_BS] / MSS, c[_RT], c[_TO], c[_FL], rc, c[_RSUM] / rc if rc else 0.0,
+                       quantile(h, 0.9) if rc and h else (c[_RSUM] / rc if rc else 0.0))
+
+
+@dataclass(slots=True)
+class Verdict:
+    """A model's judgement of one metric in one interval."""
+
+    flagged: bool
+    score: float
+    observed: float
+    expected: float
+
+
+def _anscombe(k: float, mu: float) -> float:
+    return 2.0 * (math.sqrt(k + 0.375) - math.sqrt(mu + 0.375))
+
+
+def _severity(metric: str, observed: float, expected: float) -> str:
+    """'critical' past a level that hurts any application, else 'warning'."""
+    if metric == "retrans_rate":
+        return "critical" if observed - expected >= 0.01 else "warning"
+    if metric == "timeout_rate":
+        return "critical" if observed - expected >= 0.5 else "warning"
+    return "critical" if expected > 0 and observed >= 3 * expected else "warning"
+
+
+# ------------------------------------------------------------------------------------
+# models: one object per key; score() then learn() each interval
+# ------------------------------------------------------------------------------------
+class Baseline:
+    """EW baselines (river ``stats.EWMean``/``EWVar``) + Poisson / log-normal deviation scores.
+
+    >>> m, p = Baseline(DEFAULTS), DEFAULTS
+    >>> ok = Observation(10_000, 1, 0, 3, 3, 800.0, 900.0)
+    >>> for _ in range(20):
+    ...     m.learn(ok, m.score(ok))
+    >>> v = m.score(Observation(10_000, 60, 0, 3, 3, 800.0, 900.0))
+    >>> v["retrans_rate"].flagged, round(v["retrans_rate"].expected, 4), v["rtt_mean"].flagged
+    (True, 0.0001, False)
+    """
+
+    def __init__(self, p: Mapping[str, float]) -> None:
+        a = p["fading"]
+        self.p = p
+        self.n = 0
+        self.retr = stats.EWMean(a)
+        self.seg = stats.EWMean(a)
+        self.tmo = stats.EWMean(a)
+        self.flw = stats.EWMean(a)
+        self.rtt = {m: (stats.EWMean(a), stats.EWVar(a)) for m in ("rtt_mean", "rtt_p90")}
+        # EW estimates lean towards their first values for ~1/fading intervals (EWVar starts at 0):
+        # until then, the plain mean and variance of what was seen
+        self.rtt0 = {m: stats.Var() for m in ("rtt_mean", "rtt_p90")}
+        self.settle = int(math.ceil(1.0 / a)) if a > 0 else 0
+        self.seen = dict.fromkeys(METRICS, 0)  # intervals learned per metric
+
+    def _count(self, metric: str, k: int, exposure: float, num: stats.EWMean, den: stats.EWMean,
+               floor: float, min_k: float, min_excess: float) -> Verdict:
+        p = self.p
+        base = num.get() / den.get() if self.seen[metric] and den.get() > 0 else floor
+        rate = max(base, floor)
+        mu = rate * exposure
+        score = max(_anscombe(k, mu), 0.0)
+        obs = k / exposure
+        flagged = (self.seen[metric] >= p["warmup"] and score >= p["z"] and k >= min_k
+                   and obs - rate >= min_excess and obs >= 2 * rate)
+        return Verdict(flagged, score, obs, base)
+
+    def score(self, o: Observation) -> dict[str, Verdict]:
+        p = self.p
+        out: dict[str, Verdict] = {}
+        if o.segments >= p["min_segments"]:
+            out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.segments, self.retr, self.seg,
+                                              p["rate_floor_retrans"], p["min_retrans"], p["min_retrans_excess"])
+        if o.flows >= p["min_flows"]:
+            out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.flows, self.tmo, self.flw,
+                                              p["rate_floor_timeouts"], p["min_timeouts"], p["min_timeout_excess"])
+        if o.rtt_count:
+            for metric, x in (("rtt_mean", o.rtt_mean), ("rtt_p90", o.rtt_p90)):
+                if metric == "rtt_p90" and o.rtt_count < p["min_rtt_count_p90"]:
+                    continue
+                if not self.seen[metric]:
+                    out[metric] = Verdict(False, 0.0, x, x)
+                    continue
+                if self.seen[metric] < self.settle:
+                    v0 = self.rtt0[metric]
+                    m, var = v0.mean.get(), v0.get()
+                else:
+                    mean, ewvar = self.rtt[metric]
+                    m, var = mean.get(), ewvar.get()
+                sd = max(math.sqrt(max(var, 0.0)), p["rtt_sd_floor"])
+                lx = math.log(max(x, 1.0))
+                z = max((lx - m) / sd, 0.0)
+                exp_us = math.exp(m)
+                flagged = (self.seen[metric] >= p["warmup"] and z >= p["z"] and x >= p["min_rtt_ratio"] * exp_us
+                           and x - exp_us >= p["min_rtt_excess_us"])
+                out[metric] = Verdict(flagged, z, x, exp_us)
+        return out
+
+    def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
+        """Learn from the metrics that were scored and not flagged (never from anomalies)."""
+        for metric, v in verdicts.items():
+            if v.flagged:
+                continue
+            self.seen[metric] += 1
+            if metric == "retrans_rate":
+                self.retr.update(o.retrans)
+                self.seg.update(o.segments)
+            elif metric == "timeout_rate":
+                self.tmo.update(o.timeouts)
+                self.flw.update(o.flows)
+            else:
+                mean, var = self.rtt[metric]
+                lx = math.log(max(v.observed, 1.0))
+                mean.update(lx)
+                var.update(lx)
+                if self.seen[metric] <= self.settle:
+                    self.rtt0[metric].update(lx)
+
+
+class GaussianCandidate:
+    """river ``anomaly.GaussianScorer`` per metric (window 60), flag when the score >= 1 - 2 Phi(-z) on the high side."""
+
+    def __init__(self, p: Mapping[str, float]) -> None:
+        self.p = p
+        self.g = {m: anomaly.GaussianScorer(window_size=60, grace_period=int(p["warmup"])) for m in METRICS}
+        self.mean = {m: stats.Mean() for m in METRICS}
+        self.cut = 1.0 - math.erfc(p["z"] / math.sqrt(2))  # two-sided tail of z
+
+    def score(self, o: Observation) -> dict[str, Verdict]:
+        out = {}
+        for metric in METRICS:
+            x = o.value(metric)
+            if x is None or (metric == "retrans_rate" and o.segments < self.p["min_segments"]):
+                continue
+            s = self.g[metric].score_one(None, x)
+            mean = self.mean[metric].get()
+            out[metric] = Verdict(s >= self.cut and x > mean, s, x, mean)
+        return out
+
+    def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
+        for metric, v in verdicts.items():
+            if not v.flagged:
+                self.g[metric].learn_one(None, v.observed)
+                self.mean[metric].update(v.observed)
+
+
+class HalfSpaceCandidate:
+    """river ``anomaly.HalfSpaceTrees`` on the four metrics (min-max scaled); flags every metric above its mean."""
+
+    def __init__(self, p: Mapping[str, float]) -> None:
+        self.p = p
+        self.scaler = preprocessing.MinMaxScaler()
+        self.hst = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=50, seed=1)
+        self.mean = {m: stats.Mean() for m in METRICS}
+        self.n = 0
+
+    def _x(self, o: Observation) -> dict[str, float]:
+        return {m: math.log1p(v * 1e4 if m in ("retrans_rate", "timeout_rate") else v)
+                for m in METRICS if (v := o.value(m)) is not None}
+
+    def score(self, o: Observation) -> dict[str, Verdict]:
+        x = self._x(o)
+        s = self.hst.score_one(self.scaler.transform_one(x)) if self.n >= self.p["warmup"] else 0.0
+        out = {}
+        for metric in x:
+            v = o.value(metric)
+            mean = self.mean[metric].get()
+            out[metric] = Verdict(s >= 0.95 and v > 1.3 * mean, s, v, mean)
+        return out
+
+    def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
+        if any(v.flagged for v in verdicts.values()):
+            return
+        x = self._x(o)
+        self.scaler.learn_one(x)
+        self.hst.learn_one(self.scaler.transform_one(x))
+        for metric in x:
+            self.mean[metric].update(o.value(metric))
+        self.n += 1
+
+
+class PageHinkleyCandidate:
+    """river ``drift.PageHinkley`` (mode 'up') per metric on log values; flags while a drift is detected."""
+
+    def __init__(self, p: Mapping[str, float]) -> None:
+        self.p = p
+        self.ph = {m: drift.PageHinkley(min_instances=int(p["warmup"]), delta=0.05, threshold=5.0, mode="up")
+                   for m in METRICS}
+        self.mean = {m: stats.Mean() for m in METRICS}
+
+    def score(self, o: Observation) -> dict[str, Verdict]:
+        out = {}
+        for metric in METRICS:
+            x = o.value(metric)
+            if x is None or (metric == "retrans_rate" and o.segments < self.p["min_segments"]):
+                continue
+            ph = self.ph[metric]
+            ph.update(math.log1p(x * 1e4) if metric in ("retrans_rate", "timeout_rate") else math.log(max(x, 1.0)))
+            out[metric] = Verdict(ph.drift_detected, float(ph.drift_detected), x, self.mean[metric].get())
+        return out
+
+    def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
+        for metric, v in verdicts.items():
+            if not v.flagged:
+                self.mean[metric].update(v.observed)
+
+
+#: Models ``flowmon eval --detector`` can compare; ``baseline`` is the one the pipeline runs.
+MODELS: dict[str, type] = {"baseline": Baseline, "gaussian": GaussianCandidate, "hst": HalfSpaceCandidate,
+                           "page_hinkley": PageHinkleyCandidate}
+
+
+# ------------------------------------------------------------------------------------
+# state of a key: its model and its alerts, serialisable
+# ------------------------------------------------------------------------------------
+class _RiverUnpickler(pickle.Unpickler):
+    """Loads only flowmon models and river statistics (the state topic is not trusted with code)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name in {c.__name__ for c in MODELS.values()}:
+            return super().find_class(module, name)
+        if module.startswith(("river.stats", "river._river_rust.stats", "river.anomaly", "river.drift",
+                              "river.preprocessing", "river.utils", "collections", "river.compose")):
+            return super().find_class(module, name)
+        if module == "builtins" and name in ("dict", "list", "set", "float", "int", "getattr"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"state may not load {module}.{name}")
+
+
+def dump_model(model: Any) -> str:
+    return base64.b64encode(pickle.dumps(model, protocol=5)).decode()
+
+
+def load_model(blob: str) -> Any:
+    return _RiverUnpickler(io.BytesIO(base64.b64decode(blob))).load()
+
+
+@dataclass
+class KeyState:
+    """Everything one key carries between intervals."""
+
+    scope: str  # 'pair' | 'instance'
+    instance: str | None
+    src: list[str]
+    dst: list[str]
+    model: Any
+    last_t: int = 0
+    alerts: AlertBook = field(default_factory=AlertBook)
+
+    def state(self) -> dict[str, Any]:
+        return {"scope": self.scope, "instance": self.instance, "src": self.src, "dst": self.dst,
+                "model": dump_model(self.model), "last_t": self.last_t, "alerts": self.alerts.state()}
+
+    @classmethod
+    def from_state(cls, s: Mapping[str, Any]) -> KeyState:
+        return cls(s["scope"], s["instance"], list(s["src"]), list(s["dst"]), load_model(s["model"]), s["last_t"],
+                   AlertBook.from_state(s["alerts"]))
+
+
+class Detection:
+    """Per-key models and alert lifecycles of one pairs partition (or of a whole in-process run).
+
+    Parameters
+    ----------
+    interval_s
+        The agents' sample interval (for 'silent' resolution and the events' ``interval_s``).
+    window_s
+        Reporting window: ``updated`` events are sent at most once per window.
+    model
+        A :data:`MODELS` name.
+    params
+        Overrides of :data:`DEFAULTS`.
+    instances
+        Also keep ``instance`` keys (one per reporter and remote subnet), which attribution needs.
+    """
+
+    def __init__(self, interval_s: int = 30, window_s: int = 600, model: str = "baseline",
+                 params: Mapping[str, float] | None = None, instances: bool = True) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown detector model {model!r}; one of {sorted(MODELS)}")
+        unknown = set(params or {}) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown detection parameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        self.interval_s = interval_s
+        self.window_s = window_s
+        self.model_name = model
+        self.p = {**DEFAULTS, **(params or {})}
+        self.instances = instances
+        self.keys: dict[tuple[str, str, str], KeyState] = {}
+        self.dirty: set[tuple[str, str, str]] = set()
+        self.open_keys: set[tuple[str, str, str]] = set()
+        self.scored = 0
+
+    def _key(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
+             dst: list[str]) -> KeyState:
+        ks = self.keys.get(key)
+        if ks is None:
+            ks = self.keys[key] = KeyState(scope, instance, list(src), list(dst), MODELS[self.model_name](self.p))
+        return ks
+
+    def interval(self, iv: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Score one complete interval of one pair (``windows.Outcome.intervals`` item); alert events out."""
+        t = int(iv["t"])
+        src, dst = iv["src"], iv["dst"]
+        hosts: Mapping[str, list] = iv["hosts"]
+        events: list[dict[str, Any]] = []
+        total = [0] * 8
+        hist: dict[int, int] = {}
+        for c, h in hosts.values():
+            for i, x in enumerate(c):
+                total[i] += x
+            for b, n in h.items():
+                hist[int(b)] = hist.get(int(b), 0) + n
+        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, observe(total, hist))
+        if self.instances:
+            for host in sorted(hosts):
+                c, h = hosts[host]
+                events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t, observe(c, h))
+        events += self.sweep(t)
+        return events
+
+    def _score(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
+               dst: list[str], t: int, o: Observation) -> list[dict[str, Any]]:
+        ks = self._key(key, scope, instance, src, dst)
+        verdicts = ks.model.score(o)
+        ks.model.learn(o, verdicts)
+        ks.last_t = max(ks.last_t, t)
+        self.scored += 1
+        self.dirty.add(key)
+        events = ks.alerts.step(t, {m: (v.flagged, v.score, v.observed, v.expected, _severity(m, v.observed, v.expected))
+                                    for m, v in verdicts.items()},
+                                self.p["z"], int(self.p["resolve_after"]), self.window_s)
+        if ks.alerts.open:
+            self.open_keys.add(key)
+        else:
+            self.open_keys.discard(key)
+        return [self._event(ks, e) for e in events]
+
+    def sweep(self, t: int) -> list[dict[str, Any]]:
+        """Resolve the open alerts of keys silent for ``silent_after`` intervals before ``t``."""
+        out = []
+        limit = t - int(self.p["silent_after"]) * self.interval_s
+        for key in [k for k in self.open_keys if self.keys[k].last_t < limit]:
+            ks = self.keys[key]
+            out += [self._event(ks, e) for e in ks.alerts.silence(t)]
+            self.open_keys.discard(key)
+            self.dirty.add(key)
+        return out
+
+    def _event(self, ks: KeyState, e: dict[str, Any]) -> dict[str, Any]:
+        ident = f"{ks.scope}|{ks.instance}|{ks.src[0]}|{ks.dst[0]}|{e['metric']}|{e['first_seen']}"
+        alert_id = hashlib.blake2b(ident.encode(), digest_size=8).hexdigest()
+        return {"version": 1, "alert_id": alert_id, "event": e["event"], "seq": e["seq"], "scope": ks.scope,
+                "instance": ks.instance, "src_subnet": ks.src[0], "src_az": ks.src[1], "src_vpc": ks.src[2],
+                "dst_subnet": ks.dst[0], "dst_az": ks.dst[1], "dst_vpc": ks.dst[2], "metric": e["metric"],
+                "observed": e["observed"], "expected": e["expected"], "score": e["score"], "severity": e["severity"],
+                "first_seen": e["first_seen"], "last_seen": e["last_seen"], "at": e["at"],
+                "interval_s": self.interval_s, "window_start": e["at"] // self.window_s * self.window_s,
+                "reason": e.get("reason"), "emitted_at": 0.0}
+
+    # --- persistence -------------------------------------------------------------------
+    def take_dirty(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        out = {k: self.keys[k].state() for k in self.dirty}
+        self.dirty.clear()
+        return out
+
+    def load(self, key: Iterable[str], val: Mapping[str, Any]) -> None:
+        k = tuple(key)
+        ks = self.keys[k] = KeyState.from_state(val)  # type: ignore[index]
+        if ks.alerts.open:
+            self.open_keys.add(k)  # type: ignore[arg-type]
+
+    def state_bytes(self) -> dict[str, float]:
+        """Serialised state per key: mean and max bytes (the memory bound the README reports)."""
+        import orjson
+        sizes = [len(orjson.dumps(ks.state())) for ks in self.keys.values()]
+        return {"keys": len(sizes), "mean": sum(sizes) / len(sizes) if sizes else 0.0, "max": max(sizes, default=0)}

@@ -1,0 +1,233 @@
+"""Scenario evaluation: run a scenario through the detection code in simulated time and score it.
+
+``flowmon eval SCENARIO.yaml [--json]``. In-process, no broker: the simulator's reports
+go through the very cores the Faust agents run (``ingest.Ingest`` → pairs messages →
+``windows.PartitionWindows`` → complete intervals → ``detect.Detection``), one source,
+marks after every interval, so the alerts are those the Kafka path emits
+(``tests/integration/test_detection.py`` checks it on a scenario, on both brokers).
+
+Matching alerts to faults (the ground truth under ``faults:``):
+
+* **Scope.** A fault touches a set of flows (the simulator records every
+  sender/receiver pair it altered). Both ends report a flow, so the fault's *keys* are,
+  for each touched flow a→b: the pair keys ``subnet(a)→subnet(b)`` and
+  ``subnet(b)→subnet(a)`` and the instance keys ``a→subnet(b)`` and ``b→subnet(a)``. An
+  alert can only match a fault whose keys include the alert's key: an alert on an
+  unrelated pair never "finds" a fault.
+* **Time.** The alert's ``first_seen`` (start of the first anomalous interval) lies in
+  ``[fault start, fault end + 2 intervals)``.
+* **One fault per alert.** An alert that matches several faults (overlapping faults)
+  is credited to the one with the latest onset before its ``first_seen``, so one wide
+  alert cannot count as several detections. A fault is detected when at least one
+  alert is credited to it; its delay is that of its earliest credited alert.
+
+Scores: ``recall`` = detected faults / faults; ``precision`` = credited alerts / alerts
+(each alert counted once, at ``opened``); ``delay_intervals`` = intervals from the
+fault's onset to the end of the interval that opened the alert (1 = flagged from the
+first faulty interval's reports; the Kafka path publishes it ``interval_lateness_s``
+later); ``false_alarms_per_1000_pair_windows`` = uncredited alerts opened in fault-free
+time per 1,000 (subnet pair, 10-minute window) with traffic in fault-free time (a
+window is fault-free when it does not overlap any fault's ``[start, end + 2 intervals)``).
+Alerts of both scopes (pair and instance) count, against pair-windows only: stricter
+than counting instance-windows too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .detect import Detection
+from .ingest import Ingest
+from .simulate import Fault, Simulator, load_scenario
+from .validate import Validator
+from .windows import PartitionWindows
+
+__all__ = ["EPOCH", "EvalResult", "evaluate", "suite_summary", "match"]
+
+#: Simulated time of every scenario's start: 2025-11-25 00:00 UTC (a midnight, so ``diurnal`` peaks at 12:00).
+EPOCH = 1764028800
+
+
+@dataclass
+class EvalResult:
+    name: str
+    source: str
+    interval_s: int
+    events: list[dict[str, Any]]
+    faults: list[dict[str, Any]]
+    alerts: int
+    credited: int
+    false_alarms: int
+    fault_free_pair_windows: int
+    intervals: int
+    reports: int
+    samples: int
+    seconds: float
+    state: dict[str, float] = field(default_factory=dict)
+
+    def detection(self) -> dict[str, Any]:
+        n = len(self.faults)
+        delays = [f["delay_intervals"] for f in self.faults if f["detected"]]
+        return {
+            "faults": n,
+            "detected": sum(f["detected"] for f in self.faults),
+            "recall": sum(f["detected"] for f in self.faults) / n if n else None,
+            "alerts": self.alerts,
+            "precision": self.credited / self.alerts if self.alerts else None,
+            "median_delay_intervals": statistics.median(delays) if delays else None,
+            "false_alarms": self.false_alarms,
+            "fault_free_pair_windows": self.fault_free_pair_windows,
+            "false_alarms_per_1000_pair_windows":
+                1000.0 * self.false_alarms / self.fault_free_pair_windows if self.fault_free_pair_windows else 0.0,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {"scenario": self.name, "source": self.source, "detection": self.detection(), "faults": self.faults,
+                "run": {"intervals": self.intervals, "reports": self.reports, "samples": self.samples,
+                        "seconds": round(self.seconds, 2), "detector_state_bytes": self.state}}
+
+
+def _fault_keys(sim: Simulator, f: Fault) -> set[tuple[str, str, str]]:
+    ids, t = sim._ids, sim.topology
+    sub = [t.instances[i].subnet for i in ids]
+    keys: set[tuple[str, str, str]] = set()
+    for a, b in f.touched:
+        keys |= {("pair", sub[a], sub[b]), ("pair", sub[b], sub[a]),
+                 ("instance", ids[a], sub[b]), ("instance", ids[b], sub[a])}
+    return keys
+
+
+def _key(e: Mapping[str, Any]) -> tuple[str, str, str]:
+    if e["scope"] == "pair":
+        return ("pair", e["src_subnet"], e["dst_subnet"])
+    return ("instance", e["instance"], e["dst_subnet"])
+
+
+def match(alerts: list[Mapping[str, Any]], faults: list[dict[str, Any]], interval_s: int) -> dict[str, int | None]:
+    """``alert_id -> index of the credited fault (or None)``; ``faults`` items need start/end (Unix s) and keys.
+
+    >>> f = [{"start": 100, "end": 200, "keys": {("pair", "a", "b")}},
+    ...      {"start": 150, "end": 300, "keys": {("pair", "a", "b"), ("pair", "c", "d")}}]
+    >>> al = [{"alert_id": "x", "scope": "pair", "src_subnet": "a", "dst_subnet": "b", "first_seen": 160},
+    ...       {"alert_id": "y", "scope": "pair", "src_subnet": "c", "dst_subnet": "d", "first_seen": 110},
+    ...       {"alert_id": "z", "scope": "pair", "src_subnet": "e", "dst_subnet": "f", "first_seen": 160}]
+    >>> match(al, f, 30)
+    {'x': 1, 'y': None, 'z': None}
+    """
+    out: dict[str, int | None] = {}
+    for a in alerts:
+        k, t = _key(a), a["first_seen"]
+        best = None
+        for i, f in enumerate(faults):
+            if k in f["keys"] and f["start"] <= t < f["end"] + 2 * interval_s:
+                if best is None or f["start"] > faults[best]["start"]:
+                    best = i
+        out[a["alert_id"]] = best
+    return out
+
+
+def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baseline",
+             params: Mapping[str, float] | None = None, window_s: int = 600, lateness_s: int = 60,
+             progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Run one scenario in simulated time; see the module docstring for the scores."""
+    sc = load_scenario(source)
+    if sc.duration_s is None:
+        raise ValueError(f"scenario {sc.source}: 'duration:' is required for eval")
+    name = str(sc.raw.get("name") or Path(str(sc.source)).stem)
+    sim = Simulator.from_scenario(sc, start=EPOCH)
+    iv_s = sim.interval_s
+    core = Ingest(Validator(sim.topology, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1)
+    pw = PartitionWindows(0, window_s, lateness_s, 1, interval_lateness_s=iv_s)
+    det = Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params)
+    events: list[dict[str, Any]] = []
+    pair_windows: set[tuple[str, str, int]] = set()
+    n_iv = -(-sc.duration_s // iv_s)
+    t_start = time.perf_counter()
+    reports = samples = 0
+
+    def feed(msg: dict) -> None:
+        out = pw.apply(msg)
+        for iv in out.intervals:
+            events.extend(det.interval(iv))
+        for rec in out.closed:
+            pair_windows.add((rec["src_subnet"], rec["dst_subnet"], rec["window_start"]))
+
+    cur = None
+    for r in sim.reports(sc.duration_s):
+        t = r["start"]
+        if t != cur:
+            if cur is not None:
+                feed({"mark": [0, cur]})
+                if progress:
+                    progress((cur - EPOCH) // iv_s + 1, n_iv)
+            cur = t
+        res = core.process(orjson.dumps(r), "sim", 0, reports, t + iv_s)
+        if res.deadletters:
+            raise RuntimeError(f"scenario {name}: the simulator produced an invalid report: {res.deadletters[0]}")
+        reports += 1
+        samples += res.accepted
+        for payload in res.messages.values():
+            feed(orjson.loads(payload))
+    end = EPOCH + n_iv * iv_s
+    feed({"mark": [0, end], "idle": end + window_s + lateness_s})  # the stream is over: close everything
+    if progress:
+        progress(n_iv, n_iv)
+    seconds = time.perf_counter() - t_start
+
+    # --- score -----------------------------------------------------------------------
+    faults = [{"name": f.name, "kind": f.kind, "target": {f.target_kind: f.target}, "start": EPOCH + f.start,
+               "end": min(EPOCH + f.end, end), "cause": f.cause, "keys": _fault_keys(sim, f)} for f in sim.faults]
+    opened = [e for e in events if e["event"] == "opened"]
+    credit = match(opened, faults, iv_s)
+    per_fault: list[list[dict]] = [[] for _ in faults]
+    for a in opened:
+        i = credit[a["alert_id"]]
+        if i is not None:
+            per_fault[i].append(a)
+    busy = [(f["start"], f["end"] + 2 * iv_s) for f in faults]
+
+    def fault_free(ws: int) -> bool:
+        return all(ws + window_s <= s or ws >= e for s, e in busy)
+
+    free_windows = sum(1 for (_, _, ws) in pair_windows if fault_free(ws))
+    false_alarms = sum(1 for a in opened if credit[a["alert_id"]] is None
+                       and fault_free(a["first_seen"] // window_s * window_s))
+    fault_out = []
+    for f, credited in zip(faults, per_fault):
+        first = min((a["first_seen"] for a in credited), default=None)
+        fault_out.append({
+            "name": f["name"], "kind": f["kind"], "target": f["target"], "start_s": f["start"] - EPOCH,
+            "end_s": f["end"] - EPOCH, "detected": bool(credited),
+            "delay_intervals": None if first is None else (first - f["start"]) // iv_s + 1,
+            "alerts": len(credited), "metrics": sorted({a["metric"] for a in credited}),
+            "cause_truth": f["cause"], "cause_given": None,
+        })
+    return EvalResult(name, str(sc.source), iv_s, events, fault_out, len(opened), sum(len(c) for c in per_fault),
+                      false_alarms, free_windows, n_iv, reports, samples, seconds, det.state_bytes())
+
+
+def suite_summary(results: Iterable[EvalResult]) -> dict[str, Any]:
+    """Pooled scores over several scenarios (faults, alerts and pair-windows summed)."""
+    rs = list(results)
+    faults = [f for r in rs for f in r.faults]
+    delays = [f["delay_intervals"] for f in faults if f["detected"]]
+    alerts = sum(r.alerts for r in rs)
+    free = sum(r.fault_free_pair_windows for r in rs)
+    fa = sum(r.false_alarms for r in rs)
+    return {
+        "scenarios": len(rs), "faults": len(faults), "detected": sum(f["detected"] for f in faults),
+        "recall": sum(f["detected"] for f in faults) / len(faults) if faults else None,
+        "alerts": alerts, "precision": sum(r.credited for r in rs) / alerts if alerts else None,
+        "median_delay_intervals": statistics.median(delays) if delays else None,
+        "false_alarms": fa, "fault_free_pair_windows": free,
+        "false_alarms_per_1000_pair_windows": 1000.0 * fa / free if free else 0.0,
+        "max_state_bytes_per_key": max((r.state.get("max", 0) for r in rs), default=0),
+        "seconds": round(sum(r.seconds for r in rs), 1),
+    }
