@@ -89,7 +89,8 @@ DEFAULTS: dict[str, float] = {
     "min_rtt_ratio": 1.3,
     "min_rtt_count_p90": 10,  # fewer RTT observations in an interval: no p90 (it would be the maximum)
     "min_rtt_excess_us": 300.0,
-    "rtt_sd_floor": 0.05,  # in log units: never trust a spread below 5 %
+    "rtt_sd_floor": 0.05,
+    "rtt_count_cap": 16,  # RTT samples beyond this many per interval do not narrow the band further  # in log units: never trust a spread below 5 %
     "rate_floor_retrans": 1e-5,
     "rate_floor_timeouts": 1e-3,
     "resolve_after": 4,  # normal intervals before an alert resolves
@@ -185,6 +186,7 @@ class Baseline:
         # EW estimates lean towards their first values for ~1/fading intervals (EWVar starts at 0):
         # until then, the plain mean and variance of what was seen
         self.rtt0 = {m: stats.Var() for m in ("rtt_mean", "rtt_p90")}
+        self.m0 = {m: stats.Mean() for m in ("rtt_mean", "rtt_p90")}
         self.settle = int(math.ceil(1.0 / a)) if a > 0 else 0
         self.seen = dict.fromkeys(METRICS, 0)  # intervals learned per metric
 
@@ -217,14 +219,16 @@ class Baseline:
                     out[metric] = Verdict(False, 0.0, x, x)
                     continue
                 if self.seen[metric] < self.settle:
-                    v0 = self.rtt0[metric]
-                    m, var = v0.mean.get(), v0.get()
+                    m, var = self.m0[metric].get(), self.rtt0[metric].get()
                 else:
                     mean, ewvar = self.rtt[metric]
                     m, var = mean.get(), ewvar.get()
+                # deviations are learned scaled by sqrt(observations): an interval with few RTT
+                # samples is allowed a wider swing than one with many
+                w = math.sqrt(min(o.rtt_count, p["rtt_count_cap"]))
                 sd = max(math.sqrt(max(var, 0.0)), p["rtt_sd_floor"])
                 lx = math.log(max(x, 1.0))
-                z = max((lx - m) / sd, 0.0)
+                z = max((lx - m) * w / sd, 0.0)
                 exp_us = math.exp(m)
                 flagged = (self.seen[metric] >= p["warmup"] and z >= p["z"] and x >= p["min_rtt_ratio"] * exp_us
                            and x - exp_us >= p["min_rtt_excess_us"])
@@ -246,10 +250,15 @@ class Baseline:
             else:
                 mean, var = self.rtt[metric]
                 lx = math.log(max(v.observed, 1.0))
+                w = math.sqrt(min(o.rtt_count, self.p["rtt_count_cap"]))
+                if self.seen[metric] > 1:
+                    m = self.m0[metric].get() if self.seen[metric] <= self.settle else mean.get()
+                    d = (lx - m) * w
+                    var.update(d)
+                    if self.seen[metric] <= self.settle:
+                        self.rtt0[metric].update(d)
                 mean.update(lx)
-                var.update(lx)
-                if self.seen[metric] <= self.settle:
-                    self.rtt0[metric].update(lx)
+                self.m0[metric].update(lx)
 
 
 class GaussianCandidate:

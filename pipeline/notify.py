@@ -234,8 +234,9 @@ def _num(x: float) -> str:
 def _value(metric: str, v: float) -> str:
     """A metric value with its unit: retransmission rate in %, timeouts per flow, RTT (µs) in ms.
 
-    >>> _value("retrans_rate", 0.042), _value("timeout_rate", 0.125), _value("rtt_mean", 700), _value("rtt_p90", 150_400)
-    ('4.20%', '0.125 per flow', '0.700 ms', '150 ms')
+    >>> [_value(m, v) for m, v in [("retrans_rate", 0.042), ("timeout_rate", 0.125), ("rtt_mean", 700),
+    ...                            ("rtt_p90", 150_400)]]
+    ['4.20%', '0.125 per flow', '0.700 ms', '150 ms']
     """
     if metric == "retrans_rate":
         return f"{_num(v * 100)}%"
@@ -352,8 +353,8 @@ class Webhook:
     One event is tried at most ``1 + retries`` times. Retried: connection errors, a timeout
     (``timeout_s`` per attempt), HTTP 5xx and 429. Not retried: any other status outside
     2xx (a 4xx says the request itself is wrong). Before retry *k* (1, 2, ...) it waits
-    ``backoff_s * 2 ** (k - 1)`` seconds, at most ``max_backoff_s``, or longer if a 429/503
-    says ``Retry-After: <seconds>`` (still at most ``max_backoff_s``). An event that
+    ``backoff_s * 2 ** (k - 1)`` seconds, at most ``max_backoff_s``, or longer if the 429/5xx
+    answer says ``Retry-After: <seconds>`` (still at most ``max_backoff_s``). An event that
     cannot be delivered is logged as an error and counted in ``failed``; :meth:`send` never
     raises (except cancellation). Counters: ``delivered``, ``failed`` (events) and
     ``retried`` (attempts after the first).
@@ -493,6 +494,13 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
     that cannot be established for ``stall_timeout_s`` without any message arriving (no
     leader, say), it warns and stops. A malformed message is skipped and reported to
     ``on_malformed`` (default: ``warn``; default ``warn``: a line on stderr).
+
+    Starting at the end. Kafka's "latest" reset asks ListOffsets, which Tansu answers with
+    the last batch's base offset + 1: the rest of that batch would show up as new events.
+    So a partition that starts at the end (no group offset, ``from_beginning=False``) is
+    *primed* first: what its first fetches return is dropped, and once a fetch reported its
+    high watermark the partition is moved there (``seek``). "The end" is thus the log end
+    when the consumer had started, on any broker.
     """
     from aiokafka import AIOKafkaConsumer
 
@@ -504,11 +512,23 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
         fetch_max_wait_ms=min(poll_ms, 500))
     await consumer.start()
     try:
-        targets: dict[Any, int] = {}  # partition -> high watermark of its first fetch
+        settled: set[Any] = set()  # partitions whose start is decided
+        priming: set[Any] = set()  # partitions starting at the end, until a fetch told where that is
+        targets: dict[Any, int] = {}  # partition -> high watermark of its first fetch (follow=False)
         last_progress = time.monotonic()
         while True:
             batch = await consumer.getmany(timeout_ms=poll_ms)
+            assigned = consumer.assignment()
+            settled &= assigned  # a partition revoked by a rebalance is decided again if it comes back
+            priming &= assigned
+            for tp in assigned - settled - priming:  # newly assigned: decide before yielding
+                if from_beginning or (group is not None and await consumer.committed(tp) is not None):
+                    settled.add(tp)
+                else:
+                    priming.add(tp)
             for tp in sorted(batch):
+                if tp in priming:
+                    continue
                 for msg in batch[tp]:
                     try:
                         event = decode_event(msg.value)
@@ -516,11 +536,17 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
                         on_malformed(f"skipped malformed message {tp.topic}[{tp.partition}]@{msg.offset}: {exc}")
                         continue
                     yield event
+            for tp in list(priming):
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    consumer.seek(tp, max(hw, await consumer.position(tp)))
+                    priming.discard(tp)
+                    settled.add(tp)
             if follow:
                 continue
             if batch:
                 last_progress = time.monotonic()
-            if await _caught_up(consumer, targets):
+            if not priming and await _caught_up(consumer, targets):
                 return
             if time.monotonic() - last_progress > stall_timeout_s:
                 warn(f"stopped before catching up: no progress on {topic} for {stall_timeout_s:g} s")
@@ -558,7 +584,8 @@ class AlertStats:
 
     def __str__(self) -> str:
         return (f"{self.shown} event{'s' * (self.shown != 1)} shown ({self.filtered} filtered out, "
-                f"{self.duplicates} duplicate{'s' * (self.duplicates != 1)} dropped, {self.malformed} malformed skipped)")
+                f"{self.duplicates} duplicate{'s' * (self.duplicates != 1)} dropped, "
+                f"{self.malformed} malformed skipped)")
 
 
 async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]], None], *, from_beginning: bool,
@@ -596,6 +623,20 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
     return stats
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log records as 'level: message' lines on a rich console (the command's stderr)."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+        colour = "red" if record.levelno >= logging.ERROR else "yellow"
+        self.console.print(f"[{colour}]{record.levelname.lower()}:[/] {escape(record.getMessage())}",
+                           highlight=False, soft_wrap=True)
+
+
 # Same as cli.BrokerOpt (not imported from there: cli imports this module).
 BrokerOpt = Annotated[Optional[str], typer.Option("--broker", "-b", help="Bootstrap 'host:port' or 'embedded'.")]
 
@@ -603,14 +644,16 @@ BrokerOpt = Annotated[Optional[str], typer.Option("--broker", "-b", help="Bootst
 def alerts_command(
     broker: BrokerOpt = None,
     pair: Annotated[Optional[list[str]], typer.Option(
-        "--pair", help="Only this subnet pair 'SRC->DST' ('*' = any subnet), or a subnet on either side. Repeatable.")] = None,
+        "--pair", help="Only this subnet pair 'SRC->DST' ('*' = any subnet), or a subnet on either side. "
+        "Repeatable.")] = None,
     severity: Annotated[Optional[str], typer.Option(
         help="Minimum severity: warning (everything) or critical. Compared with each event's own severity "
         "(a resolved event carries its alert's).")] = None,
     scope: Annotated[Optional[str], typer.Option(help="Only 'pair' alerts or only 'instance' alerts.")] = None,
     metric: Annotated[Optional[list[str]], typer.Option(
         help="Only this metric: retrans_rate, timeout_rate, rtt_mean, rtt_p90. Repeatable.")] = None,
-    json_lines: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line (the wire format).")] = False,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print each event as a JSON line (the wire format).")] = False,
     follow: Annotated[bool, typer.Option(
         "--follow/--no-follow", help="Keep waiting for new events; --no-follow exits once caught up.")] = True,
     from_beginning: Annotated[Optional[bool], typer.Option(
@@ -618,10 +661,12 @@ def alerts_command(
         help="Where to start. Default: from the beginning with --no-follow, only new events when following. "
         "With --group, only where the group has no committed offset.")] = None,
     group: Annotated[Optional[str], typer.Option(
-        help="Consumer group: resume where it left off (offsets are committed). Default: none, nothing committed.")] = None,
+        help="Consumer group: resume where it left off (offsets are committed). "
+        "Default: none, nothing committed.")] = None,
     webhook: Annotated[Optional[str], typer.Option(
         help="Also POST each shown event as JSON to this http(s) URL.")] = None,
-    webhook_retries: Annotated[int, typer.Option(min=0, help="Retries per event (5xx, 429, timeouts, no connection).")] = 5,
+    webhook_retries: Annotated[int, typer.Option(
+        min=0, help="Retries per event (5xx, 429, timeouts, no connection).")] = 5,
     webhook_backoff: Annotated[float, typer.Option(
         min=0.0, help="First retry delay, seconds; doubles each retry (at most 30 s).")] = 0.5,
     webhook_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per webhook attempt.")] = 10.0,
@@ -653,13 +698,12 @@ def alerts_command(
             hook = Webhook(webhook, retries=webhook_retries, backoff_s=webhook_backoff, timeout_s=webhook_timeout)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--webhook") from None
-    if not logging.getLogger().handlers:  # webhook retries and failures, on stderr
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):  # webhook retries and failures
+        log.addHandler(_ConsoleHandler(console))
 
     s = _settings(broker=broker)
     bootstrap = _bootstrap(s)
     topics = Topics.from_settings(s)
-    asyncio.run(ensure_topics(bootstrap, topics))
     start = from_beginning if from_beginning is not None else not follow
 
     out = sys.stdout
@@ -684,6 +728,7 @@ def alerts_command(
     stats = AlertStats()
 
     async def go() -> None:
+        await ensure_topics(bootstrap, topics)
         if hook is not None:
             await hook.start()
         try:
@@ -695,16 +740,22 @@ def alerts_command(
             if hook is not None:
                 await hook.close()
 
+    from aiokafka.errors import KafkaError
+
     code = 0
     try:
         asyncio.run(go())
     except KeyboardInterrupt:
         code = 130
-    summary = str(stats)
-    if hook is not None:
-        summary += f"; webhook: {hook.delivered} delivered, {hook.failed} failed, {hook.retried} retries"
-        if hook.failed and code == 0:
-            code = 1
-    console.print(summary, highlight=False, soft_wrap=True)
+    except (KafkaError, OSError) as exc:
+        console.print(f"[red]broker {escape(bootstrap)}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        code = 2
+    if code != 2:
+        summary = str(stats)
+        if hook is not None:
+            summary += f"; webhook: {hook.delivered} delivered, {hook.failed} failed, {hook.retried} retries"
+            if hook.failed and code == 0:
+                code = 1
+        console.print(summary, highlight=False, soft_wrap=True)
     if code:
         raise typer.Exit(code)

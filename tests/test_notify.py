@@ -292,3 +292,36 @@ def test_metrics_cover_the_schema():
     for m in METRICS:  # every metric formats with a unit
         line = format_event(ev(metric=m, observed=1.0, expected=0.5))
         assert any(u in line for u in ("%", "per flow", " ms"))
+
+
+# --- the command, without a broker ----------------------------------------------------------------
+def _invoke(*args: str):
+    import typer
+    from typer.testing import CliRunner
+
+    from pipeline.notify import alerts_command
+    app = typer.Typer()
+    app.command(name="alerts")(alerts_command)
+    app.command(name="noop")(lambda: None)
+    return CliRunner().invoke(app, ["alerts", *args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--severity", "high"), "--severity"),
+    (("--scope", "host"), "--scope"),
+    (("--metric", "rtt_mean", "--metric", "jitter"), "--metric"),
+    (("--pair", "a->b->c"), "--pair"),
+    (("--webhook", "ftp://example.com/hook"), "--webhook"),
+    (("--webhook-retries", "-1"), "--webhook-retries"),
+])
+def test_command_refuses_bad_options(args, message):
+    r = _invoke("--broker", "127.0.0.1:1", *args)
+    assert r.exit_code == 2
+    assert message in r.stderr
+
+
+def test_command_without_a_broker_exits_2_readably():
+    r = _invoke("--broker", f"127.0.0.1:{free_port()}", "--no-follow")
+    assert r.exit_code == 2, r.stderr
+    assert "Unable to bootstrap" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""

@@ -150,7 +150,8 @@ def test_filters(anomalies, args, expected):
     assert by_alert(json_lines(out)) == by_alert(expected), out
     duplicates = int(A1 in expected)  # the replay of A1 passes the filters if A1 does
     filtered = len(EVENTS) + 1 - len(expected) - duplicates
-    assert f"{len(expected)} event{'s' * (len(expected) != 1)} shown ({filtered} filtered out, {duplicates} " in err, err
+    shown = f"{len(expected)} event{'s' * (len(expected) != 1)} shown"
+    assert f"{shown} ({filtered} filtered out, {duplicates} duplicate" in err, err
 
 
 def test_readable_lines(anomalies):
@@ -219,6 +220,7 @@ def test_webhook_gets_each_event_once(anomalies):
     assert Counter(rx.keys) == Counter(f"{e['alert_id']}-{e['seq']}" for e in EVENTS)
     assert rx.requests == 7
     assert "webhook: 5 delivered, 0 failed, 2 retries" in err, err
+    assert "HTTP 503 Service Unavailable; retry 1/3" in err and "retry 2/3" in err and "retry 3/3" not in err, err
 
 
 def test_webhook_down_exits_1_after_printing_everything(anomalies):
@@ -230,6 +232,7 @@ def test_webhook_down_exits_1_after_printing_everything(anomalies):
     assert code == 1, err
     assert by_alert(json_lines(out)) == {A: [A0, A1, A2]}
     assert "webhook: 0 delivered, 3 failed, 3 retries" in err, err
+    assert err.count("not delivered after 2 attempts") == 3, err
 
 
 def test_from_latest_no_follow_shows_nothing(anomalies):
