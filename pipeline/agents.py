@@ -5,8 +5,10 @@
 * ``marks`` (timer): promises, per reports partition owned, how far ingest got
   (``ingest.SourceProgress``), on every pairs partition.
 * ``aggregate`` (pairs topic): ``windows.PartitionWindows`` per partition; closed windows
-  go to the windows topic (delivery awaited), late partials to the dead-letter topic,
-  and the changed state to the state topic (``state.py``), all before the batch is acked.
+  go to the windows topic (delivery awaited), late partials to the dead-letter topic;
+  every complete agent interval is scored by ``detect.Detection`` and its alert events
+  go to the anomalies topic; the changed window and detector state goes to the state
+  topic (``state.py``), all before the batch is acked.
 
 At-least-once: Faust flushes the producer before it commits offsets, so whatever an
 acked event caused is durable first; replays are absorbed by the windows' per-source
@@ -24,7 +26,8 @@ from faust.types import TP
 
 from .app import Flow
 from .ingest import Ingest, IngestResult, SourceProgress, deadletter, encode
-from .state import restore_many
+from .detect import Detection
+from .state import PartitionState, restore_many
 from .topology import Topology
 from .validate import Rejection, Validator
 from .windows import PartitionWindows
@@ -59,7 +62,12 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     core = Ingest(Validator(topology, max_future_s=s.max_future_s, max_message_bytes=s.max_message_bytes,
                             max_samples=s.max_samples_per_report), s.window_s, s.partitions)
     progress = SourceProgress(s.source_idle_s, s.source_idle_lag_s)
-    stores: dict[int, PartitionWindows] = {}
+    stores: dict[int, PartitionState] = {}
+
+    def new_state(q: int) -> PartitionState:
+        return PartitionState(
+            PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions, interval_lateness_s=s.interval_lateness_s),
+            Detection(interval_s=s.interval_s, window_s=s.window_s, model=s.detector, instances=s.detect_instances))
 
     async def send(topic: str, value: bytes, partition: int | None = None, key: bytes | None = None):
         return await app.producer.send(topic, key, value, partition, None, None)
@@ -124,20 +132,21 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                 await send(t.pairs, payload, p)
 
     # --- aggregate -------------------------------------------------------------------------
-    async def store(p: int) -> PartitionWindows:
-        pw = stores.get(p)
-        if pw is None:
+    async def store(p: int) -> PartitionState:
+        ps = stores.get(p)
+        if ps is None:
             # restore every assigned pairs partition not restored yet, with one consumer
             await app.producer.flush()  # our own last writes must be readable
             mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == t.pairs} | {p}
-            todo = [PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions)
-                    for q in sorted(mine) if q not in stores]
-            for q_pw, n in zip(todo, await restore_many(flow.bootstrap, t.state, todo)):
-                stores[q_pw.partition] = q_pw
-                log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, watermark %s",
-                         q_pw.partition, n, len(q_pw.open), len(q_pw.closed), q_pw.watermark)
-            pw = stores[p]
-        return pw
+            todo = [new_state(q) for q in sorted(mine) if q not in stores]
+            for q_ps, n in zip(todo, await restore_many(flow.bootstrap, t.state, todo)):
+                stores[q_ps.partition] = q_ps
+                q_pw = q_ps.windows
+                log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "
+                         "watermark %s", q_ps.partition, n, len(q_pw.open), len(q_pw.closed),
+                         len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark)
+            ps = stores[p]
+        return ps
 
     @app.agent(flow.pairs, name="aggregate")
     async def aggregate(stream):
@@ -145,15 +154,26 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             # everything below happens before these events are acked (take_events acks after)
             closed: list[dict] = []
             late: list[dict] = []
-            touched: dict[int, PartitionWindows] = {}
+            alerts: list[dict] = []
+            touched: dict[int, PartitionState] = {}
             for event in events:
                 p = event.message.partition
-                pw = touched.get(p) or await store(p)
-                touched[p] = pw
+                ps = touched.get(p) or await store(p)
+                touched[p] = ps
+                pw, det = ps.windows, ps.detection
                 val = orjson.loads(event.value)
                 for sub in val if type(val) is list else (val,):  # ingest batches; marks come alone
                     out = pw.apply(sub)
                     closed.extend(out.closed)
+                    if det is not None:
+                        for iv in out.intervals:
+                            try:
+                                alerts.extend(det.interval(iv))
+                            except Exception:  # a detector bug must not stop the windows
+                                log.exception("detection failed on %s->%s at %s", iv["src"][0], iv["dst"][0], iv["t"])
+                                m.detect_errors.inc()
+                        m.intervals.inc(len(out.intervals))
+                    m.late_for_detection.inc(out.late_for_detection)
                     for part, origin in out.late:
                         rej = Rejection("late", f"window {part['ws']} of {part['src'][0]}->{part['dst'][0]} "
                                         f"closed (watermark {pw.watermark}, lateness {s.allowed_lateness_s} s)",
@@ -169,13 +189,25 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             for dl in late:
                 pending.append(await send(t.deadletter, encode(dl), key=b"late"))
                 m.deadletters.labels(reason="late").inc(max(dl["samples"], 1))
+            now = time.time()
+            for a in alerts:  # an alert's events keep their order: keyed by alert_id
+                a["emitted_at"] = now
+                pending.append(await send(t.anomalies, encode(a), key=a["alert_id"].encode()))
+                m.anomalies.labels(event=a["event"], metric=a["metric"]).inc()
             if pending:  # closed windows must be durable before their state says 'closed'
                 await asyncio.gather(*pending)
             m.windows.inc(len(closed))
-            for p, pw in touched.items():
-                for k, v in pw.take_dirty().items():
-                    await send(t.state, None if v is None else encode(v), p, k.encode())
-            m.open_windows.set(sum(len(pw.open) for pw in stores.values()))
+            biggest = 0
+            for p, ps in touched.items():
+                for k, v in ps.take_dirty().items():
+                    payload = None if v is None else encode(v)
+                    await send(t.state, payload, p, k.encode())
+                    if payload is not None and '"__detect__"' in k:
+                        biggest = max(biggest, len(payload))
+            m.open_windows.set(sum(len(ps.windows.open) for ps in stores.values()))
+            m.detector_keys.set(sum(len(ps.detection.keys) for ps in stores.values() if ps.detection))
+            if biggest:
+                m.detector_state_bytes.set(biggest)
 
     # --- rebalances ---------------------------------------------------------------------------
     # After any rebalance, rebuild every window store from the table: Faust has restored the

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
         "(a fleet gone silent, a finished simulation or backfill).",
     )
     mark_interval_s: float = Field(1.0, gt=0, description="How often the ingest stage sends progress marks.")
+
+    # --- detection ----------------------------------------------------------------
+    interval_s: int = Field(30, ge=1, description="The agents' sample interval, seconds (detection scores every one).")
+    interval_lateness_s: int = Field(
+        30, ge=0,
+        description="An agent interval is scored when the watermark passes its start by this much (at most "
+        "allowed_lateness_s); later reports still count in their window, not in detection.",
+    )
+    detector: str = Field("baseline", description="Detection model (detect.MODELS); 'baseline' is the measured choice.")
+    detect_instances: bool = Field(
+        True, description="Also learn and alert per reporting instance and remote subnet (attribution needs it)."
+    )
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics flowmon creates.")
 
     # --- validation -------------------------------------------------------------

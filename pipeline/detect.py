@@ -276,8 +276,11 @@ class GaussianCandidate:
             x = o.value(metric)
             if x is None or (metric == "retrans_rate" and o.segments < self.p["min_segments"]):
                 continue
-            s = self.g[metric].score_one(None, x)
             mean = self.mean[metric].get()
+            try:
+                s = self.g[metric].score_one(None, x)
+            except TypeError:  # river 0.26: a constant window gives a complex sigma; any rise is then extreme
+                s = 1.0 if x > mean else 0.0
             out[metric] = Verdict(s >= self.cut and x > mean, s, x, mean)
         return out
 
@@ -328,7 +331,7 @@ class PageHinkleyCandidate:
 
     def __init__(self, p: Mapping[str, float]) -> None:
         self.p = p
-        self.ph = {m: drift.PageHinkley(min_instances=int(p["warmup"]), delta=0.05, threshold=5.0, mode="up")
+        self.ph = {m: drift.PageHinkley(min_instances=int(p["warmup"]), delta=0.05, threshold=20.0, mode="up")
                    for m in METRICS}
         self.mean = {m: stats.Mean() for m in METRICS}
 

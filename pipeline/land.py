@@ -1,4 +1,4 @@
-"""Shell: land closed windows and dead letters in ClickHouse (consumer group ``<app_id>-sink``).
+"""Shell: land closed windows, anomaly events and dead letters in ClickHouse (consumer group ``<app_id>-sink``).
 
 A plain aiokafka consumer rather than a Faust agent: the sink must commit offsets only
 *after* a batch is written, and with chdb exactly one process may own the database, so
@@ -28,7 +28,7 @@ log = logging.getLogger("flowmon.land")
 
 
 class Lander:
-    """Consume the windows and dead-letter topics; write batches; commit after each write."""
+    """Consume the windows, anomalies and dead-letter topics; write batches; commit after each write."""
 
     def __init__(self, settings: Settings, bootstrap: str, sink: WindowSink, executor: ThreadPoolExecutor,
                  metrics: Metrics | None = None) -> None:
@@ -42,7 +42,7 @@ class Lander:
     async def run(self) -> None:
         s = self.settings
         consumer = AIOKafkaConsumer(
-            self.topics.windows, self.topics.deadletter,
+            self.topics.windows, self.topics.deadletter, self.topics.anomalies,
             bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout_s * 1000),
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000), heartbeat_interval_ms=int(s.heartbeat_s * 1000),
@@ -55,8 +55,9 @@ class Lander:
                 batch = await consumer.getmany(timeout_ms=int(s.sink_flush_s * 1000), max_records=s.sink_batch)
                 windows: list[dict[str, Any]] = []
                 dead: list[dict[str, Any]] = []
+                anomalies: list[dict[str, Any]] = []
                 for tp, msgs in batch.items():
-                    target = windows if tp.topic == self.topics.windows else dead
+                    target = {self.topics.windows: windows, self.topics.anomalies: anomalies}.get(tp.topic, dead)
                     for m in msgs:
                         try:
                             target.append(orjson.loads(m.value))
@@ -70,6 +71,8 @@ class Lander:
                     self.metrics.landed.inc(len(windows))
                 if dead:
                     await loop.run_in_executor(self.executor, self.sink.write_deadletters, dead)
+                if anomalies:
+                    await loop.run_in_executor(self.executor, self.sink.write_anomalies, anomalies)
                 await consumer.commit()
         finally:
             await consumer.stop()

@@ -30,6 +30,18 @@ class Metrics:
         self.windows = Counter("flowmon_windows_emitted", "Windows closed and emitted", registry=r)
         self.open_windows = Gauge("flowmon_open_windows", "Open (pair, window) states held", registry=r)
         self.landed = Counter("flowmon_windows_landed", "Windows written to ClickHouse", registry=r)
+        self.intervals = Counter("flowmon_intervals_scored", "Complete (pair, agent interval) handed to detection",
+                                 registry=r)
+        self.late_for_detection = Counter("flowmon_partials_late_for_detection",
+                                          "Partials that reached their window after their interval was scored",
+                                          registry=r)
+        self.anomalies = Counter("flowmon_anomaly_events", "Alert events emitted", ["event", "metric"], registry=r)
+        self.detect_errors = Counter("flowmon_detect_errors", "Intervals whose scoring raised (a bug; logged)",
+                                     registry=r)
+        self.detector_keys = Gauge("flowmon_detector_keys", "Detector keys (pair and instance) held", registry=r)
+        self.detector_state_bytes = Gauge("flowmon_detector_state_bytes_max",
+                                          "Largest serialised detector state of a key written in the last batch",
+                                          registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         v = self.registry.get_sample_value(name, labels or None)

@@ -480,14 +480,17 @@ def _stderr_warning(message: str) -> None:
 
 
 async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow: bool, group: str | None = None,
-                    poll_ms: int = 500, stall_timeout_s: float = 60.0, warn: Callable[[str], None] | None = None,
+                    poll_ms: int = 500, stall_timeout_s: float = 60.0, session_timeout_s: float = 10.0,
+                    heartbeat_s: float = 3.0, rebalance_timeout_s: float | None = None,
+                    warn: Callable[[str], None] | None = None,
                     on_malformed: Callable[[str], None] | None = None) -> AsyncIterator[dict[str, Any]]:
     """Decoded anomaly events of ``topic``, in order per partition (so per alert).
 
     ``group``: a consumer group, whose committed offsets say where to resume (committed
     automatically); ``from_beginning`` then only applies to partitions the group has no
     offset for. Without a group nothing is committed and every partition is read, from
-    its beginning or from its end (``from_beginning=False``: only new events).
+    its beginning or from its end (``from_beginning=False``: only new events). The
+    ``*_s`` timings are the group's (``Settings.session_timeout_s`` and friends).
 
     ``follow=False`` stops when caught up: every assigned partition's position has
     reached the high watermark its first fetch reported (see the module docstring); if
@@ -509,7 +512,9 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=group, client_id="flowmon-alerts",
         enable_auto_commit=group is not None, auto_offset_reset="earliest" if from_beginning else "latest",
-        fetch_max_wait_ms=min(poll_ms, 500))
+        fetch_max_wait_ms=min(poll_ms, 500), session_timeout_ms=int(session_timeout_s * 1000),
+        heartbeat_interval_ms=int(heartbeat_s * 1000),
+        rebalance_timeout_ms=int((rebalance_timeout_s or session_timeout_s) * 1000))
     await consumer.start()
     try:
         settled: set[Any] = set()  # partitions whose start is decided
@@ -593,9 +598,10 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
                      severity: str | None = None, scope: str | Iterable[str] | None = None,
                      metric: str | Iterable[str] | None = None, webhook: Webhook | None = None,
                      dedup: Dedup | None = None, stats: AlertStats | None = None,
-                     warn: Callable[[str], None] | None = None) -> AlertStats:
+                     warn: Callable[[str], None] | None = None, **consumer: Any) -> AlertStats:
     """Subscribe, filter (:func:`matches`), drop repeats (:class:`Dedup`), then ``emit`` each
-    event and forward it to ``webhook`` (awaited, so events reach it one at a time, in order)."""
+    event and forward it to ``webhook`` (awaited, so events reach it one at a time, in order).
+    ``consumer``: more keyword arguments of :func:`subscribe` (timings)."""
     pairs = list(pairs or [])
     matches(example_event(), pairs, severity, scope, metric)  # bad filters fail before connecting
     stats = stats if stats is not None else AlertStats()
@@ -607,7 +613,7 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
         warn(message)
 
     events = subscribe(bootstrap, topic, from_beginning=from_beginning, follow=follow, group=group, warn=warn,
-                       on_malformed=on_malformed)
+                       on_malformed=on_malformed, **consumer)
     async with aclosing(events):
         async for event in events:
             if not matches(event, pairs, severity, scope, metric):
@@ -734,6 +740,8 @@ def alerts_command(
         try:
             await run_alerts(bootstrap, topics.anomalies, emit, from_beginning=start, follow=follow, group=group,
                              pairs=pairs, severity=severity, scope=scope, metric=metric, webhook=hook, stats=stats,
+                             session_timeout_s=s.session_timeout_s, heartbeat_s=s.heartbeat_s,
+                             rebalance_timeout_s=s.rebalance_timeout_s,
                              warn=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
                                                           soft_wrap=True))
         finally:

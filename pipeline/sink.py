@@ -49,7 +49,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["WindowSink", "WINDOW_COLUMNS", "DEADLETTER_COLUMNS", "window_columns", "deadletter_columns", "batch_token"]
+__all__ = ["WindowSink", "WINDOW_COLUMNS", "DEADLETTER_COLUMNS", "ANOMALY_COLUMNS", "window_columns",
+           "deadletter_columns", "anomaly_columns", "batch_token"]
 
 #: flow_windows columns, in table order; all are fields of flow_window.v1.json.
 WINDOW_COLUMNS: tuple[str, ...] = (
@@ -80,6 +81,35 @@ DEADLETTER_TYPES: tuple[str, ...] = (
     "LowCardinality(String)", "Int32", "Int64", "Nullable(Int32)", "UInt32", "String",
     "LowCardinality(String)", "DateTime64(3, 'UTC')",
 )  # fmt: skip
+
+
+#: flow_anomalies columns, in table order; all are fields of flow_anomaly.v1.json.
+ANOMALY_COLUMNS: tuple[str, ...] = (
+    "version", "alert_id", "event", "seq", "scope", "instance", "src_subnet", "src_az", "src_vpc",
+    "dst_subnet", "dst_az", "dst_vpc", "metric", "observed", "expected", "score", "severity",
+    "first_seen", "last_seen", "at", "interval_s", "window_start", "reason", "emitted_at",
+)  # fmt: skip
+ANOMALY_TYPES: tuple[str, ...] = (
+    "UInt8", "String", "LowCardinality(String)", "UInt32", "LowCardinality(String)", "Nullable(String)",
+    "LowCardinality(String)", "LowCardinality(String)", "LowCardinality(String)", "LowCardinality(String)",
+    "LowCardinality(String)", "LowCardinality(String)", "LowCardinality(String)", "Float64", "Float64",
+    "Float64", "LowCardinality(String)", "DateTime('UTC')", "DateTime('UTC')", "DateTime('UTC')", "UInt32",
+    "DateTime('UTC')", "Nullable(String)", "DateTime64(3, 'UTC')",
+)  # fmt: skip
+
+
+def anomaly_columns(events: Iterable[dict[str, Any]]) -> dict[str, list]:
+    """flow_anomaly.v1 dicts → one list per column of flow_anomalies, sorted by (alert_id, seq).
+
+    >>> e = {c: None for c in ANOMALY_COLUMNS} | {"alert_id": "a", "seq": 0, "emitted_at": 2.5}
+    >>> anomaly_columns([e, dict(e, emitted_at=3.0)])["emitted_at"]
+    [3000]
+    """
+    latest = _latest(events, lambda e: (e["alert_id"], e["seq"]), "emitted_at")
+    rows = [latest[k] for k in sorted(latest)]
+    cols: dict[str, list] = {c: [e[c] for e in rows] for c in ANOMALY_COLUMNS}
+    cols["emitted_at"] = [round(e["emitted_at"] * 1000) for e in rows]
+    return cols
 
 
 def example_window(**overrides: Any) -> dict[str, Any]:
@@ -137,7 +167,7 @@ def window_columns(windows: Iterable[dict[str, Any]]) -> dict[str, list]:
     return {c: cols[c] for c in WINDOW_COLUMNS}
 
 
-def batch_token(columns: dict[str, list], exclude: tuple[str, ...] = ("closed_at", "at")) -> str:
+def batch_token(columns: dict[str, list], exclude: tuple[str, ...] = ("closed_at", "at", "emitted_at")) -> str:
     """Deterministic ``insert_deduplication_token`` of a batch: a digest of its columns.
 
     The time of emission (``closed_at`` / ``at``) is left out, so a re-emitted identical
@@ -211,8 +241,10 @@ class WindowSink:
     not say).
     """
 
-    def __init__(self, client: Any, windows_table: str = "flow_windows", deadletter_table: str = "deadletter"):
+    def __init__(self, client: Any, windows_table: str = "flow_windows", deadletter_table: str = "deadletter",
+                 anomalies_table: str = "flow_anomalies"):
         self.client = client
+        self.anomalies_table = anomalies_table
         self.windows_table = windows_table
         self.deadletter_table = deadletter_table
         self.rows_written = 0
@@ -242,6 +274,12 @@ class WindowSink:
         if not windows:
             return 0
         return self._insert(self.windows_table, window_columns(windows), WINDOW_TYPES)
+
+    def write_anomalies(self, events: list[dict[str, Any]]) -> int:
+        """Insert flow_anomaly.v1 dicts; returns the number of rows sent (after in-batch dedup)."""
+        if not events:
+            return 0
+        return self._insert(self.anomalies_table, anomaly_columns(events), ANOMALY_TYPES)
 
     def write_deadletters(self, records: list[dict[str, Any]]) -> int:
         """Insert deadletter.v1 dicts; returns the number of rows sent (after in-batch dedup)."""

@@ -1,7 +1,7 @@
 """Shell: read back the window state of pairs partitions from their compacted topic.
 
-The aggregate agent writes every changed key of ``windows.PartitionWindows`` (JSON
-value, or a tombstone) to partition p of the state topic, through the worker's
+The aggregate agent writes every changed key of ``windows.PartitionWindows`` and of
+``detect.Detection`` (``PartitionState`` joins them; JSON value, or a tombstone) to partition p of the state topic, through the worker's
 producer, before the events that caused the change are acknowledged. Whoever is
 assigned pairs partition p next replays state partition p up to its end and rebuilds
 the store; per-source offsets inside the state absorb any replay of the pairs topic.
@@ -14,17 +14,45 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from .detect import Detection
 from .windows import PartitionWindows
 
-__all__ = ["restore", "restore_many"]
+__all__ = ["restore", "restore_many", "PartitionState", "DETECT_KEY"]
+
+#: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
+DETECT_KEY = "__detect__"
 
 
-async def restore(bootstrap: str, topic: str, store: PartitionWindows, **kw) -> int:
+class PartitionState:
+    """What one pairs partition keeps: its windows and, optionally, its detectors (one state topic partition)."""
+
+    def __init__(self, windows: PartitionWindows, detection: Detection | None = None) -> None:
+        self.windows = windows
+        self.detection = detection
+        self.partition = windows.partition
+
+    def load(self, key: str, val: dict) -> None:
+        parts = orjson.loads(key)
+        if parts[1] == DETECT_KEY:
+            if self.detection is not None:
+                self.detection.load(parts[2:], val)
+        else:
+            self.windows.load(key, val)
+
+    def take_dirty(self) -> dict[str, dict | None]:
+        out = self.windows.take_dirty()
+        if self.detection is not None:
+            for k, v in self.detection.take_dirty().items():
+                out[orjson.dumps([self.partition, DETECT_KEY, *k]).decode()] = v
+        return out
+
+
+async def restore(bootstrap: str, topic: str, store: PartitionWindows | PartitionState, **kw) -> int:
     """Load partition ``store.partition`` of ``topic`` into ``store``; returns the keys loaded."""
     return (await restore_many(bootstrap, topic, [store], **kw))[0]
 
 
-async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows], max_bytes: int = 8 << 20,
+async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows] | list[PartitionState], max_bytes: int = 8 << 20,
                        timeout_s: float = 120.0) -> list[int]:
     """``restore`` for several partitions with one consumer; returns the keys loaded per store.
 

@@ -99,7 +99,9 @@ def anomalies(broker):
 
 def run_alerts(bootstrap: str, prefix: str, *args: str, timeout: float = 120) -> tuple[int, str, str]:
     """``flowmon alerts --broker BOOTSTRAP ARGS`` with FLOWMON_TOPIC_PREFIX=prefix: (exit code, stdout, stderr)."""
-    env = {"FLOWMON_TOPIC_PREFIX": prefix, "FLOWMON_PARTITIONS": str(PARTITIONS)}
+    env = {"FLOWMON_TOPIC_PREFIX": prefix, "FLOWMON_PARTITIONS": str(PARTITIONS),
+           # short group timings, as in harness.Deployment (Tansu answers a join after half the session timeout)
+           "FLOWMON_SESSION_TIMEOUT_S": "6", "FLOWMON_REBALANCE_TIMEOUT_S": "6", "FLOWMON_HEARTBEAT_S": "1"}
     argv = ["alerts", "--broker", bootstrap, *args]
     if VIA_SUBPROCESS:
         p = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env=dict(os.environ, **env),
@@ -292,3 +294,17 @@ def test_group_resumes_where_it_left_off(anomalies):
     code, out, err = run_alerts(bootstrap, prefix, "--no-follow", "--json", "--group", group)
     assert code == 0, err
     assert json_lines(out) == [later]  # only what came after the group's committed offsets
+
+
+def test_group_from_latest_then_resumes(anomalies):
+    """A new group starting at the end sees nothing old; next time it resumes from its offsets, not the end."""
+    bootstrap, prefix, topics = anomalies
+    group = unique_name("alerts-group")
+    code, out, err = run_alerts(bootstrap, prefix, "--no-follow", "--json", "--group", group, "--from-latest")
+    assert code == 0, err
+    assert out == ""
+    later = valid(**dict(A2, event="updated", seq=3, emitted_at=1700003000.0))
+    produce(bootstrap, topics.anomalies, [(A, orjson.dumps(later))])
+    code, out, err = run_alerts(bootstrap, prefix, "--no-follow", "--json", "--group", group, "--from-latest")
+    assert code == 0, err
+    assert json_lines(out) == [later]
