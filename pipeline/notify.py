@@ -26,7 +26,8 @@ Catching up (``follow=False``). The subscriber stops once every assigned partiti
 position reaches the high watermark the first fetch of that partition reported (the log
 end when it started reading; what is produced later is not waited for). It uses the
 fetch's high watermark, not ListOffsets: Tansu answers ListOffsets with the last batch's
-base offset + 1, not the log end.
+base offset + 1, not the log end. For the same reason, starting "at the end" (only new
+events) takes the end from a first fetch too, not from the "latest" reset (see :func:`subscribe`).
 
 Examples
 --------
