@@ -204,6 +204,12 @@ def plot(out: Annotated[Path, typer.Option(help="PNG to write")] = Path("flowmon
     console.print(f"wrote {plot_windows(_client(_settings()), out, top)}")
 
 
+# --- alerts -------------------------------------------------------------------------------------
+from .notify import alerts_command  # noqa: E402
+
+cli.command(name="alerts")(alerts_command)
+
+
 # --- evaluation ---------------------------------------------------------------------------------
 @cli.command(name="eval")
 def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML file(s) (topology, traffic, faults)")],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,7 +85,9 @@ class Settings(BaseSettings):
         description="An agent interval is scored when the watermark passes its start by this much (at most "
         "allowed_lateness_s); later reports still count in their window, not in detection.",
     )
-    detector: str = Field("baseline", description="Detection model (detect.MODELS); 'baseline' is the measured choice.")
+    detector: Literal["baseline", "gaussian"] = Field(
+        "baseline", description="Detection model (detect.MODELS); 'baseline' is the measured choice. ('hst' and "
+        "'page_hinkley' run in 'flowmon eval' only: their state needs pickle features the state loader refuses.)")
     detect_instances: bool = Field(
         True, description="Also learn and alert per reporting instance and remote subnet (attribution needs it)."
     )

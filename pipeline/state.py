@@ -40,10 +40,18 @@ class PartitionState:
             self.windows.load(key, val)
 
     def take_dirty(self) -> dict[str, dict | None]:
-        out = self.windows.take_dirty()
+        """Changed keys, detector keys first.
+
+        The writes of one partition arrive in order, so if a crash loses the tail of a
+        batch's writes, a detector may have recorded an interval whose window state still
+        holds it unscored; it is then scored again on restart, and ``Detection`` skips it
+        (each key remembers the last interval it scored). The reverse order would lose it.
+        """
+        out: dict[str, dict | None] = {}
         if self.detection is not None:
             for k, v in self.detection.take_dirty().items():
                 out[orjson.dumps([self.partition, DETECT_KEY, *k]).decode()] = v
+        out.update(self.windows.take_dirty())
         return out
 
 

@@ -30,7 +30,7 @@ from pipeline.wire import schema
 
 # TODO(lead): flip to True once pipeline/cli.py registers `cli.command(name="alerts")(alerts_command)`:
 # the tests then run the real `python -m pipeline.cli alerts ...` in a subprocess instead of a local typer app.
-VIA_SUBPROCESS = False
+VIA_SUBPROCESS = True
 
 SCHEMA = jsonschema.Draft202012Validator(schema("flow_anomaly"))
 PARTITIONS = 4
