@@ -355,3 +355,70 @@ def test_scenario_fields() -> None:
     assert [t["kind"] for t in sc.traffic] == ["transfer"]
     assert list(itertools.islice(Simulator(HTTP, HTTP, seed=7, start=T0).reports("1h"), 1)) == \
         list(itertools.islice(Simulator.from_scenario(HTTP, start=T0).reports("1h"), 1))
+
+
+# --- faults ---------------------------------------------------------------------------------
+_FAULT_TOPO = {"region": "r", "vpcs": [{"id": "v", "azs": [
+    {"id": "z1", "subnets": [{"id": "s1", "cidr": "10.0.0.0/24", "instances": 3}]},
+    {"id": "z2", "subnets": [{"id": "s2", "cidr": "10.0.1.0/24", "instances": 3}]},
+    {"id": "z3", "subnets": [{"id": "s3", "cidr": "10.0.2.0/24", "instances": 3}]}]}]}
+_BG = [{"from": "v", "to": "v", "clients_per_instance": 8, "bytes_per_interval": "10MB", "rtt_ms": 1.0,
+        "retrans_per_mb": 0.0, "noise": 0.0, "diurnal": 0.0, "rtt_jitter": 0.0}]
+
+
+def _per_pair(faults, dur="2m"):
+    from collections import defaultdict
+
+    sim = Simulator(_FAULT_TOPO, _BG, seed=3, start=1764028800, faults=faults, omit_remote_placement=0.0)
+    acc = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for r in sim.reports(dur):
+        k0 = r["start"] - 1764028800
+        for s in r["samples"]:
+            a = acc[(r["local"]["az"], s["remote"]["az"], k0)]
+            a[0] += s["retransmissions"]
+            a[1] += s["timeouts"]
+            a[2] += sum(s["rtt_us"])
+            a[3] += len(s["rtt_us"])
+            a[4] += s["bytes_sent"]
+    return sim, acc
+
+
+def test_loss_fault_hits_only_its_az_pair_and_only_while_active():
+    _, acc = _per_pair([{"kind": "loss", "target": {"az_pair": ["z1", "z2"]}, "start": "1m", "duration": "30s",
+                         "magnitude": 0.01}])
+    for (src, dst, k0), (retr, *_rest, sent) in acc.items():
+        hit = {src, dst} == {"z1", "z2"} and k0 == 60
+        if hit and sent > 1e6:
+            assert retr == pytest.approx(0.01 * sent / 1448, rel=0.15)
+        elif not hit:
+            assert retr == 0, (src, dst, k0)
+
+
+def test_delay_and_stall_faults():
+    _, acc = _per_pair([{"kind": "delay", "target": {"subnet": "s3"}, "magnitude": "25ms"}], dur="30s")
+    for (src, dst, _), (_, tmo, rsum, rcnt, _) in acc.items():
+        mean = rsum / rcnt
+        assert (mean > 20_000) == ("z3" in (src, dst)) and tmo == 0
+    _, acc = _per_pair([{"kind": "stall", "target": {"instance": "s1/0"}}], dur="30s")
+    assert sum(v[1] for k, v in acc.items()) > 0  # timeouts appear
+    assert all(v[1] == 0 for k, v in acc.items() if "z1" not in k[:2])
+
+
+def test_ramp_grows_linearly():
+    _, acc = _per_pair([{"kind": "delay", "target": {"az": "z2"}, "start": 0, "duration": "2m", "ramp": "2m",
+                         "magnitude": "40ms"}], dur="2m")
+    means = [acc[("z2", "z2", k)][2] / acc[("z2", "z2", k)][3] for k in (0, 30, 60, 90)]
+    assert means == sorted(means) and means[0] == pytest.approx(1000 + 10_000, rel=0.05)
+    assert means[3] == pytest.approx(1000 + 40_000, rel=0.05)
+
+
+@pytest.mark.parametrize("fault, msg", [
+    ({"kind": "loss", "target": {"az_pair": ["z1", "nowhere"]}, "magnitude": 0.1}, "az_pair"),
+    ({"kind": "loss", "target": {"subnet": "s1"}, "magnitude": 2}, "fraction"),
+    ({"kind": "delay", "target": {"rack": "r1"}, "magnitude": "1ms"}, "rack"),
+    ({"kind": "delay", "target": {"instance": "s1/9"}, "magnitude": "1ms"}, "s1/9"),
+    ({"kind": "stall", "target": {"vpc": "v"}, "cause": "gremlins"}, "cause"),
+])
+def test_bad_faults_are_refused_readably(fault, msg):
+    with pytest.raises(ValueError, match=msg):
+        Simulator(_FAULT_TOPO, _BG, faults=[fault])

@@ -1,0 +1,82 @@
+"""The scenario suite: detection goals of issue 4, measured by the in-process harness."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.evaluate import evaluate, suite_summary
+from pipeline.simulate import Simulator
+
+SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
+SMALL = Path(__file__).parent / "data" / "detect_small.yaml"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return {p.stem: evaluate(p) for p in SCENARIOS}
+
+
+def test_suite_has_the_required_scenarios():
+    names = {p.stem for p in SCENARIOS}
+    assert len(names) >= 10
+    assert {"trap-diurnal-swing", "trap-traffic-surge", "trap-new-pair", "trap-host-join-leave",
+            "az-pair-small-loss", "subnet-large-delay", "instance-stall", "gradual-loss",
+            "two-faults-at-once"} <= names
+
+
+def test_goals_across_the_suite(suite):
+    s = suite_summary(suite.values())
+    assert s["recall"] >= 0.95 and s["precision"] >= 0.95, s
+    assert s["median_delay_intervals"] <= 2, s
+    assert s["false_alarms_per_1000_pair_windows"] <= 1.0, s
+    assert s["max_state_bytes_per_key"] <= 4096, s
+
+
+def test_every_fault_is_found_and_traps_stay_quiet(suite):
+    for name, r in suite.items():
+        for f in r.faults:
+            assert f["detected"], (name, f)
+        if name.startswith("trap-"):
+            assert r.false_alarms <= 2, (name, [e for e in r.events if e["event"] == "opened"])
+
+
+def test_fleet_200_six_hours_under_three_minutes(suite):
+    r = suite["fleet-200"]
+    fleet = next(p for p in SCENARIOS if p.stem == "fleet-200")
+    assert r.intervals == 720 and len(Simulator.from_scenario(fleet).topology.instances) >= 198
+    assert r.seconds < 180
+
+
+def test_alerts_match_only_their_fault_scope(suite):
+    """A fault's credited alerts all sit on keys its flows cross (an unrelated pair never 'finds' it)."""
+    r = suite["two-faults-at-once"]
+    loss, delay = r.faults
+    assert loss["metrics"] and "retrans_rate" in loss["metrics"] and "retrans_rate" not in delay["metrics"]
+    opened = [e for e in r.events if e["event"] == "opened" and e["metric"].startswith("rtt")]
+    assert opened and all("subnet-2a" in (e["src_subnet"], e["dst_subnet"]) for e in opened)
+
+
+def test_eval_cli_json(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", str(SMALL), "--json", "--events",
+                          str(tmp_path / "ev.jsonl")], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()
+    doc = json.loads(out.stdout)
+    for k in ("recall", "precision", "median_delay_intervals", "false_alarms_per_1000_pair_windows"):
+        assert k in doc["detection"]
+    assert [f["detected"] for f in doc["faults"]] == [True, True]
+    assert {f["cause_truth"] for f in doc["faults"]} == {"infrastructure", "workload"}
+    assert all(f["cause_given"] is None for f in doc["faults"])
+    n = sum(1 for _ in open(tmp_path / "ev.jsonl"))
+    assert n == len(evaluate(SMALL).events) > 0
+
+
+def test_eval_cli_refuses_a_bad_scenario(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMALL.read_text().replace("kind: loss", "kind: lightning"))
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", str(bad)], capture_output=True, timeout=120)
+    assert out.returncode == 2 and b"lightning" in out.stderr
