@@ -1111,6 +1111,15 @@ def migrated(chdb_dsn):
          "source": {"topic": "flow-reports-v1", "partition": 0, "offset": n}, "samples": 1,
          "payload": {"n": n}, "at": T0 + 60 * n + 0.5}
         for n, reason in enumerate(["malformed_json", "late", "late", "missing_field"])])
+    from pipeline.notify import example_event
+    events = [example_event(alert_id=f"{n:016x}", src_subnet=ss, dst_subnet=ds, first_seen=T0 + 600 * n,
+                            last_seen=T0 + 600 * n, at=T0 + 600 * n, window_start=T0 + 600 * n)
+              for n, (ss, _, ds, _, _) in enumerate(pairs)]
+    events += [dict(e, event="resolved", seq=1, at=e["at"] + 120, reason="normal") for e in events]
+    sink.write_anomalies(events)
+    sink.write_anomalies(events[:2])  # a replayed batch
+    assert client.command("SELECT count() FROM flow_anomalies FINAL") == len(events)
+    assert client.command("SELECT countIf(state = 'resolved') FROM alerts") == len(pairs)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
     client.close()
