@@ -230,7 +230,9 @@ class Baseline:
                 lx = math.log(max(x, 1.0))
                 z = max((lx - m) * w / sd, 0.0)
                 exp_us = math.exp(m)
-                flagged = (self.seen[metric] >= p["warmup"] and z >= p["z"] and x >= p["min_rtt_ratio"] * exp_us
+                # a spread estimated from few intervals is itself uncertain: a little more is asked early on
+                z_needed = p["z"] * (1.0 + 2.0 / self.seen[metric])
+                flagged = (self.seen[metric] >= p["warmup"] and z >= z_needed and x >= p["min_rtt_ratio"] * exp_us
                            and x - exp_us >= p["min_rtt_excess_us"])
                 out[metric] = Verdict(flagged, z, x, exp_us)
         return out

@@ -62,7 +62,9 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     assert ref.detection()["recall"] == 1.0 and ref.alerts > 10  # the scenario does alarm
     sim = Simulator.from_scenario(load_scenario(SCENARIO), start=EPOCH)
     reports = list(sim.reports(sim.scenario.duration_s))
-    d = deploy(topology=SCENARIO)
+    from pipeline.brokers import free_port
+    metrics_port = free_port()
+    d = deploy(topology=SCENARIO, FLOWMON_METRICS_PORT=str(metrics_port))
     d.start()
     d.produce(reports)
     n_windows = len(expected_totals(reports, 600, sim.topology))
@@ -78,6 +80,16 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     assert rows == len(ref.events)
     opened = d.client.command("SELECT count() FROM alerts WHERE state = 'resolved'")
     assert opened == ref.alerts  # every alert of the scenario opened once and was resolved
+    # the worker reports its detector memory
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    values = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("flowmon_") and "{" not in line.split(" ")[0]}
+    assert values["flowmon_detector_keys"] == ref.state["keys"]
+    assert 0 < values["flowmon_detector_state_bytes_max"] <= 4096
+    opened_metric = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                        if line.startswith('flowmon_anomaly_events_total{event="opened"'))
+    assert opened_metric == ref.alerts
 
 
 def test_restart_does_not_reopen_open_alerts(deploy):
