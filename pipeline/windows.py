@@ -189,6 +189,7 @@ class PartitionWindows:
         if t is not None and ivt is not None and t + self.interval_lateness_s <= ivt:
             t = None  # its interval was already scored: windows only
             out.late_for_detection += len(msg["parts"])
+        now: set[tuple[int, str, str]] = set()
         for part in msg["parts"]:
             key = (part["ws"], part["src"][0], part["dst"][0])
             agg = self.open.get(key)
@@ -204,13 +205,17 @@ class PartitionWindows:
                     out.late.append((part, [src, offset]))
                     continue
                 agg = self.open[key] = WindowAgg(part["src"], part["dst"], part["ws"])
-            elif offset <= agg.seen.get(src, -1):
+            elif offset <= agg.seen.get(src, -1) and key not in now:
                 out.duplicates += 1
                 continue
             agg.add(part, t)
-            agg.seen[src] = offset
+            now.add(key)
             self.dirty.add(key)
             out.applied += 1
+        # a report may hold several partials of one key (endpoints of one subnet placed differently):
+        # the offset is recorded once the whole message is applied, so they all count
+        for key in now:
+            self.open[key].seen[src] = offset
         if "t" in msg:
             self._mark(src, int(msg["t"]), None, out)
         return out

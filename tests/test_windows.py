@@ -217,3 +217,17 @@ def test_restored_watermark_never_goes_back():
     for k, v in pw.take_dirty().items():
         back.load(k, v)
     assert back.watermark == 5 * W
+
+
+def test_two_partials_of_one_key_in_one_report_both_count():
+    """Found by the hypothesis test at a running worker: a report whose samples place two endpoints
+    of one subnet differently (another vpc) yields two partials with the same window key."""
+    w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
+    a = {"src": ["s1", "a1", "v1"], "dst": ["s2", "a2", "v1"], "ws": 0, "host": "h1",
+         "c": [100, 0, 0, 0, 1, 1, 1, 900], "h": {}}
+    b = dict(a, dst=["s2", "a2", "other"], c=[50, 0, 0, 0, 1, 1, 1, 900])
+    out = w.apply({"o": [0, 7], "t": 0, "parts": [a, b]})
+    assert (out.applied, out.duplicates) == (2, 0)
+    assert w.apply({"o": [0, 7], "t": 0, "parts": [a, b]}).duplicates == 2  # the replay: both skipped
+    closed = w.apply({"mark": [0, 660]}).closed
+    assert [(r["bytes_sent"], r["samples"]) for r in closed] == [(150, 2)]
