@@ -15,18 +15,21 @@ Elements and the keys (reporter ``r`` in subnet ``Sr`` → remote subnet ``Sd``)
 ``vpc`` V             either end in V
 ====================  ============================================================
 
-The method, for each metric family (``loss``: retransmission and timeout rates;
-``latency``: RTT mean and p90) and interval, separately:
+The method, for each metric family (``retrans``: retransmission rate; ``timeouts``:
+timeout rate; ``lat``: RTT mean and p90) and interval, separately:
 
-1. ``D`` = the degraded keys, ``S`` = the keys that were scored (a key with no evidence for
-   a family, e.g. too few segments, is neither).
+1. ``D`` = the degraded keys (flagged, or *elevated*: a score of at least 60 % of the
+   alert threshold above the baseline; correlation wants the weaker signals too),
+   ``S`` = the keys that were scored (a key with no evidence for a family, e.g. too few
+   segments sent for ``retrans``, is neither).
 2. Every element crossed by a degraded key is a candidate. An *infrastructure* element
    qualifies when at least half the scored keys crossing it are degraded (**purity**
    ≥ 0.5) and at least ``min_reporters`` (3) distinct reporters are among them:
    many independent workloads degrade together, and those avoiding it do not (those
-   lower its purity). An *instance* X qualifies when at least half of its own scored keys
+   lower its purity). An *instance* X qualifies when at least 60 % of its own scored keys
    are degraded, and at least ``min_exonerating`` (2) other reporters of its subnet
-   are healthy in that family (the subnet, its zone and paths are exonerated).
+   are healthy towards every other subnet (the subnet, its zone and paths are
+   exonerated; their keys towards X's own subnet may involve X, so they are not used).
 3. Greedy cover: take the qualifying element that explains the most still-unexplained
    degraded keys; on a tie, the purest (to 0.1: the element whose *other* keys are
    healthy), then the smallest (instance < subnet < az_pair < az < vpc). Its keys get its verdict (instance → ``workload``, else
@@ -45,7 +48,7 @@ the path az1-az2 is at fault, not subnet s2.
 
 >>> a = Attributor()
 >>> def key(r, sr, ar, sd, ad, loss):
-...     return {"r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "loss": loss, "lat": 0}
+...     return {"r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "retrans": loss, "timeouts": 0, "lat": 0}
 >>> health = [key(f"s1/{i}", "s1", "az1", "s2", "az2", 1) for i in range(3)]
 >>> health += [key(f"s1/{i}", "s1", "az1", "s1", "az1", 0) for i in range(3)]
 >>> health += [key(f"s1/{i}", "s1", "az1", "s3", "az3", 0) for i in range(3, 6)]
@@ -53,7 +56,7 @@ the path az1-az2 is at fault, not subnet s2.
 >>> v = a.attribute(0, health)
 >>> sorted({(x.cause, x.element) for x in v.values()})
 [('infrastructure', ('az_pair', 'az1|az2'))]
->>> x = v[("loss", "s1/0", "s2")]
+>>> x = v[("retrans", "s1/0", "s2")]
 >>> x.evidence["reporters_degraded"], x.evidence["reporters_crossing"], round(x.confidence, 2)
 (3, 3, 0.75)
 
@@ -67,10 +70,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Attributor", "Verdict", "FAMILIES", "ELEMENT_RANK", "family_of"]
+__all__ = ["Attributor", "AttributionStage", "Verdict", "FAMILIES", "ELEMENT_RANK", "family_of"]
 
-FAMILIES = ("loss", "lat")
-_FAMILY_OF = {"retrans_rate": "loss", "timeout_rate": "loss", "rtt_mean": "lat", "rtt_p90": "lat"}
+FAMILIES = ("retrans", "timeouts", "lat")
+_FAMILY_OF = {"retrans_rate": "retrans", "timeout_rate": "timeouts", "rtt_mean": "lat", "rtt_p90": "lat"}
 ELEMENT_RANK = {"instance": 0, "subnet": 1, "az_pair": 2, "az": 3, "vpc": 4}
 
 
@@ -78,7 +81,7 @@ def family_of(metric: str) -> str:
     """``loss`` or ``lat`` (latency) for a detection metric.
 
     >>> family_of("timeout_rate"), family_of("rtt_p90")
-    ('loss', 'lat')
+    ('timeouts', 'lat')
     """
     return _FAMILY_OF[metric]
 
@@ -122,13 +125,16 @@ class Attributor:
     min_exonerating
         Healthy other reporters of its subnet a workload verdict needs.
     min_purity
-        Fraction of an element's scored keys that must be degraded.
+        Fraction of an infrastructure element's scored keys that must be degraded.
+    min_own
+        Fraction of an instance's own scored keys that must be degraded (a workload verdict).
     max_listed
         Reporters listed by name in the evidence (the counts are always complete).
     """
 
     def __init__(self, min_reporters: int = 3, min_exonerating: int = 2, min_purity: float = 0.5,
-                 max_listed: int = 10) -> None:
+                 min_own: float = 0.6, max_listed: int = 10) -> None:
+        self.min_own = min_own
         self.min_reporters = min_reporters
         self.min_exonerating = min_exonerating
         self.min_purity = min_purity
@@ -159,11 +165,17 @@ class Attributor:
         for e in scored:
             own[e["r"]].append(e)
             towards[e["dst"][0]].append(e)
-        healthy_reporters_in: dict[str, set[str]] = defaultdict(set)
-        sick_reporters = {e["r"] for e in degraded}
+        # exonerating a subnet: reporters in it whose keys towards *other* subnets are all healthy
+        # (a fault of the subnet itself would show there; keys towards the subnet may cross the
+        # suspect instance, so they do not count either way)
+        outward: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         for e in scored:
-            if e["r"] not in sick_reporters:
-                healthy_reporters_in[e["src"][0]].add(e["r"])
+            if e["dst"][0] != e["src"][0]:
+                outward[e["r"]].append(e)
+        healthy_reporters_in: dict[str, set[str]] = defaultdict(set)
+        for r, ks in outward.items():
+            if not any(k[fam] for k in ks):
+                healthy_reporters_in[subnet_of[r]].add(r)
 
         candidates: list[tuple[tuple[str, str], set[Key], float, dict[str, Any]]] = []
         seen: set[tuple[str, str]] = set()
@@ -178,7 +190,7 @@ class Attributor:
                     bad = [k for k in mine if k[fam]]
                     purity = len(bad) / len(mine)
                     exon = sorted(healthy_reporters_in[subnet_of[x]] - {x})
-                    if not bad or purity < self.min_purity or len(exon) < self.min_exonerating:
+                    if not bad or purity < self.min_own or len(exon) < self.min_exonerating:
                         continue
                     keys = {(k["r"], k["dst"][0]) for k in bad}
                     keys |= {(k["r"], k["dst"][0]) for k in towards[subnet_of[x]] if k[fam]}
@@ -222,3 +234,100 @@ class Attributor:
                 "reporters_degraded": len(reporters), "degraded": sorted(reporters), "keys_scored": 0,
                 "keys_degraded": 1, "exonerating": 0, "exonerating_reporters": []})
         return verdicts
+
+
+# ------------------------------------------------------------------------------------
+# the stage: health of every partition in, verdicts per alert and NHI changes out
+# ------------------------------------------------------------------------------------
+class AttributionStage:
+    """Collects the per-interval health from every pairs partition; attributes an interval once
+    every partition has passed it.
+
+    Input messages (topic ``flow-health-v1``; one per pairs partition and batch)::
+
+        {"p": partition, "upto": t_max, "health": [...], "opened": [alert events]}
+
+    ``upto``: the partition has handed over every interval starting at or before it. The
+    health entries and the ``opened`` alert events of interval ``t`` wait until every one
+    of the ``partitions`` has ``upto >= t``; then ``Attributor`` decides them all at once
+    (fleet-wide), each opened alert gets a verdict record, and ``nhi.NetworkHealth`` is
+    updated. No interval waits for more than the slowest partition's next batch.
+    """
+
+    def __init__(self, partitions: int, interval_s: int = 30, attributor: Attributor | None = None,
+                 recover_after: int = 4) -> None:
+        from .nhi import NetworkHealth
+
+        self.partitions = partitions
+        self.attributor = attributor or Attributor()
+        self.nhi = NetworkHealth(interval_s, recover_after)
+        self.upto: dict[int, int] = {}
+        self.pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.opened: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.done_upto: int | None = None
+
+    def apply(self, msg: Mapping[str, Any], now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One message in; (attribution records, NHI records) out."""
+        for h in msg.get("health", ()):
+            self.pending[h["t"]].append(h)
+        for e in msg.get("opened", ()):
+            self.opened[e["at"]].append(e)
+        p, up = int(msg["p"]), msg.get("upto")
+        if up is not None and up > self.upto.get(p, -1):
+            self.upto[p] = up
+        if len(self.upto) < self.partitions:
+            return [], []
+        ready = min(self.upto.values())
+        return self._flush(ready, now)
+
+    def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Attribute everything pending (end of a finite run) and close the NHI periods."""
+        ts = list(self.pending) + list(self.opened)
+        recs, nhi = self._flush(max(ts) if ts else -1, now)
+        return recs, nhi + self.nhi.close_all(now)
+
+    def _flush(self, ready: int, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        recs: list[dict[str, Any]] = []
+        nhi: list[dict[str, Any]] = []
+        for t in sorted(set(self.pending) | set(self.opened)):
+            if t > ready:
+                break
+            health = self.pending.pop(t, [])
+            verdicts = self.attributor.attribute(t, health)
+            subnet_az = {h["src"][0]: h["src"][1] for h in health}
+            subnet_az.update({h["dst"][0]: h["dst"][1] for h in health})
+            src_of = {h["r"]: h["src"][0] for h in health}
+            for e in self.opened.pop(t, []):
+                recs.append(self._record(e, verdicts, src_of, now))
+            blamed = {v.element for v in verdicts.values() if v.cause == "infrastructure" and v.element}
+            nhi += self.nhi.update(t, blamed, subnet_az, now)
+            self.done_upto = t
+        return recs, nhi
+
+    @staticmethod
+    def _record(e: Mapping[str, Any], verdicts: Mapping[tuple[str, str, str], Verdict], src_of: Mapping[str, str],
+                now: float) -> dict[str, Any]:
+        fam = family_of(e["metric"])
+        if e["scope"] == "instance":
+            vs = [verdicts[k]] if (k := (fam, e["instance"], e["dst_subnet"])) in verdicts else []
+        else:  # a pair alert: what its reporters' keys were attributed to
+            vs = [v for (f, r, d), v in sorted(verdicts.items())
+                  if f == fam and d == e["dst_subnet"] and src_of.get(r) == e["src_subnet"]]
+        v = _majority(vs)
+        return {"version": 1, "alert_id": e["alert_id"], "at": e["at"], "scope": e["scope"],
+                "instance": e["instance"], "src_subnet": e["src_subnet"], "dst_subnet": e["dst_subnet"],
+                "metric": e["metric"], "family": fam, **v.as_dict(), "keys_attributed": len(vs), "attributed_at": now}
+
+
+def _majority(vs: list[Verdict]) -> Verdict:
+    """The verdict most keys got (ties: infrastructure, then workload); undetermined if none."""
+    if not vs:
+        return Verdict("undetermined", None, 0.0, {"purity": 0.0, "reporters_crossing": 0, "reporters_degraded": 0,
+                                                   "degraded": [], "keys_scored": 0, "keys_degraded": 0,
+                                                   "exonerating": 0, "exonerating_reporters": []})
+    by: dict[tuple[str, Any], list[Verdict]] = defaultdict(list)
+    for v in vs:
+        by[(v.cause, v.element)].append(v)
+    order = {"infrastructure": 0, "workload": 1, "undetermined": 2}
+    (cause, el), group = min(by.items(), key=lambda kv: (-len(kv[1]), order[kv[0][0]], str(kv[0][1])))
+    return group[0]

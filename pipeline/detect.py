@@ -410,6 +410,27 @@ class KeyState:
                    AlertBook.from_state(s["alerts"]))
 
 
+_FAMILY_METRICS = {"retrans": ("retrans_rate",), "timeouts": ("timeout_rate",), "lat": ("rtt_mean", "rtt_p90")}
+
+#: Attribution counts a key as degraded from this fraction of the alert threshold on (and above its
+#: baseline): correlation across the fleet wants the weaker signals too, alerting does not.
+ELEVATED_FRACTION = 0.6
+
+
+def _health(t: int, instance: str | None, src: list[str], dst: list[str], verdicts: Mapping[str, Verdict],
+            model: Any, warmup: float, z: float) -> dict[str, Any]:
+    """One instance key's interval for attribution: per family 1 (flagged or elevated), 0 (scored,
+    normal) or None (no evidence, or the key is still learning)."""
+    seen = getattr(model, "seen", None)
+    out: dict[str, Any] = {"t": t, "r": instance, "src": src, "dst": dst}
+    for fam, metrics in _FAMILY_METRICS.items():
+        ms = [m for m in metrics if m in verdicts and (seen is None or seen[m] >= warmup)]
+        out[fam] = None if not ms else int(any(
+            verdicts[m].flagged or (verdicts[m].score >= ELEVATED_FRACTION * z and verdicts[m].observed > verdicts[m].expected)
+            for m in ms))
+    return out
+
+
 class Detection:
     """Per-key models and alert lifecycles of one pairs partition (or of a whole in-process run).
 
@@ -443,6 +464,7 @@ class Detection:
         self.dirty: set[tuple[str, str, str]] = set()
         self.open_keys: set[tuple[str, str, str]] = set()
         self.scored = 0
+        self.health: list[dict[str, Any]] = []  # per scored instance key and interval, for attribution
 
     def _key(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
              dst: list[str]) -> KeyState:
@@ -478,6 +500,8 @@ class Detection:
         if ks.last_t and t <= ks.last_t:
             return []  # scored before a restart, whose window state was not written yet: once only
         verdicts = ks.model.score(o)
+        if scope == "instance":
+            self.health.append(_health(t, instance, src, dst, verdicts, ks.model, self.p["warmup"], self.p["z"]))
         ks.model.learn(o, verdicts)
         ks.last_t = max(ks.last_t, t)
         self.scored += 1
@@ -490,6 +514,11 @@ class Detection:
         else:
             self.open_keys.discard(key)
         return [self._event(ks, e) for e in events]
+
+    def take_health(self) -> list[dict[str, Any]]:
+        """Health of the instance keys scored since the last call (``attribute.Attributor`` input)."""
+        out, self.health = self.health, []
+        return out
 
     def sweep(self, t: int) -> list[dict[str, Any]]:
         """Resolve the open alerts of keys silent for ``silent_after`` intervals before ``t``."""

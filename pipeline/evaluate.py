@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from .attribute import AttributionStage
 from .detect import Detection
 from .ingest import Ingest
 from .simulate import Fault, Simulator, load_scenario
@@ -71,6 +72,23 @@ class EvalResult:
     samples: int
     seconds: float
     state: dict[str, float] = field(default_factory=dict)
+    attributions: list[dict[str, Any]] = field(default_factory=list)
+    nhi: list[tuple[str, str, int, int]] = field(default_factory=list)
+    nhi_false_degraded_minutes: float = 0.0
+
+    def attribution(self) -> dict[str, Any]:
+        det = [f for f in self.faults if f["detected"]]
+        right = [f for f in det if f["cause_given"] == f["cause_truth"]]
+        nd = [f["nhi_delay_intervals"] for f in det if f["cause_truth"] == "infrastructure"
+              and f["nhi_delay_intervals"] is not None]
+        return {
+            "accuracy": len(right) / len(det) if det else None,
+            "detected_faults": len(det), "right": len(right),
+            "confusion": _confusion(det),
+            "nhi_false_degraded_minutes": self.nhi_false_degraded_minutes,
+            "nhi_degraded_periods": len(self.nhi),
+            "nhi_delay_intervals_max": max(nd) if nd else None,
+        }
 
     def detection(self) -> dict[str, Any]:
         n = len(self.faults)
@@ -89,7 +107,9 @@ class EvalResult:
         }
 
     def as_json(self) -> dict[str, Any]:
-        return {"scenario": self.name, "source": self.source, "detection": self.detection(), "faults": self.faults,
+        return {"scenario": self.name, "source": self.source, "detection": self.detection(),
+                "attribution": self.attribution(), "faults": self.faults,
+                "nhi": [{"scope_kind": k, "scope": s, "start_s": a - EPOCH, "end_s": b - EPOCH} for k, s, a, b in self.nhi],
                 "run": {"intervals": self.intervals, "reports": self.reports, "samples": self.samples,
                         "seconds": round(self.seconds, 2), "detector_state_bytes": self.state}}
 
@@ -146,7 +166,10 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
     core = Ingest(Validator(sim.topology, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1)
     pw = PartitionWindows(0, window_s, lateness_s, 1, interval_lateness_s=iv_s)
     det = Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params)
+    stage = AttributionStage(1, iv_s)
     events: list[dict[str, Any]] = []
+    attributions: list[dict[str, Any]] = []
+    nhi: list[dict[str, Any]] = []
     pair_windows: set[tuple[str, str, int]] = set()
     n_iv = -(-sc.duration_s // iv_s)
     t_start = time.perf_counter()
@@ -154,8 +177,16 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
 
     def feed(msg: dict) -> None:
         out = pw.apply(msg)
+        new: list[dict[str, Any]] = []
         for iv in out.intervals:
-            events.extend(det.interval(iv))
+            new.extend(det.interval(iv))
+        events.extend(new)
+        if out.intervals:
+            recs, changes = stage.apply({"p": 0, "upto": max(iv["t"] for iv in out.intervals),
+                                         "health": det.take_health(),
+                                         "opened": [e for e in new if e["event"] == "opened"]})
+            attributions.extend(recs)
+            nhi.extend(changes)
         for rec in out.closed:
             pair_windows.add((rec["src_subnet"], rec["dst_subnet"], rec["window_start"]))
 
@@ -177,6 +208,9 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
             feed(orjson.loads(payload))
     end = EPOCH + n_iv * iv_s
     feed({"mark": [0, end], "idle": end + window_s + lateness_s})  # the stream is over: close everything
+    recs, changes = stage.finish()
+    attributions.extend(recs)
+    nhi.extend(changes)
     if progress:
         progress(n_iv, n_iv)
     seconds = time.perf_counter() - t_start
@@ -199,18 +233,68 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
     free_windows = sum(1 for (_, _, ws) in pair_windows if fault_free(ws))
     false_alarms = sum(1 for a in opened if credit[a["alert_id"]] is None
                        and fault_free(a["first_seen"] // window_s * window_s))
+    cause_of = {a["alert_id"]: a for a in attributions}
+    periods = _nhi_periods(nhi)
+    infra = [(f["start"], f["end"] + 2 * iv_s + 4 * iv_s) for f in faults if f["cause"] == "infrastructure"]
+    false_min = sum(_outside(s0, e0, infra) for _, _, s0, e0 in periods) / 60.0
     fault_out = []
     for f, credited in zip(faults, per_fault):
         first = min((a["first_seen"] for a in credited), default=None)
+        causes = [cause_of[a["alert_id"]]["cause"] for a in credited if a["alert_id"] in cause_of]
+        given = _majority_cause(causes) if credited else None
+        nhi_first = min((s0 for _, _, s0, e0 in periods if f["start"] <= s0 < f["end"] + 2 * iv_s), default=None)
         fault_out.append({
             "name": f["name"], "kind": f["kind"], "target": f["target"], "start_s": f["start"] - EPOCH,
             "end_s": f["end"] - EPOCH, "detected": bool(credited),
             "delay_intervals": None if first is None else (first - f["start"]) // iv_s + 1,
             "alerts": len(credited), "metrics": sorted({a["metric"] for a in credited}),
-            "cause_truth": f["cause"], "cause_given": None,
+            "cause_truth": f["cause"], "cause_given": given,
+            "causes_of_alerts": {c: causes.count(c) for c in sorted(set(causes))},
+            "nhi_delay_intervals": None if nhi_first is None or first is None else (nhi_first - first) // iv_s,
         })
-    return EvalResult(name, str(sc.source), iv_s, events, fault_out, len(opened), sum(len(c) for c in per_fault),
-                      false_alarms, free_windows, n_iv, reports, samples, seconds, det.state_bytes())
+    res = EvalResult(name, str(sc.source), iv_s, events, fault_out, len(opened), sum(len(c) for c in per_fault),
+                     false_alarms, free_windows, n_iv, reports, samples, seconds, det.state_bytes())
+    res.attributions = attributions
+    res.nhi = periods
+    res.nhi_false_degraded_minutes = false_min
+    return res
+
+
+def _majority_cause(causes: list[str]) -> str:
+    """The cause most credited alerts got, undetermined ones aside unless they are all there is."""
+    determined = [c for c in causes if c != "undetermined"] or causes
+    if not determined:
+        return "undetermined"
+    order = {"infrastructure": 0, "workload": 1, "undetermined": 2}
+    return min(set(determined), key=lambda c: (-determined.count(c), order[c]))
+
+
+def _nhi_periods(records: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
+    """Final (scope_kind, scope, start, end) of every degraded period (the latest record of each wins)."""
+    last: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in records:
+        last[(r["scope_kind"], r["scope"], r["start"])] = r
+    return sorted((k, s, st, r["end"] if r["end"] is not None else st) for (k, s, st), r in last.items())
+
+
+def _outside(start: int, end: int, spans: list[tuple[int, int]]) -> int:
+    """Seconds of [start, end) not covered by any span."""
+    cuts = sorted((max(a, start), min(b, end)) for a, b in spans if b > start and a < end)
+    covered, cur = 0, start
+    for a, b in cuts:
+        if b > cur:
+            covered += b - max(a, cur)
+            cur = b
+    return (end - start) - covered
+
+
+def _confusion(faults: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """truth -> given -> count, over detected faults."""
+    out: dict[str, dict[str, int]] = {}
+    for f in faults:
+        row = out.setdefault(str(f["cause_truth"]), {})
+        row[str(f["cause_given"])] = row.get(str(f["cause_given"]), 0) + 1
+    return out
 
 
 def suite_summary(results: Iterable[EvalResult]) -> dict[str, Any]:
@@ -229,5 +313,12 @@ def suite_summary(results: Iterable[EvalResult]) -> dict[str, Any]:
         "false_alarms": fa, "fault_free_pair_windows": free,
         "false_alarms_per_1000_pair_windows": 1000.0 * fa / free if free else 0.0,
         "max_state_bytes_per_key": max((r.state.get("max", 0) for r in rs), default=0),
+        "attribution_accuracy": (sum(f["cause_given"] == f["cause_truth"] for f in faults if f["detected"])
+                                 / max(1, sum(f["detected"] for f in faults))),
+        "confusion": _confusion([f for f in faults if f["detected"]]),
+        "nhi_false_degraded_minutes_workload_only": sum(
+            r.nhi_false_degraded_minutes for r in rs if r.faults and all(f["cause_truth"] != "infrastructure"
+                                                                         for f in r.faults)),
+        "nhi_false_degraded_minutes": sum(r.nhi_false_degraded_minutes for r in rs),
         "seconds": round(sum(r.seconds for r in rs), 1),
     }

@@ -62,7 +62,9 @@ target (for ``az_pair``: one end in each zone). The fault is active on intervals
 * ``stall``: an endpoint slow to read: RTT + ``magnitude`` (default 200ms) and ~1 timeout per
   flow per interval on the data sender (each timeout retransmits one segment: little loss).
 
-``cause`` (``infrastructure`` or ``workload``) is not used by the simulator.
+``cause`` (``infrastructure`` or ``workload``; ``undetermined`` for a fault the evidence cannot
+place, e.g. on a path with one reporter) is not used by the simulator: it is what
+attribution is scored against.
 
 Sizes use decimal units: ``MB`` = 1,000,000 bytes (``MiB`` = 2**20), so the reference's
 "10 MB file" gives exactly 20 MB per 10-minute window on the 1a→1a monitor.
@@ -499,8 +501,8 @@ class Simulator:
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{where}: {e}") from None
         cause = f.get("cause")
-        if cause not in ("infrastructure", "workload", None):
-            raise ValueError(f"{where}.cause: infrastructure or workload, got {cause!r}")
+        if cause not in ("infrastructure", "workload", "undetermined", None):
+            raise ValueError(f"{where}.cause: infrastructure, workload or undetermined, got {cause!r}")
         name = str(f.get("name") or f"{kind}-{tkind}-{i}")
         return Fault(name, kind, tkind, tval, start, 2**62 if dur is None else start + dur, mag, ramp, cause, i)
 
