@@ -142,7 +142,7 @@ class Attributor:
 
     def attribute(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
         """Verdicts for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Verdict}``."""
-        entries = list(health)
+        entries = [e for e in health if not e.get("pair")]
         out: dict[tuple[str, str, str], Verdict] = {}
         for fam in FAMILIES:
             scored = [e for e in entries if e.get(fam) is not None]
@@ -152,7 +152,23 @@ class Attributor:
                     out[(fam, r, sd)] = v
         return out
 
-    def _family(self, fam: str, scored: list[Mapping[str, Any]], degraded: list[Mapping[str, Any]]) -> dict[Key, Verdict]:
+    def attribute_pairs(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
+        """The same method on the *pair* keys only (``{(family, "src>dst", dst): Verdict}``), infrastructure
+        elements only: the fallback for a pair alert none of whose reporters' keys could be attributed
+        (each reporter's signal too weak on its own, e.g. a slow degradation). A pair key stands for
+        all its reporters, so ``min_reporters`` pair keys are asked for."""
+        entries = [e for e in health if e.get("pair")]
+        out: dict[tuple[str, str, str], Verdict] = {}
+        for fam in FAMILIES:
+            scored = [e for e in entries if e.get(fam) is not None]
+            degraded = [e for e in scored if e[fam]]
+            if degraded:
+                for (r, sd), v in self._family(fam, scored, degraded, instances=False).items():
+                    out[(fam, r, sd)] = v
+        return out
+
+    def _family(self, fam: str, scored: list[Mapping[str, Any]], degraded: list[Mapping[str, Any]],
+                instances: bool = True) -> dict[Key, Verdict]:
         subnet_of = {e["r"]: e["src"][0] for e in scored}
         # infrastructure elements: scored / degraded keys and reporters crossing them
         cross: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
@@ -180,7 +196,7 @@ class Attributor:
         candidates: list[tuple[tuple[str, str], set[Key], float, dict[str, Any]]] = []
         seen: set[tuple[str, str]] = set()
         for e in degraded:
-            for el in _elements(e) + [("instance", e["r"])]:
+            for el in _elements(e) + ([("instance", e["r"])] if instances else []):
                 if el in seen:
                     continue
                 seen.add(el)
@@ -294,11 +310,19 @@ class AttributionStage:
                 break
             health = self.pending.pop(t, [])
             verdicts = self.attributor.attribute(t, health)
+            pair_verdicts: dict[tuple[str, str, str], Verdict] | None = None
             subnet_az = {h["src"][0]: h["src"][1] for h in health}
             subnet_az.update({h["dst"][0]: h["dst"][1] for h in health})
             src_of = {h["r"]: h["src"][0] for h in health}
             for e in self.opened.pop(t, []):
-                recs.append(self._record(e, verdicts, src_of, now))
+                rec = self._record(e, verdicts, src_of, now)
+                if rec["cause"] == "undetermined" and e["scope"] == "pair":
+                    if pair_verdicts is None:
+                        pair_verdicts = self.attributor.attribute_pairs(t, health)
+                    v = pair_verdicts.get((rec["family"], f"{e['src_subnet']}>{e['dst_subnet']}", e["dst_subnet"]))
+                    if v is not None and v.cause == "infrastructure":
+                        rec.update(v.as_dict(), evidence_level="pair")
+                recs.append(rec)
             blamed = {v.element for v in verdicts.values() if v.cause == "infrastructure" and v.element}
             nhi += self.nhi.update(t, blamed, subnet_az, now)
             self.done_upto = t
@@ -316,7 +340,8 @@ class AttributionStage:
         v = _majority(vs)
         return {"version": 1, "alert_id": e["alert_id"], "at": e["at"], "scope": e["scope"],
                 "instance": e["instance"], "src_subnet": e["src_subnet"], "dst_subnet": e["dst_subnet"],
-                "metric": e["metric"], "family": fam, **v.as_dict(), "keys_attributed": len(vs), "attributed_at": now}
+                "metric": e["metric"], "family": fam, **v.as_dict(), "keys_attributed": len(vs),
+                "evidence_level": "instance", "attributed_at": now}
 
 
 def _majority(vs: list[Verdict]) -> Verdict:

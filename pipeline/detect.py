@@ -500,8 +500,11 @@ class Detection:
         if ks.last_t and t <= ks.last_t:
             return []  # scored before a restart, whose window state was not written yet: once only
         verdicts = ks.model.score(o)
-        if scope == "instance":
-            self.health.append(_health(t, instance, src, dst, verdicts, ks.model, self.p["warmup"], self.p["z"]))
+        if scope == "instance" or self.instances:
+            h = _health(t, instance, src, dst, verdicts, ks.model, self.p["warmup"], self.p["z"])
+            if scope == "pair":
+                h["r"], h["pair"] = f"{src[0]}>{dst[0]}", True
+            self.health.append(h)
         ks.model.learn(o, verdicts)
         ks.last_t = max(ks.last_t, t)
         self.scored += 1
@@ -516,7 +519,8 @@ class Detection:
         return [self._event(ks, e) for e in events]
 
     def take_health(self) -> list[dict[str, Any]]:
-        """Health of the instance keys scored since the last call (``attribute.Attributor`` input)."""
+        """Health of the keys scored since the last call (``attribute.Attributor`` input); pair keys
+        carry ``"pair": true`` and ``r`` = ``"src>dst"``."""
         out, self.health = self.health, []
         return out
 
