@@ -26,8 +26,9 @@ from faust.types import TP
 
 from .app import Flow
 from .ingest import Ingest, IngestResult, SourceProgress, deadletter, encode
+from .attribute import AttributionStage
 from .detect import Detection
-from .state import PartitionState, restore_many
+from .state import PartitionState, restore_many, restore_stage
 from .topology import Topology
 from .validate import Rejection, Validator
 from .windows import PartitionWindows
@@ -63,6 +64,7 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                             max_samples=s.max_samples_per_report), s.window_s, s.partitions)
     progress = SourceProgress(s.source_idle_s, s.source_idle_lag_s)
     stores: dict[int, PartitionState] = {}
+    health_upto: dict[int, int] = {}  # last 'upto' sent to the health topic, per pairs partition
 
     def new_state(q: int) -> PartitionState:
         return PartitionState(
@@ -155,6 +157,7 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             closed: list[dict] = []
             late: list[dict] = []
             alerts: list[dict] = []
+            opened_in: dict[int, list[dict]] = {}
             touched: dict[int, PartitionState] = {}
             for event in events:
                 p = event.message.partition
@@ -168,7 +171,9 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                     if det is not None:
                         for iv in out.intervals:
                             try:
-                                alerts.extend(det.interval(iv))
+                                new = det.interval(iv)
+                                alerts.extend(new)
+                                opened_in.setdefault(p, []).extend(e for e in new if e["event"] == "opened")
                             except Exception:  # a detector bug must not stop the windows
                                 log.exception("detection failed on %s->%s at %s", iv["src"][0], iv["dst"][0], iv["t"])
                                 m.detect_errors.inc()
@@ -194,7 +199,27 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                 a["emitted_at"] = now
                 pending.append(await send(t.anomalies, encode(a), key=a["alert_id"].encode()))
                 m.anomalies.labels(event=a["event"], metric=a["metric"]).inc()
-            if pending:  # closed windows must be durable before their state says 'closed'
+            # the health of every scored key, and the alerts opened, to the attribution stage
+            for p, ps in touched.items():
+                if ps.detection is None:
+                    continue
+                health = ps.detection.take_health()
+                opened = opened_in.get(p, [])
+                thr = ps.windows.iv_threshold
+                upto = None if thr is None else thr - ps.windows.interval_lateness_s
+                if not health and not opened and (upto is None or upto == health_upto.get(p)):
+                    continue
+                for e in opened:
+                    e["emitted_at"] = now
+                chunks = list(_chunks([encode(h) for h in health], PAIRS_MESSAGE_BYTES)) or [[]]
+                for i, chunk in enumerate(chunks):
+                    last = i == len(chunks) - 1
+                    msg = (b'{"p":%d,"upto":%s,"health":[' % (p, b"null" if upto is None or not last else b"%d" % upto)
+                           + b",".join(chunk) + b'],"opened":' + (encode(opened) if last else b"[]") + b"}")
+                    pending.append(await send(t.health, msg, 0, str(p).encode()))
+                if upto is not None:
+                    health_upto[p] = upto
+            if pending:  # closed windows (and alerts, health) must be durable before the state says so
                 await asyncio.gather(*pending)
             m.windows.inc(len(closed))
             biggest = 0
@@ -208,6 +233,48 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
             m.detector_keys.set(sum(len(ps.detection.keys) for ps in stores.values() if ps.detection))
             if biggest:
                 m.detector_state_bytes.set(biggest)
+
+    # --- attribute -------------------------------------------------------------------------
+    stage_box: dict[str, AttributionStage] = {}
+
+    @app.agent(flow.health, name="attribute")
+    async def attribute(stream):
+        # one partition: every pairs partition's health meets here (fleet-wide correlation)
+        async for events in stream.take_events(1000, within=0.05):
+            stage = stage_box.get("stage")
+            if stage is None:
+                stage = stage_box["stage"] = AttributionStage(s.partitions, s.interval_s)
+                replayed, recs, nhi = await restore_stage(flow.bootstrap, t.attribution_state, t.health, stage,
+                                                          events[0].message.offset)
+                log.info("attribution stage restored: done up to %s, %d messages replayed", stage.done_upto, replayed)
+                for r in recs:
+                    await send(t.attributions, encode(r), key=r["alert_id"].encode())
+                for r in nhi:
+                    await send(t.nhi, encode(r), key=f"{r['scope_kind']}|{r['scope']}".encode())
+            now = time.time()
+            pending = []
+            for event in events:
+                try:
+                    recs, nhi = stage.apply(orjson.loads(event.value), now, event.message.offset)
+                except Exception:  # a bug must not stop the stream; the message stays in the topic
+                    log.exception("attribution failed on %s@%d", t.health, event.message.offset)
+                    m.detect_errors.inc()
+                    continue
+                for r in recs:
+                    pending.append(await send(t.attributions, encode(r), key=r["alert_id"].encode()))
+                    m.attributions.labels(cause=r["cause"]).inc()
+                for r in nhi:
+                    pending.append(await send(t.nhi, encode(r), key=f"{r['scope_kind']}|{r['scope']}".encode()))
+            if pending:
+                await asyncio.gather(*pending)
+            nxt = stage.replay_from()
+            state = {"stage": stage.state(), "replay_from": nxt if nxt is not None else events[-1].message.offset + 1}
+            await send(t.attribution_state, encode(state), 0, b"stage")
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked_stage(sender, revoked: set[TP], **kwargs) -> None:
+        if any(tp.topic == t.health for tp in revoked):
+            stage_box.clear()  # restored from the state topic by whoever gets it next
 
     # --- rebalances ---------------------------------------------------------------------------
     # After any rebalance, rebuild every window store from the table: Faust has restored the

@@ -38,6 +38,7 @@ class Flow:
     pairs: faust.TopicT
     windows: faust.TopicT
     deadletter: faust.TopicT
+    health: faust.TopicT
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -67,8 +68,8 @@ def create_app(settings: Settings, bootstrap: str) -> Flow:
     )
 
     def topic(name: str, **kw):
-        return app.topic(name, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+        return app.topic(name, partitions=topics.partitions_of(name), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", **kw)
 
     return Flow(settings, bootstrap, app, topics, topic(topics.reports), topic(topics.pairs),
-                topic(topics.windows), topic(topics.deadletter))
+                topic(topics.windows), topic(topics.deadletter), topic(topics.health))

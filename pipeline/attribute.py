@@ -278,16 +278,28 @@ class AttributionStage:
         self.attributor = attributor or Attributor()
         self.nhi = NetworkHealth(interval_s, recover_after)
         self.upto: dict[int, int] = {}
-        self.pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.opened: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.done_upto: int | None = None
+        # by interval; keyed so that a replayed message (at-least-once) counts once
+        self.pending: dict[int, dict[tuple, dict[str, Any]]] = defaultdict(dict)
+        self.opened: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.first_offset: dict[int, int] = {}  # interval -> earliest input offset holding it
+        self.done_upto = -1  # every interval up to here is attributed
 
-    def apply(self, msg: Mapping[str, Any], now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """One message in; (attribution records, NHI records) out."""
+    def apply(self, msg: Mapping[str, Any], now: float = 0.0,
+              offset: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One message in; (attribution records, NHI records) out. ``offset``: its position in the
+        input topic (for :meth:`replay_from`)."""
         for h in msg.get("health", ()):
-            self.pending[h["t"]].append(h)
+            t = h["t"]
+            if t > self.done_upto:
+                self.pending[t][(h["r"], h["dst"][0], bool(h.get("pair")))] = h
+                if offset is not None:
+                    self.first_offset.setdefault(t, offset)
         for e in msg.get("opened", ()):
-            self.opened[e["at"]].append(e)
+            t = e["at"]
+            if t > self.done_upto:
+                self.opened[t][e["alert_id"]] = e
+                if offset is not None:
+                    self.first_offset.setdefault(t, offset)
         p, up = int(msg["p"]), msg.get("upto")
         if up is not None and up > self.upto.get(p, -1):
             self.upto[p] = up
@@ -308,13 +320,14 @@ class AttributionStage:
         for t in sorted(set(self.pending) | set(self.opened)):
             if t > ready:
                 break
-            health = self.pending.pop(t, [])
+            health = list(self.pending.pop(t, {}).values())
+            self.first_offset.pop(t, None)
             verdicts = self.attributor.attribute(t, health)
             pair_verdicts: dict[tuple[str, str, str], Verdict] | None = None
             subnet_az = {h["src"][0]: h["src"][1] for h in health}
             subnet_az.update({h["dst"][0]: h["dst"][1] for h in health})
             src_of = {h["r"]: h["src"][0] for h in health}
-            for e in self.opened.pop(t, []):
+            for e in self.opened.pop(t, {}).values():
                 rec = self._record(e, verdicts, src_of, now)
                 if rec["cause"] == "undetermined" and e["scope"] == "pair":
                     if pair_verdicts is None:
@@ -327,6 +340,19 @@ class AttributionStage:
             nhi += self.nhi.update(t, blamed, subnet_az, now)
             self.done_upto = t
         return recs, nhi
+
+    # --- restart ------------------------------------------------------------------------
+    def replay_from(self) -> int | None:
+        """The earliest input offset still needed (intervals pending): a restart reads from there."""
+        return min(self.first_offset.values(), default=None)
+
+    def state(self) -> dict[str, Any]:
+        return {"done_upto": self.done_upto, "upto": self.upto, "nhi": self.nhi.state()}
+
+    def load(self, s: Mapping[str, Any]) -> None:
+        self.done_upto = s["done_upto"]
+        self.upto = {int(k): v for k, v in s["upto"].items()}
+        self.nhi.load(s["nhi"])
 
     @staticmethod
     def _record(e: Mapping[str, Any], verdicts: Mapping[tuple[str, str, str], Verdict], src_of: Mapping[str, str],

@@ -42,7 +42,8 @@ class Lander:
     async def run(self) -> None:
         s = self.settings
         consumer = AIOKafkaConsumer(
-            self.topics.windows, self.topics.deadletter, self.topics.anomalies,
+            self.topics.windows, self.topics.deadletter, self.topics.anomalies, self.topics.attributions,
+            self.topics.nhi,
             bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout_s * 1000),
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000), heartbeat_interval_ms=int(s.heartbeat_s * 1000),
@@ -56,8 +57,11 @@ class Lander:
                 windows: list[dict[str, Any]] = []
                 dead: list[dict[str, Any]] = []
                 anomalies: list[dict[str, Any]] = []
+                attributions: list[dict[str, Any]] = []
+                nhi: list[dict[str, Any]] = []
                 for tp, msgs in batch.items():
-                    target = {self.topics.windows: windows, self.topics.anomalies: anomalies}.get(tp.topic, dead)
+                    target = {self.topics.windows: windows, self.topics.anomalies: anomalies,
+                              self.topics.attributions: attributions, self.topics.nhi: nhi}.get(tp.topic, dead)
                     for m in msgs:
                         try:
                             target.append(orjson.loads(m.value))
@@ -73,6 +77,10 @@ class Lander:
                     await loop.run_in_executor(self.executor, self.sink.write_deadletters, dead)
                 if anomalies:
                     await loop.run_in_executor(self.executor, self.sink.write_anomalies, anomalies)
+                if attributions:
+                    await loop.run_in_executor(self.executor, self.sink.write_attributions, attributions)
+                if nhi:
+                    await loop.run_in_executor(self.executor, self.sink.write_nhi, nhi)
                 await consumer.commit()
         finally:
             await consumer.stop()

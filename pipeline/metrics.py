@@ -38,6 +38,7 @@ class Metrics:
         self.anomalies = Counter("flowmon_anomaly_events", "Alert events emitted", ["event", "metric"], registry=r)
         self.detect_errors = Counter("flowmon_detect_errors", "Intervals whose scoring raised (a bug; logged)",
                                      registry=r)
+        self.attributions = Counter("flowmon_attributions", "Alerts attributed, by cause", ["cause"], registry=r)
         self.detector_keys = Gauge("flowmon_detector_keys", "Detector keys (pair and instance) held", registry=r)
         self.detector_state_bytes = Gauge("flowmon_detector_state_bytes_max",
                                           "Largest serialised detector state of a key written in the last batch",

@@ -112,6 +112,42 @@ def anomaly_columns(events: Iterable[dict[str, Any]]) -> dict[str, list]:
     return cols
 
 
+#: flow_attributions columns; all are fields of flow_attribution.v1.json.
+ATTRIBUTION_COLUMNS: tuple[str, ...] = (
+    "version", "alert_id", "at", "scope", "instance", "src_subnet", "dst_subnet", "metric", "family", "cause",
+    "element_kind", "element", "confidence", "purity", "reporters_crossing", "reporters_degraded", "degraded",
+    "keys_scored", "keys_degraded", "exonerating", "exonerating_reporters", "keys_attributed", "evidence_level",
+    "attributed_at",
+)  # fmt: skip
+ATTRIBUTION_TYPES: tuple[str, ...] = (
+    "UInt8", "String", "DateTime('UTC')", "LowCardinality(String)", "Nullable(String)", "LowCardinality(String)",
+    "LowCardinality(String)", "LowCardinality(String)", "LowCardinality(String)", "LowCardinality(String)",
+    "Nullable(String)", "Nullable(String)", "Float64", "Float64", "UInt32", "UInt32", "Array(String)", "UInt32",
+    "UInt32", "UInt32", "Array(String)", "UInt32", "LowCardinality(String)", "DateTime64(3, 'UTC')",
+)  # fmt: skip
+NHI_COLUMNS: tuple[str, ...] = ("version", "scope_kind", "scope", "status", "start", "end", "element", "updated")
+NHI_TYPES: tuple[str, ...] = ("UInt8", "LowCardinality(String)", "String", "LowCardinality(String)", "DateTime('UTC')",
+                              "Nullable(DateTime('UTC'))", "String", "DateTime64(3, 'UTC')")
+
+
+def attribution_columns(records: Iterable[dict[str, Any]]) -> dict[str, list]:
+    """flow_attribution.v1 dicts → columns of flow_attributions, one row per alert_id (latest wins)."""
+    latest = _latest(records, lambda r: (r["alert_id"],), "attributed_at")
+    rows = [latest[k] for k in sorted(latest)]
+    cols: dict[str, list] = {c: [r[c] for r in rows] for c in ATTRIBUTION_COLUMNS}
+    cols["attributed_at"] = [round(r["attributed_at"] * 1000) for r in rows]
+    return cols
+
+
+def nhi_columns(records: Iterable[dict[str, Any]]) -> dict[str, list]:
+    """flow_nhi.v1 dicts → columns of nhi, one row per (scope_kind, scope, start) (latest wins)."""
+    latest = _latest(records, lambda r: (r["scope_kind"], r["scope"], r["start"]), "updated")
+    rows = [latest[k] for k in sorted(latest)]
+    cols: dict[str, list] = {c: [r[c] for r in rows] for c in NHI_COLUMNS}
+    cols["updated"] = [round(r["updated"] * 1000) for r in rows]
+    return cols
+
+
 def example_window(**overrides: Any) -> dict[str, Any]:
     """A valid flow_window.v1 record (for examples and tests).
 
@@ -167,7 +203,8 @@ def window_columns(windows: Iterable[dict[str, Any]]) -> dict[str, list]:
     return {c: cols[c] for c in WINDOW_COLUMNS}
 
 
-def batch_token(columns: dict[str, list], exclude: tuple[str, ...] = ("closed_at", "at", "emitted_at")) -> str:
+def batch_token(columns: dict[str, list],
+                exclude: tuple[str, ...] = ("closed_at", "at", "emitted_at", "attributed_at", "updated")) -> str:
     """Deterministic ``insert_deduplication_token`` of a batch: a digest of its columns.
 
     The time of emission (``closed_at`` / ``at``) is left out, so a re-emitted identical
@@ -280,6 +317,18 @@ class WindowSink:
         if not events:
             return 0
         return self._insert(self.anomalies_table, anomaly_columns(events), ANOMALY_TYPES)
+
+    def write_attributions(self, records: list[dict[str, Any]]) -> int:
+        """Insert flow_attribution.v1 dicts."""
+        if not records:
+            return 0
+        return self._insert("flow_attributions", attribution_columns(records), ATTRIBUTION_TYPES)
+
+    def write_nhi(self, records: list[dict[str, Any]]) -> int:
+        """Insert flow_nhi.v1 dicts."""
+        if not records:
+            return 0
+        return self._insert("nhi", nhi_columns(records), NHI_TYPES)
 
     def write_deadletters(self, records: list[dict[str, Any]]) -> int:
         """Insert deadletter.v1 dicts; returns the number of rows sent (after in-batch dedup)."""

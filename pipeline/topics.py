@@ -30,6 +30,10 @@ class Topics:
     deadletter: str  # refused input, with reasons
     state: str  # window state of each pairs partition (compacted; partition p holds pairs partition p's state)
     anomalies: str  # alert lifecycle events (users subscribe: flowmon alerts)
+    health: str  # per-interval health of every key + alert openings, from every pairs partition (1 partition)
+    attributions: str  # one verdict per opened alert (infrastructure / workload / undetermined)
+    nhi: str  # Network Health Indicator: degraded periods per AZ, AZ pair, subnet
+    attribution_state: str  # the attribution stage's restart point and NHI state (compacted, 1 partition)
     partitions: int
     replication: int
 
@@ -37,11 +41,17 @@ class Topics:
     def from_settings(cls, s: Settings) -> Topics:
         def n(x: str) -> str:
             return topic_name(s.topic_prefix, x)
-        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), n("anomalies"), s.partitions,
+        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), n("anomalies"), n("health"), n("attributions"), n("nhi"),
+                   n("attribution-state"), s.partitions,
                    s.replication_factor)
 
     def all(self) -> list[str]:
-        return [self.reports, self.pairs, self.windows, self.deadletter, self.state, self.anomalies]
+        return [self.reports, self.pairs, self.windows, self.deadletter, self.state, self.anomalies, self.health,
+                self.attributions, self.nhi, self.attribution_state]
+
+    def partitions_of(self, topic: str) -> int:
+        """The fleet-wide stages read one partition: every pairs partition's health meets in one place."""
+        return 1 if topic in (self.health, self.attribution_state) else self.partitions
 
 
 async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:
@@ -50,8 +60,9 @@ async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, topics.partitions, topics.replication,
-                            topic_configs={"cleanup.policy": "compact"} if t == topics.state else {})
+        compact = (topics.state, topics.attribution_state)
+        missing = [NewTopic(t, topics.partitions_of(t), topics.replication,
+                            topic_configs={"cleanup.policy": "compact"} if t in compact else {})
                    for t in topics.all() if t not in existing]
         if missing:
             try:

@@ -222,6 +222,11 @@ class PartitionWindows:
 
     # --- watermark ------------------------------------------------------------------------
     @property
+    def iv_threshold(self) -> int | None:
+        """Intervals starting at or before ``iv_threshold - interval_lateness_s`` have been handed over."""
+        return self._iv_threshold
+
+    @property
     def watermark(self) -> int | None:
         """Min over the active (not idle) sources of their progress; ``None`` until every source has spoken."""
         return self._watermark
