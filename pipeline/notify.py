@@ -64,6 +64,8 @@ import typer
 from .wire import schema
 
 __all__ = [
+    "decode_attribution",
+    "format_attribution",
     "SEVERITIES",
     "SCOPES",
     "METRICS",
@@ -248,6 +250,54 @@ def _value(metric: str, v: float) -> str:
     return _num(v)
 
 
+_attr_validator = None
+
+
+def decode_attribution(value: bytes | str | None) -> dict[str, Any]:
+    """Parse and check one ``flow_attribution.v1.json`` record (raises :class:`MalformedEvent`)."""
+    global _attr_validator
+    if value is None:
+        raise MalformedEvent("empty message (tombstone)")
+    try:
+        rec = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    import jsonschema
+    if _attr_validator is None:
+        _attr_validator = jsonschema.Draft202012Validator(schema("flow_attribution"))
+    error = jsonschema.exceptions.best_match(_attr_validator.iter_errors(rec))
+    if error is not None:
+        raise MalformedEvent(f"at {'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}")
+    return rec
+
+
+def format_attribution(rec: Mapping[str, Any]) -> str:
+    """One readable line: the cause, the blamed element and the evidence.
+
+    >>> print(format_attribution({"alert_id": "00c0ffee00c0ffee", "cause": "infrastructure", "element_kind": "az_pair",
+    ...     "element": "az1|az2", "confidence": 0.8, "reporters_crossing": 12, "reporters_degraded": 10,
+    ...     "exonerating": 2, "evidence_level": "instance"}))
+    ↳ infrastructure: az_pair az1|az2 (confidence 0.80) — 10 of 12 reporters crossing it degraded  alert 00c0ffee00c0ffee
+    >>> print(format_attribution({"alert_id": "00c0ffee00c0ffee", "cause": "workload", "element_kind": "instance",
+    ...     "element": "s1/3", "confidence": 0.6, "keys_degraded": 3, "keys_scored": 3, "exonerating": 7,
+    ...     "evidence_level": "instance"}))
+    ↳ workload: instance s1/3 (confidence 0.60) — 3 of its 3 keys degraded, 7 reporters of its subnet healthy  alert 00c0ffee00c0ffee
+    """
+    cause = rec["cause"]
+    if cause == "undetermined":
+        why = "evidence too thin (too few independent reporters to tell a host from its path)"
+        return f"↳ undetermined: {why}  alert {rec['alert_id']}"
+    head = f"↳ {cause}: {rec['element_kind']} {rec['element']} (confidence {rec['confidence']:.2f})"
+    if cause == "workload":
+        ev = (f"{rec['keys_degraded']} of its {rec['keys_scored']} keys degraded, "
+              f"{rec['exonerating']} reporters of its subnet healthy")
+    else:
+        ev = f"{rec['reporters_degraded']} of {rec['reporters_crossing']} reporters crossing it degraded"
+        if rec.get("evidence_level") == "pair":
+            ev += " (pair keys)"
+    return f"{head} — {ev}  alert {rec['alert_id']}"
+
+
 def format_event(event: Mapping[str, Any]) -> str:
     """One readable line: time (the interval that caused the event, UTC), event, severity,
     ``src → dst`` (``[instance]`` for an instance alert), metric observed and expected
@@ -419,7 +469,7 @@ class Webhook:
     async def send(self, event: Mapping[str, Any]) -> bool:
         """Deliver one event; True if a receiver answered 2xx. Never raises (but cancellation)."""
         import aiohttp
-        ident = f"{event.get('alert_id')}-{event.get('seq')}"
+        ident = f"{event.get('alert_id')}-{event.get('seq', 'attribution')}"
         try:
             body = orjson.dumps(event)
         except TypeError as exc:
@@ -484,8 +534,10 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
                     poll_ms: int = 500, stall_timeout_s: float = 60.0, session_timeout_s: float = 10.0,
                     heartbeat_s: float = 3.0, rebalance_timeout_s: float | None = None,
                     warn: Callable[[str], None] | None = None,
-                    on_malformed: Callable[[str], None] | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Decoded anomaly events of ``topic``, in order per partition (so per alert).
+                    on_malformed: Callable[[str], None] | None = None,
+                    decode: Callable[[Any], dict[str, Any]] | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Decoded anomaly events of ``topic`` (``decode``, default :func:`decode_event`), in order per
+    partition (so per alert).
 
     ``group``: a consumer group, whose committed offsets say where to resume (committed
     automatically); ``from_beginning`` then only applies to partitions the group has no
@@ -537,7 +589,7 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
                     continue
                 for msg in batch[tp]:
                     try:
-                        event = decode_event(msg.value)
+                        event = (decode or decode_event)(msg.value)
                     except MalformedEvent as exc:
                         on_malformed(f"skipped malformed message {tp.topic}[{tp.partition}]@{msg.offset}: {exc}")
                         continue
@@ -599,10 +651,13 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
                      severity: str | None = None, scope: str | Iterable[str] | None = None,
                      metric: str | Iterable[str] | None = None, webhook: Webhook | None = None,
                      dedup: Dedup | None = None, stats: AlertStats | None = None,
-                     warn: Callable[[str], None] | None = None, **consumer: Any) -> AlertStats:
+                     warn: Callable[[str], None] | None = None, attributions_topic: str | None = None,
+                     emit_attribution: Callable[[dict[str, Any]], None] | None = None, **consumer: Any) -> AlertStats:
     """Subscribe, filter (:func:`matches`), drop repeats (:class:`Dedup`), then ``emit`` each
     event and forward it to ``webhook`` (awaited, so events reach it one at a time, in order).
-    ``consumer``: more keyword arguments of :func:`subscribe` (timings)."""
+    ``consumer``: more keyword arguments of :func:`subscribe` (timings). With
+    ``attributions_topic``, each shown alert's attribution is passed to ``emit_attribution``
+    (and the webhook) right after its ``opened`` event, or when it arrives if later."""
     pairs = list(pairs or [])
     matches(example_event(), pairs, severity, scope, metric)  # bad filters fail before connecting
     stats = stats if stats is not None else AlertStats()
@@ -613,20 +668,60 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
         stats.malformed += 1
         warn(message)
 
-    events = subscribe(bootstrap, topic, from_beginning=from_beginning, follow=follow, group=group, warn=warn,
-                       on_malformed=on_malformed, **consumer)
-    async with aclosing(events):
-        async for event in events:
-            if not matches(event, pairs, severity, scope, metric):
-                stats.filtered += 1
-                continue
-            if dedup.is_duplicate(event):
-                stats.duplicates += 1
-                continue
-            stats.shown += 1
-            emit(event)
-            if webhook is not None:
-                await webhook.send(event)
+    shown_ids: OrderedDict[str, bool] = OrderedDict()  # opened alerts shown -> attribution shown yet
+    waiting: OrderedDict[str, dict[str, Any]] = OrderedDict()  # attributions of alerts not shown yet
+    lock = asyncio.Lock()
+
+    async def show_attribution(rec: dict[str, Any]) -> None:
+        shown_ids[rec["alert_id"]] = True
+        if emit_attribution is not None:
+            emit_attribution(rec)
+        if webhook is not None:
+            await webhook.send(rec)
+
+    async def alerts() -> None:
+        events = subscribe(bootstrap, topic, from_beginning=from_beginning, follow=follow, group=group, warn=warn,
+                           on_malformed=on_malformed, **consumer)
+        async with aclosing(events):
+            async for event in events:
+                if not matches(event, pairs, severity, scope, metric):
+                    stats.filtered += 1
+                    continue
+                if dedup.is_duplicate(event):
+                    stats.duplicates += 1
+                    continue
+                async with lock:
+                    stats.shown += 1
+                    emit(event)
+                    if webhook is not None:
+                        await webhook.send(event)
+                    if event["event"] == "opened" and attributions_topic:
+                        shown_ids.setdefault(event["alert_id"], False)
+                        while len(shown_ids) > 100_000:
+                            shown_ids.popitem(last=False)
+                        rec = waiting.pop(event["alert_id"], None)
+                        if rec is not None and not shown_ids[event["alert_id"]]:
+                            await show_attribution(rec)
+
+    async def verdicts() -> None:
+        recs = subscribe(bootstrap, attributions_topic, from_beginning=from_beginning, follow=follow, group=None,
+                         warn=warn, on_malformed=on_malformed, decode=decode_attribution,
+                         **{k: v for k, v in consumer.items() if k in ("poll_ms", "stall_timeout_s")})
+        async with aclosing(recs):
+            async for rec in recs:
+                async with lock:
+                    done = shown_ids.get(rec["alert_id"])
+                    if done is None:
+                        waiting[rec["alert_id"]] = rec
+                        while len(waiting) > 100_000:
+                            waiting.popitem(last=False)
+                    elif not done:
+                        await show_attribution(rec)
+
+    if attributions_topic:
+        await asyncio.gather(alerts(), verdicts())
+    else:
+        await alerts()
     return stats
 
 
@@ -661,6 +756,10 @@ def alerts_command(
         help="Only this metric: retrans_rate, timeout_rate, rtt_mean, rtt_p90. Repeatable.")] = None,
     json_lines: Annotated[bool, typer.Option(
         "--json", help="Print each event as a JSON line (the wire format).")] = False,
+    attribution: Annotated[bool, typer.Option(
+        "--attribution/--no-attribution", help="Under each opened alert, its attribution (infrastructure / "
+        "workload / undetermined, the blamed element and the evidence; flow-attributions-v1). JSON: the "
+        "attribution record as its own line (it has 'cause', not 'event').")] = True,
     follow: Annotated[bool, typer.Option(
         "--follow/--no-follow", help="Keep waiting for new events; --no-follow exits once caught up.")] = True,
     from_beginning: Annotated[Optional[bool], typer.Option(
@@ -732,6 +831,13 @@ def alerts_command(
             out.write(format_event(event) + "\n")
             out.flush()
 
+    if json_lines:
+        emit_attr = emit
+    else:
+        def emit_attr(rec: dict[str, Any]) -> None:
+            out.write("    " + format_attribution(rec) + "\n")
+            out.flush()
+
     stats = AlertStats()
 
     async def go() -> None:
@@ -743,6 +849,8 @@ def alerts_command(
                              pairs=pairs, severity=severity, scope=scope, metric=metric, webhook=hook, stats=stats,
                              session_timeout_s=s.session_timeout_s, heartbeat_s=s.heartbeat_s,
                              rebalance_timeout_s=s.rebalance_timeout_s,
+                             attributions_topic=topics.attributions if attribution else None,
+                             emit_attribution=emit_attr,
                              warn=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
                                                           soft_wrap=True))
         finally:

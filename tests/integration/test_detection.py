@@ -93,6 +93,16 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     nhi = d.client.query("SELECT scope_kind, scope, toUnixTimestamp(start), toUnixTimestamp(end) FROM nhi FINAL "
                          "ORDER BY 1, 2, 3").result_rows
     assert [tuple(r) for r in nhi] == [tuple(p) for p in ref.nhi]  # the infrastructure fault, not the workload one
+    # flowmon alerts shows each opened alert with its verdict under it
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "alerts", "--no-follow", "--scope", "pair"],
+                         env=d.env, capture_output=True, timeout=120)
+    text = out.stdout.decode()
+    assert out.returncode == 0, out.stderr.decode()
+    assert "↳ infrastructure: az_pair az1|az2" in text and "↳ workload: instance subnet-3a/2" in text, text
+    pair_opened = sum(1 for e in ref.events if e["event"] == "opened" and e["scope"] == "pair")
+    assert text.count("↳ ") == pair_opened
     # the worker reports its detector memory
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
