@@ -85,6 +85,10 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     strip_attr = lambda rs: sorted(tuple(sorted((k, str(v)) for k, v in r.items() if k != "attributed_at"))
                                    for r in {x["alert_id"]: x for x in rs}.values())
     assert strip_attr(got_attr) == strip_attr(ref.attributions), d.logs()
+    # latency: each verdict follows its alert's publication by well under one agent interval
+    emitted = {e["alert_id"]: e["emitted_at"] for e in got if e["event"] == "opened"}
+    lag = max(a["attributed_at"] - emitted[a["alert_id"]] for a in got_attr)
+    assert 0 <= lag < 30, lag
     causes = dict(d.client.query("SELECT cause, count() FROM flow_attributions FINAL GROUP BY cause").result_rows)
     want = {}
     for a in ref.attributions:
