@@ -1120,6 +1120,18 @@ def migrated(chdb_dsn):
     sink.write_anomalies(events[:2])  # a replayed batch
     assert client.command("SELECT count() FROM flow_anomalies FINAL") == len(events)
     assert client.command("SELECT countIf(state = 'resolved') FROM alerts") == len(pairs)
+    sink.write_attributions([
+        {"version": 1, "alert_id": e["alert_id"], "at": e["at"], "scope": "pair", "instance": None,
+         "src_subnet": e["src_subnet"], "dst_subnet": e["dst_subnet"], "metric": "retrans_rate", "family": "retrans",
+         "cause": "infrastructure", "element_kind": "az_pair", "element": "use1-az1|use1-az2", "confidence": 0.9,
+         "purity": 1.0, "reporters_crossing": 5, "reporters_degraded": 5, "degraded": ["i-1", "i-2"], "keys_scored": 7,
+         "keys_degraded": 7, "exonerating": 0, "exonerating_reporters": [], "keys_attributed": 3,
+         "evidence_level": "instance", "attributed_at": e["at"] + 31.0} for e in events[:len(pairs)]])
+    sink.write_nhi([{"version": 1, "scope_kind": "az_pair", "scope": "use1-az1|use1-az2", "status": "degraded",
+                     "start": T0, "end": end, "element": "az_pair:use1-az1|use1-az2", "updated": T0 + n}
+                    for n, end in enumerate([None, T0 + 600])])  # opened, then closed: one period
+    assert client.command("SELECT count() FROM nhi FINAL WHERE end IS NOT NULL") == 1
+    assert client.command("SELECT count() FROM alerts_attributed WHERE cause = 'infrastructure'") == len(pairs)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
     client.close()

@@ -56,6 +56,11 @@ SELECT * FROM nhi FINAL;
 
 -- Alerts with their attribution (one row per alert).
 CREATE VIEW IF NOT EXISTS alerts_attributed AS
-SELECT a.*, t.cause, t.element_kind, t.element, t.confidence, t.reporters_crossing, t.reporters_degraded
+SELECT
+    alert_id,
+    a.scope AS scope, a.instance AS instance, a.src_subnet AS src_subnet, a.dst_subnet AS dst_subnet,
+    a.metric AS metric, first_seen, last_seen, state, severity, max_score,
+    t.cause AS cause, t.element_kind AS element_kind, t.element AS element, t.confidence AS confidence,
+    t.reporters_crossing AS reporters_crossing, t.reporters_degraded AS reporters_degraded
 FROM alerts AS a
 LEFT JOIN (SELECT * FROM flow_attributions FINAL) AS t USING (alert_id);
