@@ -269,12 +269,15 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
     for r in results:
         d = r.detection()
         t = Table(title=f"{r.name}: {r.intervals} intervals, {r.reports:,} reports, {r.seconds:.1f} s", title_justify="left")
-        for col in ("fault", "kind", "target", "start", "detected", "delay (intervals)", "alerts", "metrics", "cause"):
+        for col in ("fault", "kind", "target", "start", "detected", "delay (intervals)", "alerts", "metrics",
+                    "cause: truth", "given", "NHI (intervals)"):
             t.add_column(col)
         for f in r.faults:
             (tk, tv), = f["target"].items()
             t.add_row(f["name"], f["kind"], f"{tk}={tv}", f"{f['start_s'] // 60} min", "yes" if f["detected"] else "[red]no[/]",
-                      num(f["delay_intervals"], "{}"), str(f["alerts"]), ",".join(f["metrics"]), str(f["cause_truth"]))
+                      num(f["delay_intervals"], "{}"), str(f["alerts"]), ",".join(f["metrics"]), str(f["cause_truth"]),
+                      ("" if f["cause_given"] == f["cause_truth"] else "[red]") + str(f["cause_given"]),
+                      num(f["nhi_delay_intervals"], "{}"))
         if r.faults:
             out.print(t)
         else:
@@ -283,6 +286,10 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
                   f"median delay {num(d['median_delay_intervals'], '{}')} intervals  false alarms {d['false_alarms']} "
                   f"= {d['false_alarms_per_1000_pair_windows']:.2f} per 1,000 of {d['fault_free_pair_windows']} "
                   f"fault-free pair-windows  state ≤ {r.state.get('max', 0):,} B/key")
+        at = r.attribution()
+        if at["detected_faults"]:
+            out.print(f"  attribution {at['right']}/{at['detected_faults']} right  NHI degraded periods "
+                      f"{at['nhi_degraded_periods']}, false-degraded {at['nhi_false_degraded_minutes']:.0f} min")
     if len(results) > 1:
         su = suite_summary(results)
         out.print(f"[bold]suite ({su['scenarios']} scenarios):[/] faults detected {su['detected']}/{su['faults']} "
@@ -290,6 +297,17 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
                   f"{num(su['median_delay_intervals'], '{}')}  false alarms {su['false_alarms']} = "
                   f"{su['false_alarms_per_1000_pair_windows']:.2f} per 1,000 pair-windows  "
                   f"max state {su['max_state_bytes_per_key']:,} B/key  {su['seconds']} s")
+        out.print(f"[bold]attribution:[/] accuracy {su['attribution_accuracy']:.3f}  NHI false-degraded "
+                  f"{su['nhi_false_degraded_minutes']:.0f} min (workload-only scenarios: "
+                  f"{su['nhi_false_degraded_minutes_workload_only']:.0f})")
+        cm = Table(title="confusion (detected faults): truth → given", title_justify="left")
+        given = sorted({g for row in su["confusion"].values() for g in row})
+        cm.add_column("truth")
+        for g in given:
+            cm.add_column(g)
+        for truth, row in sorted(su["confusion"].items()):
+            cm.add_row(truth, *[str(row.get(g, 0)) for g in given])
+        out.print(cm)
 
 
 # --- config -------------------------------------------------------------------------------------
