@@ -142,28 +142,23 @@ class Attributor:
 
     def attribute(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
         """Verdicts for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Verdict}``."""
-        entries = [e for e in health if not e.get("pair")]
-        out: dict[tuple[str, str, str], Verdict] = {}
-        for fam in FAMILIES:
-            scored = [e for e in entries if e.get(fam) is not None]
-            degraded = [e for e in scored if e[fam]]
-            if degraded:
-                for (r, sd), v in self._family(fam, scored, degraded).items():
-                    out[(fam, r, sd)] = v
-        return out
+        return self._all(health, pairs=False)
 
     def attribute_pairs(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
         """The same method on the *pair* keys only (``{(family, "src>dst", dst): Verdict}``), infrastructure
         elements only: the fallback for a pair alert none of whose reporters' keys could be attributed
         (each reporter's signal too weak on its own, e.g. a slow degradation). A pair key stands for
         all its reporters, so ``min_reporters`` pair keys are asked for."""
-        entries = [e for e in health if e.get("pair")]
+        return self._all(health, pairs=True)
+
+    def _all(self, health: Iterable[Mapping[str, Any]], pairs: bool) -> dict[tuple[str, str, str], Verdict]:
+        entries = [e for e in health if bool(e.get("pair")) == pairs]
         out: dict[tuple[str, str, str], Verdict] = {}
         for fam in FAMILIES:
             scored = [e for e in entries if e.get(fam) is not None]
             degraded = [e for e in scored if e[fam]]
             if degraded:
-                for (r, sd), v in self._family(fam, scored, degraded, instances=False).items():
+                for (r, sd), v in self._family(fam, scored, degraded, instances=not pairs).items():
                     out[(fam, r, sd)] = v
         return out
 

@@ -263,6 +263,12 @@ class Baseline:
                 self.m0[metric].update(lx)
 
 
+def _scorable(o: Observation, p: Mapping[str, float]) -> list[tuple[str, float]]:
+    """(metric, value) pairs a generic candidate scores: those with evidence (enough segments for retransmissions)."""
+    return [(m, x) for m in METRICS if (x := o.value(m)) is not None
+            and not (m == "retrans_rate" and o.segments < p["min_segments"])]
+
+
 class GaussianCandidate:
     """river ``anomaly.GaussianScorer`` per metric (window 60), flag when the score >= 1 - 2 Phi(-z) on the high side."""
 
@@ -274,10 +280,7 @@ class GaussianCandidate:
 
     def score(self, o: Observation) -> dict[str, Verdict]:
         out = {}
-        for metric in METRICS:
-            x = o.value(metric)
-            if x is None or (metric == "retrans_rate" and o.segments < self.p["min_segments"]):
-                continue
+        for metric, x in _scorable(o, self.p):
             mean = self.mean[metric].get()
             try:
                 s = self.g[metric].score_one(None, x)
@@ -339,10 +342,7 @@ class PageHinkleyCandidate:
 
     def score(self, o: Observation) -> dict[str, Verdict]:
         out = {}
-        for metric in METRICS:
-            x = o.value(metric)
-            if x is None or (metric == "retrans_rate" and o.segments < self.p["min_segments"]):
-                continue
+        for metric, x in _scorable(o, self.p):
             ph = self.ph[metric]
             ph.update(math.log1p(x * 1e4) if metric in ("retrans_rate", "timeout_rate") else math.log(max(x, 1.0)))
             out[metric] = Verdict(ph.drift_detected, float(ph.drift_detected), x, self.mean[metric].get())

@@ -99,9 +99,6 @@ class MalformedEvent(ValueError):
     """A message on the anomalies topic that is not a valid ``flow_anomaly`` v1 event."""
 
 
-_validator = None
-
-
 def decode_event(value: bytes | str | None) -> dict[str, Any]:
     """Parse and check one message value against ``flow_anomaly.v1.json``.
 
@@ -116,22 +113,29 @@ def decode_event(value: bytes | str | None) -> dict[str, Any]:
     ...
     pipeline.notify.MalformedEvent: at severity: 'meh' is not one of ['warning', 'critical']
     """
-    global _validator
+    return _decode(value, "flow_anomaly")
+
+
+_validators: dict[str, Any] = {}
+
+
+def _decode(value: bytes | str | None, schema_name: str) -> dict[str, Any]:
+    """JSON-decode ``value`` and check it against ``schemas/wire/<schema_name>.v1.json``."""
     if value is None:
         raise MalformedEvent("empty message (tombstone)")
     try:
-        event = orjson.loads(value)
+        doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise MalformedEvent(f"not JSON: {exc}") from None
-    if _validator is None:
-        import jsonschema
-        _validator = jsonschema.Draft202012Validator(schema("flow_anomaly"))
     import jsonschema
-    error = jsonschema.exceptions.best_match(_validator.iter_errors(event))
+    validator = _validators.get(schema_name)
+    if validator is None:
+        validator = _validators[schema_name] = jsonschema.Draft202012Validator(schema(schema_name))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
         raise MalformedEvent(f"at {where}: {error.message}")
-    return event
+    return doc
 
 
 # --- filter ---------------------------------------------------------------------------------------
@@ -250,25 +254,9 @@ def _value(metric: str, v: float) -> str:
     return _num(v)
 
 
-_attr_validator = None
-
-
 def decode_attribution(value: bytes | str | None) -> dict[str, Any]:
     """Parse and check one ``flow_attribution.v1.json`` record (raises :class:`MalformedEvent`)."""
-    global _attr_validator
-    if value is None:
-        raise MalformedEvent("empty message (tombstone)")
-    try:
-        rec = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from None
-    import jsonschema
-    if _attr_validator is None:
-        _attr_validator = jsonschema.Draft202012Validator(schema("flow_attribution"))
-    error = jsonschema.exceptions.best_match(_attr_validator.iter_errors(rec))
-    if error is not None:
-        raise MalformedEvent(f"at {'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}")
-    return rec
+    return _decode(value, "flow_attribution")
 
 
 def format_attribution(rec: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ Fixtures:
   from the Maven cache; first use runs ``mvn``).
 - ``broker``: parametrized over ``tansu`` and ``kafka`` (test ids ``[tansu]``/``[kafka]``,
   the latter also marked ``kafka``); gives the bootstrap string ``"127.0.0.1:PORT"``.
+- ``deploy``: ``deploy(**kw)`` makes a ``harness.Deployment`` on ``broker`` (closed at the end).
 
 A broker that cannot start makes the test that needs it fail (never skip). Every test in
 this folder is marked ``integration``. ``unique_name(prefix)`` comes from ``helpers``.
@@ -69,3 +70,20 @@ def broker(request: pytest.FixtureRequest) -> str:
     """Bootstrap servers of each broker kind in turn."""
     launcher: BrokerLauncher = request.getfixturevalue(f"{request.param}_broker")
     return str(launcher.bootstrap)
+
+
+@pytest.fixture
+def deploy(broker, tmp_path):
+    """``deploy(**kw)`` -> a :class:`harness.Deployment` on ``broker``; all are closed after the test."""
+    from harness import Deployment
+
+    made: list[Deployment] = []
+
+    def make(**kw) -> Deployment:
+        d = Deployment(broker, tmp_path / f"d{len(made)}", **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()

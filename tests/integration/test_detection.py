@@ -6,27 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from harness import Deployment
 
 from pipeline.evaluate import EPOCH, evaluate
 from pipeline.simulate import Simulator, expected_totals, load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "detect_small.yaml"
-
-
-@pytest.fixture
-def deploy(broker, tmp_path):
-    made: list[Deployment] = []
-
-    def make(**kw) -> Deployment:
-        d = Deployment(broker, tmp_path / f"d{len(made)}", **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def _strip(events):

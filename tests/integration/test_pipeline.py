@@ -21,20 +21,6 @@ FLEET = DATA / "fleet_1000.yaml"
 HTTP = DATA / "http_experiment.yaml"
 
 
-@pytest.fixture
-def deploy(broker, tmp_path):
-    made: list[Deployment] = []
-
-    def make(**kw) -> Deployment:
-        d = Deployment(broker, tmp_path / f"d{len(made)}", **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
-
-
 def fleet(minutes: int = 20, seed: int = 3):
     sim = Simulator.from_scenario(FLEET, seed=seed)
     reports = list(sim.reports(minutes * 60))
