@@ -209,8 +209,6 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                 upto = None if thr is None else thr - ps.windows.interval_lateness_s
                 if not health and not opened and (upto is None or upto == health_upto.get(p)):
                     continue
-                for e in opened:
-                    e["emitted_at"] = now
                 chunks = list(_chunks([encode(h) for h in health], PAIRS_MESSAGE_BYTES)) or [[]]
                 for i, chunk in enumerate(chunks):
                     last = i == len(chunks) - 1
@@ -237,6 +235,15 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     # --- attribute -------------------------------------------------------------------------
     stage_box: dict[str, AttributionStage] = {}
 
+    async def publish(recs: list[dict], nhi: list[dict]) -> list:
+        futs = []
+        for r in recs:
+            futs.append(await send(t.attributions, encode(r), key=r["alert_id"].encode()))
+            m.attributions.labels(cause=r["cause"]).inc()
+        for r in nhi:
+            futs.append(await send(t.nhi, encode(r), key=f"{r['scope_kind']}|{r['scope']}".encode()))
+        return futs
+
     @app.agent(flow.health, name="attribute")
     async def attribute(stream):
         # one partition: every pairs partition's health meets here (fleet-wide correlation)
@@ -247,12 +254,10 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                 replayed, recs, nhi = await restore_stage(flow.bootstrap, t.attribution_state, t.health, stage,
                                                           events[0].message.offset)
                 log.info("attribution stage restored: done up to %s, %d messages replayed", stage.done_upto, replayed)
-                for r in recs:
-                    await send(t.attributions, encode(r), key=r["alert_id"].encode())
-                for r in nhi:
-                    await send(t.nhi, encode(r), key=f"{r['scope_kind']}|{r['scope']}".encode())
+                pending = await publish(recs, nhi)
+            else:
+                pending = []
             now = time.time()
-            pending = []
             for event in events:
                 try:
                     recs, nhi = stage.apply(orjson.loads(event.value), now, event.message.offset)
@@ -260,21 +265,12 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                     log.exception("attribution failed on %s@%d", t.health, event.message.offset)
                     m.detect_errors.inc()
                     continue
-                for r in recs:
-                    pending.append(await send(t.attributions, encode(r), key=r["alert_id"].encode()))
-                    m.attributions.labels(cause=r["cause"]).inc()
-                for r in nhi:
-                    pending.append(await send(t.nhi, encode(r), key=f"{r['scope_kind']}|{r['scope']}".encode()))
+                pending += await publish(recs, nhi)
             if pending:
                 await asyncio.gather(*pending)
             nxt = stage.replay_from()
             state = {"stage": stage.state(), "replay_from": nxt if nxt is not None else events[-1].message.offset + 1}
             await send(t.attribution_state, encode(state), 0, b"stage")
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked_stage(sender, revoked: set[TP], **kwargs) -> None:
-        if any(tp.topic == t.health for tp in revoked):
-            stage_box.clear()  # restored from the state topic by whoever gets it next
 
     # --- rebalances ---------------------------------------------------------------------------
     # After any rebalance, rebuild every window store from the table: Faust has restored the
@@ -284,6 +280,8 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked: set[TP], **kwargs) -> None:
         stores.clear()
+        if any(tp.topic == t.health for tp in revoked):
+            stage_box.clear()  # restored from its state topic by whoever gets the partition next
         for tp in revoked:
             if tp.topic == t.reports:
                 progress.revoked(tp.partition)
