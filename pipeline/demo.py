@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -112,6 +113,7 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
             console.print(table)
         dead = client.query("SELECT reason, sum(samples) FROM deadletter FINAL GROUP BY reason").result_rows
         console.print(f"dead letters: {dict(dead) if dead else 'none'}")
+        console.print(alerts_table(client, lo, hi))
         try:
             from .plot import plot_windows
             png = plot_windows(client, data / "demo-windows.png", title=f"flowmon demo: {scenario.name}")
@@ -137,6 +139,24 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
                 worker.kill()
         broker.stop()
         (data / "broker.json").unlink(missing_ok=True)
+
+
+def alerts_table(client: Any, lo: int, hi: int) -> Table | str:
+    """Alerts opened in the run, with their attribution (or a line saying there were none)."""
+    rows = client.query(
+        "SELECT first_seen, scope, concat(src_subnet, ' -> ', dst_subnet, if(instance IS NULL, '', concat(' [', "
+        "instance, ']'))), metric, severity, cause, ifNull(element, '') FROM alerts_attributed "
+        "WHERE first_seen BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32} + 600, 'UTC') "
+        "ORDER BY first_seen, scope, 3, metric", parameters={"lo": lo, "hi": hi}).result_rows
+    if not rows:
+        return "alerts: none (no fault in this scenario; try --scenario tests/scenarios/attr-az-pair-loss.yaml --duration 2h)"
+    t = Table(title=f"{len(rows)} alerts opened (flowmon alerts follows them live)")
+    for col in ("first seen (UTC)", "scope", "key", "metric", "severity", "cause", "blamed"):
+        t.add_column(col)
+    shown = rows if len(rows) <= 12 else rows[:6] + [("…",) * 7] + rows[-5:]
+    for r in shown:  # escaped: '[instance]' would read as rich markup
+        t.add_row(*[x.strftime("%H:%M") if hasattr(x, "strftime") else escape(str(x or "")) for x in r])
+    return t
 
 
 def summary_tables(client: Any, lo: int, hi: int) -> list[Table]:

@@ -20,5 +20,6 @@ def test_flowmon_demo(tmp_path):
     assert "30/30 pair-windows landed" in out
     assert "20.00" in out  # subnet-1a -> subnet-1a: 20 MB per window
     assert "dead letters: none" in out
+    assert "alerts: none" in out  # the HTTP experiment has no fault: nothing may alarm
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleans up after itself
     assert (tmp_path / "data" / "demo-windows.png").stat().st_size > 10_000  # the plot
