@@ -500,11 +500,11 @@ class Detection:
         if ks.last_t and t <= ks.last_t:
             return []  # scored before a restart, whose window state was not written yet: once only
         verdicts = ks.model.score(o)
-        if scope == "instance" or self.instances:
-            h = _health(t, instance, src, dst, verdicts, ks.model, self.p["warmup"], self.p["z"])
-            if scope == "pair":
-                h["r"], h["pair"] = f"{src[0]}>{dst[0]}", True
-            self.health.append(h)
+        # the health of every scored key goes to attribution (pair keys: its fallback when reporters are too weak)
+        h = _health(t, instance, src, dst, verdicts, ks.model, self.p["warmup"], self.p["z"])
+        if scope == "pair":
+            h["r"], h["pair"] = f"{src[0]}>{dst[0]}", True
+        self.health.append(h)
         ks.model.learn(o, verdicts)
         ks.last_t = max(ks.last_t, t)
         self.scored += 1
