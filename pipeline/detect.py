@@ -177,7 +177,6 @@ class Baseline:
     def __init__(self, p: Mapping[str, float]) -> None:
         a = p["fading"]
         self.p = p
-        self.n = 0
         self.retr = stats.EWMean(a)
         self.seg = stats.EWMean(a)
         self.tmo = stats.EWMean(a)
@@ -463,8 +462,7 @@ class Detection:
         self.keys: dict[tuple[str, str, str], KeyState] = {}
         self.dirty: set[tuple[str, str, str]] = set()
         self.open_keys: set[tuple[str, str, str]] = set()
-        self.scored = 0
-        self.health: list[dict[str, Any]] = []  # per scored instance key and interval, for attribution
+        self.health: list[dict[str, Any]] = []  # per scored key and interval, for attribution
 
     def _key(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
              dst: list[str]) -> KeyState:
@@ -507,7 +505,6 @@ class Detection:
         self.health.append(h)
         ks.model.learn(o, verdicts)
         ks.last_t = max(ks.last_t, t)
-        self.scored += 1
         self.dirty.add(key)
         events = ks.alerts.step(t, {m: (v.flagged, v.score, v.observed, v.expected, _severity(m, v.observed, v.expected))
                                     for m, v in verdicts.items()},
