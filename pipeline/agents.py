@@ -61,14 +61,16 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
     s = flow.settings
     app, m, t = flow.app, flow.metrics, flow.topics
     core = Ingest(Validator(topology, max_future_s=s.max_future_s, max_message_bytes=s.max_message_bytes,
-                            max_samples=s.max_samples_per_report), s.window_s, s.partitions)
+                            max_samples=s.max_samples_per_report), s.window_s, s.partitions,
+                  grid_s=s.interval_s)
     progress = SourceProgress(s.source_idle_s, s.source_idle_lag_s)
     stores: dict[int, PartitionState] = {}
     health_upto: dict[int, int] = {}  # last 'upto' sent to the health topic, per pairs partition
 
     def new_state(q: int) -> PartitionState:
         return PartitionState(
-            PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions, interval_lateness_s=s.interval_lateness_s),
+            PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions, interval_lateness_s=s.interval_lateness_s,
+                             grid_s=s.interval_s),
             Detection(interval_s=s.interval_s, window_s=s.window_s, model=s.detector, instances=s.detect_instances))
 
     async def send(topic: str, value: bytes, partition: int | None = None, key: bytes | None = None):
@@ -205,8 +207,7 @@ def install(flow: Flow, topology: Topology | None = None) -> None:
                     continue
                 health = ps.detection.take_health()
                 opened = opened_in.get(p, [])
-                thr = ps.windows.iv_threshold
-                upto = None if thr is None else thr - ps.windows.interval_lateness_s
+                upto = ps.windows.iv_upto
                 if not health and not opened and (upto is None or upto == health_upto.get(p)):
                     continue
                 chunks = list(_chunks([encode(h) for h in health], PAIRS_MESSAGE_BYTES)) or [[]]

@@ -4,8 +4,9 @@ Pure state machine (no Kafka), fed once per scored interval by ``detect.Detectio
 
 * ``opened`` the first interval a metric is flagged (with observed value, expected
   baseline, score, severity and first seen);
-* ``updated`` while it stays flagged, at most once per reporting window (the first
-  flagged interval of each later window), carrying the largest score and severity so far;
+* ``updated`` while it stays flagged: at once when its severity rises, else at most once
+  per reporting window (the first flagged interval of each later window), carrying the
+  largest score and severity so far;
 * ``resolved`` after ``resolve_after`` *calm* intervals in a row (not flagged and a
   score under 60 % of the threshold: hysteresis, so a metric hovering at the threshold
   does not flap), or ``silent`` when the key stops reporting.
@@ -16,7 +17,7 @@ alert (same ``alert_id``, next ``seq``) instead of opening it again.
 Examples
 --------
 >>> book = AlertBook()
->>> v = lambda f, s: {"rtt_mean": (f, s, 9000.0 if f else 800.0, 800.0, "critical" if f else "warning")}
+>>> v = lambda f, s: {"rtt_p50": (f, s, 9000.0 if f else 800.0, 800.0, "critical" if f else "warning", 0)}
 >>> [e["event"] for e in book.step(0, v(True, 40.0), 5.0, 2, 600)]
 ['opened']
 >>> book.step(30, v(True, 50.0), 5.0, 2, 600)     # same window: no update
@@ -54,15 +55,17 @@ class AlertBook:
     def open(self) -> bool:
         return bool(self.alerts)
 
-    def step(self, t: int, verdicts: Mapping[str, tuple[bool, float, float, float, str]], z: float,
+    def step(self, t: int, verdicts: Mapping[str, tuple[bool, float, float, float, str, int]], z: float,
              resolve_after: int, window_s: int) -> list[dict[str, Any]]:
-        """One interval: ``verdicts[metric] = (flagged, score, observed, expected, severity)``."""
+        """One interval: ``verdicts[metric] = (flagged, score, observed, expected, severity, since)``;
+        ``since``: the first interval of the deviation that is flagged now (it may have had to
+        last a few intervals before it counted: the alert's ``first_seen``)."""
         out: list[dict[str, Any]] = []
-        for metric, (flagged, score, observed, expected, severity) in verdicts.items():
+        for metric, (flagged, score, observed, expected, severity, since) in verdicts.items():
             a = self.alerts.get(metric)
             if a is None:
                 if flagged:
-                    a = self.alerts[metric] = {"first_seen": t, "last_seen": t, "seq": 0, "score": score,
+                    a = self.alerts[metric] = {"first_seen": min(since, t), "last_seen": t, "seq": 0, "score": score,
                                                "severity": severity, "calm": 0, "win": t // window_s,
                                                "observed": observed, "expected": expected}
                     out.append(self._event(metric, a, "opened", t))
@@ -72,9 +75,10 @@ class AlertBook:
                 a["calm"] = 0
                 a["observed"], a["expected"] = observed, expected
                 a["score"] = max(a["score"], score)
-                if _SEV[severity] > _SEV[a["severity"]]:
+                rises = _SEV[severity] > _SEV[a["severity"]]
+                if rises:
                     a["severity"] = severity
-                if t // window_s > a["win"]:
+                if t // window_s > a["win"] or rises:
                     a["win"] = t // window_s
                     a["seq"] += 1
                     out.append(self._event(metric, a, "updated", t))

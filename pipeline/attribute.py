@@ -73,7 +73,7 @@ from typing import Any
 __all__ = ["Attributor", "AttributionStage", "Verdict", "FAMILIES", "ELEMENT_RANK", "family_of"]
 
 FAMILIES = ("retrans", "timeouts", "lat")
-_FAMILY_OF = {"retrans_rate": "retrans", "timeout_rate": "timeouts", "rtt_mean": "lat", "rtt_p90": "lat"}
+_FAMILY_OF = {"retrans_rate": "retrans", "timeout_rate": "timeouts", "rtt_p50": "lat", "rtt_mean": "lat", "rtt_p90": "lat"}
 ELEMENT_RANK = {"instance": 0, "subnet": 1, "az_pair": 2, "az": 3, "vpc": 4}
 
 

@@ -79,11 +79,13 @@ class Settings(BaseSettings):
     mark_interval_s: float = Field(1.0, gt=0, description="How often the ingest stage sends progress marks.")
 
     # --- detection ----------------------------------------------------------------
-    interval_s: int = Field(30, ge=1, description="The agents' sample interval, seconds (detection scores every one).")
+    interval_s: int = Field(
+        30, ge=1, description="The fleet-wide detection interval, seconds: every report is placed on this grid by "
+        "the middle of its own interval (agents may start their intervals at any second, or use longer ones).")
     interval_lateness_s: int = Field(
-        30, ge=0,
-        description="An agent interval is scored when the watermark passes its start by this much (at most "
-        "allowed_lateness_s); later reports still count in their window, not in detection.",
+        15, ge=0,
+        description="A grid interval [g, g+interval_s) is scored when the watermark passes g + interval_s/2 by this "
+        "much (kept within allowed_lateness_s); later reports still count in their window, not in detection.",
     )
     detector: Literal["baseline", "gaussian"] = Field(
         "baseline", description="Detection model (detect.MODELS); 'baseline' is the measured choice. ('hst' and "

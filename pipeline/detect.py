@@ -14,7 +14,8 @@ Metrics (see :func:`observe`):
   packet-loss fraction itself: it does not move when traffic surges or shrinks, and it
   reads the same as the ``loss`` magnitude of a fault.
 * ``timeout_rate``: retransmission timeouts per flow-interval.
-* ``rtt_mean`` and ``rtt_p90`` (µs, p90 from the interval's log histogram).
+* ``rtt_p50`` and ``rtt_p90`` (µs, the median and p90 of the interval's RTT observations,
+  from its log histogram): the median, not the mean, so one flow's spike does not move it.
 
 The model (:class:`Baseline`, chosen by measured precision/recall against river's
 ``anomaly.GaussianScorer``, ``anomaly.HalfSpaceTrees`` and ``drift.PageHinkley``; see
@@ -43,8 +44,9 @@ Examples
 >>> d = Detection(interval_s=30, window_s=600)
 >>> def iv(t, rtt_us, retrans=0):
 ...     c = [15_000_000, 150_000, retrans, 0, 3, 3, 3, 3 * rtt_us]   # preagg.PARTIAL_COUNTERS
+...     x = [retrans // 3, 0]                                           # the largest one-sample counts
 ...     return {"t": t, "src": ["s1", "a1", "v"], "dst": ["s2", "a2", "v"],
-...             "hosts": {"s1/0": [c, {}]}}
+...             "hosts": {"s1/0": [c, {}, x, [None, None, None], "10.0.0.4"]}}
 >>> events = [e for k in range(40) for e in d.interval(iv(30 * k, 800 + 10 * (k % 3)))]
 >>> events
 []
@@ -73,7 +75,7 @@ __all__ = ["METRICS", "MSS", "Observation", "observe", "Baseline", "MODELS", "De
 #: Bytes per segment used to turn bytes_sent into segments (Ethernet MSS).
 MSS = 1448
 
-METRICS = ("retrans_rate", "timeout_rate", "rtt_mean", "rtt_p90")
+METRICS = ("retrans_rate", "timeout_rate", "rtt_p50", "rtt_p90")
 
 #: Detection parameters (``Detection(params=...)`` overrides; every model reads what it needs).
 DEFAULTS: dict[str, float] = {
@@ -93,6 +95,9 @@ DEFAULTS: dict[str, float] = {
     "rtt_count_cap": 16,  # RTT samples beyond this many per interval do not narrow the band further  # in log units: never trust a spread below 5 %
     "rate_floor_retrans": 1e-5,
     "rate_floor_timeouts": 1e-3,
+    "confirm_after": 2,  # hot intervals in a row that flag a metric whose evidence is narrow (one connection / few flows)
+    "rtt_broad_flows": 3,  # flows behind an interval's median RTT for it to be broad evidence on its own
+    "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
     "resolve_after": 4,  # normal intervals before an alert resolves
     "silent_after": 20,  # intervals without data before an open alert resolves as 'silent'
 }
@@ -103,15 +108,21 @@ _BS, _BR, _RT, _TO, _FL, _NS, _RC, _RSUM = range(8)
 
 @dataclass(slots=True)
 class Observation:
-    """One key over one interval (inputs of the metrics)."""
+    """One key over one interval (inputs of the metrics).
+
+    ``retrans_max`` / ``timeouts_max``: the largest count of any *one* sample (one remote
+    endpoint of one reporter) behind it — what a burst on a single connection can explain.
+    """
 
     segments: float
     retrans: int
     timeouts: int
     flows: int
     rtt_count: int
-    rtt_mean: float  # µs (0 when rtt_count is 0)
+    rtt_p50: float  # µs, from the interval's log histogram (0 when rtt_count is 0)
     rtt_p90: float  # µs
+    retrans_max: int = 0
+    timeouts_max: int = 0
 
     def value(self, metric: str) -> float | None:
         """The metric's value, or None when the interval carries no evidence for it."""
@@ -121,56 +132,95 @@ class Observation:
             return self.timeouts / self.flows if self.flows > 0 else None
         if self.rtt_count == 0:
             return None
-        return self.rtt_mean if metric == "rtt_mean" else self.rtt_p90
+        return self.rtt_p50 if metric == "rtt_p50" else self.rtt_p90
 
 
-def observe(c: list[int], h: Mapping[int, int]) -> Observation:
-    """Observation from summed partial counters ``c`` and RTT histogram ``h``.
+def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] = (0, 0)) -> Observation:
+    """Observation from summed partial counters ``c``, RTT histogram ``h`` and one-sample maxima ``x``.
 
-    >>> o = observe([14_480_000, 0, 20, 1, 4, 4, 4, 4000], {})
-    >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_mean
-    (10000.0, 0.002, 0.25, 1000.0)
+    >>> o = observe([14_480_000, 0, 20, 1, 4, 4, 4, 4000], {}, [12, 1])
+    >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_p50, o.retrans_max
+    (10000.0, 0.002, 0.25, 1000.0, 12)
     """
     rc = c[_RC]
-    return Observation(c[_BS] / MSS, c[_RT], c[_TO], c[_FL], rc, c[_RSUM] / rc if rc else 0.0,
-                       quantile(h, 0.9) if rc and h else (c[_RSUM] / rc if rc else 0.0))
+    mean = c[_RSUM] / rc if rc else 0.0
+    return Observation(c[_BS] / MSS, c[_RT], c[_TO], c[_FL], rc,
+                       quantile(h, 0.5) if rc and h else mean, quantile(h, 0.9) if rc and h else mean,
+                       int(x[0]), int(x[1]))
 
 
 @dataclass(slots=True)
 class Verdict:
-    """A model's judgement of one metric in one interval."""
+    """A model's judgement of one metric in one interval.
+
+    ``hot``: the deviation passes the score and the absolute thresholds in this interval;
+    ``flagged``: it is also confirmed — broad (not explained by one connection or a few
+    flows) or hot ``confirm_after`` intervals in a row; ``streak``: hot intervals in a row
+    up to this one.
+    """
 
     flagged: bool
     score: float
     observed: float
     expected: float
+    hot: bool = False
+    streak: int = 0
 
 
 def _anscombe(k: float, mu: float) -> float:
     return 2.0 * (math.sqrt(k + 0.375) - math.sqrt(mu + 0.375))
 
 
-def _severity(metric: str, observed: float, expected: float) -> str:
-    """'critical' past a level that hurts any application, else 'warning'."""
+def _severity(metric: str, v: Verdict) -> str:
+    """'critical' when the deviation hurts any application *and* has lasted two intervals or more,
+    so a one-interval burst never is.
+
+    >>> _severity("retrans_rate", Verdict(True, 9.0, 0.05, 0.0001, True, 1))
+    'warning'
+    >>> _severity("retrans_rate", Verdict(True, 9.0, 0.05, 0.0001, True, 2))
+    'critical'
+    >>> _severity("rtt_p50", Verdict(True, 9.0, 5000.0, 1000.0, True, 3))
+    'critical'
+    """
+    if v.streak < 2:
+        return "warning"
+    x, e = v.observed, v.expected
     if metric == "retrans_rate":
-        return "critical" if observed - expected >= 0.01 else "warning"
+        return "critical" if x - e >= 0.01 else "warning"
     if metric == "timeout_rate":
-        return "critical" if observed - expected >= 0.5 else "warning"
-    return "critical" if expected > 0 and observed >= 3 * expected else "warning"
+        return "critical" if x - e >= 0.5 else "warning"
+    return "critical" if e > 0 and x >= 3 * e else "warning"
 
 
 # ------------------------------------------------------------------------------------
 # models: one object per key; score() then learn() each interval
 # ------------------------------------------------------------------------------------
 class Baseline:
-    """EW baselines (river ``stats.EWMean``/``EWVar``) + Poisson / log-normal deviation scores.
+    """EW baselines (river ``stats.EWMean``/``EWVar``), deviation scores, and confirmation.
+
+    Counts (retransmissions vs segments, timeouts vs flows): the ratio of two EW means is
+    the baseline rate; the score is the Anscombe deviation ``2(√(k+3/8) − √(μ+3/8))`` of
+    the count ``k`` from ``μ = rate × exposure``, divided by the key's learned dispersion
+    (√ of the EW mean of past squared deviations, at least 1: real background
+    retransmissions are overdispersed, not Poisson). RTT: EW mean and variance of
+    log(median RTT), deviations scaled by √(observations, capped). A metric is *hot* when
+    its score and absolute change pass the thresholds; it is *flagged* when hot and
+    either broad — the count stays hot with the largest single sample (one connection's
+    burst) set aside, or the median RTT rests on ≥ ``rtt_broad_flows`` flows — or hot
+    ``confirm_after`` intervals in a row. A model never learns from a hot interval.
 
     >>> m, p = Baseline(DEFAULTS), DEFAULTS
-    >>> ok = Observation(10_000, 1, 0, 3, 3, 800.0, 900.0)
+    >>> ok = Observation(10_000, 1, 0, 3, 3, 800.0, 900.0, 1, 0)
     >>> for _ in range(20):
     ...     m.learn(ok, m.score(ok))
-    >>> v = m.score(Observation(10_000, 60, 0, 3, 3, 800.0, 900.0))
-    >>> v["retrans_rate"].flagged, round(v["retrans_rate"].expected, 4), v["rtt_mean"].flagged
+    >>> burst = Observation(10_000, 60, 0, 3, 3, 800.0, 900.0, 58, 0)    # one connection
+    >>> v = m.score(burst)["retrans_rate"]
+    >>> v.hot, v.flagged
+    (True, False)
+    >>> m.learn(burst, {"retrans_rate": v})
+    >>> broad = Observation(10_000, 60, 0, 3, 3, 800.0, 900.0, 21, 0)    # spread over samples
+    >>> v = m.score(broad)
+    >>> v["retrans_rate"].flagged, round(v["retrans_rate"].expected, 4), v["rtt_p50"].flagged
     (True, 0.0001, False)
     """
 
@@ -181,37 +231,53 @@ class Baseline:
         self.seg = stats.EWMean(a)
         self.tmo = stats.EWMean(a)
         self.flw = stats.EWMean(a)
-        self.rtt = {m: (stats.EWMean(a), stats.EWVar(a)) for m in ("rtt_mean", "rtt_p90")}
+        self.disp = {m: stats.EWMean(a) for m in ("retrans_rate", "timeout_rate")}
+        self.rtt = {m: (stats.EWMean(a), stats.EWVar(a)) for m in ("rtt_p50", "rtt_p90")}
         # EW estimates lean towards their first values for ~1/fading intervals (EWVar starts at 0):
         # until then, the plain mean and variance of what was seen
-        self.rtt0 = {m: stats.Var() for m in ("rtt_mean", "rtt_p90")}
-        self.m0 = {m: stats.Mean() for m in ("rtt_mean", "rtt_p90")}
+        self.rtt0 = {m: stats.Var() for m in ("rtt_p50", "rtt_p90")}
+        self.m0 = {m: stats.Mean() for m in ("rtt_p50", "rtt_p90")}
         self.settle = int(math.ceil(1.0 / a)) if a > 0 else 0
         self.seen = dict.fromkeys(METRICS, 0)  # intervals learned per metric
+        self.streak = dict.fromkeys(METRICS, 0)  # hot scored intervals in a row, up to the last one
 
-    def _count(self, metric: str, k: int, exposure: float, num: stats.EWMean, den: stats.EWMean,
+    def _dispersion(self, metric: str) -> float:
+        d = self.disp[metric]
+        return max(d.get(), 1.0) if self.seen[metric] >= self.p["warmup"] else 1.0
+
+    def _count(self, metric: str, k: int, kmax: int, exposure: float, num: stats.EWMean, den: stats.EWMean,
                floor: float, min_k: float, min_excess: float) -> Verdict:
         p = self.p
         base = num.get() / den.get() if self.seen[metric] and den.get() > 0 else floor
         rate = max(base, floor)
         mu = rate * exposure
-        score = max(_anscombe(k, mu), 0.0)
-        obs = k / exposure
-        flagged = (self.seen[metric] >= p["warmup"] and score >= p["z"] and k >= min_k
-                   and obs - rate >= min_excess and obs >= 2 * rate)
-        return Verdict(flagged, score, obs, base)
+        sd = math.sqrt(self._dispersion(metric))
+
+        def judge(kk: int) -> tuple[float, float, bool]:
+            score = max(_anscombe(kk, mu), 0.0) / sd
+            obs = kk / exposure
+            return score, obs, (score >= p["z"] and kk >= min_k and obs - rate >= min_excess and obs >= 2 * rate)
+
+        score, obs, hot = judge(k)
+        broad = judge(k - kmax)[2]
+        ready = self.seen[metric] >= p["warmup"]
+        streak = self.streak[metric] + 1 if hot else 0
+        flagged = ready and hot and (broad or streak >= p["confirm_after"])
+        return Verdict(flagged, score, obs, base, hot and ready, streak)
 
     def score(self, o: Observation) -> dict[str, Verdict]:
         p = self.p
         out: dict[str, Verdict] = {}
         if o.segments >= p["min_segments"]:
-            out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.segments, self.retr, self.seg,
-                                              p["rate_floor_retrans"], p["min_retrans"], p["min_retrans_excess"])
+            out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.retrans_max, o.segments, self.retr,
+                                              self.seg, p["rate_floor_retrans"], p["min_retrans"],
+                                              p["min_retrans_excess"])
         if o.flows >= p["min_flows"]:
-            out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.flows, self.tmo, self.flw,
-                                              p["rate_floor_timeouts"], p["min_timeouts"], p["min_timeout_excess"])
+            out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.timeouts_max, o.flows, self.tmo,
+                                              self.flw, p["rate_floor_timeouts"], p["min_timeouts"],
+                                              p["min_timeout_excess"])
         if o.rtt_count:
-            for metric, x in (("rtt_mean", o.rtt_mean), ("rtt_p90", o.rtt_p90)):
+            for metric, x in (("rtt_p50", o.rtt_p50), ("rtt_p90", o.rtt_p90)):
                 if metric == "rtt_p90" and o.rtt_count < p["min_rtt_count_p90"]:
                     continue
                 if not self.seen[metric]:
@@ -231,23 +297,31 @@ class Baseline:
                 exp_us = math.exp(m)
                 # a spread estimated from few intervals is itself uncertain: a little more is asked early on
                 z_needed = p["z"] * (1.0 + 2.0 / self.seen[metric])
-                flagged = (self.seen[metric] >= p["warmup"] and z >= z_needed and x >= p["min_rtt_ratio"] * exp_us
-                           and x - exp_us >= p["min_rtt_excess_us"])
-                out[metric] = Verdict(flagged, z, x, exp_us)
+                ready = self.seen[metric] >= p["warmup"]
+                hot = ready and z >= z_needed and x >= p["min_rtt_ratio"] * exp_us and x - exp_us >= p["min_rtt_excess_us"]
+                streak = self.streak[metric] + 1 if hot else 0
+                # the median over >= rtt_broad_flows flows is not moved by one flow's spike; a tail is
+                broad = metric == "rtt_p50" and o.flows >= p["rtt_broad_flows"]
+                out[metric] = Verdict(hot and (broad or streak >= p["confirm_after"]), z, x, exp_us, hot, streak)
         return out
 
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
-        """Learn from the metrics that were scored and not flagged (never from anomalies)."""
+        """Learn from the metrics that were scored and not hot (never from anomalies or bursts)."""
         for metric, v in verdicts.items():
-            if v.flagged:
+            if v.hot:
+                self.streak[metric] = v.streak
                 continue
+            self.streak[metric] = 0
             self.seen[metric] += 1
-            if metric == "retrans_rate":
-                self.retr.update(o.retrans)
-                self.seg.update(o.segments)
-            elif metric == "timeout_rate":
-                self.tmo.update(o.timeouts)
-                self.flw.update(o.flows)
+            if metric == "retrans_rate" or metric == "timeout_rate":
+                k, n = (o.retrans, o.segments) if metric == "retrans_rate" else (o.timeouts, o.flows)
+                if self.seen[metric] > 1:
+                    mu = max(v.expected, self.p["rate_floor_retrans" if metric == "retrans_rate"
+                                                 else "rate_floor_timeouts"]) * n
+                    self.disp[metric].update(min(_anscombe(k, mu) ** 2, self.p["dispersion_cap"]))
+                num, den = (self.retr, self.seg) if metric == "retrans_rate" else (self.tmo, self.flw)
+                num.update(k)
+                den.update(n)
             else:
                 mean, var = self.rtt[metric]
                 lx = math.log(max(v.observed, 1.0))
@@ -398,18 +472,20 @@ class KeyState:
     model: Any
     last_t: int = 0
     alerts: AlertBook = field(default_factory=AlertBook)
+    hot_since: dict[str, int] = field(default_factory=dict)  # metric -> first interval of its current hot streak
 
     def state(self) -> dict[str, Any]:
         return {"scope": self.scope, "instance": self.instance, "src": self.src, "dst": self.dst,
-                "model": dump_model(self.model), "last_t": self.last_t, "alerts": self.alerts.state()}
+                "model": dump_model(self.model), "last_t": self.last_t, "alerts": self.alerts.state(),
+                "hot_since": self.hot_since}
 
     @classmethod
     def from_state(cls, s: Mapping[str, Any]) -> KeyState:
         return cls(s["scope"], s["instance"], list(s["src"]), list(s["dst"]), load_model(s["model"]), s["last_t"],
-                   AlertBook.from_state(s["alerts"]))
+                   AlertBook.from_state(s["alerts"]), dict(s.get("hot_since", {})))
 
 
-_FAMILY_METRICS = {"retrans": ("retrans_rate",), "timeouts": ("timeout_rate",), "lat": ("rtt_mean", "rtt_p90")}
+_FAMILY_METRICS = {"retrans": ("retrans_rate",), "timeouts": ("timeout_rate",), "lat": ("rtt_p50", "rtt_p90")}
 
 #: Attribution counts a key as degraded from this fraction of the alert threshold on (and above its
 #: baseline): correlation across the fleet wants the weaker signals too, alerting does not.
@@ -479,21 +555,25 @@ class Detection:
         events: list[dict[str, Any]] = []
         total = [0] * 8
         hist: dict[int, int] = {}
-        for c, h in hosts.values():
-            for i, x in enumerate(c):
-                total[i] += x
+        xmax = [0, 0]
+        for c, h, x, *_ in hosts.values():
+            for i, v in enumerate(c):
+                total[i] += v
             for b, n in h.items():
                 hist[int(b)] = hist.get(int(b), 0) + n
-        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, observe(total, hist))
+            xmax = [max(xmax[0], x[0]), max(xmax[1], x[1])]
+        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, observe(total, hist, xmax))
         if self.instances:
             for host in sorted(hosts):
-                c, h = hosts[host]
-                events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t, observe(c, h))
+                c, h, x, top = hosts[host][:4]
+                events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t, observe(c, h, x),
+                                      top, hosts[host][4] if len(hosts[host]) > 4 else None)
         events += self.sweep(t)
         return events
 
     def _score(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
-               dst: list[str], t: int, o: Observation) -> list[dict[str, Any]]:
+               dst: list[str], t: int, o: Observation, top: list | None = None,
+               ip: str | None = None) -> list[dict[str, Any]]:
         ks = self._key(key, scope, instance, src, dst)
         if ks.last_t and t <= ks.last_t:
             return []  # scored before a restart, whose window state was not written yet: once only
@@ -502,11 +582,20 @@ class Detection:
         h = _health(t, instance, src, dst, verdicts, ks.model, self.p["warmup"], self.p["z"])
         if scope == "pair":
             h["r"], h["pair"] = f"{src[0]}>{dst[0]}", True
+        else:  # which remote contributed most, per family, and the reporter's own address
+            h["top"] = dict(zip(_FAMILY_METRICS, top or (None, None, None)))
+            h["ip"] = ip
         self.health.append(h)
         ks.model.learn(o, verdicts)
         ks.last_t = max(ks.last_t, t)
         self.dirty.add(key)
-        events = ks.alerts.step(t, {m: (v.flagged, v.score, v.observed, v.expected, _severity(m, v.observed, v.expected))
+        since = ks.hot_since
+        for m, v in verdicts.items():
+            if getattr(v, "hot", v.flagged):
+                since.setdefault(m, t)
+            else:
+                since.pop(m, None)
+        events = ks.alerts.step(t, {m: (v.flagged, v.score, v.observed, v.expected, _severity(m, v), since.get(m, t))
                                     for m, v in verdicts.items()},
                                 self.p["z"], int(self.p["resolve_after"]), self.window_s)
         if ks.alerts.open:

@@ -163,8 +163,8 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
     name = str(sc.raw.get("name") or Path(str(sc.source)).stem)
     sim = Simulator.from_scenario(sc, start=EPOCH)
     iv_s = sim.interval_s
-    core = Ingest(Validator(sim.topology, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1)
-    pw = PartitionWindows(0, window_s, lateness_s, 1, interval_lateness_s=iv_s)
+    core = Ingest(Validator(sim.topology, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1, grid_s=iv_s)
+    pw = PartitionWindows(0, window_s, lateness_s, 1, grid_s=iv_s)
     det = Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params)
     stage = AttributionStage(1, iv_s)
     events: list[dict[str, Any]] = []
@@ -239,7 +239,7 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
     false_min = sum(_outside(s0, e0, infra) for _, _, s0, e0 in periods) / 60.0
     fault_out = []
     for f, credited in zip(faults, per_fault):
-        first = min((a["first_seen"] for a in credited), default=None)
+        first = min((a["at"] for a in credited), default=None)  # when it was flagged (first_seen may be earlier)
         causes = [cause_of[a["alert_id"]]["cause"] for a in credited if a["alert_id"] in cause_of]
         given = _majority_cause(causes) if credited else None
         nhi_first = min((s0 for _, _, s0, e0 in periods if f["start"] <= s0 < f["end"] + 2 * iv_s), default=None)

@@ -36,7 +36,7 @@ from .preagg import partials
 from .validate import Rejection, Validator
 from .wire import WIRE_VERSION, pair_partition
 
-__all__ = ["Ingest", "IngestResult", "SourceProgress", "deadletter", "encode"]
+__all__ = ["Ingest", "IngestResult", "SourceProgress", "deadletter", "encode", "grid_interval"]
 
 _OPTS = orjson.OPT_NON_STR_KEYS
 
@@ -44,6 +44,22 @@ _OPTS = orjson.OPT_NON_STR_KEYS
 def encode(obj: Any) -> bytes:
     """JSON bytes as they go on every flowmon topic (int dict keys allowed)."""
     return orjson.dumps(obj, option=_OPTS)
+
+
+def grid_interval(start: int, interval_s: int, grid_s: int) -> int:
+    """The fleet-wide grid interval a report belongs to: the one containing the middle of its own.
+
+    Agents start their intervals at their own second (and their clocks differ by a few
+    seconds); placing each report by its middle makes neighbours meet in one scored
+    interval. A 60-s report lands in the second grid interval it covers.
+
+    >>> [grid_interval(s, 30, 30) for s in (1764000000, 1764000014, 1764000015, 1764000029)]
+    [1764000000, 1764000000, 1764000030, 1764000030]
+    >>> grid_interval(1764000007, 60, 30)
+    1764000030
+    """
+    mid = start + interval_s // 2
+    return mid - mid % grid_s
 
 
 #: A dead letter larger than this keeps only the first ``TRUNCATED_PAYLOAD`` bytes of the raw
@@ -92,10 +108,11 @@ class IngestResult:
 class Ingest:
     """Validate, place and pre-aggregate one report; cut it into per-partition messages."""
 
-    def __init__(self, validator: Validator, window_s: int, partitions: int) -> None:
+    def __init__(self, validator: Validator, window_s: int, partitions: int, grid_s: int = 30) -> None:
         self.validator = validator
         self.window_s = window_s
         self.partitions = partitions
+        self.grid_s = grid_s
 
     def process(self, raw: bytes, topic: str, partition: int, offset: int, now: float) -> IngestResult:
         res = IngestResult()
@@ -112,8 +129,9 @@ class Ingest:
             p = pair_partition(part["src"][0], part["dst"][0], self.partitions)
             by_part.setdefault(p, []).append(part)
         origin = [partition, offset]
+        g = grid_interval(report.start, report.interval_s, self.grid_s)
         for p, parts in by_part.items():
-            res.messages[p] = encode({"o": origin, "t": report.start, "parts": parts})
+            res.messages[p] = encode({"o": origin, "t": report.start, "g": g, "parts": parts})
         return res
 
 

@@ -25,7 +25,8 @@ class Metrics:
         self.deadletters = Counter("flowmon_deadletter_samples", "Samples (or messages) dead-lettered, by reason",
                                    ["reason"], registry=r)
         self.partials = Counter("flowmon_partials_applied", "Partials applied to windows", registry=r)
-        self.duplicates = Counter("flowmon_partials_duplicate", "Replayed partials skipped (at-least-once)",
+        self.duplicates = Counter("flowmon_partials_duplicate", "Partials of a report already counted, skipped: a replay "
+                                  "after a crash, or a report its agent sent again",
                                   registry=r)
         self.windows = Counter("flowmon_windows_emitted", "Windows closed and emitted", registry=r)
         self.open_windows = Gauge("flowmon_open_windows", "Open (pair, window) states held", registry=r)

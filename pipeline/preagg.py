@@ -9,7 +9,15 @@ A partial is a plain dict, JSON-ready (it travels on the pairs topic)::
 
     {"src": [subnet, az, vpc], "dst": [subnet, az, vpc], "ws": window_start,
      "host": instance, "c": [bytes_sent, bytes_received, retransmissions, timeouts,
-     flows, samples, rtt_count, rtt_sum_us], "h": {rtt_bucket: count}}
+     flows, samples, rtt_count, rtt_sum_us], "h": {rtt_bucket: count},
+     "x": [retrans_max, timeouts_max], "top": [ip, ip, ip], "ip": reporter_ip, "id": report_identity}
+
+``x`` holds the largest retransmission and timeout counts of any *one* sample (one remote
+endpoint) in the partial, so detection can tell a burst on one connection from a
+degradation spread over many (``detect.py``); ``top`` names the remote IP of the sample
+with the most retransmissions, the most timeouts and the highest RTT observation (``None``
+when there were none), which attribution uses to tell one sick remote instance from a
+shared element.
 
 Examples
 --------
@@ -17,11 +25,14 @@ Examples
 >>> from pipeline.validate import Report
 >>> rep = Report("h1", ("s1", "a1", "v1"), 1764000030, 30, dst=np.array([0, 1, 0]),
 ...     counters=np.array([[5, 1, 7], [0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 1, 2]]),
-...     rtt=np.array([1000, 1000, 2000]), rtt_owner=np.array([0, 2, 1]), index=np.arange(3))
+...     rtt=np.array([1000, 1000, 2000]), rtt_owner=np.array([0, 2, 1]), index=np.arange(3),
+...     ips=["10.0.1.4", "10.0.2.4", "10.0.1.5"])
 >>> places = [("s2", "a2", "v1"), ("s3", "a3", "v1")]
 >>> parts = partials(rep, places, window_s=600)
 >>> [(p["dst"][0], p["ws"], p["c"], p["h"]) for p in parts]
 [('s2', 1764000000, [12, 0, 1, 0, 3, 2, 2, 2000], {159: 2}), ('s3', 1764000000, [1, 0, 0, 0, 1, 1, 1, 2000], {175: 1})]
+>>> [(p["x"], p["top"]) for p in parts]
+[([1, 0], ['10.0.1.4', None, '10.0.1.4']), ([0, 0], [None, None, '10.0.2.4'])]
 """
 
 from __future__ import annotations
@@ -74,6 +85,36 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         codes, counts = np.unique(grp * 4096 + bucket(report.rtt), return_counts=True)
         for code, cnt in zip(codes.tolist(), counts.tolist()):
             hists[code >> 12][code & 4095] = cnt
+    # per group: the largest one-sample retransmissions / timeouts and whose they were
+    x_rows: list[list[int]] = []
+    tops: list[list[str | None]] = []
+    ips = report.ips
+    inv_l = inverse.tolist()
+    retr = report.counters[2].tolist()
+    tmo = report.counters[3].tolist()
+    best_r = [-1] * g
+    best_t = [-1] * g
+    arg_r: list[int] = [0] * g
+    arg_t: list[int] = [0] * g
+    for i, k in enumerate(inv_l):
+        if retr[i] > best_r[k]:
+            best_r[k], arg_r[k] = retr[i], i
+        if tmo[i] > best_t[k]:
+            best_t[k], arg_t[k] = tmo[i], i
+    top_lat: list[str | None] = [None] * g
+    if report.rtt.size:
+        rtt_max = np.full(report.n, -1, dtype=np.int64)
+        np.maximum.at(rtt_max, report.rtt_owner, report.rtt)
+        rtt_max_l = rtt_max.tolist()
+        best_l = [-1] * g
+        for i, k in enumerate(inv_l):
+            if rtt_max_l[i] > best_l[k]:
+                best_l[k] = rtt_max_l[i]
+                top_lat[k] = ips[i] if ips else None
+    for k in range(g):
+        x_rows.append([best_r[k], best_t[k]])
+        tops.append([ips[arg_r[k]] if ips and best_r[k] > 0 else None,
+                     ips[arg_t[k]] if ips and best_t[k] > 0 else None, top_lat[k]])
     src = list(report.src)
     out = []
     sums_l = sums.T.tolist()
@@ -81,7 +122,7 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         c = sums_l[k]
         c.extend((int(nsamples[k]), int(rtt_count[k]), int(rtt_sum[k])))
         out.append({"src": src, "dst": list(places[place]), "ws": ws, "host": report.instance, "c": c,
-                    "h": hists[k]})
+                    "h": hists[k], "x": x_rows[k], "top": tops[k], "ip": report.local_ip, "id": report.rid})
     return out
 
 
@@ -89,16 +130,29 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
     """The same as the numpy path, for a handful of samples (agents with few peers)."""
     dst = report.dst.tolist()
     cols = report.counters.tolist()
+    ips = report.ips
     groups: dict[int, list[int]] = {}
     hists: dict[int, dict[int, int]] = {}
+    xs: dict[int, list[int]] = {}
+    tops: dict[int, list[str | None]] = {}
+    lat: dict[int, int] = {}
     for i, d in enumerate(dst):
         g = groups.get(d)
         if g is None:
             g = groups[d] = [0] * len(PARTIAL_COUNTERS)
             hists[d] = {}
+            xs[d] = [-1, -1]
+            tops[d] = [None, None, None]
         for k, col in enumerate(cols):
             g[k] += col[i]
         g[5] += 1
+        x, top = xs[d], tops[d]
+        if cols[2][i] > x[0]:
+            x[0] = cols[2][i]
+            top[0] = ips[i] if ips and x[0] > 0 else None
+        if cols[3][i] > x[1]:
+            x[1] = cols[3][i]
+            top[1] = ips[i] if ips and x[1] > 0 else None
     if report.rtt.size:
         for o, v, b in zip(report.rtt_owner.tolist(), report.rtt.tolist(), bucket(report.rtt).tolist()):
             d = dst[o]
@@ -107,6 +161,9 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
             g[7] += v
             h = hists[d]
             h[b] = h.get(b, 0) + 1
+            if v > lat.get(d, -1):
+                lat[d] = v
+                tops[d][2] = ips[o] if ips else None
     src = list(report.src)
-    return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d]}
-            for d in sorted(groups)]
+    return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d],
+             "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid} for d in sorted(groups)]

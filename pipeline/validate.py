@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
 
@@ -87,10 +88,38 @@ class Report:
     rtt: np.ndarray
     rtt_owner: np.ndarray
     index: np.ndarray  # original sample index of each accepted row
+    ips: list[str] = field(default_factory=list)  # remote IP of each accepted row
+    rid: int = 0  # report identity (see :func:`report_identity`): a re-sent report has the same
+    local_ip: str | None = None  # the reporter's own address
 
     @property
     def n(self) -> int:
         return int(self.dst.shape[0])
+
+
+def report_identity(instance: str, start: int, interval_s: int, report_id: str | None,
+                    content: tuple[bytes, ...] = ()) -> int:
+    """63-bit identity of a report: a re-sent report (retry, drained buffer) has the same one.
+
+    With the agent's ``report_id``: (instance, start, report_id). Without: (instance, start,
+    interval_s) and the content, as parsed numbers and strings (not the bytes: a re-send whose
+    JSON differs only in key order, spacing or ``1.0`` for ``1`` is the same report).
+
+    >>> a = report_identity("h1", 1764000000, 30, None, (b"x",))
+    >>> a == report_identity("h1", 1764000000, 30, None, (b"x",)), a == report_identity("h1", 1764000000, 30, None, (b"y",))
+    (True, False)
+    >>> report_identity("h1", 1764000000, 30, "r7", (b"x",)) == report_identity("h1", 1764000000, 60, "r7", (b"z",))
+    True
+    """
+    h = hashlib.blake2b(digest_size=8)
+    if report_id is not None:
+        h.update(f"id\x00{instance}\x00{start}\x00{report_id}".encode())
+    else:
+        h.update(f"content\x00{instance}\x00{start}\x00{interval_s}".encode())
+        for part in content:
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return int.from_bytes(h.digest(), "little") >> 1
 
 
 class _Bad(Exception):
@@ -278,13 +307,19 @@ class Validator:
             if len(samples) > self.max_samples:
                 return None, [Rejection("oversize", f"{len(samples)} samples, limit {self.max_samples}", "samples",
                                         samples=len(samples), payload=msg)]
-        instance, src, start, interval_s = header
+        instance, src, start, interval_s, report_id, local_ip = header
         report = self._fast(samples, instance, src, start, interval_s)
+        rejected: list[Rejection] = []
+        if report is None:
+            report, rejected = self._slow(samples, flat, instance, src, start, interval_s)
         if report is not None:
-            return report, []
-        return self._slow(samples, flat, instance, src, start, interval_s)
+            report.local_ip = local_ip
+            report.rid = report_identity(instance, start, interval_s, report_id, () if report_id is not None else (
+                repr(src).encode(), report.counters.tobytes(), report.rtt.tobytes(), report.rtt_owner.tobytes(),
+                report.index.tobytes(), "\x00".join(report.ips).encode()))
+        return report, rejected
 
-    def _header(self, msg: dict, now: float) -> tuple[str, tuple[str, str, str], int, int]:
+    def _header(self, msg: dict, now: float) -> tuple[str, tuple[str, str, str], int, int, str | None, str]:
         if "version" not in msg:
             raise _Bad("missing_field", "version", "version is required")
         if _as_int(msg["version"]) != WIRE_VERSION:
@@ -296,12 +331,17 @@ class Validator:
             raise _Bad("future_timestamp", "start",
                        f"start={start} is {start - now:.0f} s ahead of the worker clock (limit {self.max_future_s} s)")
         interval_s = _int(msg, "interval_s", "interval_s", LIMITS["interval_min"], LIMITS["interval_max"])
+        report_id = None
+        if "report_id" in msg:
+            if msg["report_id"] is None:
+                raise _Bad("wrong_type", "report_id", "report_id must be a string (or left out), got null")
+            report_id = _str(msg, "report_id", "report_id", True, 1, LIMITS["report_id_max_len"])
         local = _endpoint(msg, "local", "local")
         src = self.places[self._code(local)]
         if local[1] is None and src == (EXTERNAL, EXTERNAL, EXTERNAL):
             raise _Bad("unknown_local", "local",
                        f"reporter {instance} at {local[0]} names no subnet and is in no known CIDR")
-        return instance, src, start, interval_s
+        return instance, src, start, interval_s, report_id, local[0]
 
     def _fast(self, samples: list, instance: str, src: tuple, start: int, interval_s: int) -> Report | None:
         """All-or-nothing vectorised path: ``None`` means 'look closer'."""
@@ -348,7 +388,7 @@ class Validator:
         dst = np.array(codes, dtype=np.int64)
         owner = np.repeat(np.arange(len(samples), dtype=np.int64), lens)
         return Report(instance, src, start, interval_s, dst, counters, rtt, owner,
-                      np.arange(len(samples), dtype=np.int64))
+                      np.arange(len(samples), dtype=np.int64), [k[0] for k in keys])
 
     def _slow(self, samples: list, flat: bool, instance: str, src: tuple, start: int,
               interval_s: int) -> tuple[Report | None, list[Rejection]]:

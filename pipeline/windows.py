@@ -5,9 +5,11 @@ on one partition of the pairs topic, in order, and says what to emit.
 
 Messages (the pairs topic carries both kinds, in one order per partition):
 
-* data: ``{"o": [src_partition, src_offset], "t": report_start, "parts": [partial, ...]}``
-  where each partial comes from ``preagg.partials`` and ``o`` identifies the report
-  it was cut from;
+* data: ``{"o": [src_partition, src_offset], "t": report_start, "g": grid_interval,
+  "parts": [partial, ...]}`` where each partial comes from ``preagg.partials`` (its ``id``
+  is the report's identity, ``validate.report_identity``), ``o`` says where the report was
+  read (for dead letters) and ``g`` is the fleet-wide grid interval the report belongs to
+  (``ingest.grid_interval``: the one containing the middle of the agent's own interval);
 * progress marks: ``{"mark": [src_partition, event_time], "idle": clock}``: the ingest stage
   promises it has sent everything it has read from that reports partition up to that event
   time (``null`` if nothing yet); ``idle`` (optional) says the partition is caught up and
@@ -23,29 +25,40 @@ stream), without moving the watermark: a backfill of old data into an idle worke
 not late. Because the decision depends only on the order of messages in the
 partition (and marks are messages too), replaying the partition gives the same result.
 
-Idempotence. Delivery is at least once: a crash replays reports (re-cut into the same
-partials with the same ``o``) and pairs messages. Every window remembers, per source,
-the highest source offset it has applied; a partial at or below it is a duplicate and
-is skipped. Per (source, pair) partials arrive in source-offset order, because one task
-reads a source partition in order and a producer keeps per-partition order.
+Idempotence. Delivery is at least once, and agents re-send too: a crash replays reports
+(re-cut into the same partials), and an agent that retries or drains its buffer after an
+outage sends a report again, possibly to another reports partition. Every window
+remembers the identities of the reports it has applied (and keeps them for one more
+window length after closing); a partial whose report it has already applied is a
+duplicate, counted and skipped. Two *different* reports of one host and interval (an
+agent that splits an interval) have different identities: both count.
 
 Lateness. A partial for a window that has already closed is *late*: it is handed back
 in ``Outcome.late`` (the shell dead-letters it with its origin); it never changes an
 emitted window.
 
+Detection intervals. Next to each window, the per-host sums of every grid interval ``g``
+are kept until the closing threshold passes ``g + grid_s/2 + interval_lateness_s``; then
+the interval is handed over in ``Outcome.intervals`` (merged over the windows its reports
+fell in: a report placed by its own ``start`` in one window may belong to a grid interval
+in the next). A report arriving after its interval was handed over still counts in its
+window, not in detection (``Outcome.late_for_detection``).
+
 Examples
 --------
 >>> w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
 >>> part = {"src": ["s1", "a1", "v1"], "dst": ["s2", "a2", "v1"], "ws": 0, "host": "h1",
-...         "c": [100, 0, 1, 0, 1, 1, 1, 900], "h": {157: 1}}
->>> w.apply({"o": [0, 10], "t": 0, "parts": [part]}).closed
+...         "c": [100, 0, 1, 0, 1, 1, 1, 900], "h": {157: 1}, "x": [1, 0], "top": [None, None, None], "id": 7}
+>>> w.apply({"o": [0, 10], "t": 0, "g": 0, "parts": [part]}).closed
 []
->>> w.apply({"o": [0, 10], "t": 0, "parts": [part]}).duplicates   # replayed: skipped
+>>> w.apply({"o": [0, 10], "t": 0, "g": 0, "parts": [part]}).duplicates   # replayed: skipped
+1
+>>> w.apply({"o": [0, 99], "t": 0, "g": 0, "parts": [part]}).duplicates   # re-sent by the agent: skipped
 1
 >>> out = w.apply({"mark": [0, 660]})
 >>> [(r["src_subnet"], r["dst_subnet"], r["window_start"], r["bytes"], r["hosts"]) for r in out.closed]
 [('s1', 's2', 0, 100, 1)]
->>> len(w.apply({"o": [0, 11], "t": 30, "parts": [part]}).late)
+>>> len(w.apply({"o": [0, 11], "t": 30, "g": 30, "parts": [part | {"id": 8}]}).late)
 1
 """
 
@@ -66,6 +79,25 @@ PROGRESS_KEY = "__progress__"
 _N = len(PARTIAL_COUNTERS)
 
 
+def merge_host(cur: list, other: list) -> None:
+    """Fold one host's interval sums ``other`` into ``cur`` (both ``[c, h, x, top]``): counters and
+    histogram add up; the one-sample maxima ``x`` take the larger, with the ``top`` IP that goes with it.
+
+    >>> a = [[1, 0, 5, 0], {3: 1}, [5, 0], ["10.0.0.1", None, "10.0.0.1"]]
+    >>> merge_host(a, [[2, 0, 9, 1], {3: 2}, [9, 1], ["10.0.0.2", "10.0.0.2", "10.0.0.2"]])
+    >>> a
+    [[3, 0, 14, 1], {3: 3}, [9, 1], ['10.0.0.2', '10.0.0.2', '10.0.0.1']]
+    """
+    cur[0] = [a + b for a, b in zip(cur[0], other[0])]
+    merge_into(cur[1], other[1])
+    for i in range(2):
+        if other[2][i] > cur[2][i]:
+            cur[2][i] = other[2][i]
+            cur[3][i] = other[3][i]
+    if cur[3][2] is None:  # the highest-RTT remote: no comparison across reports possible, keep the first
+        cur[3][2] = other[3][2]
+
+
 @dataclass(slots=True)
 class WindowAgg:
     """Running sums of one (pair, window)."""
@@ -76,11 +108,11 @@ class WindowAgg:
     c: list[int] = field(default_factory=lambda: [0] * _N)
     h: dict[int, int] = field(default_factory=dict)
     hosts: set[str] = field(default_factory=set)
-    seen: dict[int, int] = field(default_factory=dict)  # source partition -> highest applied offset
-    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # interval start -> host -> [c, h], until scored
+    ids: set[int] = field(default_factory=set)  # identities of the reports applied
+    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> [c, h, x, top], until scored
 
     def add(self, part: dict, t: int | None = None) -> None:
-        """Add a partial; with ``t`` (its report's interval start) also to that interval's per-host sums."""
+        """Add a partial; with ``t`` (its report's grid interval) also to that interval's per-host sums."""
         c = self.c
         pc = part["c"]
         for i, x in enumerate(pc):
@@ -91,15 +123,16 @@ class WindowAgg:
         self.hosts.add(host)
         if t is not None:
             per_host = self.iv.setdefault(t, {})
+            entry = [list(pc), h, list(part.get("x") or (0, 0)), list(part.get("top") or (None, None, None)),
+                     part.get("ip")]
             cur = per_host.get(host)
             if cur is None:
-                per_host[host] = [list(pc), h]
+                per_host[host] = entry
             else:  # two reports of one host for one interval: sum them
-                cur[0] = [a + b for a, b in zip(cur[0], pc)]
-                merge_into(cur[1], h)
+                merge_host(cur, entry)
 
     def take_interval(self, t: int) -> dict[str, Any]:
-        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h]}}``."""
+        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h, x, top]}}``."""
         return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.iv.pop(t)}
 
     def record(self, window_s: int) -> dict[str, Any]:
@@ -121,14 +154,15 @@ class WindowAgg:
 
     def state(self) -> dict[str, Any]:
         return {"src": self.src, "dst": self.dst, "ws": self.ws, "c": self.c, "h": self.h,
-                "hosts": sorted(self.hosts), "seen": self.seen, "iv": self.iv}
+                "hosts": sorted(self.hosts), "ids": sorted(self.ids), "iv": self.iv}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
-        iv = {int(t): {host: [list(c), {int(b): n for b, n in h.items()}] for host, (c, h) in hosts.items()}
+        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()}, list(e[2]), list(e[3]), e[4]]
+                       for host, e in hosts.items()}
               for t, hosts in s.get("iv", {}).items()}
         return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
-                   set(s["hosts"]), {int(k): v for k, v in s["seen"].items()}, iv)
+                   set(s["hosts"]), set(s["ids"]), iv)
 
 
 @dataclass(slots=True)
@@ -154,25 +188,33 @@ class PartitionWindows:
         Window length and allowed lateness, seconds of event time.
     sources
         Number of partitions of the reports topic; the watermark waits for all of them.
+    grid_s
+        The fleet-wide detection interval (``Settings.interval_s``); data messages say which
+        grid interval ``g`` their report belongs to.
     interval_lateness_s
-        An agent interval starting at ``t`` is complete, and handed to detection in
-        ``Outcome.intervals``, when the closing threshold reaches ``t + interval_lateness_s``
-        (default 30: once every source has moved on to the next 30-second interval).
-        At most ``lateness_s``, so intervals are scored before their window closes.
+        Grid interval ``g`` is complete, and handed to detection in ``Outcome.intervals``,
+        when the closing threshold reaches ``g + grid_s // 2 + interval_lateness_s``
+        (default 15: with 30-s agents on the grid, once every source has moved on to the
+        next interval; an agent whose interval starts at its own second is placed by its
+        middle, so its report may start up to ``grid_s // 2`` after ``g``).
+        ``g + grid_s // 2 + interval_lateness_s`` is kept at most ``g + lateness_s``, so
+        intervals are scored before their window closes.
     """
 
     def __init__(self, partition: int, window_s: int, lateness_s: int, sources: int,
-                 interval_lateness_s: int = 30) -> None:
+                 interval_lateness_s: int = 15, grid_s: int = 30) -> None:
         self.partition = partition
         self.window_s = window_s
         self.lateness_s = lateness_s
         self.sources = sources
-        self.interval_lateness_s = min(interval_lateness_s, lateness_s)
+        self.grid_s = grid_s
+        self.interval_lateness_s = max(0, min(interval_lateness_s, lateness_s - grid_s // 2))
+        self._iv_delay = grid_s // 2 + self.interval_lateness_s  # g is handed over at threshold >= g + this
         self._iv_threshold: int | None = None  # intervals with t + interval_lateness_s <= this are scored
         self.progress: dict[int, int] = {}
         self.idle: dict[int, int] = {}  # idle source -> the wall clock (less lag) its idle mark carried
         self.open: dict[tuple[int, str, str], WindowAgg] = {}
-        self.closed: dict[tuple[int, str, str], dict[int, int]] = {}  # key -> seen, kept one more window
+        self.closed: dict[tuple[int, str, str], set[int]] = {}  # key -> report ids applied, kept one more window
         self.dirty: set[tuple[int, str, str] | str] = set()
         self._watermark: int | None = None
 
@@ -184,19 +226,20 @@ class PartitionWindows:
             self._mark(int(src), None if t is None else int(t), msg.get("idle"), out)
             return out
         src, offset = msg["o"]
-        t = msg.get("t")
+        g = msg.get("g", msg.get("t"))
         ivt = self._iv_threshold
-        if t is not None and ivt is not None and t + self.interval_lateness_s <= ivt:
-            t = None  # its interval was already scored: windows only
+        if g is not None and ivt is not None and g + self._iv_delay <= ivt:
+            g = None  # its interval was already scored: windows only
             out.late_for_detection += len(msg["parts"])
-        now: set[tuple[int, str, str]] = set()
+        now: dict[tuple[int, str, str], int] = {}
         for part in msg["parts"]:
             key = (part["ws"], part["src"][0], part["dst"][0])
+            rid = part["id"]
             agg = self.open.get(key)
             if agg is None:
-                seen = self.closed.get(key)
-                if seen is not None:
-                    if offset <= seen.get(src, -1):
+                ids = self.closed.get(key)
+                if ids is not None:
+                    if rid in ids:
                         out.duplicates += 1
                     else:
                         out.late.append((part, [src, offset]))
@@ -205,17 +248,17 @@ class PartitionWindows:
                     out.late.append((part, [src, offset]))
                     continue
                 agg = self.open[key] = WindowAgg(part["src"], part["dst"], part["ws"])
-            elif offset <= agg.seen.get(src, -1) and key not in now:
+            elif rid in agg.ids and now.get(key) != rid:
                 out.duplicates += 1
                 continue
-            agg.add(part, t)
-            now.add(key)
+            agg.add(part, g)
+            now[key] = rid
             self.dirty.add(key)
             out.applied += 1
         # a report may hold several partials of one key (endpoints of one subnet placed differently):
-        # the offset is recorded once the whole message is applied, so they all count
-        for key in now:
-            self.open[key].seen[src] = offset
+        # its identity is recorded once the whole message is applied, so they all count
+        for key, rid in now.items():
+            self.open[key].ids.add(rid)
         if "t" in msg:
             self._mark(src, int(msg["t"]), None, out)
         return out
@@ -225,6 +268,11 @@ class PartitionWindows:
     def iv_threshold(self) -> int | None:
         """Intervals starting at or before ``iv_threshold - interval_lateness_s`` have been handed over."""
         return self._iv_threshold
+
+    @property
+    def iv_upto(self) -> int | None:
+        """Every grid interval starting at or before this has been handed to detection."""
+        return None if self._iv_threshold is None else self._iv_threshold - self._iv_delay
 
     @property
     def watermark(self) -> int | None:
@@ -274,19 +322,29 @@ class PartitionWindows:
         if self._iv_threshold is None or threshold > self._iv_threshold:
             self._iv_threshold = threshold
             self.dirty.add(PROGRESS_KEY)
-            cut = threshold - self.interval_lateness_s
-            done = []
+            cut = threshold - self._iv_delay
+            done: dict[tuple[int, str, str], dict[str, Any]] = {}
             for key, agg in self.open.items():
                 ts = [t for t in agg.iv if t <= cut]
+                for t in ts:
+                    iv = agg.take_interval(t)
+                    k = (t, iv["src"][0], iv["dst"][0])
+                    have = done.get(k)
+                    if have is None:
+                        done[k] = iv
+                    else:  # the grid interval's reports fell in two windows (placed by their own start)
+                        for host, entry in iv["hosts"].items():
+                            if host in have["hosts"]:
+                                merge_host(have["hosts"][host], entry)
+                            else:
+                                have["hosts"][host] = entry
                 if ts:
-                    done.extend(agg.take_interval(t) for t in ts)
                     self.dirty.add(key)
-            done.sort(key=lambda iv: (iv["t"], iv["src"][0], iv["dst"][0]))
-            out.intervals.extend(done)
+            out.intervals.extend(done[k] for k in sorted(done))
         for key in [k for k in self.open if k[0] + self.window_s + self.lateness_s <= threshold]:
             agg = self.open.pop(key)
             out.closed.append(agg.record(self.window_s))
-            self.closed[key] = agg.seen
+            self.closed[key] = agg.ids
             self.dirty.add(key)
         if self._watermark is not None:
             forget = self._watermark - 2 * self.window_s - self.lateness_s
@@ -311,7 +369,7 @@ class PartitionWindows:
             elif key in self.open:
                 val = self.open[key].state()
             elif key in self.closed:
-                val = {"closed": True, "seen": self.closed[key]}
+                val = {"closed": True, "ids": sorted(self.closed[key])}
             else:
                 val = None
             out[self.key_str(key)] = val
@@ -330,6 +388,6 @@ class PartitionWindows:
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):
-            self.closed[k] = {int(s): o for s, o in val["seen"].items()}
+            self.closed[k] = set(val["ids"])
         else:
             self.open[k] = WindowAgg.from_state(val)

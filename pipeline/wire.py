@@ -61,6 +61,7 @@ def _limits() -> dict[str, int]:
     out["interval_min"] = hdr["interval_s"]["minimum"]
     out["interval_max"] = hdr["interval_s"]["maximum"]
     out["id_max_len"] = hdr["instance"]["maxLength"]
+    out["report_id_max_len"] = hdr["report_id"]["maxLength"]
     ep = defs["endpoint"]["properties"]
     out["ip_min_len"], out["ip_max_len"] = ep["ip"]["minLength"], ep["ip"]["maxLength"]
     out["place_max_len"] = ep["subnet"]["maxLength"]

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.alerts import AlertBook
 from pipeline.detect import DEFAULTS, MODELS, Detection, Observation, load_model, dump_model, observe
+from pipeline.rtt import quantile
 from pipeline.windows import PartitionWindows
 
 SRC, DST = ["s1", "a1", "v"], ["s2", "a2", "v"]
@@ -20,7 +21,8 @@ def _iv(t: int, *, rtt_us: float = 800.0, retrans: int = 1, timeouts: int = 0, h
     out = {}
     for i, h in enumerate(hosts):
         c = [sent, sent // 100, retrans, timeouts, 3, 3, 12, int(12 * rtt_us * (1 + 0.01 * ((t // 30 + i) % 5)))]
-        out[h] = [c, {}]
+        # three samples (remotes) per host, the counts spread evenly over them
+        out[h] = [c, {}, [-(-retrans // 3), -(-timeouts // 3)], [None, None, None], f"10.0.0.{i + 4}"]
     return {"t": t, "src": SRC, "dst": DST, "hosts": out}
 
 
@@ -75,15 +77,16 @@ def test_lifecycle_opened_updated_resolved_once_per_window():
     _feed(d, [_iv(30 * k) for k in range(40)])  # learn 20 min
     ev = _feed(d, [_iv(30 * k, rtt_us=20_000) for k in range(40, 70)])  # 15 min: spans 2 windows
     ev += _feed(d, [_iv(30 * k) for k in range(70, 90)])
-    pair_mean = [e for e in ev if e["scope"] == "pair" and e["metric"] == "rtt_mean"]
-    assert [e["event"] for e in pair_mean] == ["opened", "updated", "resolved"]
-    assert [e["seq"] for e in pair_mean] == [0, 1, 2]
+    pair_mean = [e for e in ev if e["scope"] == "pair" and e["metric"] == "rtt_p50"]
+    assert [e["event"] for e in pair_mean] == ["opened", "updated", "updated", "resolved"]
+    assert [e["seq"] for e in pair_mean] == [0, 1, 2, 3]
     assert len({e["alert_id"] for e in pair_mean}) == 1
-    opened, updated, resolved = pair_mean
+    opened, escalated, updated, resolved = pair_mean
     assert opened["first_seen"] == 1200 and opened["observed"] > 20 * opened["expected"]
+    # critical only once it has lasted a second interval: announced at once, not a window later
+    assert (opened["severity"], escalated["severity"], escalated["at"]) == ("warning", "critical", 1230)
     assert updated["at"] == 1800  # first flagged interval of the next window
     assert resolved["reason"] == "normal" and resolved["at"] == 2100 + 30 * (DEFAULTS["resolve_after"] - 1)
-    assert opened["severity"] == "critical"
 
 
 def test_surge_and_new_key_do_not_alarm():
@@ -102,7 +105,8 @@ def test_silent_key_resolves():
     opened = _feed(d, [_iv(1200, rtt_us=20_000)])
     assert {e["event"] for e in opened} == {"opened"}
     # h0/h1 stop reporting; another pair keeps the partition's clock going
-    other = lambda t: {"t": t, "src": DST, "dst": SRC, "hosts": {"x": [[1000, 0, 0, 0, 1, 1, 1, 800], {}]}}
+    other = lambda t: {"t": t, "src": DST, "dst": SRC,
+                       "hosts": {"x": [[1000, 0, 0, 0, 1, 1, 1, 800], {}, [0, 0], [None, None, None], None]}}
     ev = _feed(d, [other(1200 + 30 * k) for k in range(1, 30)])
     resolved = [e for e in ev if e["event"] == "resolved"]
     assert {e["reason"] for e in resolved} == {"silent"}
@@ -121,14 +125,18 @@ def test_restored_detection_continues_and_skips_replayed_intervals():
     assert _feed(b, [_iv(1200, rtt_us=20_000)]) == []  # a replay of a scored interval: nothing twice
     nxt_a = _feed(a, [_iv(1230, rtt_us=20_000)] + [_iv(1260 + 30 * k) for k in range(10)])
     nxt_b = _feed(b, [_iv(1230, rtt_us=20_000)] + [_iv(1260 + 30 * k) for k in range(10)])
-    assert nxt_a == nxt_b and [e["event"] for e in nxt_b if e["event"] == "opened"] == []
-    assert {e["alert_id"] for e in nxt_b} <= {e["alert_id"] for e in opened}
+    assert nxt_a == nxt_b
+    # what opens now is only what needed a second interval to be confirmed (the tail, p90), dated from
+    # the first: the restored key remembered its streak; everything else continues the alerts opened
+    late = [e for e in nxt_b if e["event"] == "opened"]
+    assert late and {(e["metric"], e["first_seen"], e["at"]) for e in late} == {("rtt_p90", 1200, 1230)}
+    assert {e["alert_id"] for e in nxt_b} <= {e["alert_id"] for e in opened + late}
     assert max(len(orjson.dumps(v)) for v in state.values()) <= 4096  # the issue's bound per key
 
 
 def test_alertbook_hysteresis():
     book = AlertBook()
-    v = lambda f, s: {"rtt_mean": (f, s, 1.0, 1.0, "warning")}
+    v = lambda f, s: {"rtt_p50": (f, s, 1.0, 1.0, "warning", 0)}
     assert book.step(0, v(True, 9.0), 5.0, 2, 600)[0]["event"] == "opened"
     for t in range(30, 300, 30):  # hovering just under the threshold: not calm, never resolves
         assert book.step(t, v(False, 4.0), 5.0, 2, 600) == []
@@ -136,30 +144,133 @@ def test_alertbook_hysteresis():
 
 
 def test_observe_metrics():
-    o = observe([1448 * 1000, 0, 10, 2, 4, 4, 2, 3000], {160: 1, 176: 1})
-    assert (o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_mean) == (1000.0, 0.01, 0.5, 1500.0)
-    assert observe([0, 10, 0, 0, 0, 1, 0, 0], {}).value("rtt_mean") is None
+    h = {160: 2, 176: 1}  # two observations near 1.0 ms, one near 2.0 ms
+    o = observe([1448 * 1000, 0, 10, 2, 4, 4, 3, 4096], h, [7, 1])
+    assert (o.segments, o.value("retrans_rate"), o.value("timeout_rate")) == (1000.0, 0.01, 0.5)
+    assert (o.retrans_max, o.timeouts_max) == (7, 1)
+    assert o.value("rtt_p50") == quantile(h, 0.5) and 1000 < o.value("rtt_p50") < 1100  # the median, not the mean
+    assert observe([0, 10, 0, 0, 0, 1, 0, 0], {}).value("rtt_p50") is None
+
+
+def _part(host: str, n: int, rid: int, ws: int = 0) -> dict:
+    return {"src": SRC, "dst": DST, "ws": ws, "host": host, "c": [n, 0, 0, 0, 1, 1, 1, 800], "h": {},
+            "x": [0, 0], "top": [None, None, "10.0.1.4"], "ip": f"10.0.0.{n}", "id": rid}
+
+
+def _entry(n: int) -> list:
+    return [[n, 0, 0, 0, 1, 1, 1, 800], {}, [0, 0], [None, None, "10.0.1.4"], f"10.0.0.{n}"]
 
 
 def test_windows_hand_over_complete_intervals_once():
-    pw = PartitionWindows(0, 600, 60, 1, interval_lateness_s=30)
-    part = lambda host, n: {"src": SRC, "dst": DST, "ws": 0, "host": host, "c": [n, 0, 0, 0, 1, 1, 1, 800],
-                            "h": {}}
-    assert pw.apply({"o": [0, 1], "t": 0, "parts": [part("h0", 5)]}).intervals == []
-    assert pw.apply({"o": [0, 2], "t": 0, "parts": [part("h1", 7)]}).intervals == []
-    out = pw.apply({"o": [0, 3], "t": 30, "parts": [part("h0", 1)]})
-    assert out.intervals == [{"t": 0, "src": SRC, "dst": DST, "hosts": {
-        "h0": [[5, 0, 0, 0, 1, 1, 1, 800], {}], "h1": [[7, 0, 0, 0, 1, 1, 1, 800], {}]}}]
+    pw = PartitionWindows(0, 600, 60, 1)  # grid 30 s, scored 15 s after the middle of the interval
+    assert pw.apply({"o": [0, 1], "t": 0, "g": 0, "parts": [_part("h0", 5, 1)]}).intervals == []
+    assert pw.apply({"o": [0, 2], "t": 0, "g": 0, "parts": [_part("h1", 7, 2)]}).intervals == []
+    out = pw.apply({"o": [0, 3], "t": 30, "g": 30, "parts": [_part("h0", 1, 3)]})
+    assert out.intervals == [{"t": 0, "src": SRC, "dst": DST, "hosts": {"h0": _entry(5), "h1": _entry(7)}}]
     # a report for interval 0 arriving now is counted in its window, not scored again
-    late = pw.apply({"o": [0, 4], "t": 0, "parts": [part("h2", 9)]})
+    late = pw.apply({"o": [0, 4], "t": 0, "g": 0, "parts": [_part("h2", 9, 4)]})
     assert late.late_for_detection == 1 and late.applied == 1
-    assert pw.apply({"o": [0, 3], "t": 30, "parts": [part("h0", 1)]}).duplicates == 1  # replay
+    assert pw.apply({"o": [0, 3], "t": 30, "g": 30, "parts": [_part("h0", 1, 3)]}).duplicates == 1  # replay
     # state round trip keeps the pending interval 30 and the scoring threshold
     st = pw.take_dirty()
-    pw2 = PartitionWindows(0, 600, 60, 1, interval_lateness_s=30)
+    pw2 = PartitionWindows(0, 600, 60, 1)
     for k, v in st.items():
         if v is not None:
             pw2.load(k, orjson.loads(orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS)))
     out2 = pw2.apply({"mark": [0, 60]})
     assert [iv["t"] for iv in out2.intervals] == [30]
-    assert pw2.apply({"o": [0, 9], "t": 0, "parts": [part("h3", 1)]}).late_for_detection == 1
+    assert pw2.apply({"o": [0, 9], "t": 0, "g": 0, "parts": [_part("h3", 1, 9)]}).late_for_detection == 1
+    assert pw2.apply({"o": [0, 3], "t": 30, "g": 30, "parts": [_part("h0", 1, 3)]}).duplicates == 1  # still known
+
+
+def test_grid_interval_meets_across_windows():
+    """Agents whose intervals start at their own second meet in one scored grid interval, even when
+    their reports fall in two 10-minute windows (a window takes a report by its own start)."""
+    pw = PartitionWindows(0, 600, 60, 1)
+    # h0 starts at 590 (window 0) and h1 at 605 (window 600): both belong to grid interval 600
+    pw.apply({"o": [0, 1], "t": 590, "g": 600, "parts": [_part("h0", 5, 1)]})
+    pw.apply({"o": [0, 2], "t": 605, "g": 600, "parts": [_part("h1", 7, 2, ws=600)]})
+    out = pw.apply({"mark": [0, 630]})
+    assert out.intervals == [{"t": 600, "src": SRC, "dst": DST, "hosts": {"h0": _entry(5), "h1": _entry(7)}}]
+
+
+# --- robustness: what real hosts do that a fault does not -------------------------------------------
+def _host(retrans: int = 1, worst: int | None = None, rtts=(800,) * 6, flows: int = 3, sent: int = 15_000_000,
+          timeouts: int = 0) -> list:
+    """One host's interval: ``worst`` = the largest retransmissions of any one of its samples."""
+    from pipeline.rtt import bucket
+    import numpy as np
+    h: dict[int, int] = {}
+    for b in bucket(np.asarray(rtts, dtype=np.int64)).tolist():
+        h[b] = h.get(b, 0) + 1
+    c = [sent, sent // 100, retrans, timeouts, flows, 3, len(rtts), int(sum(rtts))]
+    return [c, h, [retrans if worst is None else worst, timeouts], [None, None, None], None]
+
+
+def _pair(t: int, **hosts) -> dict:
+    return {"t": t, "src": SRC, "dst": DST, "hosts": dict(hosts)}
+
+
+def _learned(d: Detection, n: int = 40) -> None:
+    import random
+    rng = random.Random(1)
+    for k in range(n):
+        r = rng.choice([0, 0, 1, 2])
+        _feed(d, [_pair(30 * k, h0=_host(r, rtts=[800 + rng.randrange(80) for _ in range(6)]),
+                        h1=_host(1, rtts=[820 + rng.randrange(80) for _ in range(6)]))])
+
+
+def test_one_connection_burst_is_not_an_alert_two_in_a_row_are():
+    d = Detection()
+    _learned(d)
+    # 200 retransmissions on one connection of h0, in one interval: nothing
+    assert _feed(d, [_pair(1200, h0=_host(201, worst=200), h1=_host(1))]) == []
+    assert _feed(d, [_pair(1230, h0=_host(1), h1=_host(1))]) == []
+    # the same connection keeps losing: confirmed at the second interval, dated from the first
+    _feed(d, [_pair(1260, h0=_host(201, worst=200), h1=_host(1))])
+    ev = _feed(d, [_pair(1290, h0=_host(181, worst=180), h1=_host(1))])
+    got = {(e["scope"], e["metric"], e["first_seen"], e["at"], e["severity"]) for e in ev}
+    assert ("instance", "retrans_rate", 1260, 1290, "critical") in got
+    assert ("pair", "retrans_rate", 1260, 1290, "warning") in got  # 0.9 % of the pair's segments
+
+
+def test_loss_spread_over_connections_alerts_at_once_but_not_critical_yet():
+    d = Detection()
+    _learned(d)
+    ev = _feed(d, [_pair(1200, h0=_host(150, worst=50), h1=_host(150, worst=50))])
+    opened = {(e["scope"], e["metric"]): e for e in ev if e["event"] == "opened"}
+    assert {("pair", "retrans_rate"), ("instance", "retrans_rate")} <= set(opened)
+    assert {e["severity"] for e in opened.values()} == {"warning"}  # one interval is never critical
+    ev = _feed(d, [_pair(1230, h0=_host(150, worst=50), h1=_host(150, worst=50))])
+    assert {e["severity"] for e in ev if e["event"] == "updated"} == {"critical"}
+
+
+def test_one_flow_rtt_spike_is_not_an_alert():
+    d = Detection()
+    _learned(d)
+    # one of six flows of h0 at 40 ms: the median does not move; the tail (p90) needs a second interval
+    spike = [800, 810, 820, 830, 840, 40_000]
+    assert _feed(d, [_pair(1200, h0=_host(0, rtts=spike), h1=_host(0))]) == []
+    assert _feed(d, [_pair(1230, h0=_host(0), h1=_host(0))]) == []
+    # a key with a single flow: its spike is the whole key; one interval of it is not confirmed
+    single = _host(0, rtts=[40_000, 41_000], flows=1)
+    assert [e for e in _feed(d, [_pair(1260, h0=single, h1=_host(0))]) if e["scope"] == "instance"] == []
+    # a real delay on every flow of both hosts: the median moves, at once
+    slow = [25_800 + i for i in range(6)]
+    ev = _feed(d, [_pair(1290, h0=_host(0, rtts=slow), h1=_host(0, rtts=slow))])
+    assert ("pair", "rtt_p50") in {(e["scope"], e["metric"]) for e in ev if e["event"] == "opened"}
+
+
+def test_overdispersed_background_is_learned_not_alarmed():
+    """Real background retransmissions are overdispersed (clustered), not Poisson: the key learns
+    its dispersion and a 3-4x normal interval spread over its connections is not an alarm."""
+    import numpy as np
+    rng = np.random.default_rng(3)
+    d = Detection()
+    events = []
+    for k in range(400):
+        # gamma-Poisson with mean 4 per host-interval, shape 0.7: variance ~ 27
+        r = [int(rng.poisson(rng.gamma(0.7, 4 / 0.7))) for _ in range(2)]
+        events += _feed(d, [_pair(30 * k, h0=_host(r[0], worst=-(-r[0] // 3)), h1=_host(r[1], worst=-(-r[1] // 3)))])
+    assert [e for e in events if e["metric"] == "retrans_rate"] == []
+    assert d.keys[("pair", "s1", "s2")].model._dispersion("retrans_rate") > 2.0

@@ -16,9 +16,12 @@ from pipeline.windows import PartitionWindows
 W, LATE = 600, 60
 
 
-def part(dst: str, ws: int, n: int, host: str = "h") -> dict:
+def part(dst: str, ws: int, n: int, host: str = "h", rid: int | None = None) -> dict:
+    """A partial of the report identified by ``rid`` (default: one report per host and ``n``)."""
     return {"src": ["s", "az-a", "v"], "dst": [dst, "az-b", "v"], "ws": ws, "host": host,
-            "c": [n, 2 * n, n % 3, 0, 1, 1, 1, 1000 + n], "h": {160: 1}}
+            "c": [n, 2 * n, n % 3, 0, 1, 1, 1, 1000 + n], "h": {160: 1}, "x": [n % 3, 0],
+            "top": [None, None, "10.0.1.4"], "ip": "10.0.0.4",
+            "id": rid if rid is not None else hash((host, n)) & (2**62 - 1)}
 
 
 def stream(seed: int, sources: int = 3, reports: int = 300) -> list[dict]:
@@ -145,7 +148,7 @@ def test_deterministic():
 def test_hosts_are_distinct_reporters_and_rtt_percentiles():
     pw = PartitionWindows(0, W, LATE, sources=1)
     for i, host in enumerate(["a", "b", "a", "c"]):
-        p = part("d", 0, 1, host)
+        p = part("d", 0, 1, host, rid=i)  # "a" sends two different reports
         p["h"] = {159: 1} if i < 3 else {266: 1}  # three ~1 ms, one ~100 ms
         pw.apply({"o": [0, i], "t": 0, "parts": [p]})
     (rec,) = pw.apply({"mark": [0, W + LATE]}).closed
@@ -224,10 +227,28 @@ def test_two_partials_of_one_key_in_one_report_both_count():
     of one subnet differently (another vpc) yields two partials with the same window key."""
     w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
     a = {"src": ["s1", "a1", "v1"], "dst": ["s2", "a2", "v1"], "ws": 0, "host": "h1",
-         "c": [100, 0, 0, 0, 1, 1, 1, 900], "h": {}}
+         "c": [100, 0, 0, 0, 1, 1, 1, 900], "h": {}, "x": [0, 0], "top": [None, None, None], "ip": None, "id": 7}
     b = dict(a, dst=["s2", "a2", "other"], c=[50, 0, 0, 0, 1, 1, 1, 900])
     out = w.apply({"o": [0, 7], "t": 0, "parts": [a, b]})
     assert (out.applied, out.duplicates) == (2, 0)
     assert w.apply({"o": [0, 7], "t": 0, "parts": [a, b]}).duplicates == 2  # the replay: both skipped
     closed = w.apply({"mark": [0, 660]}).closed
     assert [(r["bytes_sent"], r["samples"]) for r in closed] == [(150, 2)]
+
+
+def test_a_report_sent_again_counts_once_and_a_split_one_twice():
+    """An agent re-sends a report (same identity, any partition or offset): counted once, as a
+    duplicate, also after its window closed; two different reports of one host and interval (an
+    agent splitting its interval) both count."""
+    w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=2)
+    first = part("d", 0, 5, "h1", rid=11)
+    assert w.apply({"o": [0, 3], "t": 0, "g": 0, "parts": [first]}).applied == 1
+    assert w.apply({"o": [1, 40], "t": 0, "g": 0, "parts": [dict(first)]}).duplicates == 1  # re-sent elsewhere
+    assert w.apply({"o": [0, 4], "t": 0, "g": 0, "parts": [part("d", 0, 5, "h1", rid=12)]}).applied == 1  # split
+    w.apply({"mark": [1, 0]})
+    closed = w.apply({"mark": [0, 660]}).closed + w.apply({"mark": [1, 660]}).closed
+    assert [(r["bytes_sent"], r["samples"], r["hosts"]) for r in closed] == [(10, 2, 1)]
+    again = w.apply({"o": [1, 41], "t": 0, "g": 0, "parts": [dict(first)]})
+    assert (again.duplicates, again.late) == (1, [])  # not late: a duplicate, counted and skipped
+    other = w.apply({"o": [1, 42], "t": 0, "g": 0, "parts": [part("d", 0, 6, "h1", rid=13)]})
+    assert len(other.late) == 1  # a new report for a closed window is late, as before

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS flow_anomalies
     dst_subnet   LowCardinality(String),
     dst_az       LowCardinality(String),
     dst_vpc      LowCardinality(String),
-    metric       LowCardinality(String)    COMMENT 'retrans_rate | timeout_rate | rtt_mean | rtt_p90',
+    metric       LowCardinality(String)    COMMENT 'retrans_rate | timeout_rate | rtt_p50 | rtt_p90',
     observed     Float64,
     expected     Float64                   COMMENT 'learned baseline',
     score        Float64,
