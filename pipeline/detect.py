@@ -98,6 +98,9 @@ DEFAULTS: dict[str, float] = {
     "confirm_after": 2,  # hot intervals in a row that flag a metric whose evidence is narrow (one connection / few flows)
     "rtt_broad_flows": 3,  # flows behind an interval's median RTT for it to be broad evidence on its own
     "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
+    "trim_largest": 1,  # 1: a count is broad evidence only if it stays hot with its largest sample set aside (0: always)
+    "learn_dispersion": 1,  # 1: scale count scores by the key's learned overdispersion (0: Poisson)
+    "rtt_clip": 2.0,  # an RTT deviation is learned clipped at this many spreads (a slow creep must not widen the band)
     "resolve_after": 4,  # normal intervals before an alert resolves
     "silent_after": 20,  # intervals without data before an open alert resolves as 'silent'
 }
@@ -165,6 +168,17 @@ class Verdict:
     expected: float
     hot: bool = False
     streak: int = 0
+
+
+def _winsorized_var(c: float) -> float:
+    """Variance of a standard normal clipped at ±c (a clipped-deviation variance divided by it is unbiased).
+
+    >>> round(_winsorized_var(2.0), 3), round(_winsorized_var(10.0), 3)
+    (0.92, 1.0)
+    """
+    phi = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+    tail = 0.5 * math.erfc(c / math.sqrt(2))
+    return 1.0 - 2.0 * (c * phi + tail) + 2.0 * c * c * tail
 
 
 def _anscombe(k: float, mu: float) -> float:
@@ -243,7 +257,7 @@ class Baseline:
 
     def _dispersion(self, metric: str) -> float:
         d = self.disp[metric]
-        return max(d.get(), 1.0) if self.seen[metric] >= self.p["warmup"] else 1.0
+        return max(d.get(), 1.0) if self.p["learn_dispersion"] and self.seen[metric] >= self.p["warmup"] else 1.0
 
     def _count(self, metric: str, k: int, kmax: int, exposure: float, num: stats.EWMean, den: stats.EWMean,
                floor: float, min_k: float, min_excess: float) -> Verdict:
@@ -259,7 +273,7 @@ class Baseline:
             return score, obs, (score >= p["z"] and kk >= min_k and obs - rate >= min_excess and obs >= 2 * rate)
 
         score, obs, hot = judge(k)
-        broad = judge(k - kmax)[2]
+        broad = judge(k - kmax)[2] if p["trim_largest"] else hot
         ready = self.seen[metric] >= p["warmup"]
         streak = self.streak[metric] + 1 if hot else 0
         flagged = ready and hot and (broad or streak >= p["confirm_after"])
@@ -287,7 +301,7 @@ class Baseline:
                     m, var = self.m0[metric].get(), self.rtt0[metric].get()
                 else:
                     mean, ewvar = self.rtt[metric]
-                    m, var = mean.get(), ewvar.get()
+                    m, var = mean.get(), ewvar.get() / _winsorized_var(p["rtt_clip"])
                 # deviations are learned scaled by sqrt(observations): an interval with few RTT
                 # samples is allowed a wider swing than one with many
                 w = math.sqrt(min(o.rtt_count, p["rtt_count_cap"]))
@@ -327,10 +341,16 @@ class Baseline:
                 lx = math.log(max(v.observed, 1.0))
                 w = math.sqrt(min(o.rtt_count, self.p["rtt_count_cap"]))
                 if self.seen[metric] > 1:
-                    m = self.m0[metric].get() if self.seen[metric] <= self.settle else mean.get()
+                    settled = self.seen[metric] > self.settle
+                    m = mean.get() if settled else self.m0[metric].get()
                     d = (lx - m) * w
+                    if settled:  # Huber-style: a deviation counts at most rtt_clip spreads (drift, one odd interval)
+                        sd = math.sqrt(max(var.get(), 0.0) / _winsorized_var(self.p["rtt_clip"]))
+                        lim = self.p["rtt_clip"] * max(sd, self.p["rtt_sd_floor"])
+                        d = max(-lim, min(lim, d))
+                        lx = m + d / w
                     var.update(d)
-                    if self.seen[metric] <= self.settle:
+                    if not settled:
                         self.rtt0[metric].update(d)
                 mean.update(lx)
                 self.m0[metric].update(lx)

@@ -16,7 +16,8 @@ from pipeline.windows import PartitionWindows
 
 def _part(dst: str, n: int) -> dict:
     return {"src": ["s", "a", "v"], "dst": [dst, "a2", "v"], "ws": 0, "host": f"h{n}",
-            "c": [n, 1, 0, 0, 1, 1, 1, 500], "h": {143: 1}}
+            "c": [n, 1, 0, 0, 1, 1, 1, 500], "h": {143: 1}, "x": [0, 0], "top": [None, None, "10.0.9.4"],
+            "ip": f"10.0.0.{n % 250}", "id": 1000 + n}
 
 
 def test_restore_round_trip(broker):
