@@ -108,10 +108,13 @@ __all__ = [
     "DEFAULT_RTT_MS",
     "Fault",
     "Scenario",
+    "Realism",
     "Simulator",
+    "TotalsAccumulator",
     "expected_totals",
     "load_scenario",
     "parse_duration",
+    "parse_realism",
     "parse_size",
 ]
 
@@ -957,25 +960,40 @@ def expected_totals(
     ``hosts`` (distinct reporting instances), plus ``rtt_count`` and ``rtt_sum_us``
     (window mean RTT = rtt_sum_us / rtt_count).
     """
-    acc: dict[tuple[str, str, int], dict[str, Any]] = {}
-    hosts: dict[tuple[str, str, int], set[str]] = {}
+    acc = TotalsAccumulator(window_s, topology)
+    for r in reports:
+        acc.add(r)
+    return acc.result()
 
-    def subnet(ep: Mapping[str, Any]) -> str:
+
+_TOTAL_FIELDS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples",
+                 "hosts", "rtt_count", "rtt_sum_us")
+
+
+class TotalsAccumulator:
+    """:func:`expected_totals`, one report at a time (``add``), for long streams; ``result()`` at any point."""
+
+    def __init__(self, window_s: int, topology: Topology | None = None) -> None:
+        self.window_s = window_s
+        self.topology = topology
+        self.acc: dict[tuple[str, str, int], dict[str, int]] = {}
+        self.hosts: dict[tuple[str, str, int], set[str]] = {}
+
+    def _subnet(self, ep: Mapping[str, Any]) -> str:
         s = ep.get("subnet")
         if s:
             return str(s)
-        return topology.locate(ep["ip"]).subnet if topology is not None else "external"
+        return self.topology.locate(ep["ip"]).subnet if self.topology is not None else "external"
 
-    for r in reports:
-        src = subnet(r["local"])
-        w = int(r["start"]) // window_s * window_s
+    def add(self, r: Mapping[str, Any]) -> None:
+        acc, hosts = self.acc, self.hosts
+        src = self._subnet(r["local"])
+        w = int(r["start"]) // self.window_s * self.window_s
         for s in r["samples"] if "samples" in r else (r,):
-            key = (src, subnet(s["remote"]), w)
+            key = (src, self._subnet(s["remote"]), w)
             t = acc.get(key)
             if t is None:
-                t = acc[key] = dict.fromkeys(
-                    ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples",
-                     "hosts", "rtt_count", "rtt_sum_us"), 0)
+                t = acc[key] = dict.fromkeys(_TOTAL_FIELDS, 0)
                 hosts[key] = set()
             t["bytes_sent"] += s["bytes_sent"]
             t["bytes_received"] += s["bytes_received"]
@@ -986,6 +1004,8 @@ def expected_totals(
             t["rtt_count"] += len(s["rtt_us"])
             t["rtt_sum_us"] += sum(s["rtt_us"])
             hosts[key].add(r["instance"])
-    for key, t in acc.items():
-        t["hosts"] = len(hosts[key])
-    return acc
+
+    def result(self) -> dict[tuple[str, str, int], dict[str, int]]:
+        for key, t in self.acc.items():
+            t["hosts"] = len(self.hosts[key])
+        return self.acc
