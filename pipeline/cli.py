@@ -220,6 +220,9 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
           param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Detection parameter override "
                                                              "NAME=VALUE (see detect.DEFAULTS); repeatable")] = None,
           events: Annotated[Optional[Path], typer.Option(help="Also write every alert event (JSON lines) here")]
+          = None,
+          realism: Annotated[Optional[str], typer.Option(help="smooth | realistic: overrides every scenario's own "
+                                                         "'realism:' (default: the scenario's, smooth if none)")]
           = None) -> None:
     """Run scenarios through the detection code in simulated time; print detection and false-alarm scores.
 
@@ -238,13 +241,16 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
             console.print(f"[red]--param {item!r}:[/] expected NAME=VALUE with NAME one of {', '.join(DEFAULTS)}")
             raise typer.Exit(2)
         params[name] = float(value)
+    if realism is not None and realism not in ("smooth", "realistic"):
+        console.print(f"[red]--realism {realism!r}:[/] expected smooth or realistic")
+        raise typer.Exit(2)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("intervals"),
                   TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         for path in scenarios:
             task = bar.add_task(path.stem, total=None)
             try:
-                r = evaluate(path, detector=detector, params=params,
+                r = evaluate(path, detector=detector, params=params, realism=realism,
                              progress=lambda done, total, task=task: bar.update(task, completed=done, total=total))
             except (OSError, ValueError) as exc:
                 console.print(f"[red]{path}:[/] {exc}")
@@ -268,7 +274,9 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
 
     for r in results:
         d = r.detection()
-        t = Table(title=f"{r.name}: {r.intervals} intervals, {r.reports:,} reports, {r.seconds:.1f} s", title_justify="left")
+        rl = r.realism if isinstance(r.realism, str) else orjson.dumps(r.realism).decode()
+        t = Table(title=f"{r.name} ({rl}): {r.intervals} intervals, {r.reports:,} reports, {r.seconds:.1f} s",
+                  title_justify="left")
         for col in ("fault", "kind", "target", "start", "detected", "delay (intervals)", "alerts", "metrics",
                     "cause: truth", "given", "NHI (intervals)"):
             t.add_column(col)
@@ -286,6 +294,9 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
                   f"median delay {num(d['median_delay_intervals'], '{}')} intervals  false alarms {d['false_alarms']} "
                   f"= {d['false_alarms_per_1000_pair_windows']:.2f} per 1,000 of {d['fault_free_pair_windows']} "
                   f"fault-free pair-windows  state ≤ {r.state.get('max', 0):,} B/key")
+        tot = r.totals
+        out.print(f"  windows exact {tot['exact']}/{tot['windows']} (wrong {tot['wrong']})  late samples "
+                  f"{tot['late_samples']}  duplicate reports {tot['duplicate_reports']} of {r.reports:,}")
         at = r.attribution()
         if at["detected_faults"]:
             out.print(f"  attribution {at['right']}/{at['detected_faults']} right  NHI degraded periods "
@@ -300,6 +311,9 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
         out.print(f"[bold]attribution:[/] accuracy {su['attribution_accuracy']:.3f}  NHI false-degraded "
                   f"{su['nhi_false_degraded_minutes']:.0f} min (workload-only scenarios: "
                   f"{su['nhi_false_degraded_minutes_workload_only']:.0f})")
+        tot = su["totals"]
+        out.print(f"[bold]windows:[/] exact {tot['exact']}/{tot['windows']} (wrong {tot['wrong']})  late samples "
+                  f"{tot['late_samples']}  duplicate reports {tot['duplicate_reports']}  realism {', '.join(su['realism'])}")
         cm = Table(title="confusion (detected faults): truth → given", title_justify="left")
         given = sorted({g for row in su["confusion"].values() for g in row})
         cm.add_column("truth")

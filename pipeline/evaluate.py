@@ -34,9 +34,10 @@ than counting instance-windows too.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,18 @@ import orjson
 from .attribute import AttributionStage
 from .detect import Detection
 from .ingest import Ingest
-from .simulate import Fault, Simulator, load_scenario
+from .preagg import PARTIAL_COUNTERS
+from .simulate import _TOTAL_FIELDS, Fault, Simulator, TotalsAccumulator, load_scenario
+from .topology import load_topology
 from .validate import Validator
 from .windows import PartitionWindows
 
-__all__ = ["EPOCH", "EvalResult", "evaluate", "suite_summary", "match"]
+__all__ = ["EPOCH", "EvalResult", "evaluate", "evaluate_stream", "suite_summary", "match"]
 
 #: Simulated time of every scenario's start: 2025-11-25 00:00 UTC (a midnight, so ``diurnal`` peaks at 12:00).
 EPOCH = 1764028800
+
+_SAMPLES = PARTIAL_COUNTERS.index("samples")
 
 
 @dataclass
@@ -75,6 +80,9 @@ class EvalResult:
     attributions: list[dict[str, Any]] = field(default_factory=list)
     nhi: list[tuple[str, str, int, int]] = field(default_factory=list)
     nhi_false_degraded_minutes: float = 0.0
+    realism: Any = "smooth"  # the realism the reports were simulated with (a label; "stream" callers set their own)
+    totals: dict[str, int] = field(default_factory=dict)  # closed windows vs expected_totals (see evaluate_stream)
+    start: int = EPOCH
 
     def attribution(self) -> dict[str, Any]:
         det = [f for f in self.faults if f["detected"]]
@@ -107,9 +115,10 @@ class EvalResult:
         }
 
     def as_json(self) -> dict[str, Any]:
-        return {"scenario": self.name, "source": self.source, "detection": self.detection(),
-                "attribution": self.attribution(), "faults": self.faults,
-                "nhi": [{"scope_kind": k, "scope": s, "start_s": a - EPOCH, "end_s": b - EPOCH} for k, s, a, b in self.nhi],
+        return {"scenario": self.name, "source": self.source, "realism": self.realism, "detection": self.detection(),
+                "attribution": self.attribution(), "faults": self.faults, "totals": self.totals,
+                "nhi": [{"scope_kind": k, "scope": s, "start_s": a - self.start, "end_s": b - self.start}
+                        for k, s, a, b in self.nhi],
                 "run": {"intervals": self.intervals, "reports": self.reports, "samples": self.samples,
                         "seconds": round(self.seconds, 2), "detector_state_bytes": self.state}}
 
@@ -155,15 +164,68 @@ def match(alerts: list[Mapping[str, Any]], faults: list[dict[str, Any]], interva
 
 def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baseline",
              params: Mapping[str, float] | None = None, window_s: int = 600, lateness_s: int = 60,
-             progress: Callable[[int, int], None] | None = None) -> EvalResult:
-    """Run one scenario in simulated time; see the module docstring for the scores."""
+             progress: Callable[[int, int], None] | None = None, realism: Any = None) -> EvalResult:
+    """Run one scenario in simulated time; see the module docstring for the scores.
+
+    ``realism``: None = the scenario's own ``realism:`` (default smooth), else ``smooth``,
+    ``realistic`` or a mapping (:func:`pipeline.simulate.parse_realism`).
+    """
     sc = load_scenario(source)
     if sc.duration_s is None:
         raise ValueError(f"scenario {sc.source}: 'duration:' is required for eval")
     name = str(sc.raw.get("name") or Path(str(sc.source)).stem)
-    sim = Simulator.from_scenario(sc, start=EPOCH)
+    sim = Simulator.from_scenario(sc, start=EPOCH, realism=realism)
     iv_s = sim.interval_s
-    core = Ingest(Validator(sim.topology, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1, grid_s=iv_s)
+    end = EPOCH + -(-sc.duration_s // iv_s) * iv_s
+
+    faults: list[dict[str, Any]] = []  # filled once the stream is over: the simulator records what it touched
+
+    def stream() -> Iterator[tuple[float, dict[str, Any]]]:
+        yield from sim.deliveries(sc.duration_s)
+        faults.extend({"name": f.name, "kind": f.kind, "target": {f.target_kind: f.target}, "start": EPOCH + f.start,
+                       "end": min(EPOCH + f.end, end), "cause": f.cause, "keys": _fault_keys(sim, f)}
+                      for f in sim.faults)
+
+    res = evaluate_stream(sim.topology, stream(), faults, name=name, source=str(sc.source), interval_s=iv_s,
+                          start=EPOCH, duration_s=sc.duration_s, detector=detector, params=params,
+                          window_s=window_s, lateness_s=lateness_s, progress=progress)
+    res.realism = sim.realism_label
+    return res
+
+
+def _identity(r: Mapping[str, Any], raw: bytes | None) -> tuple[Any, ...]:
+    """A report's identity: its ``report_id`` if it has one, else instance, start and content."""
+    rid = r.get("report_id")
+    if rid is not None:
+        return ("id", str(r.get("instance")), str(rid))
+    canon = orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
+    return ("content", hashlib.blake2b(canon, digest_size=16).digest())
+
+
+def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str, Any] | bytes]],
+                    faults: list[dict[str, Any]], *, name: str, source: str, interval_s: int, start: int,
+                    duration_s: int, detector: str = "baseline", params: Mapping[str, float] | None = None,
+                    window_s: int = 600, lateness_s: int = 60,
+                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Run a stream of reports through the worker's cores and score it against ``faults``.
+
+    ``deliveries``: ``(arrival time, report dict or its bytes)`` in arrival order, as one
+    reports partition carries them. After each report, when the largest ``start`` processed
+    so far rose, a progress mark ``{"mark": [0, max_start]}`` follows (what
+    ``ingest.SourceProgress`` promises); at the end an idle mark closes everything.
+    ``faults``: dicts with ``name, kind, target, start, end`` (Unix s), ``cause`` and ``keys``
+    (a set of ``("pair", src_subnet, dst_subnet)`` / ``("instance", instance, dst_subnet)``);
+    read after the stream is exhausted. ``start``/``duration_s``: the simulated span
+    (fault times are reported relative to ``start``).
+
+    Besides the detection scores, every closed 10-minute window is compared with
+    :func:`~pipeline.simulate.expected_totals` over the *unique* delivered reports (a
+    re-sent report counts once: same ``report_id``, or same instance, start and content):
+    ``EvalResult.totals``.
+    """
+    topo = load_topology(topology)
+    iv_s = int(interval_s)
+    core = Ingest(Validator(topo, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1, grid_s=iv_s)
     pw = PartitionWindows(0, window_s, lateness_s, 1, grid_s=iv_s)
     det = Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params)
     stage = AttributionStage(1, iv_s)
@@ -171,11 +233,16 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
     attributions: list[dict[str, Any]] = []
     nhi: list[dict[str, Any]] = []
     pair_windows: set[tuple[str, str, int]] = set()
-    n_iv = -(-sc.duration_s // iv_s)
+    closed: dict[tuple[str, str, int], dict[str, Any]] = {}
+    expected = TotalsAccumulator(window_s, topo)
+    seen: set[tuple[Any, ...]] = set()
+    late_samples = late_partials = duplicates = 0
+    n_iv = -(-int(duration_s) // iv_s)
     t_start = time.perf_counter()
     reports = samples = 0
 
     def feed(msg: dict) -> None:
+        nonlocal late_samples, late_partials
         out = pw.apply(msg)
         new: list[dict[str, Any]] = []
         for iv in out.intervals:
@@ -189,25 +256,44 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
             nhi.extend(changes)
         for rec in out.closed:
             pair_windows.add((rec["src_subnet"], rec["dst_subnet"], rec["window_start"]))
+            closed[(rec["src_subnet"], rec["dst_subnet"], rec["window_start"])] = rec
+        late_partials += len(out.late)
+        late_samples += sum(part["c"][_SAMPLES] for part, _ in out.late)
 
-    cur = None
-    for r in sim.reports(sc.duration_s):
-        t = r["start"]
-        if t != cur:
-            if cur is not None:
-                feed({"mark": [0, cur]})
-                if progress:
-                    progress((cur - EPOCH) // iv_s + 1, n_iv)
-            cur = t
-        res = core.process(orjson.dumps(r), "sim", 0, reports, t + iv_s)
+    max_start: int | None = None
+    shown = 0
+    for arrival, item in deliveries:
+        if isinstance(item, bytes | bytearray | memoryview):
+            raw = bytes(item)
+            r = orjson.loads(raw)
+        else:
+            r = item
+            raw = orjson.dumps(r)
+        res = core.process(raw, "sim", 0, reports, arrival)
         if res.deadletters:
-            raise RuntimeError(f"scenario {name}: the simulator produced an invalid report: {res.deadletters[0]}")
+            raise RuntimeError(f"stream {name}: report {reports} is invalid: {res.deadletters[0]}")
+        ident = _identity(r, raw)
+        if ident in seen:
+            duplicates += 1
+        else:
+            seen.add(ident)
+            expected.add(r)
         reports += 1
         samples += res.accepted
         for payload in res.messages.values():
             feed(orjson.loads(payload))
-    end = EPOCH + n_iv * iv_s
-    feed({"mark": [0, end], "idle": end + window_s + lateness_s})  # the stream is over: close everything
+        t = res.start if res.start is not None else int(r["start"])
+        if max_start is None or t > max_start:
+            max_start = t
+            feed({"mark": [0, max_start]})
+            if progress:
+                done = min(n_iv, max(0, (max_start - start) // iv_s + 1))
+                if done != shown:
+                    shown = done
+                    progress(done, n_iv)
+    end = start + n_iv * iv_s
+    last = max(end, max_start if max_start is not None else end)
+    feed({"mark": [0, last], "idle": last + window_s + lateness_s})  # the stream is over: close everything
     recs, changes = stage.finish()
     attributions.extend(recs)
     nhi.extend(changes)
@@ -215,9 +301,17 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
         progress(n_iv, n_iv)
     seconds = time.perf_counter() - t_start
 
+    # --- totals: closed windows against the unique reports ------------------------------
+    want = expected.result()
+    keys = want.keys() | closed.keys()
+    exact = sum(1 for k in keys if k in want and k in closed
+                and all(closed[k][f] == want[k][f] for f in _TOTAL_FIELDS))
+    totals = {"windows": len(keys), "exact": exact, "wrong": len(keys) - exact,
+              "missing": len(want.keys() - closed.keys()), "unexpected": len(closed.keys() - want.keys()),
+              "late_samples": late_samples, "late_partials": late_partials,
+              "unique_reports": len(seen), "duplicate_reports": duplicates}
+
     # --- score -----------------------------------------------------------------------
-    faults = [{"name": f.name, "kind": f.kind, "target": {f.target_kind: f.target}, "start": EPOCH + f.start,
-               "end": min(EPOCH + f.end, end), "cause": f.cause, "keys": _fault_keys(sim, f)} for f in sim.faults]
     opened = [e for e in events if e["event"] == "opened"]
     credit = match(opened, faults, iv_s)
     per_fault: list[list[dict]] = [[] for _ in faults]
@@ -244,19 +338,21 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
         given = _majority_cause(causes) if credited else None
         nhi_first = min((s0 for _, _, s0, e0 in periods if f["start"] <= s0 < f["end"] + 2 * iv_s), default=None)
         fault_out.append({
-            "name": f["name"], "kind": f["kind"], "target": f["target"], "start_s": f["start"] - EPOCH,
-            "end_s": f["end"] - EPOCH, "detected": bool(credited),
+            "name": f["name"], "kind": f["kind"], "target": f["target"], "start_s": f["start"] - start,
+            "end_s": f["end"] - start, "detected": bool(credited),
             "delay_intervals": None if first is None else (first - f["start"]) // iv_s + 1,
             "alerts": len(credited), "metrics": sorted({a["metric"] for a in credited}),
             "cause_truth": f["cause"], "cause_given": given,
             "causes_of_alerts": {c: causes.count(c) for c in sorted(set(causes))},
             "nhi_delay_intervals": None if nhi_first is None or first is None else (nhi_first - first) // iv_s,
         })
-    res = EvalResult(name, str(sc.source), iv_s, events, fault_out, len(opened), sum(len(c) for c in per_fault),
+    res = EvalResult(name, source, iv_s, events, fault_out, len(opened), sum(len(c) for c in per_fault),
                      false_alarms, free_windows, n_iv, reports, samples, seconds, det.state_bytes())
     res.attributions = attributions
     res.nhi = periods
     res.nhi_false_degraded_minutes = false_min
+    res.totals = totals
+    res.start = start
     return res
 
 
@@ -321,4 +417,10 @@ def suite_summary(results: Iterable[EvalResult]) -> dict[str, Any]:
                                                                          for f in r.faults)),
         "nhi_false_degraded_minutes": sum(r.nhi_false_degraded_minutes for r in rs),
         "seconds": round(sum(r.seconds for r in rs), 1),
+        "totals": {k: sum(r.totals.get(k, 0) for r in rs) for k in _TOTALS_KEYS},
+        "realism": sorted({str(r.realism) for r in rs}),
     }
+
+
+_TOTALS_KEYS = ("windows", "exact", "wrong", "missing", "unexpected", "late_samples", "late_partials",
+                "unique_reports", "duplicate_reports")

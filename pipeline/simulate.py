@@ -90,6 +90,7 @@ Examples
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 import time
@@ -99,6 +100,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from pipeline.topology import Topology, category, load_topology, read_yaml_source
 
@@ -106,10 +108,13 @@ __all__ = [
     "DEFAULT_RTT_MS",
     "Fault",
     "Scenario",
+    "Realism",
     "Simulator",
+    "TotalsAccumulator",
     "expected_totals",
     "load_scenario",
     "parse_duration",
+    "parse_realism",
     "parse_size",
 ]
 
@@ -192,6 +197,7 @@ class Scenario:
     faults: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
+    realism: Any = "smooth"  # the ``realism:`` value: "smooth", "realistic" or a mapping (see parse_realism)
 
 
 def load_scenario(source: str | Path | Mapping[str, Any]) -> Scenario:
@@ -233,6 +239,7 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Scenario:
         faults=list(faults),
         raw=dict(data),
         source=label,
+        realism=get("realism", lambda v: parse_realism(v)[1], "smooth"),
     )
 
 
@@ -303,6 +310,112 @@ class Fault:
     touched: set[tuple[int, int]] = field(default_factory=set)  # (data sender, receiver) instance indexes affected
 
 
+# ------------------------------------------------------------------------------------
+# realism model
+# ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Realism:
+    """Parameters of the realism model (see the module docstring for each one's source).
+
+    The defaults are the ``realistic`` preset. A scenario's ``realism:`` mapping overrides
+    single fields, e.g. ``{preset: realistic, microburst_prob: 0}``.
+    """
+
+    retrans_shape: float = 0.5
+    microburst_prob: float = 0.001
+    microburst_min: int = 20
+    microburst_alpha: float = 1.2
+    microburst_max: int = 1000
+    microburst_timeout_frac: float = 0.02
+    rtt_spike_prob: float = 0.002
+    rtt_spike_min: float = 3.0
+    rtt_spike_max: float = 50.0
+    rtt_obs_max: int = 4
+    rtt_obs_jitter: float = 0.1
+    phase_s: int = 15
+    clock_offset_s: float = 2.0
+    slow_agent_frac: float = 0.05
+    publish_jitter_s: float = 2.0
+    late_frac: float = 0.02
+    late_min_s: float = 10.0
+    late_max_s: float = 60.0
+    duplicate_frac: float = 0.01
+    duplicate_delay_s: float = 30.0
+    gap_agent_frac: float = 0.05
+    gap_intervals: int = 3
+    churn_frac: float = 0.05
+
+    def __post_init__(self) -> None:
+        for f in ("microburst_prob", "microburst_timeout_frac", "rtt_spike_prob", "slow_agent_frac", "late_frac",
+                  "duplicate_frac", "gap_agent_frac", "churn_frac"):
+            if not 0.0 <= getattr(self, f) <= 1.0:
+                raise ValueError(f"realism: {f} must be a fraction in [0, 1], got {getattr(self, f)!r}")
+        for f in ("retrans_shape", "rtt_obs_jitter", "clock_offset_s", "publish_jitter_s", "phase_s", "gap_intervals"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"realism: {f} must be >= 0, got {getattr(self, f)!r}")
+        if not 1 <= self.microburst_min <= self.microburst_max or self.microburst_alpha <= 0:
+            raise ValueError("realism: need 1 <= microburst_min <= microburst_max and microburst_alpha > 0")
+        if not 1.0 <= self.rtt_spike_min <= self.rtt_spike_max:
+            raise ValueError("realism: need 1 <= rtt_spike_min <= rtt_spike_max")
+        if self.rtt_obs_max < 1:
+            raise ValueError("realism: rtt_obs_max must be >= 1")
+        if not 0 <= self.late_min_s <= self.late_max_s or self.duplicate_delay_s < 1:
+            raise ValueError("realism: need 0 <= late_min_s <= late_max_s and duplicate_delay_s >= 1")
+
+
+_REALISM_FIELDS = {f.name: f.type for f in Realism.__dataclass_fields__.values()}
+_INT_FIELDS = {"microburst_min", "microburst_max", "rtt_obs_max", "phase_s", "gap_intervals"}
+REALISM_PRESETS = ("smooth", "realistic")
+
+
+def parse_realism(value: Any) -> tuple[Realism | None, str | dict[str, Any]]:
+    """``(model, label)`` from a scenario's ``realism:`` value; the model is None for ``smooth``.
+
+    ``value``: None or ``"smooth"`` (the default), ``"realistic"``, a :class:`Realism`, or a
+    mapping ``{preset: realistic, <param>: value, ...}``. The label is what ``flowmon eval``
+    shows (the string, or the normalised mapping).
+
+    >>> parse_realism(None)
+    (None, 'smooth')
+    >>> m, label = parse_realism({"microburst_prob": 0})
+    >>> m.microburst_prob, m.retrans_shape, label
+    (0.0, 0.5, {'preset': 'realistic', 'microburst_prob': 0.0})
+    >>> parse_realism({"burst": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: realism: unknown key(s) ['burst']; allowed: preset, retrans_shape, microburst_prob, microburst_min, microburst_alpha, microburst_max, microburst_timeout_frac, rtt_spike_prob, rtt_spike_min, rtt_spike_max, rtt_obs_max, rtt_obs_jitter, phase_s, clock_offset_s, slow_agent_frac, publish_jitter_s, late_frac, late_min_s, late_max_s, duplicate_frac, duplicate_delay_s, gap_agent_frac, gap_intervals, churn_frac
+    """
+    if value is None or value == "smooth":
+        return None, "smooth"
+    if value == "realistic":
+        return Realism(), "realistic"
+    if isinstance(value, Realism):
+        return value, {"preset": "realistic", **{k: getattr(value, k) for k in _REALISM_FIELDS
+                                                 if getattr(value, k) != getattr(Realism(), k)}}
+    if isinstance(value, Mapping):
+        unknown = [str(k) for k in value if k != "preset" and k not in _REALISM_FIELDS]
+        if unknown:
+            raise ValueError(f"realism: unknown key(s) {unknown}; allowed: preset, {', '.join(_REALISM_FIELDS)}")
+        preset = value.get("preset", "realistic")
+        if preset != "realistic":
+            raise ValueError(f"realism: preset: {preset!r}: a mapping overrides the 'realistic' preset "
+                             "(use realism: smooth for none)")
+        kw: dict[str, Any] = {}
+        for k, v in value.items():
+            if k == "preset":
+                continue
+            try:
+                if isinstance(v, bool):
+                    raise TypeError
+                kw[k] = int(v) if k in _INT_FIELDS else float(v)
+                if k in _INT_FIELDS and kw[k] != v:
+                    raise TypeError
+            except (TypeError, ValueError):
+                raise ValueError(f"realism: {k}: expected a {'whole ' if k in _INT_FIELDS else ''}number, got {v!r}") from None
+        return Realism(**kw), {"preset": "realistic", **kw}
+    raise ValueError(f"realism: {value!r}: one of smooth, realistic or a mapping {{preset: realistic, <param>: value}}")
+
+
 class Simulator:
     """Seeded fleet simulator producing wire-v1 report dicts.
 
@@ -324,7 +437,9 @@ class Simulator:
         omit_remote_placement: float = 0.5,
         rtt_defaults_ms: Mapping[str, float] | None = None,
         faults: Sequence[Mapping[str, Any]] = (),
+        realism: Any = None,
     ) -> None:
+        self.realism, self.realism_label = parse_realism(realism)
         self.topology = load_topology(topology)
         if not isinstance(traffic, Sequence) or isinstance(traffic, str):
             data, label, _ = read_yaml_source(traffic, "traffic")
@@ -351,6 +466,8 @@ class Simulator:
         self._index = {iid: i for i, iid in enumerate(self._ids)}
         pl = list(t.instances.values())
         self._ips = [p.ip for p in pl]
+        self._ip_index = {ip: i for i, ip in enumerate(self._ips)}
+        self._rrng: np.random.Generator | None = None  # the current interval's realism generator
         self._local = [{"ip": p.ip, "subnet": p.subnet, "az": p.az, "vpc": p.vpc} for p in pl]
         self._az = [p.az for p in pl]
         self._vpc = [p.vpc for p in pl]
@@ -363,11 +480,16 @@ class Simulator:
         self._masks: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
-    def from_scenario(cls, source: str | Path | Mapping[str, Any] | Scenario, **overrides: Any) -> Simulator:
-        """Build from a scenario file; keyword arguments override its seed/interval_s/start/…"""
+    def from_scenario(cls, source: str | Path | Mapping[str, Any] | Scenario, *, realism: Any = None,
+                      **overrides: Any) -> Simulator:
+        """Build from a scenario file; keyword arguments override its seed/interval_s/start/…
+
+        ``realism``: None = the scenario's own ``realism:`` (default smooth); else as :class:`Simulator`.
+        """
         sc = source if isinstance(source, Scenario) else load_scenario(source)
         kw: dict[str, Any] = dict(seed=sc.seed, interval_s=sc.interval_s, omit_remote_placement=sc.omit_remote_placement,
-                                  rtt_defaults_ms=sc.rtt_defaults_ms, faults=sc.faults)
+                                  rtt_defaults_ms=sc.rtt_defaults_ms, faults=sc.faults,
+                                  realism=sc.realism if realism is None else realism)
         kw.update(overrides)
         sim = cls(sc.topology, sc.traffic, **kw)
         sim.scenario = sc  # type: ignore[attr-defined]
@@ -553,6 +675,8 @@ class Simulator:
             back = np.full(n, int(e.back), dtype=np.int64)
         retr = rng.poisson(e.retrans_per_mb * data / 1e6)
         tmo = rng.binomial(retr, e.timeouts_per_retrans) if e.timeouts_per_retrans > 0 else np.zeros(n, np.int64)
+        if self.realism is not None:  # own generator: the smooth draws above stay as they are
+            retr, tmo = self._realistic_retrans(e, data, retr, tmo)
         j = e.rtt_jitter
         bs = np.repeat(e.rtt_snd, fetches) if fetches > 1 else e.rtt_snd
         br = np.repeat(e.rtt_rcv, fetches) if fetches > 1 else e.rtt_rcv
@@ -592,6 +716,28 @@ class Simulator:
         return (cat([snd, rcv]), cat([rcv, snd]), cat([data, back]), cat([back, data]),
                 cat([retr, zero]), cat([tmo, zero]), cat([rtt_s, rtt_r]))
 
+    def _realistic_retrans(self, e: _Entry, data: np.ndarray, retr: np.ndarray,
+                           tmo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gamma–Poisson background retransmissions (same mean) plus rare microbursts, per connection."""
+        R, rr = self.realism, self._rrng
+        assert R is not None and rr is not None
+        n = len(data)
+        if R.retrans_shape > 0:
+            mean = e.retrans_per_mb * data / 1e6
+            retr = rr.poisson(rr.gamma(R.retrans_shape, 1.0, size=n) * (mean / R.retrans_shape))
+            tmo = (rr.binomial(retr, e.timeouts_per_retrans) if e.timeouts_per_retrans > 0
+                   else np.zeros(n, np.int64))
+        hit = np.flatnonzero(rr.random(n) < R.microburst_prob)
+        if len(hit):
+            # Pareto(microburst_min, microburst_alpha) segments, capped; a few of them timeouts (at least one)
+            size = np.minimum(R.microburst_max, np.floor(
+                R.microburst_min * (1.0 - rr.random(len(hit))) ** (-1.0 / R.microburst_alpha))).astype(np.int64)
+            retr = retr.copy()
+            tmo = tmo.copy()
+            retr[hit] += size
+            tmo[hit] += 1 + rr.binomial(size - 1, R.microburst_timeout_frac)
+        return retr, tmo
+
     def _resolve_start(self, duration_s: int) -> int:
         if self.start is None:
             self.start = int((time.time() - duration_s) // 3600 * 3600)
@@ -603,19 +749,149 @@ class Simulator:
         Within an interval reports are ordered by instance (topology order), samples by
         remote instance. Each interval draws from its own generator seeded by
         ``(seed, interval index)``, so a prefix of a longer run equals a shorter run.
+
+        With realism (not smooth): the reports the agents sent, each once (duplicates and
+        missing reports aside), in arrival order: :meth:`deliveries` without the re-sends.
         """
+        if self.realism is not None:
+            for _, r, dup in self._realistic(duration_s):
+                if not dup:
+                    yield r
+            return
         dur = parse_duration(duration_s)
         start = self._resolve_start(dur)
         n_iv = -(-dur // self.interval_s)
         for k in range(n_iv):
             yield from self._interval(k, start + k * self.interval_s)
 
+    def deliveries(self, duration_s: int | str) -> Iterator[tuple[float, dict[str, Any]]]:
+        """``(arrival time, report)`` in arrival order, as one reports partition would carry them.
+
+        Smooth: :meth:`reports` in their order, each arriving at ``start + interval_s``.
+        Realistic: every report the agents sent, re-sent duplicates included (after their
+        original), missing reports excluded; arrival = the end of the agent's interval on its
+        own clock, corrected to true time, + publish jitter (+ a delay for late ones).
+        """
+        if self.realism is None:
+            for r in self.reports(duration_s):
+                yield float(r["start"] + r["interval_s"]), r
+            return
+        for t, r, _ in self._realistic(duration_s):
+            yield t, r
+
+    def _realistic(self, duration_s: int | str) -> Iterator[tuple[float, dict[str, Any], bool]]:
+        """(arrival, report, is_duplicate) in arrival order: agents' phase, clocks, 60-s agents, delivery."""
+        R = self.realism
+        assert R is not None
+        dur = parse_duration(duration_s)
+        start = self._resolve_start(dur)
+        iv = self.interval_s
+        n_iv = -(-dur // iv)
+        n = len(self._ids)
+        # per-agent properties: one generator, a fixed number of draws per agent
+        arng = np.random.default_rng([self.seed, 4])
+        phase = arng.integers(-R.phase_s, R.phase_s, size=n) if R.phase_s else np.zeros(n, np.int64)
+        offset = arng.uniform(-R.clock_offset_s, R.clock_offset_s, size=n)
+        slow = arng.random(n) < R.slow_agent_frac
+        gap = arng.random(n) < R.gap_agent_frac
+        gap_at = arng.integers(0, max(1, n_iv), size=n)
+        churn = arng.random(n) < R.churn_frac
+        joins = arng.random(n) < 0.5
+        when = start + arng.uniform(0.1, 0.9, size=n) * dur
+        life_lo = np.where(churn & joins, when, -np.inf)
+        life_hi = np.where(churn & ~joins, when, np.inf)
+        ids, local = self._ids, self._local
+        off_max = R.clock_offset_s
+        heap: list[tuple[float, int, dict[str, Any], bool]] = []
+        seq = 0
+
+        def emit(i: int, k_first: int, samples: list[dict[str, Any]], rep_iv: int,
+                 drng: np.random.Generator) -> None:
+            nonlocal seq
+            u = drng.random(5)
+            jitter = drng.exponential(R.publish_jitter_s) if R.publish_jitter_s > 0 else 0.0
+            late = R.late_min_s + (R.late_max_s - R.late_min_s) * u[1]
+            dup_delay = 1.0 + (R.duplicate_delay_s - 1.0) * u[3]
+            s = int(start + k_first * iv + phase[i])
+            if not life_lo[i] <= s < life_hi[i]:
+                return  # the agent is not running
+            if gap[i] and gap_at[i] <= k_first < gap_at[i] + R.gap_intervals:
+                return  # never sent (agent restart, lost)
+            r = {"version": 1, "instance": ids[i], "local": dict(local[i]), "start": s, "interval_s": rep_iv,
+                 "report_id": f"{ids[i]}:{s}", "samples": samples}
+            t = s + rep_iv - float(offset[i]) + jitter + (late if u[0] < R.late_frac else 0.0)
+            heapq.heappush(heap, (t, seq, r, False))
+            seq += 1
+            if u[2] < R.duplicate_frac:
+                if u[4] < 0.5:  # the same bytes again
+                    d = orjson.loads(orjson.dumps(r))
+                else:  # the same content, re-serialised with another key order
+                    d = {k: v for k, v in reversed(list(r.items()))}
+                    d["samples"] = [{k: v for k, v in reversed(list(x.items()))} for x in r["samples"]]
+                    d["local"] = dict(reversed(list(r["local"].items())))
+                heapq.heappush(heap, (t + dup_delay, seq, d, True))
+                seq += 1
+
+        hold: dict[int, dict[str, Any]] = {}  # 60-s agents: the first half of their current report
+        for k in range(n_iv):
+            drng = np.random.default_rng([self.seed, 6, k])
+            cur = {self._index[r["instance"]]: r for r in self._interval(k, start + k * iv)}
+            for i in sorted(cur.keys() | (hold.keys() if k % 2 else set())):
+                if not slow[i]:
+                    emit(i, k, cur[i]["samples"], iv, drng)
+                elif k % 2 == 0:
+                    hold[i] = cur[i]
+                else:
+                    a, b = hold.pop(i, None), cur.get(i)
+                    emit(i, k - 1, self._merge([x["samples"] for x in (a, b) if x is not None]), 2 * iv, drng)
+            bound = start + (k + 2) * iv - R.phase_s - off_max - 1
+            while heap and heap[0][0] < bound:
+                t, _, r, dup = heapq.heappop(heap)
+                yield t, r, dup
+        drng = np.random.default_rng([self.seed, 6, n_iv])
+        for i in sorted(hold):
+            emit(i, n_iv - 1, hold[i]["samples"], 2 * iv, drng)
+        while heap:
+            t, _, r, dup = heapq.heappop(heap)
+            yield t, r, dup
+
+    def _merge(self, halves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Samples of two consecutive intervals as one 60-s report: counters summed, RTT lists concatenated."""
+        if len(halves) == 1:
+            return halves[0]
+        by: dict[str, dict[str, Any]] = {}
+        for samples in halves:
+            for x in samples:
+                ip = x["remote"]["ip"]
+                m = by.get(ip)
+                if m is None:
+                    by[ip] = dict(x, rtt_us=list(x["rtt_us"]))
+                    continue
+                for f in ("bytes_sent", "bytes_received", "retransmissions", "timeouts"):
+                    m[f] += x[f]
+                m["flows"] = max(m["flows"], x["flows"])  # long-lived connections: the same ones in both halves
+                m["rtt_us"].extend(x["rtt_us"])
+        return [by[ip] for ip in sorted(by, key=self._ip_index.__getitem__)]
+
     def _interval(self, k: int, t0: int) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng([self.seed, 1, k])
+        R = self.realism
+        if R is not None:
+            self._rrng = np.random.default_rng([self.seed, 3, k])
         parts = [r for i, e in enumerate(self._entries) if (r := self._rows(e, k, t0, rng, i)) is not None]
         if not parts:
             return
         rep, rem, sent, recv, retr, tmo, rtt = (np.concatenate(c) for c in zip(*parts))
+        nobs = None
+        if R is not None:
+            rr = self._rrng
+            assert rr is not None
+            m = len(rtt)
+            spike = np.flatnonzero(rr.random(m) < R.rtt_spike_prob)
+            if len(spike):  # one flow's RTT observations × a large factor (log-uniform) for this interval
+                rtt = rtt.copy()
+                rtt[spike] *= np.exp(rr.uniform(math.log(R.rtt_spike_min), math.log(R.rtt_spike_max), size=len(spike)))
+            nobs = rr.integers(1, R.rtt_obs_max + 1, size=m)
         n_inst = len(self._ids)
         key = rep * n_inst + rem
         order = np.argsort(key, kind="stable")
@@ -629,7 +905,15 @@ class Simulator:
         g_retr = add(retr[order], first).tolist()
         g_tmo = add(tmo[order], first).tolist()
         bounds = np.r_[first, len(key)].tolist()
-        rtt_l = np.maximum(np.rint(rtt[order]), 1).astype(np.int64).tolist()
+        rb = bounds  # RTT observations of group g: rtt_l[rb[g]:rb[g + 1]]
+        if nobs is None:
+            rtt_l = np.maximum(np.rint(rtt[order]), 1).astype(np.int64).tolist()
+        else:  # 1..rtt_obs_max polls of each flow's tcpi_rtt: the flow's value × a small per-poll jitter
+            cnt = nobs[order]
+            j = R.rtt_obs_jitter
+            obs = np.repeat(rtt[order], cnt) * np.exp(self._rrng.normal(-j * j / 2, j, size=int(cnt.sum())))
+            rtt_l = np.clip(np.rint(obs), 1, 60_000_000).astype(np.int64).tolist()
+            rb = np.r_[0, np.cumsum(cnt)][bounds].tolist()
         keep = (rng.random(len(first)) >= self.omit_remote_placement).tolist()
 
         ids, ips, local, interval = self._ids, self._ips, self._local, self.interval_s
@@ -651,7 +935,7 @@ class Simulator:
                 "retransmissions": g_retr[g],
                 "timeouts": g_tmo[g],
                 "flows": b - a,
-                "rtt_us": rtt_l[a:b],
+                "rtt_us": rtt_l[rb[g]:rb[g + 1]],
             })
         yield {"version": 1, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
                "interval_s": interval, "samples": samples}
@@ -676,25 +960,40 @@ def expected_totals(
     ``hosts`` (distinct reporting instances), plus ``rtt_count`` and ``rtt_sum_us``
     (window mean RTT = rtt_sum_us / rtt_count).
     """
-    acc: dict[tuple[str, str, int], dict[str, Any]] = {}
-    hosts: dict[tuple[str, str, int], set[str]] = {}
+    acc = TotalsAccumulator(window_s, topology)
+    for r in reports:
+        acc.add(r)
+    return acc.result()
 
-    def subnet(ep: Mapping[str, Any]) -> str:
+
+_TOTAL_FIELDS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples",
+                 "hosts", "rtt_count", "rtt_sum_us")
+
+
+class TotalsAccumulator:
+    """:func:`expected_totals`, one report at a time (``add``), for long streams; ``result()`` at any point."""
+
+    def __init__(self, window_s: int, topology: Topology | None = None) -> None:
+        self.window_s = window_s
+        self.topology = topology
+        self.acc: dict[tuple[str, str, int], dict[str, int]] = {}
+        self.hosts: dict[tuple[str, str, int], set[str]] = {}
+
+    def _subnet(self, ep: Mapping[str, Any]) -> str:
         s = ep.get("subnet")
         if s:
             return str(s)
-        return topology.locate(ep["ip"]).subnet if topology is not None else "external"
+        return self.topology.locate(ep["ip"]).subnet if self.topology is not None else "external"
 
-    for r in reports:
-        src = subnet(r["local"])
-        w = int(r["start"]) // window_s * window_s
+    def add(self, r: Mapping[str, Any]) -> None:
+        acc, hosts = self.acc, self.hosts
+        src = self._subnet(r["local"])
+        w = int(r["start"]) // self.window_s * self.window_s
         for s in r["samples"] if "samples" in r else (r,):
-            key = (src, subnet(s["remote"]), w)
+            key = (src, self._subnet(s["remote"]), w)
             t = acc.get(key)
             if t is None:
-                t = acc[key] = dict.fromkeys(
-                    ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples",
-                     "hosts", "rtt_count", "rtt_sum_us"), 0)
+                t = acc[key] = dict.fromkeys(_TOTAL_FIELDS, 0)
                 hosts[key] = set()
             t["bytes_sent"] += s["bytes_sent"]
             t["bytes_received"] += s["bytes_received"]
@@ -705,6 +1004,8 @@ def expected_totals(
             t["rtt_count"] += len(s["rtt_us"])
             t["rtt_sum_us"] += sum(s["rtt_us"])
             hosts[key].add(r["instance"])
-    for key, t in acc.items():
-        t["hosts"] = len(hosts[key])
-    return acc
+
+    def result(self) -> dict[tuple[str, str, int], dict[str, int]]:
+        for key, t in self.acc.items():
+            t["hosts"] = len(self.hosts[key])
+        return self.acc

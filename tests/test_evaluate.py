@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipeline.evaluate import evaluate, suite_summary
@@ -110,3 +111,66 @@ def test_eval_cli_refuses_a_bad_scenario(tmp_path):
     bad.write_text(SMALL.read_text().replace("kind: loss", "kind: lightning"))
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", str(bad)], capture_output=True, timeout=120)
     assert out.returncode == 2 and b"lightning" in out.stderr
+
+
+# --- realism and the stream front end ------------------------------------------------------------
+from pipeline.evaluate import EPOCH, evaluate_stream  # noqa: E402
+from pipeline.simulate import load_scenario  # noqa: E402
+
+
+def _small_sim(realism):
+    sc = load_scenario(SMALL)
+    return sc, Simulator.from_scenario(sc, start=EPOCH, realism=realism)
+
+
+def test_evaluate_stream_smooth_matches_evaluate_and_windows_are_exact():
+    sc, sim = _small_sim("smooth")
+    ticks = []
+    # reports given as bytes: the same as dicts
+    deliveries = ((t, orjson.dumps(r)) for t, r in sim.deliveries(sc.duration_s))
+    r = evaluate_stream(sim.topology, deliveries, [], name="s", source="x", interval_s=30, start=EPOCH,
+                        duration_s=sc.duration_s, progress=lambda d, n: ticks.append((d, n)))
+    ref = evaluate(SMALL)
+    assert r.events == ref.events and r.reports == ref.reports and r.samples == ref.samples
+    assert ref.realism == "smooth" and ref.as_json()["realism"] == "smooth"
+    n = sc.duration_s // 30
+    assert ticks[-1] == (n, n) and [d for d, _ in ticks] == sorted(d for d, _ in ticks)
+    t = r.totals
+    assert t["windows"] == t["exact"] > 0 and t["wrong"] == t["missing"] == t["late_samples"] == 0
+    assert t["unique_reports"] == r.reports and t["duplicate_reports"] == 0
+    assert ref.totals == t
+
+
+def test_evaluate_stream_realistic_plumbing():
+    """Counts only: what detection makes of duplicates and unaligned agents is another change's business."""
+    sc, sim = _small_sim({"duplicate_frac": 0.05})
+    deliveries = list(sim.deliveries(sc.duration_s))
+    ids = [r["report_id"] for _, r in deliveries]
+    fed = []
+    r = evaluate_stream(sim.topology, iter(deliveries), [], name="r", source="x", interval_s=30, start=EPOCH,
+                        duration_s=sc.duration_s, progress=lambda d, n: fed.append(d))
+    t = r.totals
+    assert r.reports == len(deliveries)
+    assert t["unique_reports"] == len(set(ids)) and t["duplicate_reports"] == len(ids) - len(set(ids)) > 0
+    assert t["exact"] + t["wrong"] == t["windows"] > 0 and t["late_partials"] >= 0
+    assert fed == sorted(fed)
+
+
+def test_eval_cli_realism(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", str(SMALL), "--realism", "realistic",
+                          "--json"], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()
+    doc = json.loads(out.stdout)
+    assert doc["realism"] == "realistic"
+    assert {"windows", "exact", "wrong", "late_samples", "duplicate_reports"} <= set(doc["totals"])
+    assert doc["totals"]["windows"] > 0 and doc["totals"]["duplicate_reports"] > 0
+    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", str(SMALL), "--realism", "bumpy"],
+                         capture_output=True, timeout=120)
+    assert bad.returncode == 2 and b"smooth or realistic" in bad.stderr + bad.stdout
+
+
+def test_suite_summary_pools_totals():
+    a, b = evaluate(SMALL), evaluate(SMALL, realism="realistic")
+    s = suite_summary([a, b])
+    assert s["totals"]["windows"] == a.totals["windows"] + b.totals["windows"]
+    assert s["realism"] == ["realistic", "smooth"]

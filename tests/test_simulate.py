@@ -422,3 +422,201 @@ def test_ramp_grows_linearly():
 def test_bad_faults_are_refused_readably(fault, msg):
     with pytest.raises(ValueError, match=msg):
         Simulator(_FAULT_TOPO, _BG, faults=[fault])
+
+
+# --- realism ------------------------------------------------------------------------------------
+from pipeline.simulate import Realism, parse_realism  # noqa: E402
+
+_ONE_WAY = [{"from": "s1", "to": "s2", "clients_per_instance": 9, "bytes_per_interval": "5MB", "diurnal": 0,
+             "noise": 0, "retrans_per_mb": 2.0}]
+#: realism without the agent/delivery effects, so each sample is one connection in one 30-s interval
+_NO_AGENTS = {"slow_agent_frac": 0, "gap_agent_frac": 0, "churn_frac": 0, "duplicate_frac": 0}
+
+
+@pytest.fixture(scope="module")
+def realistic_fleet() -> list[tuple[float, dict[str, Any]]]:
+    return list(Simulator.from_scenario(FLEET, start=T0, realism="realistic").deliveries("10m"))
+
+
+def _retrans(realism: Any, traffic: list, duration: str = "1h") -> list[int]:
+    sim = Simulator(TWO_AZ, traffic, seed=11, start=T0, realism=realism)
+    return [s["retransmissions"] for r in sim.reports(duration) if r["local"]["subnet"] == "s1" for s in r["samples"]]
+
+
+def test_realism_option_parsing() -> None:
+    assert parse_realism(None) == (None, "smooth") and parse_realism("smooth") == (None, "smooth")
+    assert parse_realism("realistic") == (Realism(), "realistic")
+    model, label = parse_realism({"preset": "realistic", "late_frac": 0.1, "rtt_obs_max": 2})
+    assert (model.late_frac, model.rtt_obs_max, model.duplicate_frac) == (0.1, 2, Realism().duplicate_frac)
+    assert label == {"preset": "realistic", "late_frac": 0.1, "rtt_obs_max": 2}
+    for bad, msg in (({"burstiness": 2}, r"unknown key\(s\) \['burstiness'\]; allowed: preset, retrans_shape"),
+                     ("bumpy", "one of smooth, realistic"), ({"late_frac": 2}, "late_frac must be a fraction"),
+                     ({"preset": "smooth", "late_frac": 0.1}, "preset"), ({"rtt_obs_max": 1.5}, "whole number")):
+        with pytest.raises(ValueError, match=msg) as e:
+            parse_realism(bad)
+        assert "\n" not in str(e.value)
+    sc = load_scenario({**load_scenario(HTTP).raw, "realism": {"duplicate_frac": 0.5}})
+    assert sc.realism == {"preset": "realistic", "duplicate_frac": 0.5}
+    assert Simulator.from_scenario(sc).realism == Realism(duplicate_frac=0.5)
+    assert Simulator.from_scenario(sc, realism="smooth").realism is None  # the caller's choice wins
+    assert load_scenario(HTTP).realism == "smooth" and Simulator.from_scenario(HTTP).realism is None
+    with pytest.raises(ValueError, match=r"scenario .*realism: unknown key"):
+        load_scenario({**load_scenario(HTTP).raw, "realism": {"jitter": 1}})
+
+
+def test_smooth_deliveries_are_the_reports_at_interval_end(http_reports: list) -> None:
+    d = list(Simulator.from_scenario(HTTP, start=T0).deliveries("2h"))
+    assert [r for _, r in d] == http_reports
+    assert [t for t, _ in d] == [r["start"] + r["interval_s"] for r in http_reports]
+
+
+def test_realistic_is_seeded() -> None:
+    def run(seed: int) -> list[tuple[float, dict[str, Any]]]:
+        return list(Simulator.from_scenario(HTTP, start=T0, seed=seed, realism="realistic").deliveries("2h"))
+
+    a, b, c = run(7), run(7), run(8)
+    assert [t for t, _ in a] == [t for t, _ in b] and _dump([r for _, r in a]) == _dump([r for _, r in b])
+    assert _dump([r for _, r in a]) != _dump([r for _, r in c])
+
+
+def test_realistic_reports_validate_against_wire_schema(validator: Draft202012Validator,
+                                                        realistic_fleet: list) -> None:
+    for _, r in realistic_fleet[::37]:
+        # report_id is an optional header field the schema gains with report de-duplication; drop it here
+        r = {k: v for k, v in r.items() if k != "report_id"}
+        errors = list(validator.iter_errors(r))
+        assert not errors, (r["instance"], r["start"], errors[0].message)
+
+
+def test_realistic_agents_and_delivery(realistic_fleet: list) -> None:
+    R = Realism()
+    arrivals = [t for t, _ in realistic_fleet]
+    assert arrivals == sorted(arrivals)
+    reports = [r for _, r in realistic_fleet]
+    assert all(isinstance(r["start"], int) and isinstance(r.get("report_id"), str) for r in reports)
+    # phases: agents' intervals start at their own second; some agents report every 60 s
+    assert len({r["start"] % 30 for r in reports}) >= 10
+    by_agent: dict[str, set[int]] = defaultdict(set)
+    for r in reports:
+        by_agent[r["instance"]].add(r["interval_s"])
+    assert all(len(v) == 1 for v in by_agent.values())  # an agent keeps its interval
+    slow = sum(v == {60} for v in by_agent.values()) / len(by_agent)
+    assert 0.5 * R.slow_agent_frac < slow < 1.6 * R.slow_agent_frac
+    # duplicates: the same report_id and content, arriving later; some with the same bytes, some re-serialised
+    first: dict[str, tuple[float, dict]] = {}
+    dups = []
+    for t, r in realistic_fleet:
+        if r["report_id"] in first:
+            dups.append((t, r))
+        else:
+            first[r["report_id"]] = (t, r)
+    assert 0.6 * R.duplicate_frac < len(dups) / len(first) < 1.5 * R.duplicate_frac
+    same_bytes = 0
+    for t, d in dups:
+        t0, o = first[d["report_id"]]
+        assert d == o and t > t0 and (d["instance"], d["start"]) == (o["instance"], o["start"])
+        same_bytes += orjson.dumps(d) == orjson.dumps(o)
+    assert 0 < same_bytes < len(dups)
+    # missing reports: agents with gaps or a late join / early leave send fewer reports than the others
+    n_iv = 20
+    fast = {a for a, v in by_agent.items() if v == {30}}
+    counts = Counter(r["instance"] for r in first_reports(realistic_fleet) if r["instance"] in fast)
+    short = sum(counts[a] < n_iv - 1 for a in fast) / len(fast)
+    assert 0.6 * (R.gap_agent_frac + R.churn_frac) < short < 1.4 * (R.gap_agent_frac + R.churn_frac)
+    assert len(by_agent) == len(load_topology(FLEET).instances)  # nobody is absent for the whole run
+
+
+def first_reports(deliveries: list) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for _, r in deliveries:
+        if r["report_id"] not in seen:
+            seen.add(r["report_id"])
+            out.append(r)
+    return out
+
+
+def test_realistic_late_reports() -> None:
+    R = Realism()
+    sim = Simulator.from_scenario(FLEET, start=T0, realism={"publish_jitter_s": 0.5, "duplicate_frac": 0})
+    delays = [t - (r["start"] + r["interval_s"]) for t, r in sim.deliveries("5m")]
+    late = sum(d > R.late_min_s - R.clock_offset_s for d in delays) / len(delays)
+    assert 0.7 * R.late_frac < late < 1.3 * R.late_frac
+    assert min(delays) >= -R.clock_offset_s and max(delays) <= R.late_max_s + R.clock_offset_s + 10
+
+
+def test_realistic_background_retransmissions_are_overdispersed_same_mean() -> None:
+    smooth = _retrans("smooth", _ONE_WAY)
+    real = _retrans({**_NO_AGENTS, "microburst_prob": 0}, _ONE_WAY)
+    assert len(smooth) == len(real) > 10_000
+
+    def mean_var(x: list[int]) -> tuple[float, float]:
+        m = sum(x) / len(x)
+        return m, sum((v - m) ** 2 for v in x) / len(x)
+
+    (ms, vs), (mr, vr) = mean_var(smooth), mean_var(real)
+    assert ms == pytest.approx(10.0, rel=0.03) and mr == pytest.approx(ms, rel=0.05)
+    assert vs / ms < 1.3  # Poisson
+    assert vr / mr > 10  # gamma shape 0.5: var/mean = 1 + mean/0.5 = 21
+
+
+def test_realistic_microbursts() -> None:
+    p = 0.01
+    traffic = [dict(_ONE_WAY[0], retrans_per_mb=0)]
+    sim = Simulator(TWO_AZ, traffic, seed=11, start=T0, realism={**_NO_AGENTS, "microburst_prob": p})
+    samples = [s for r in sim.reports("1h") if r["local"]["subnet"] == "s1" for s in r["samples"]]
+    bursts = [s for s in samples if s["retransmissions"]]
+    assert 0.7 * p < len(bursts) / len(samples) < 1.3 * p
+    sizes = [s["retransmissions"] for s in bursts]
+    R = Realism()
+    assert min(sizes) >= R.microburst_min and max(sizes) <= R.microburst_max and max(sizes) >= 100
+    assert all(1 <= s["timeouts"] <= s["retransmissions"] // 2 + 1 for s in bursts)
+
+
+def test_realistic_rtt_spikes_and_observation_lists() -> None:
+    p = 0.01
+    traffic = [dict(_ONE_WAY[0], rtt_jitter=0)]
+    sim = Simulator(TWO_AZ, traffic, seed=11, start=T0,
+                    realism={**_NO_AGENTS, "rtt_spike_prob": p, "rtt_obs_jitter": 0})
+    per_pair: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+    lengths = Counter()
+    for r in sim.reports("1h"):
+        for s in r["samples"]:
+            per_pair[(r["instance"], s["remote"]["ip"])].append(s["rtt_us"])
+            lengths[len(s["rtt_us"])] += 1
+            assert len(set(s["rtt_us"])) == 1  # no per-poll jitter here: one value per flow and interval
+    assert set(lengths) == {1, 2, 3, 4}
+    ratios = []
+    for lists in per_pair.values():
+        med = sorted(x[0] for x in lists)[len(lists) // 2]
+        ratios.extend(x[0] / med for x in lists)
+    spikes = [q for q in ratios if q > 2]
+    assert 0.7 * p < len(spikes) / len(ratios) < 1.3 * p
+    assert min(spikes) >= 2.9 and max(spikes) <= 50.5
+    # with the default per-poll jitter the observations of one flow stay close together
+    sim = Simulator(TWO_AZ, _ONE_WAY, seed=11, start=T0, realism=_NO_AGENTS)
+    import math
+    within, first = [], defaultdict(list)
+    for r in sim.reports("30m"):
+        for s in r["samples"]:
+            logs = [math.log(x) for x in s["rtt_us"]]
+            first[(r["instance"], s["remote"]["ip"])].append(logs[0])
+            if len(logs) > 1:
+                m = sum(logs) / len(logs)
+                within.append((sum((v - m) ** 2 for v in logs) / (len(logs) - 1)) ** 0.5)
+    between = [(sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1)) ** 0.5 for x in first.values()]
+    assert sum(within) / len(within) < 0.6 * sum(between) / len(between)
+
+
+def test_realism_keeps_traffic_and_ground_truth() -> None:
+    faults = [{"kind": "loss", "target": {"az_pair": ["z1", "z2"]}, "start": "1m", "duration": "1m", "magnitude": 0.01}]
+    a = Simulator(_FAULT_TOPO, _BG, seed=3, start=T0, faults=faults)
+    b = Simulator(_FAULT_TOPO, _BG, seed=3, start=T0, faults=faults, realism="realistic")
+    ra, rb = list(a.reports("5m")), list(b.reports("5m"))
+    assert a.faults[0].touched == b.faults[0].touched and a.faults[0].touched
+    assert rb
+    # the same traffic: without missing reports, the bytes are those of the smooth run, interval by interval
+    c = Simulator(_FAULT_TOPO, _BG, seed=3, start=T0, faults=faults, realism={**_NO_AGENTS, "slow_agent_frac": 0})
+    rc = sorted(c.reports("5m"), key=lambda r: (r["start"] - (r["start"] - T0 + 15) % 30 + 15, r["instance"]))
+    assert [(r["instance"], [s["bytes_sent"] for s in r["samples"]]) for r in ra] == \
+        [(r["instance"], [s["bytes_sent"] for s in r["samples"]]) for r in rc]
