@@ -55,14 +55,19 @@ value per tick, and every agent then sums ticks into its own 30-s (or 60-s) inte
   "cross-AZ latencies"); inter-VPC +0.05–0.3 ms (a peering/transit hop). Per poll ×
   lognormal(σ 0.06) jitter; queueing spikes on single connections (probability 1 % ×
   load per poll, 2 % on popular servers' ports; exponential, mean 0.5 ms: a shallow
-  ToR buffer drains in ~1 ms) and rare 2–20 ms stalls (0.1 %: VM scheduling). A quarter of
+  ToR buffer drains in ~1 ms), scaled by a persistence factor U(1/8, 1) because ``tcpi_rtt``
+  is srtt, an EWMA (gain 1/8) of per-ACK samples: one delayed ACK moves it by 1/8 of the
+  excess, a queue sustained over ~16 ACKs by all of it; and rare host hiccups (a VM
+  descheduled 2–20 ms, probability 0.05 % per host and tick, every connection of that host,
+  diluted 1/8 the same way). A quarter of
   request/response client sides add a delayed-ACK/service component (the request's ACK
   rides on the response), lognormal median 150 µs. ``tcpi_rtt`` is the *smoothed* RTT
   of the last ACKs, so an idle connection keeps reporting its last value: polls in OFF
-  ticks repeat the last ON value (a spike, or a fault's delay, can linger). A fetch is
-  seen by a poll with probability 0.25.
+  ticks repeat the last ON value (a spike, or a fault's delay, can linger; ``-p
+  stale_srtt=0`` turns that off). A fetch is seen by a poll with probability 0.25.
 * **Agents.** One per host: its own clock offset (uniform ±4 s), its own phase (intervals
-  start at its own second of the minute), 15 % use 60-s intervals. A report per agent and
+  start at its own second of the minute; ``-p aligned=1``: on multiples of the interval of
+  its own, offset, clock instead), 15 % use 60-s intervals (``-p p_60s=0``: none). A report per agent and
   interval, one sample per remote IP; 50 % of agents add remote subnet/az/vpc, the
   others send the IP only; 70 % give their own placement. ``flows`` = connections alive in
   the interval (pools + fetches), ``rtt_us`` = every poll. A header field ``report_id``
@@ -148,10 +153,10 @@ PARAMS: dict[str, float] = {
     # RTT (µs)
     "intra_az_rtt_us": 180.0, "intra_az_sigma": 0.25, "inter_az_min_us": 500.0, "inter_az_max_us": 1600.0,
     "inter_vpc_min_us": 50.0, "inter_vpc_max_us": 300.0, "poll_jitter_sigma": 0.06,
-    "spike_p": 0.01, "spike_mean_us": 500.0, "stall_spike_p": 0.001,
-    "ack_component_p": 0.25, "ack_component_us": 150.0, "fetch_seen_p": 0.25,
+    "spike_p": 0.01, "spike_mean_us": 500.0, "hiccup_p": 0.0005,
+    "ack_component_p": 0.25, "ack_component_us": 150.0, "fetch_seen_p": 0.25, "stale_srtt": 1,
     # agents and delivery
-    "clock_offset_s": 4.0, "p_60s": 0.15, "p_remote_placement": 0.5, "p_local_placement": 0.7,
+    "clock_offset_s": 4.0, "aligned": 0, "p_60s": 0.15, "p_remote_placement": 0.5, "p_local_placement": 0.7,
     "p_drop": 0.003, "outages_mean": 0.4, "p_late": 0.02, "p_dup": 0.01, "p_join": 0.03, "p_leave": 0.03,
 }
 
@@ -324,10 +329,15 @@ def _seed_of(name: str, seed: int) -> int:
     return (zlib.crc32(name.encode()) << 20) ^ (seed & 0xFFFFF)
 
 
-def generate(scenario: str | Scenario, seed: int = 0) -> Generated:
-    """Generate one scenario: see the module docstring. Deterministic in (scenario, seed)."""
+def generate(scenario: str | Scenario, seed: int = 0, params: Mapping[str, float] | None = None) -> Generated:
+    """Generate one scenario: see the module docstring. Deterministic in (scenario, seed, params).
+
+    ``params`` overrides entries of :data:`PARAMS` (unknown names are an error)."""
     sc = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
-    p = PARAMS
+    unknown = sorted(set(params or ()) - set(PARAMS))
+    if unknown:
+        raise ValueError(f"unknown generator parameter(s) {unknown}; known: {sorted(PARAMS)}")
+    p = {**PARAMS, **(params or {})}
     rng = np.random.default_rng(_seed_of(sc.name, seed))
     topo_data = copy.deepcopy(dict(sc.topology))
     topo = load_topology(topo_data)
@@ -479,8 +489,14 @@ def generate(scenario: str | Scenario, seed: int = 0) -> Generated:
     pop_port = np.isin(d_rcv, popular) | np.isin(d_snd, popular)
     raw = (r_base[d_rel][:, None] * _lognormal(rng, 1.0, p["poll_jitter_sigma"], (D, T)) + ack[:, None])
     spike_p = p["spike_p"] * np.where(pop_port, 2.0, 1.0)[:, None] * load[None, :]
-    raw += np.where(rng.random((D, T)) < spike_p, rng.exponential(p["spike_mean_us"], (D, T)), 0.0)
-    raw += np.where(rng.random((D, T)) < p["stall_spike_p"], rng.uniform(2000, 20000, (D, T)), 0.0)
+    # tcpi_rtt is srtt = EWMA(1/8) of per-ACK samples: a queueing excess q moves it by q/8 (one delayed
+    # ACK) up to q (sustained over ~16 ACKs); we draw that persistence uniformly.
+    persist = rng.uniform(0.125, 1.0, (D, T))
+    raw += np.where(rng.random((D, T)) < spike_p, rng.exponential(p["spike_mean_us"], (D, T)) * persist, 0.0)
+    # host hiccups (VM descheduled 2-20 ms): every connection of that host, both ends, one poll, diluted 1/8
+    hic = rng.random((N, T)) < p["hiccup_p"]
+    hic_us = np.where(hic, rng.uniform(2000, 20000, (N, T)) / 8.0, 0.0)
+    raw += np.maximum(hic_us[d_snd], hic_us[d_rcv])
 
     # --- fetches (short connections) per relation and direction -------------------------
     n_f = rng.poisson(r_lam[:, None] * load[None, :], (R, T)) * rel_alive
@@ -603,7 +619,7 @@ def generate(scenario: str | Scenario, seed: int = 0) -> Generated:
                           "magnitude": f.magnitude, "fraction": f.fraction, "keys": keys})
 
     # smoothed RTT: idle connections keep their last value
-    upd = active.copy()
+    upd = active.copy() if p["stale_srtt"] else np.ones_like(active)
     upd[:, 0] = True
     rtt = np.maximum(1.0, np.rint(_ffill(raw, upd)))
     rtt = np.where(d_alive, rtt, 0.0)
@@ -658,6 +674,9 @@ def generate(scenario: str | Scenario, seed: int = 0) -> Generated:
         L = iv // TICK_S
         phase = int(rng.integers(0, iv))
         offset = float(rng.uniform(-p["clock_offset_s"], p["clock_offset_s"]))
+        if p["aligned"]:  # intervals start on multiples of iv of the agent's own (offset) clock
+            offset = round(offset)
+            phase = (-offset) % iv
         remote_full = rng.random() < p["p_remote_placement"]
         local = endpoint(x, rng.random() < p["p_local_placement"])
         pairs = np.nonzero(pr_snd == x)[0]
@@ -683,6 +702,8 @@ def generate(scenario: str | Scenario, seed: int = 0) -> Generated:
         for k in range(K):
             true_start = EPOCH + phase + int(k) * iv
             start = math.floor(true_start + offset)
+            if p["aligned"]:
+                assert start % iv == 0
             if not ok[k] or start < EPOCH:
                 continue
             if drop[k]:
@@ -777,7 +798,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     ap.add_argument("--write", metavar="DIR", help="also write deliveries.jsonl, reports.jsonl, truth.json per scenario")
     ap.add_argument("--no-eval", action="store_true", help="only generate (and --write)")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a generator parameter (see PARAMS), e.g. -p aligned=1 -p p_60s=0")
     args = ap.parse_args(argv)
+    overrides: dict[str, float] = {}
+    for kv in args.param:
+        k, _, v = kv.partition("=")
+        if k not in PARAMS or not v:
+            ap.error(f"bad -p {kv!r}: NAME=VALUE with NAME one of {sorted(PARAMS)}")
+        overrides[k] = float(v)
     names = args.scenario or list(SCENARIOS)
     evaluate_stream = None
     if not args.no_eval:
@@ -793,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     results, out = [], []
     for name in names:
         t0 = time.perf_counter()
-        g = generate(name, args.seed)
+        g = generate(name, args.seed, overrides)
         gen_s = time.perf_counter() - t0
         if args.write:
             d = g.write(args.write)
