@@ -46,7 +46,7 @@ Examples
 ...     c = [15_000_000, 150_000, retrans, 0, 3, 3, 3, 3 * rtt_us]   # preagg.PARTIAL_COUNTERS
 ...     x = [retrans // 3, 0]                                           # the largest one-sample counts
 ...     return {"t": t, "src": ["s1", "a1", "v"], "dst": ["s2", "a2", "v"],
-...             "hosts": {"s1/0": [c, {}, x, [None, None, None], "10.0.0.4"]}}
+...             "hosts": {"s1/0": [c, {}, x, [None, None, None], "10.0.0.4", {}]}}
 >>> events = [e for k in range(40) for e in d.interval(iv(30 * k, 800 + 10 * (k % 3)))]
 >>> events
 []
@@ -68,7 +68,7 @@ from typing import Any
 from river import anomaly, drift, preprocessing, stats
 
 from .alerts import AlertBook
-from .rtt import quantile
+from .rtt import merge_into, quantile
 
 __all__ = ["METRICS", "MSS", "Observation", "observe", "Baseline", "MODELS", "Detection", "DEFAULTS"]
 
@@ -95,8 +95,9 @@ DEFAULTS: dict[str, float] = {
     "rtt_count_cap": 16,  # RTT samples beyond this many per interval do not narrow the band further  # in log units: never trust a spread below 5 %
     "rate_floor_retrans": 1e-5,
     "rate_floor_timeouts": 1e-3,
-    "confirm_after": 2,  # hot intervals in a row that flag a metric whose evidence is narrow (one connection / few flows)
-    "rtt_broad_flows": 3,  # flows behind an interval's median RTT for it to be broad evidence on its own
+    "confirm_after": 3,  # hot intervals in a row that flag a metric whose evidence is narrow (one connection, a tail):
+    # a burst or a spike may straddle two agent intervals; a third is a lasting problem
+    "rtt_broad_samples": 3,  # remote endpoints behind an interval's median RTT for it to be broad evidence on its own
     "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
     "trim_largest": 1,  # 1: a count is broad evidence only if it stays hot with its largest sample set aside (0: always)
     "learn_dispersion": 1,  # 1: scale count scores by the key's learned overdispersion (0: Poisson)
@@ -115,6 +116,9 @@ class Observation:
 
     ``retrans_max`` / ``timeouts_max``: the largest count of any *one* sample (one remote
     endpoint of one reporter) behind it — what a burst on a single connection can explain.
+    ``rtt_p50`` is the median over samples of each sample's own median RTT (every remote
+    endpoint counts once, however many observations one flow contributed), over
+    ``rtt_samples`` samples; ``rtt_p90`` is over all ``rtt_count`` observations.
     """
 
     segments: float
@@ -126,6 +130,11 @@ class Observation:
     rtt_p90: float  # µs
     retrans_max: int = 0
     timeouts_max: int = 0
+    rtt_samples: int = 0
+
+    def n(self, metric: str) -> int:
+        """How many observations an RTT metric rests on."""
+        return self.rtt_samples if metric == "rtt_p50" else self.rtt_count
 
     def value(self, metric: str) -> float | None:
         """The metric's value, or None when the interval carries no evidence for it."""
@@ -138,8 +147,10 @@ class Observation:
         return self.rtt_p50 if metric == "rtt_p50" else self.rtt_p90
 
 
-def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] = (0, 0)) -> Observation:
-    """Observation from summed partial counters ``c``, RTT histogram ``h`` and one-sample maxima ``x``.
+def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] = (0, 0),
+            m: Mapping[int, int] | None = None) -> Observation:
+    """Observation from summed partial counters ``c``, RTT histogram ``h``, one-sample maxima ``x``
+    and the histogram ``m`` of the samples' median RTTs.
 
     >>> o = observe([14_480_000, 0, 20, 1, 4, 4, 4, 4000], {}, [12, 1])
     >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_p50, o.retrans_max
@@ -147,9 +158,10 @@ def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] =
     """
     rc = c[_RC]
     mean = c[_RSUM] / rc if rc else 0.0
+    ns = sum(m.values()) if m else 0
     return Observation(c[_BS] / MSS, c[_RT], c[_TO], c[_FL], rc,
-                       quantile(h, 0.5) if rc and h else mean, quantile(h, 0.9) if rc and h else mean,
-                       int(x[0]), int(x[1]))
+                       quantile(m, 0.5) if ns else (quantile(h, 0.5) if rc and h else mean),
+                       quantile(h, 0.9) if rc and h else mean, int(x[0]), int(x[1]), ns if ns else min(rc, 1))
 
 
 @dataclass(slots=True)
@@ -304,7 +316,7 @@ class Baseline:
                     m, var = mean.get(), ewvar.get() / _winsorized_var(p["rtt_clip"])
                 # deviations are learned scaled by sqrt(observations): an interval with few RTT
                 # samples is allowed a wider swing than one with many
-                w = math.sqrt(min(o.rtt_count, p["rtt_count_cap"]))
+                w = math.sqrt(min(o.n(metric), p["rtt_count_cap"]))
                 sd = max(math.sqrt(max(var, 0.0)), p["rtt_sd_floor"])
                 lx = math.log(max(x, 1.0))
                 z = max((lx - m) * w / sd, 0.0)
@@ -314,13 +326,16 @@ class Baseline:
                 ready = self.seen[metric] >= p["warmup"]
                 hot = ready and z >= z_needed and x >= p["min_rtt_ratio"] * exp_us and x - exp_us >= p["min_rtt_excess_us"]
                 streak = self.streak[metric] + 1 if hot else 0
-                # the median over >= rtt_broad_flows flows is not moved by one flow's spike; a tail is
-                broad = metric == "rtt_p50" and o.flows >= p["rtt_broad_flows"]
+                # the median over >= rtt_broad_samples remotes is not moved by one flow's spike; a tail is
+                broad = metric == "rtt_p50" and o.rtt_samples >= p["rtt_broad_samples"]
                 out[metric] = Verdict(hot and (broad or streak >= p["confirm_after"]), z, x, exp_us, hot, streak)
         return out
 
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
         """Learn from the metrics that were scored and not hot (never from anomalies or bursts)."""
+        for metric in METRICS:
+            if metric not in verdicts:  # reported, but not enough evidence for it: the streak is broken
+                self.streak[metric] = 0
         for metric, v in verdicts.items():
             if v.hot:
                 self.streak[metric] = v.streak
@@ -339,7 +354,7 @@ class Baseline:
             else:
                 mean, var = self.rtt[metric]
                 lx = math.log(max(v.observed, 1.0))
-                w = math.sqrt(min(o.rtt_count, self.p["rtt_count_cap"]))
+                w = math.sqrt(min(o.n(metric), self.p["rtt_count_cap"]))
                 if self.seen[metric] > 1:
                     settled = self.seen[metric] > self.settle
                     m = mean.get() if settled else self.m0[metric].get()
@@ -576,18 +591,19 @@ class Detection:
         total = [0] * 8
         hist: dict[int, int] = {}
         xmax = [0, 0]
-        for c, h, x, *_ in hosts.values():
+        meds: dict[int, int] = {}
+        for c, h, x, _top, _ip, m in hosts.values():
             for i, v in enumerate(c):
                 total[i] += v
-            for b, n in h.items():
-                hist[int(b)] = hist.get(int(b), 0) + n
+            merge_into(hist, h)
+            merge_into(meds, m)
             xmax = [max(xmax[0], x[0]), max(xmax[1], x[1])]
-        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, observe(total, hist, xmax))
+        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, observe(total, hist, xmax, meds))
         if self.instances:
             for host in sorted(hosts):
-                c, h, x, top = hosts[host][:4]
-                events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t, observe(c, h, x),
-                                      top, hosts[host][4] if len(hosts[host]) > 4 else None)
+                c, h, x, top, ip, m = hosts[host]
+                events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t,
+                                      observe(c, h, x, m), top, ip)
         events += self.sweep(t)
         return events
 

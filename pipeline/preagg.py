@@ -10,14 +10,17 @@ A partial is a plain dict, JSON-ready (it travels on the pairs topic)::
     {"src": [subnet, az, vpc], "dst": [subnet, az, vpc], "ws": window_start,
      "host": instance, "c": [bytes_sent, bytes_received, retransmissions, timeouts,
      flows, samples, rtt_count, rtt_sum_us], "h": {rtt_bucket: count},
-     "x": [retrans_max, timeouts_max], "top": [ip, ip, ip], "ip": reporter_ip, "id": report_identity}
+     "x": [retrans_max, timeouts_max], "top": [ip, ip, ip], "ip": reporter_ip, "id": report_identity,
+     "m": {rtt_bucket: samples}}
 
 ``x`` holds the largest retransmission and timeout counts of any *one* sample (one remote
 endpoint) in the partial, so detection can tell a burst on one connection from a
 degradation spread over many (``detect.py``); ``top`` names the remote IP of the sample
 with the most retransmissions, the most timeouts and the highest RTT observation (``None``
 when there were none), which attribution uses to tell one sick remote instance from a
-shared element.
+shared element. ``m`` is the histogram of the samples' own median RTTs (one entry per
+sample with RTT observations): a median over it counts every remote endpoint once, however
+many observations one flow contributed, so one flow's spike does not move it.
 
 Examples
 --------
@@ -31,8 +34,8 @@ Examples
 >>> parts = partials(rep, places, window_s=600)
 >>> [(p["dst"][0], p["ws"], p["c"], p["h"]) for p in parts]
 [('s2', 1764000000, [12, 0, 1, 0, 3, 2, 2, 2000], {159: 2}), ('s3', 1764000000, [1, 0, 0, 0, 1, 1, 1, 2000], {175: 1})]
->>> [(p["x"], p["top"]) for p in parts]
-[([1, 0], ['10.0.1.4', None, '10.0.1.4']), ([0, 0], [None, None, '10.0.2.4'])]
+>>> [(p["x"], p["top"], p["m"]) for p in parts]
+[([1, 0], ['10.0.1.4', None, '10.0.1.4'], {159: 2}), ([0, 0], [None, None, '10.0.2.4'], {175: 1})]
 """
 
 from __future__ import annotations
@@ -102,7 +105,12 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         if tmo[i] > best_t[k]:
             best_t[k], arg_t[k] = tmo[i], i
     top_lat: list[str | None] = [None] * g
+    med_hists: list[dict[int, int]] = [{} for _ in range(g)]
     if report.rtt.size:
+        owners, med = _sample_medians(report.rtt, report.rtt_owner, report.n)
+        codes, counts = np.unique(inverse[owners] * 4096 + bucket(med), return_counts=True)
+        for code, cnt in zip(codes.tolist(), counts.tolist()):
+            med_hists[code >> 12][code & 4095] = cnt
         rtt_max = np.full(report.n, -1, dtype=np.int64)
         np.maximum.at(rtt_max, report.rtt_owner, report.rtt)
         rtt_max_l = rtt_max.tolist()
@@ -122,7 +130,8 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         c = sums_l[k]
         c.extend((int(nsamples[k]), int(rtt_count[k]), int(rtt_sum[k])))
         out.append({"src": src, "dst": list(places[place]), "ws": ws, "host": report.instance, "c": c,
-                    "h": hists[k], "x": x_rows[k], "top": tops[k], "ip": report.local_ip, "id": report.rid})
+                    "h": hists[k], "x": x_rows[k], "top": tops[k], "ip": report.local_ip, "id": report.rid,
+                    "m": med_hists[k]})
     return out
 
 
@@ -153,7 +162,16 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
         if cols[3][i] > x[1]:
             x[1] = cols[3][i]
             top[1] = ips[i] if ips and x[1] > 0 else None
+    meds: dict[int, dict[int, int]] = {d: {} for d in groups}
     if report.rtt.size:
+        per_sample: dict[int, list[int]] = {}
+        for o, v in zip(report.rtt_owner.tolist(), report.rtt.tolist()):
+            per_sample.setdefault(o, []).append(v)
+        owners = sorted(per_sample)
+        med_b = bucket(np.array([sorted(per_sample[o])[(len(per_sample[o]) - 1) // 2] for o in owners])).tolist()
+        for o, b in zip(owners, med_b):
+            mh = meds[dst[o]]
+            mh[b] = mh.get(b, 0) + 1
         for o, v, b in zip(report.rtt_owner.tolist(), report.rtt.tolist(), bucket(report.rtt).tolist()):
             d = dst[o]
             g = groups[d]
@@ -166,4 +184,18 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
                 tops[d][2] = ips[o] if ips else None
     src = list(report.src)
     return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d],
-             "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid} for d in sorted(groups)]
+             "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid, "m": meds[d]} for d in sorted(groups)]
+
+
+def _sample_medians(rtt: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(samples with RTT observations, the lower median of each one's observations).
+
+    >>> _sample_medians(np.array([5, 1, 9, 7, 3]), np.array([0, 0, 0, 2, 2]), 3)
+    (array([0, 2]), array([5, 3]))
+    """
+    order = np.lexsort((rtt, owner))
+    o, v = owner[order], rtt[order]
+    counts = np.bincount(o, minlength=n)
+    present = np.flatnonzero(counts)
+    starts = np.cumsum(counts) - counts
+    return present, v[starts[present] + (counts[present] - 1) // 2]

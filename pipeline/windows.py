@@ -80,16 +80,18 @@ _N = len(PARTIAL_COUNTERS)
 
 
 def merge_host(cur: list, other: list) -> None:
-    """Fold one host's interval sums ``other`` into ``cur`` (both ``[c, h, x, top]``): counters and
-    histogram add up; the one-sample maxima ``x`` take the larger, with the ``top`` IP that goes with it.
+    """Fold one host's interval sums ``other`` into ``cur`` (both ``[c, h, x, top, ip, m]``): counters
+    and histograms add up; the one-sample maxima ``x`` take the larger, with the ``top`` IP that goes
+    with it.
 
-    >>> a = [[1, 0, 5, 0], {3: 1}, [5, 0], ["10.0.0.1", None, "10.0.0.1"]]
-    >>> merge_host(a, [[2, 0, 9, 1], {3: 2}, [9, 1], ["10.0.0.2", "10.0.0.2", "10.0.0.2"]])
+    >>> a = [[1, 0, 5, 0], {3: 1}, [5, 0], ["10.0.0.1", None, "10.0.0.1"], "10.0.0.9", {3: 1}]
+    >>> merge_host(a, [[2, 0, 9, 1], {3: 2}, [9, 1], ["10.0.0.2", "10.0.0.2", "10.0.0.2"], "10.0.0.9", {3: 1}])
     >>> a
-    [[3, 0, 14, 1], {3: 3}, [9, 1], ['10.0.0.2', '10.0.0.2', '10.0.0.1']]
+    [[3, 0, 14, 1], {3: 3}, [9, 1], ['10.0.0.2', '10.0.0.2', '10.0.0.1'], '10.0.0.9', {3: 2}]
     """
     cur[0] = [a + b for a, b in zip(cur[0], other[0])]
     merge_into(cur[1], other[1])
+    merge_into(cur[5], other[5])
     for i in range(2):
         if other[2][i] > cur[2][i]:
             cur[2][i] = other[2][i]
@@ -109,7 +111,7 @@ class WindowAgg:
     h: dict[int, int] = field(default_factory=dict)
     hosts: set[str] = field(default_factory=set)
     ids: set[int] = field(default_factory=set)  # identities of the reports applied
-    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> [c, h, x, top], until scored
+    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> [c, h, x, top, ip, m]
 
     def add(self, part: dict, t: int | None = None) -> None:
         """Add a partial; with ``t`` (its report's grid interval) also to that interval's per-host sums."""
@@ -124,7 +126,7 @@ class WindowAgg:
         if t is not None:
             per_host = self.iv.setdefault(t, {})
             entry = [list(pc), h, list(part.get("x") or (0, 0)), list(part.get("top") or (None, None, None)),
-                     part.get("ip")]
+                     part.get("ip"), {int(b): n for b, n in (part.get("m") or {}).items()}]
             cur = per_host.get(host)
             if cur is None:
                 per_host[host] = entry
@@ -132,7 +134,9 @@ class WindowAgg:
                 merge_host(cur, entry)
 
     def take_interval(self, t: int) -> dict[str, Any]:
-        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h, x, top]}}``."""
+        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h, x, top, ip, m]}}``:
+        counters, RTT histogram, one-sample maxima, top remotes, the reporter's address, and the
+        histogram of its samples' median RTTs (see ``preagg``)."""
         return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.iv.pop(t)}
 
     def record(self, window_s: int) -> dict[str, Any]:
@@ -158,7 +162,8 @@ class WindowAgg:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
-        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()}, list(e[2]), list(e[3]), e[4]]
+        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()}, list(e[2]), list(e[3]), e[4],
+                              {int(b): n for b, n in e[5].items()}]
                        for host, e in hosts.items()}
               for t, hosts in s.get("iv", {}).items()}
         return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
