@@ -66,6 +66,89 @@ target (for ``az_pair``: one end in each zone). The fault is active on intervals
 place, e.g. on a path with one reporter) is not used by the simulator: it is what
 attribution is scored against.
 
+Realism (``realism:`` in a scenario, ``Simulator(..., realism=...)``, ``flowmon eval --realism``).
+``smooth`` (the default) is the model above: Poisson retransmissions, one RTT observation
+per flow, every agent on the fleet's 30-s grid, every report delivered once, in order, at
+``start + interval_s``. ``realistic`` adds the effects below; a mapping
+``{preset: realistic, <param>: value, ...}`` overrides single parameters (unknown keys are
+refused). Every draw is seeded by ``seed`` with generators of its own, so the smooth
+traffic underneath (bytes, base RTTs, faults and their ground truth ``Fault.touched``)
+is the same in both modes. Sources, and where the numbers are extrapolated:
+
+* [Pingmesh] Guo et al., *Pingmesh: A Large-Scale System for Data Center Network Latency
+  Measurement and Analysis*, SIGCOMM 2015: typical intra-DC packet-drop rates of the order
+  of 1e-4 to 1e-5, differing between data centres and between intra- and inter-rack paths;
+  a latency distribution with a sub-millisecond median and a long tail (P99.9 and beyond
+  in the milliseconds to tens of milliseconds; our reading of its CDFs, approximate).
+* [Microbursts] Zhang et al., *High-Resolution Measurement of Data Center Microbursts*,
+  IMC 2017: more than 70 % of bursts last at most tens of microseconds; coarser
+  measurements see congestion events that are collections of such bursts.
+* [Benson] Benson et al., *Network Traffic Characteristics of Data Centers in the Wild*,
+  IMC 2010: ON/OFF traffic with heavy-tailed (lognormal/Weibull) periods; losses come
+  mainly from momentary spikes, not sustained high utilisation.
+* [Roy] Roy et al., *Inside the Social Network's (Datacenter) Network*, SIGCOMM 2015:
+  stable aggregate demand with rapidly changing, internally bursty heavy hitters.
+* [007] Arzani et al., *007: Democratically Finding the Cause of Packet Drops*, NSDI 2018,
+  and [NetBouncer] Tan et al., NSDI 2019: per-connection retransmissions are the signal
+  for lossy links; background drops on healthy paths are rare and uneven across
+  connections (which is why they vote over many flows).
+
+Per connection (flow) and interval:
+
+* ``retrans_shape`` = 0.5: background retransmissions ~ gamma–Poisson (negative binomial)
+  with the smooth mean and gamma shape k, i.e. variance = mean + mean²/k (0 = Poisson, as
+  smooth). Drop rates that vary by an order of magnitude across paths and time [Pingmesh]
+  and loss concentrated in spikes [Benson] give a coefficient of variation of the rate
+  above 1: k = 0.5 (CV ≈ 1.4) is our choice, not a measured value. The default
+  ``retrans_per_mb`` 0.05 is ≈ 7e-5 per segment: inside [Pingmesh]'s range.
+* ``microburst_prob`` = 0.001, ``microburst_min`` = 20, ``microburst_alpha`` = 1.2,
+  ``microburst_max`` = 1000, ``microburst_timeout_frac`` = 0.02: with that probability a
+  connection adds, in that interval only, Pareto(min, alpha) retransmissions (capped; median
+  ≈ 36, mean ≈ 65), of which 1 + Binomial(size - 1, timeout_frac) are timeouts. Bursts are
+  far shorter than an interval [Microbursts], so at 30-s resolution one is a one-interval
+  event on one connection [Roy]; the rate and size law are extrapolated: at these values
+  bursts add ≈ 0.065 retransmissions per connection-interval, ≈ 2e-5 per segment at
+  5 MB per interval, which keeps the total within [Pingmesh]'s drop rates.
+* ``rtt_spike_prob`` = 0.002, ``rtt_spike_min`` = 3, ``rtt_spike_max`` = 50: with that
+  probability one side of a flow sees all its RTT observations of the interval × a
+  log-uniform factor in [min, max] — the P99.9-and-beyond tail over the median in
+  [Pingmesh] (factors extrapolated from its CDFs).
+* ``rtt_obs_max`` = 4, ``rtt_obs_jitter`` = 0.1: each flow contributes 1..rtt_obs_max
+  (uniform) RTT observations (the agent reads tcpi_rtt several times per interval; a
+  short flow is seen once), each = the flow's value × a mean-1 lognormal of sigma
+  rtt_obs_jitter: correlated within the flow (an agent design assumption, not a measurement).
+
+Per agent (fixed for the run):
+
+* ``phase_s`` = 15: the agent's intervals start at its own second, ``phase`` uniform in
+  [-phase_s, phase_s) around the fleet grid (agents start when their host boots).
+* ``clock_offset_s`` = 2.0: clock offset uniform in ±clock_offset_s. ``start`` is the
+  agent's own clock (an integer); the report leaves when that clock says the interval
+  ended (pessimistic for NTP-synchronised hosts, which usually do far better: extrapolated).
+* ``slow_agent_frac`` = 0.05: agents configured with ``interval_s: 60``: one report covers
+  two simulated intervals (counters summed, ``flows`` the larger of the two, RTT lists
+  concatenated).
+* ``gap_agent_frac`` = 0.05, ``gap_intervals`` = 3: agents that miss that many consecutive
+  intervals once (a restart): those reports are never sent.
+* ``churn_frac`` = 0.05: agents that join late or leave early (half each, at a uniform time
+  in the middle 80 % of the run): no reports outside their lifetime. Only the agent is
+  absent; its host's peers still report their flows with it.
+
+Per report (delivery; :meth:`Simulator.deliveries`):
+
+* ``publish_jitter_s`` = 2.0: arrival = interval end on the agent's clock, in true time,
+  + an exponential publish delay of that mean.
+* ``late_frac`` = 0.02, ``late_min_s`` = 10, ``late_max_s`` = 60: that fraction arrives
+  later by a uniform delay in [min, max] (a slow producer, a broker fail-over).
+* ``duplicate_frac`` = 0.01, ``duplicate_delay_s`` = 30: that fraction is sent twice, the
+  copy 1..duplicate_delay_s later; half of the copies are re-serialised with another key
+  order (same content, different bytes), half are byte-identical.
+* Every realistic report carries ``report_id`` = ``"<instance>:<start>"``; a re-sent copy
+  carries the same one.
+
+The fractions (late, duplicated, missing, churn, 60-s agents) are operational assumptions
+for an at-least-once pipeline, not taken from the papers above.
+
 Sizes use decimal units: ``MB`` = 1,000,000 bytes (``MiB`` = 2**20), so the reference's
 "10 MB file" gives exactly 20 MB per 10-minute window on the 1a→1a monitor.
 
