@@ -41,17 +41,25 @@ events (``schemas/wire/flow_anomaly.v1.json``).
 
 Examples
 --------
+Two hosts of ``s1`` talk to ``s2``; both start losing packets on all their connections. The
+pair key sees it at once (no single reporter or remote explains it); each instance key, one
+host's evidence, once it has lasted ``confirm_after`` intervals (dated from the first):
+
 >>> d = Detection(interval_s=30, window_s=600)
 >>> def iv(t, rtt_us, retrans=0):
 ...     c = [15_000_000, 150_000, retrans, 0, 3, 3, 3, 3 * rtt_us]   # preagg.PARTIAL_COUNTERS
 ...     x = [retrans // 3, 0]                                           # the largest one-sample counts
-...     return {"t": t, "src": ["s1", "a1", "v"], "dst": ["s2", "a2", "v"],
-...             "hosts": {"s1/0": [c, {}, x, [None, None, None], "10.0.0.4", {}]}}
+...     host = lambda i: [c, {}, x, [f"10.0.1.{i}", None, None], f"10.0.0.{i}", {}]
+...     return {"t": t, "src": ["s1", "a1", "v"], "dst": ["s2", "a2", "v"], "hosts": {"s1/0": host(4), "s1/1": host(5)}}
 >>> events = [e for k in range(40) for e in d.interval(iv(30 * k, 800 + 10 * (k % 3)))]
 >>> events
 []
 >>> [(e["event"], e["scope"], e["metric"]) for e in d.interval(iv(1200, 800, retrans=400))]
-[('opened', 'pair', 'retrans_rate'), ('opened', 'instance', 'retrans_rate')]
+[('opened', 'pair', 'retrans_rate')]
+>>> [(e["event"], e["scope"], e["severity"]) for e in d.interval(iv(1230, 800, retrans=400))]   # it lasts
+[('updated', 'pair', 'critical')]
+>>> [(e["event"], e["scope"], e["instance"], e["first_seen"]) for e in d.interval(iv(1260, 800, retrans=400))]
+[('opened', 'instance', 's1/0', 1200), ('opened', 'instance', 's1/1', 1200)]
 """
 
 from __future__ import annotations
@@ -101,6 +109,7 @@ DEFAULTS: dict[str, float] = {
     "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
     "trim_largest": 1,  # 1: a count is broad evidence only if it stays hot with its largest sample set aside (0: always)
     "learn_dispersion": 1,  # 1: scale count scores by the key's learned overdispersion (0: Poisson)
+    "score_p90": 1,  # 1: also score the RTT tail (p90); 0: the median only
     "rtt_clip": 2.0,  # an RTT deviation is learned clipped at this many spreads (a slow creep must not widen the band)
     "resolve_after": 4,  # normal intervals before an alert resolves
     "silent_after": 20,  # intervals without data before an open alert resolves as 'silent'
@@ -114,11 +123,15 @@ _BS, _BR, _RT, _TO, _FL, _NS, _RC, _RSUM = range(8)
 class Observation:
     """One key over one interval (inputs of the metrics).
 
-    ``retrans_max`` / ``timeouts_max``: the largest count of any *one* sample (one remote
-    endpoint of one reporter) behind it — what a burst on a single connection can explain.
+    ``retrans_max`` / ``timeouts_max``: the largest part of the count that *one unit* explains
+    — one sample (a connection's burst) for an instance key; one reporter (a host's own
+    hiccup) or one remote endpoint (an incast at one receiver) for a pair key.
     ``rtt_p50`` is the median over samples of each sample's own median RTT (every remote
     endpoint counts once, however many observations one flow contributed), over
-    ``rtt_samples`` samples; ``rtt_p90`` is over all ``rtt_count`` observations.
+    ``rtt_samples`` samples; ``rtt_p50_rest`` the same with the reporter of the highest
+    median set aside (0: not computed); ``rtt_p90`` is over all ``rtt_count`` observations.
+    ``one_reporter``: the key is one reporter's (an instance key), whose evidence is never
+    broad — a host-local transient can touch all its connections at once.
     """
 
     segments: float
@@ -131,6 +144,8 @@ class Observation:
     retrans_max: int = 0
     timeouts_max: int = 0
     rtt_samples: int = 0
+    rtt_p50_rest: float = 0.0
+    one_reporter: bool = True
 
     def n(self, metric: str) -> int:
         """How many observations an RTT metric rests on."""
@@ -231,9 +246,11 @@ class Baseline:
     retransmissions are overdispersed, not Poisson). RTT: EW mean and variance of
     log(median RTT), deviations scaled by √(observations, capped). A metric is *hot* when
     its score and absolute change pass the thresholds; it is *flagged* when hot and
-    either broad — the count stays hot with the largest single sample (one connection's
-    burst) set aside, or the median RTT rests on ≥ ``rtt_broad_flows`` flows — or hot
-    ``confirm_after`` intervals in a row. A model never learns from a hot interval.
+    either broad — a pair key's count stays hot with the largest part one reporter or one
+    remote endpoint explains set aside, or its median RTT rests on ≥ ``rtt_broad_samples``
+    remotes and stays hot with the worst reporter set aside — or hot ``confirm_after``
+    intervals in a row (an instance key's evidence, one reporter's, is never broad). A model
+    never learns from a hot interval.
 
     >>> m, p = Baseline(DEFAULTS), DEFAULTS
     >>> ok = Observation(10_000, 1, 0, 3, 3, 800.0, 900.0, 1, 0)
@@ -244,7 +261,7 @@ class Baseline:
     >>> v.hot, v.flagged
     (True, False)
     >>> m.learn(burst, {"retrans_rate": v})
-    >>> broad = Observation(10_000, 60, 0, 3, 3, 800.0, 900.0, 21, 0)    # spread over samples
+    >>> broad = Observation(10_000, 60, 0, 3, 3, 800.0, 900.0, 21, 0, one_reporter=False)   # spread out
     >>> v = m.score(broad)
     >>> v["retrans_rate"].flagged, round(v["retrans_rate"].expected, 4), v["rtt_p50"].flagged
     (True, 0.0001, False)
@@ -272,7 +289,7 @@ class Baseline:
         return max(d.get(), 1.0) if self.p["learn_dispersion"] and self.seen[metric] >= self.p["warmup"] else 1.0
 
     def _count(self, metric: str, k: int, kmax: int, exposure: float, num: stats.EWMean, den: stats.EWMean,
-               floor: float, min_k: float, min_excess: float) -> Verdict:
+               floor: float, min_k: float, min_excess: float, o_one: bool) -> Verdict:
         p = self.p
         base = num.get() / den.get() if self.seen[metric] and den.get() > 0 else floor
         rate = max(base, floor)
@@ -285,7 +302,7 @@ class Baseline:
             return score, obs, (score >= p["z"] and kk >= min_k and obs - rate >= min_excess and obs >= 2 * rate)
 
         score, obs, hot = judge(k)
-        broad = judge(k - kmax)[2] if p["trim_largest"] else hot
+        broad = not o_one and (judge(k - kmax)[2] if p["trim_largest"] else hot)
         ready = self.seen[metric] >= p["warmup"]
         streak = self.streak[metric] + 1 if hot else 0
         flagged = ready and hot and (broad or streak >= p["confirm_after"])
@@ -297,14 +314,14 @@ class Baseline:
         if o.segments >= p["min_segments"]:
             out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.retrans_max, o.segments, self.retr,
                                               self.seg, p["rate_floor_retrans"], p["min_retrans"],
-                                              p["min_retrans_excess"])
+                                              p["min_retrans_excess"], o.one_reporter)
         if o.flows >= p["min_flows"]:
             out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.timeouts_max, o.flows, self.tmo,
                                               self.flw, p["rate_floor_timeouts"], p["min_timeouts"],
-                                              p["min_timeout_excess"])
+                                              p["min_timeout_excess"], o.one_reporter)
         if o.rtt_count:
             for metric, x in (("rtt_p50", o.rtt_p50), ("rtt_p90", o.rtt_p90)):
-                if metric == "rtt_p90" and o.rtt_count < p["min_rtt_count_p90"]:
+                if metric == "rtt_p90" and (o.rtt_count < p["min_rtt_count_p90"] or not p["score_p90"]):
                     continue
                 if not self.seen[metric]:
                     out[metric] = Verdict(False, 0.0, x, x)
@@ -324,10 +341,16 @@ class Baseline:
                 # a spread estimated from few intervals is itself uncertain: a little more is asked early on
                 z_needed = p["z"] * (1.0 + 2.0 / self.seen[metric])
                 ready = self.seen[metric] >= p["warmup"]
-                hot = ready and z >= z_needed and x >= p["min_rtt_ratio"] * exp_us and x - exp_us >= p["min_rtt_excess_us"]
+                def passes(v: float) -> bool:
+                    zz = max((math.log(max(v, 1.0)) - m) * w / sd, 0.0)
+                    return zz >= z_needed and v >= p["min_rtt_ratio"] * exp_us and v - exp_us >= p["min_rtt_excess_us"]
+
+                hot = ready and passes(x)
                 streak = self.streak[metric] + 1 if hot else 0
-                # the median over >= rtt_broad_samples remotes is not moved by one flow's spike; a tail is
-                broad = metric == "rtt_p50" and o.rtt_samples >= p["rtt_broad_samples"]
+                # the median over >= rtt_broad_samples remotes of several reporters is not moved by one
+                # flow's spike, nor by one host's hiccup (it stays hot with that reporter set aside); a tail is
+                broad = (metric == "rtt_p50" and not o.one_reporter and o.rtt_samples >= p["rtt_broad_samples"]
+                         and passes(o.rtt_p50_rest))
                 out[metric] = Verdict(hot and (broad or streak >= p["confirm_after"]), z, x, exp_us, hot, streak)
         return out
 
@@ -590,15 +613,29 @@ class Detection:
         events: list[dict[str, Any]] = []
         total = [0] * 8
         hist: dict[int, int] = {}
-        xmax = [0, 0]
         meds: dict[int, int] = {}
-        for c, h, x, _top, _ip, m in hosts.values():
+        by_remote: list[dict[str, int]] = [{}, {}]  # retransmissions / timeouts of each host's top remote, summed
+        by_host = [0, 0]
+        worst_med, worst = -1.0, None
+        for host, (c, h, x, top, _ip, m) in hosts.items():
             for i, v in enumerate(c):
                 total[i] += v
             merge_into(hist, h)
             merge_into(meds, m)
-            xmax = [max(xmax[0], x[0]), max(xmax[1], x[1])]
-        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, observe(total, hist, xmax, meds))
+            for j in range(2):
+                by_host[j] = max(by_host[j], c[_RT + j])
+                if top[j] is not None:
+                    by_remote[j][top[j]] = by_remote[j].get(top[j], 0) + x[j]
+            if m and (q := quantile(m, 0.5)) > worst_med:
+                worst_med, worst = q, m
+        # what one reporter, or one remote endpoint, can explain
+        xmax = [max(by_host[j], max(by_remote[j].values(), default=0)) for j in range(2)]
+        o = observe(total, hist, xmax, meds)
+        o.one_reporter = len(hosts) < 2
+        if worst is not None:
+            rest = {b: n - worst.get(b, 0) for b, n in meds.items() if n > worst.get(b, 0)}
+            o.rtt_p50_rest = quantile(rest, 0.5) if rest else 0.0
+        events += self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, o)
         if self.instances:
             for host in sorted(hosts):
                 c, h, x, top, ip, m = hosts[host]
