@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     # --- windows ----------------------------------------------------------------
     window_s: int = Field(600, ge=1, description="Tumbling window length, seconds of event time.")
     allowed_lateness_s: int = Field(
-        60, ge=0, description="A window closes when the partition's event-time watermark passes its end by this much."
+        120, ge=0, description="A window closes when the partition's event-time watermark passes its end by this much: "
+        "a report may arrive this long after later ones (agents' clocks, publish jitter, retries) and still count."
     )
     source_idle_s: float = Field(
         5.0, gt=0,

@@ -163,7 +163,7 @@ def match(alerts: list[Mapping[str, Any]], faults: list[dict[str, Any]], interva
 
 
 def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baseline",
-             params: Mapping[str, float] | None = None, window_s: int = 600, lateness_s: int = 60,
+             params: Mapping[str, float] | None = None, window_s: int = 600, lateness_s: int = 120,
              progress: Callable[[int, int], None] | None = None, realism: Any = None) -> EvalResult:
     """Run one scenario in simulated time; see the module docstring for the scores.
 
@@ -205,7 +205,7 @@ def _identity(r: Mapping[str, Any], raw: bytes | None) -> tuple[Any, ...]:
 def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str, Any] | bytes]],
                     faults: list[dict[str, Any]], *, name: str, source: str, interval_s: int, start: int,
                     duration_s: int, detector: str = "baseline", params: Mapping[str, float] | None = None,
-                    window_s: int = 600, lateness_s: int = 60,
+                    window_s: int = 600, lateness_s: int = 120,
                     progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Run a stream of reports through the worker's cores and score it against ``faults``.
 
