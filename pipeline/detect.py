@@ -43,7 +43,8 @@ Examples
 --------
 Two hosts of ``s1`` talk to ``s2``; both start losing packets on all their connections. The
 pair key sees it at once (no single reporter or remote explains it); each instance key, one
-host's evidence, once it has lasted ``confirm_after`` intervals (dated from the first):
+host's evidence spread over its connections, once it has lasted ``confirm_wide_after`` (2)
+intervals, dated from the first (one connection's evidence would need ``confirm_after``, 3):
 
 >>> d = Detection(interval_s=30, window_s=600)
 >>> def iv(t, rtt_us, retrans=0):
@@ -56,10 +57,9 @@ host's evidence, once it has lasted ``confirm_after`` intervals (dated from the 
 []
 >>> [(e["event"], e["scope"], e["metric"]) for e in d.interval(iv(1200, 800, retrans=400))]
 [('opened', 'pair', 'retrans_rate')]
->>> [(e["event"], e["scope"], e["severity"]) for e in d.interval(iv(1230, 800, retrans=400))]   # it lasts
-[('updated', 'pair', 'critical')]
->>> [(e["event"], e["scope"], e["instance"], e["first_seen"]) for e in d.interval(iv(1260, 800, retrans=400))]
-[('opened', 'instance', 's1/0', 1200), ('opened', 'instance', 's1/1', 1200)]
+>>> [(e["event"], e["scope"], e["instance"], e["first_seen"], e["severity"])
+...  for e in d.interval(iv(1230, 800, retrans=400))]
+[('updated', 'pair', None, 1200, 'critical'), ('opened', 'instance', 's1/0', 1200, 'critical'), ('opened', 'instance', 's1/1', 1200, 'critical')]
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ DEFAULTS: dict[str, float] = {
     "rate_floor_timeouts": 1e-3,
     "confirm_after": 3,  # hot intervals in a row that flag a metric whose evidence is narrow (one connection, a tail):
     # a burst or a spike may straddle two agent intervals; a third is a lasting problem
+    "confirm_wide_after": 2,  # ... whose evidence is wide (many connections, but one reporter: a host's own problem)
     "rtt_broad_samples": 3,  # remote endpoints behind an interval's median RTT for it to be broad evidence on its own
     "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
     "trim_largest": 1,  # 1: a count is broad evidence only if it stays hot with its largest sample set aside (0: always)
@@ -132,6 +133,8 @@ class Observation:
     median set aside (0: not computed); ``rtt_p90`` is over all ``rtt_count`` observations.
     ``one_reporter``: the key is one reporter's (an instance key), whose evidence is never
     broad — a host-local transient can touch all its connections at once.
+    ``*_max_remote``: the largest part one remote endpoint explains: evidence that survives
+    setting it aside is *wide* (several connections), which confirms in two intervals.
     """
 
     segments: float
@@ -143,6 +146,8 @@ class Observation:
     rtt_p90: float  # µs
     retrans_max: int = 0
     timeouts_max: int = 0
+    retrans_max_remote: int = 0  # the largest part one remote endpoint explains (one sample, for an instance key)
+    timeouts_max_remote: int = 0
     rtt_samples: int = 0
     rtt_p50_rest: float = 0.0
     one_reporter: bool = True
@@ -176,7 +181,8 @@ def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] =
     ns = sum(m.values()) if m else 0
     return Observation(c[_BS] / MSS, c[_RT], c[_TO], c[_FL], rc,
                        quantile(m, 0.5) if ns else (quantile(h, 0.5) if rc and h else mean),
-                       quantile(h, 0.9) if rc and h else mean, int(x[0]), int(x[1]), ns if ns else min(rc, 1))
+                       quantile(h, 0.9) if rc and h else mean, int(x[0]), int(x[1]), int(x[0]), int(x[1]),
+                       ns if ns else min(rc, 1))
 
 
 @dataclass(slots=True)
@@ -288,8 +294,8 @@ class Baseline:
         d = self.disp[metric]
         return max(d.get(), 1.0) if self.p["learn_dispersion"] and self.seen[metric] >= self.p["warmup"] else 1.0
 
-    def _count(self, metric: str, k: int, kmax: int, exposure: float, num: stats.EWMean, den: stats.EWMean,
-               floor: float, min_k: float, min_excess: float, o_one: bool) -> Verdict:
+    def _count(self, metric: str, k: int, kmax: int, kmax_remote: int, exposure: float, num: stats.EWMean,
+               den: stats.EWMean, floor: float, min_k: float, min_excess: float, o_one: bool) -> Verdict:
         p = self.p
         base = num.get() / den.get() if self.seen[metric] and den.get() > 0 else floor
         rate = max(base, floor)
@@ -303,20 +309,21 @@ class Baseline:
 
         score, obs, hot = judge(k)
         broad = not o_one and (judge(k - kmax)[2] if p["trim_largest"] else hot)
+        wide = judge(k - kmax_remote)[2] if p["trim_largest"] else hot
         ready = self.seen[metric] >= p["warmup"]
         streak = self.streak[metric] + 1 if hot else 0
-        flagged = ready and hot and (broad or streak >= p["confirm_after"])
+        flagged = ready and hot and (broad or streak >= p["confirm_after"] or (wide and streak >= p["confirm_wide_after"]))
         return Verdict(flagged, score, obs, base, hot and ready, streak)
 
     def score(self, o: Observation) -> dict[str, Verdict]:
         p = self.p
         out: dict[str, Verdict] = {}
         if o.segments >= p["min_segments"]:
-            out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.retrans_max, o.segments, self.retr,
+            out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.retrans_max, o.retrans_max_remote, o.segments, self.retr,
                                               self.seg, p["rate_floor_retrans"], p["min_retrans"],
                                               p["min_retrans_excess"], o.one_reporter)
         if o.flows >= p["min_flows"]:
-            out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.timeouts_max, o.flows, self.tmo,
+            out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.timeouts_max, o.timeouts_max_remote, o.flows, self.tmo,
                                               self.flw, p["rate_floor_timeouts"], p["min_timeouts"],
                                               p["min_timeout_excess"], o.one_reporter)
         if o.rtt_count:
@@ -351,7 +358,9 @@ class Baseline:
                 # flow's spike, nor by one host's hiccup (it stays hot with that reporter set aside); a tail is
                 broad = (metric == "rtt_p50" and not o.one_reporter and o.rtt_samples >= p["rtt_broad_samples"]
                          and passes(o.rtt_p50_rest))
-                out[metric] = Verdict(hot and (broad or streak >= p["confirm_after"]), z, x, exp_us, hot, streak)
+                wide = metric == "rtt_p50" and o.rtt_samples >= p["rtt_broad_samples"]
+                confirmed = broad or streak >= p["confirm_after"] or (wide and streak >= p["confirm_wide_after"])
+                out[metric] = Verdict(hot and confirmed, z, x, exp_us, hot, streak)
         return out
 
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
@@ -631,6 +640,7 @@ class Detection:
         # what one reporter, or one remote endpoint, can explain
         xmax = [max(by_host[j], max(by_remote[j].values(), default=0)) for j in range(2)]
         o = observe(total, hist, xmax, meds)
+        o.retrans_max_remote, o.timeouts_max_remote = (max(by_remote[j].values(), default=0) for j in range(2))
         o.one_reporter = len(hosts) < 2
         if worst is not None:
             rest = {b: n - worst.get(b, 0) for b, n in meds.items() if n > worst.get(b, 0)}

@@ -14,8 +14,10 @@ Matching alerts to faults (the ground truth under ``faults:``):
   ``subnet(b)→subnet(a)`` and the instance keys ``a→subnet(b)`` and ``b→subnet(a)``. An
   alert can only match a fault whose keys include the alert's key: an alert on an
   unrelated pair never "finds" a fault.
-* **Time.** The alert's ``first_seen`` (start of the first anomalous interval) lies in
-  ``[fault start, fault end + 2 intervals)``.
+* **Time.** The alert's ``first_seen`` (start of the first anomalous grid interval) lies in
+  ``[fault start − 1 interval, fault end + 2 intervals)``: agents' own intervals straddle
+  the grid, so the grid interval just before the onset holds reports that already cover
+  part of the fault.
 * **One fault per alert.** An alert that matches several faults (overlapping faults)
   is credited to the one with the latest onset before its ``first_seen``, so one wide
   alert cannot count as several detections. A fault is detected when at least one
@@ -27,7 +29,7 @@ fault's onset to the end of the interval that opened the alert (1 = flagged from
 first faulty interval's reports; the Kafka path publishes it ``interval_lateness_s``
 later); ``false_alarms_per_1000_pair_windows`` = uncredited alerts opened in fault-free
 time per 1,000 (subnet pair, 10-minute window) with traffic in fault-free time (a
-window is fault-free when it does not overlap any fault's ``[start, end + 2 intervals)``).
+window is fault-free when it does not overlap any fault's ``[start − 1 interval, end + 2 intervals)``).
 Alerts of both scopes (pair and instance) count, against pair-windows only: stricter
 than counting instance-windows too.
 """
@@ -155,7 +157,7 @@ def match(alerts: list[Mapping[str, Any]], faults: list[dict[str, Any]], interva
         k, t = _key(a), a["first_seen"]
         best = None
         for i, f in enumerate(faults):
-            if k in f["keys"] and f["start"] <= t < f["end"] + 2 * interval_s:
+            if k in f["keys"] and f["start"] - interval_s <= t < f["end"] + 2 * interval_s:
                 if best is None or f["start"] > faults[best]["start"]:
                     best = i
         out[a["alert_id"]] = best
@@ -319,7 +321,7 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
         i = credit[a["alert_id"]]
         if i is not None:
             per_fault[i].append(a)
-    busy = [(f["start"], f["end"] + 2 * iv_s) for f in faults]
+    busy = [(f["start"] - iv_s, f["end"] + 2 * iv_s) for f in faults]
 
     def fault_free(ws: int) -> bool:
         return all(ws + window_s <= s or ws >= e for s, e in busy)
@@ -340,7 +342,7 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
         fault_out.append({
             "name": f["name"], "kind": f["kind"], "target": f["target"], "start_s": f["start"] - start,
             "end_s": f["end"] - start, "detected": bool(credited),
-            "delay_intervals": None if first is None else (first - f["start"]) // iv_s + 1,
+            "delay_intervals": None if first is None else max(1, (first - f["start"]) // iv_s + 1),
             "alerts": len(credited), "metrics": sorted({a["metric"] for a in credited}),
             "cause_truth": f["cause"], "cause_given": given,
             "causes_of_alerts": {c: causes.count(c) for c in sorted(set(causes))},
