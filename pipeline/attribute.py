@@ -330,9 +330,9 @@ class Attributor:
 
         def instance(el: tuple[str, str]) -> _Cand | None:
             x = el[1]
-            reporter = x in subnet_of
-            ip = ip_of.get(x) if reporter else x
-            sx = subnet_of[x] if reporter else ip_subnet.get(x)
+            reporter = x in subnet_of  # it has keys of this family (else: known by its address, or silent here)
+            ip = ip_of.get(x) if reporter or x in ip_of else x
+            sx = subnet_of.get(x) or (ip_subnet.get(ip) if ip else None)
             if sx is None:
                 return None
             mine = [k for k in own.get(x, ()) if k.id not in explained]
@@ -391,7 +391,8 @@ class Attributor:
                 cands.add(("instance", k.r))
                 if k.top:
                     cands.add(("instance", inst_of_ip.get(k.top, k.top)))
-        subnet_of_cand = {el: subnet_of.get(el[1]) or ip_subnet.get(el[1]) for el in cands if el[0] == "instance"}
+        subnet_of_cand = {el: subnet_of.get(el[1]) or ip_subnet.get(ip_of.get(el[1], el[1]))
+                          for el in cands if el[0] == "instance"}
         current = {el: evaluate(el) for el in cands}
 
         verdicts: dict[Key, Verdict] = {}

@@ -209,6 +209,12 @@ def test_one_remote_instance_is_not_the_az_pair():
     assert x.detail["remote_ip"] == "10.0.1.10" and x.detail["reporters_pointing"] == 8
     assert x.evidence["exonerating"] >= 2 and set(x.evidence["exonerating_reporters"]) >= {"c1/0", "c1/1"}
     assert v[("lat", "b1/0", "a1")].element == ("instance", "b1/0")
+    # a server with no latency evidence of its own is still found (by its address) and named by its id
+    silent = _one_server(with_ips=True)
+    for k in silent:
+        if k["r"] == "b1/0":
+            k["lat"] = None
+    assert causes(Attributor().attribute(0, silent)) == {("workload", ("instance", "b1/0"))}
     # without the reporters' own addresses the remote is named by its IP, and the path is still cleared
     v = Attributor().attribute(0, _one_server(with_ips=False))
     assert ("workload", ("instance", "10.0.1.10")) in causes(v)
@@ -216,3 +222,21 @@ def test_one_remote_instance_is_not_the_az_pair():
     # without any "top" the evidence is as before: the path
     plain = [{k: x for k, x in e.items() if k not in ("top", "ip")} for e in _one_server(with_ips=True)]
     assert causes(Attributor().attribute(0, plain)) == {("infrastructure", ("az_pair", "az1|az2"))}
+
+
+def test_nhi_moves_only_on_flagged_reporters():
+    """az1|az2 blamed on three reporters, one of them merely elevated: an infrastructure verdict
+    (two flagged), but NHI needs three flagged reporters; with the third flagged it turns degraded."""
+    def health(weak):
+        h = [key(f"a1/{i}", "a1", "az1", "b1", "az2", lat=1) for i in range(3)]
+        h += [key(f"a1/{i}", "a1", "az1", "a1", "az1") for i in range(3)]
+        h += [key(f"c1/{i}", "c1", "az3", "b1", "az2") for i in range(4)]
+        if weak:
+            h[2]["weak"] = ["lat"]
+        return h
+    op = [_opened("00000000000000dd", "a1/0", "a1", "b1")]
+    for weak, scopes in ((True, set()), (False, {"az1|az2", "az1", "az2"})):
+        st = AttributionStage(partitions=1)
+        recs, nhi = st.apply(_msg(0, 0, health(weak), op))
+        assert [(r["cause"], r["element"]) for r in recs] == [("infrastructure", "az1|az2")]
+        assert {n["scope"] for n in nhi} == scopes
