@@ -562,14 +562,20 @@ ELEVATED_FRACTION = 0.6
 def _health(t: int, instance: str | None, src: list[str], dst: list[str], verdicts: Mapping[str, Verdict],
             model: Any, warmup: float, z: float) -> dict[str, Any]:
     """One instance key's interval for attribution: per family 1 (flagged or elevated), 0 (scored,
-    normal) or None (no evidence, or the key is still learning)."""
+    normal) or None (no evidence, or the key is still learning); ``"weak"``, only when not empty:
+    the degraded families none of whose metrics was flagged (merely elevated: weaker evidence)."""
     seen = getattr(model, "seen", None)
     out: dict[str, Any] = {"t": t, "r": instance, "src": src, "dst": dst}
+    weak = []
     for fam, metrics in _FAMILY_METRICS.items():
         ms = [m for m in metrics if m in verdicts and (seen is None or seen[m] >= warmup)]
-        out[fam] = None if not ms else int(any(
-            verdicts[m].flagged or (verdicts[m].score >= ELEVATED_FRACTION * z and verdicts[m].observed > verdicts[m].expected)
-            for m in ms))
+        flagged = any(verdicts[m].flagged for m in ms)
+        out[fam] = None if not ms else int(flagged or any(
+            verdicts[m].score >= ELEVATED_FRACTION * z and verdicts[m].observed > verdicts[m].expected for m in ms))
+        if out[fam] and not flagged:
+            weak.append(fam)
+    if weak:
+        out["weak"] = weak
     return out
 
 

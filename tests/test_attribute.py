@@ -114,3 +114,129 @@ def test_nhi_ignores_workload_and_recovers():
     ends = n.update(90, [])
     assert {(r["scope"], r["start"], r["end"]) for r in ends} == {("az1|az2", 30, 60), ("az1", 30, 60), ("az2", 30, 60)}
     assert n.degraded == {}
+
+
+# --- explaining away, strength, one remote instance ------------------------------------
+def test_overlapping_subnet_fault_and_host_fault_each_get_their_cause():
+    """b1 loses packets (every flow to or from it) while a1/0 loses on all its own flows: a1/0's
+    subnet-mates are degraded towards b1 only, which the subnet fault explains, so they still
+    exonerate subnet a1 and its paths for a1/0's other keys."""
+    v = Attributor().attribute(0, fleet(lambda r, d: r.startswith("b1/") or d == "b1" or r == "a1/0"
+                                        or (d == "a1" and not r.startswith("a1/"))))
+    b1, host = ("subnet", "b1"), ("instance", "a1/0")
+    assert causes(v) == {("infrastructure", b1), ("workload", host)}
+    assert {k for k, x in v.items() if x.element == host} == {
+        ("lat", "a1/0", "a1"), ("lat", "a1/0", "a2"), ("lat", "a1/0", "c1"),
+        ("lat", "a2/0", "a1"), ("lat", "a2/1", "a1"), ("lat", "a2/2", "a1"), ("lat", "a2/3", "a1"),
+        ("lat", "c1/0", "a1"), ("lat", "c1/1", "a1"), ("lat", "c1/2", "a1"), ("lat", "c1/3", "a1")}
+    assert v[("lat", "a1/0", "b1")].element == b1 and v[("lat", "b1/0", "a1")].element == b1
+    w = v[("lat", "a1/0", "c1")]
+    assert w.evidence["exonerating"] == 3 and w.detail["after"] == ["subnet:b1"]
+    assert v[("lat", "b1/0", "c1")].detail["reporters_flagged"] == 16
+
+
+def _stall(weak_mate: bool):
+    """Server srv/0 (az2) stalls: every client's key towards srv, and its own keys, degrade (RTT); its
+    two subnet-mates talk to it too. One mate has a merely elevated key towards a1."""
+    subnets = {"a1": "az1", "c1": "az3", "srv": "az2"}
+    out = []
+    for s, az in subnets.items():
+        for i in range(3 if s == "srv" else 4):
+            r = f"{s}/{i}"
+            for d, daz in subnets.items():
+                k = key(r, s, az, d, daz, lat=int(r == "srv/0" or d == "srv"))
+                if weak_mate and r == "srv/1" and d == "a1":
+                    k.update(lat=1, weak=["lat"])
+                out.append(k)
+    return out
+
+
+def test_a_weakly_elevated_neighbour_still_exonerates_a_stalled_server():
+    v = Attributor().attribute(0, _stall(weak_mate=True))
+    assert ("workload", ("instance", "srv/0")) in causes(v)
+    assert not [x for x in v.values() if x.cause == "infrastructure"]
+    x = v[("lat", "a1/0", "srv")]
+    assert x.evidence["exonerating"] == 2 and x.evidence["exonerating_reporters"] == ["srv/1", "srv/2"]
+    assert v[("lat", "srv/1", "a1")].cause == "undetermined"  # the weak key alone explains nothing
+    # and NHI stays healthy through the stage
+    st = AttributionStage(partitions=1)
+    recs, nhi = st.apply(_msg(0, 0, _stall(weak_mate=True), [_opened("00000000000000cc", "a1/0", "a1", "srv")]))
+    assert [(r["cause"], r["element"]) for r in recs] == [("workload", "srv/0")]
+    assert nhi == [] and st.finish()[1] == []
+
+
+def test_weak_keys_alone_do_not_make_infrastructure():
+    """Four reporters merely elevated towards b1 (no key flagged): correlated, but too weak to blame
+    the network; the same keys flagged would blame it."""
+    def health(weak):
+        h = fleet()
+        for k in h:
+            if k["dst"][0] == "b1" and k["r"][:2] in ("a1", "a2"):
+                k.update(lat=1, **({"weak": ["lat"]} if weak else {}))
+        return h
+    assert causes(Attributor().attribute(0, health(weak=False))) == {("infrastructure", ("az_pair", "az1|az2"))}
+    assert causes(Attributor().attribute(0, health(weak=True))) == {("undetermined", None)}
+    st = AttributionStage(partitions=1)
+    assert st.apply(_msg(0, 0, health(weak=True)))[1] == [] and st.finish()[1] == []
+
+
+def _one_server(with_ips: bool):
+    """Clients in az1 (a1, a2) degrade towards b1 (az2), every one naming server b1/0 (10.0.1.10) as the
+    remote that contributed most; b1/0's own keys towards az1 degrade too. b1/0's subnet-mates are fine
+    towards az1, and c1 (az3) talks to b1 unharmed. The az1|az2 path would qualify (10 of 16 keys,
+    9 reporters) — but one remote instance explains all of it."""
+    subnets = {"a1": "az1", "a2": "az1", "b1": "az2", "c1": "az3"}
+    net = {"a1": "10.0.0", "b1": "10.0.1", "a2": "10.0.2", "c1": "10.0.3"}
+    out = []
+    for s, az in subnets.items():
+        for i in range(4):
+            r = f"{s}/{i}"
+            for d, daz in subnets.items():
+                bad = (s in ("a1", "a2") and d == "b1") or (r == "b1/0" and d in ("a1", "a2"))
+                k = key(r, s, az, d, daz, lat=int(bad))
+                k["top"] = {"retrans": None, "timeouts": None,
+                            "lat": None if not bad else "10.0.1.10" if d == "b1" else f"{net[d]}.11"}
+                if with_ips:
+                    k["ip"] = f"{net[s]}.{10 + i}"
+                out.append(k)
+    return out
+
+
+def test_one_remote_instance_is_not_the_az_pair():
+    v = Attributor().attribute(0, _one_server(with_ips=True))
+    assert causes(v) == {("workload", ("instance", "b1/0"))}
+    x = v[("lat", "a1/0", "b1")]
+    assert x.detail["remote_ip"] == "10.0.1.10" and x.detail["reporters_pointing"] == 8
+    assert x.evidence["exonerating"] >= 2 and set(x.evidence["exonerating_reporters"]) >= {"c1/0", "c1/1"}
+    assert v[("lat", "b1/0", "a1")].element == ("instance", "b1/0")
+    # a server with no latency evidence of its own is still found (by its address) and named by its id
+    silent = _one_server(with_ips=True)
+    for k in silent:
+        if k["r"] == "b1/0":
+            k["lat"] = None
+    assert causes(Attributor().attribute(0, silent)) == {("workload", ("instance", "b1/0"))}
+    # without the reporters' own addresses the remote is named by its IP, and the path is still cleared
+    v = Attributor().attribute(0, _one_server(with_ips=False))
+    assert ("workload", ("instance", "10.0.1.10")) in causes(v)
+    assert not [x for x in v.values() if x.cause == "infrastructure"]
+    # without any "top" the evidence is as before: the path
+    plain = [{k: x for k, x in e.items() if k not in ("top", "ip")} for e in _one_server(with_ips=True)]
+    assert causes(Attributor().attribute(0, plain)) == {("infrastructure", ("az_pair", "az1|az2"))}
+
+
+def test_nhi_moves_only_on_flagged_reporters():
+    """az1|az2 blamed on three reporters, one of them merely elevated: an infrastructure verdict
+    (two flagged), but NHI needs three flagged reporters; with the third flagged it turns degraded."""
+    def health(weak):
+        h = [key(f"a1/{i}", "a1", "az1", "b1", "az2", lat=1) for i in range(3)]
+        h += [key(f"a1/{i}", "a1", "az1", "a1", "az1") for i in range(3)]
+        h += [key(f"c1/{i}", "c1", "az3", "b1", "az2") for i in range(4)]
+        if weak:
+            h[2]["weak"] = ["lat"]
+        return h
+    op = [_opened("00000000000000dd", "a1/0", "a1", "b1")]
+    for weak, scopes in ((True, set()), (False, {"az1|az2", "az1", "az2"})):
+        st = AttributionStage(partitions=1)
+        recs, nhi = st.apply(_msg(0, 0, health(weak), op))
+        assert [(r["cause"], r["element"]) for r in recs] == [("infrastructure", "az1|az2")]
+        assert {n["scope"] for n in nhi} == scopes
