@@ -88,41 +88,26 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         codes, counts = np.unique(grp * 4096 + bucket(report.rtt), return_counts=True)
         for code, cnt in zip(codes.tolist(), counts.tolist()):
             hists[code >> 12][code & 4095] = cnt
-    # per group: the largest one-sample retransmissions / timeouts and whose they were
-    x_rows: list[list[int]] = []
-    tops: list[list[str | None]] = []
+    # per group: the largest one-sample retransmissions / timeouts / RTT, and whose they were
     ips = report.ips
-    inv_l = inverse.tolist()
-    retr = report.counters[2].tolist()
-    tmo = report.counters[3].tolist()
-    best_r = [-1] * g
-    best_t = [-1] * g
-    arg_r: list[int] = [0] * g
-    arg_t: list[int] = [0] * g
-    for i, k in enumerate(inv_l):
-        if retr[i] > best_r[k]:
-            best_r[k], arg_r[k] = retr[i], i
-        if tmo[i] > best_t[k]:
-            best_t[k], arg_t[k] = tmo[i], i
+    idx = np.arange(n)
+    best_r, arg_r = _group_max(report.counters[2], inverse, g, idx)
+    best_t, arg_t = _group_max(report.counters[3], inverse, g, idx)
     top_lat: list[str | None] = [None] * g
     med_hists: list[dict[int, int]] = [{} for _ in range(g)]
     if report.rtt.size:
-        owners, med = _sample_medians(report.rtt, report.rtt_owner, report.n)
+        owners, med = _sample_medians(report.rtt, report.rtt_owner, n)
         codes, counts = np.unique(inverse[owners] * 4096 + bucket(med), return_counts=True)
         for code, cnt in zip(codes.tolist(), counts.tolist()):
             med_hists[code >> 12][code & 4095] = cnt
-        rtt_max = np.full(report.n, -1, dtype=np.int64)
+        rtt_max = np.full(n, -1, dtype=np.int64)
         np.maximum.at(rtt_max, report.rtt_owner, report.rtt)
-        rtt_max_l = rtt_max.tolist()
-        best_l = [-1] * g
-        for i, k in enumerate(inv_l):
-            if rtt_max_l[i] > best_l[k]:
-                best_l[k] = rtt_max_l[i]
-                top_lat[k] = ips[i] if ips else None
-    for k in range(g):
-        x_rows.append([best_r[k], best_t[k]])
-        tops.append([ips[arg_r[k]] if ips and best_r[k] > 0 else None,
-                     ips[arg_t[k]] if ips and best_t[k] > 0 else None, top_lat[k]])
+        best_l, arg_l = _group_max(rtt_max, inverse, g, idx)
+        if ips:
+            top_lat = [ips[i] if v >= 0 else None for v, i in zip(best_l, arg_l)]
+    x_rows = [[r, t] for r, t in zip(best_r, best_t)]
+    tops = [[ips[ir] if ips and r > 0 else None, ips[it] if ips and t > 0 else None, lat]
+            for r, ir, t, it, lat in zip(best_r, arg_r, best_t, arg_t, top_lat)]
     src = list(report.src)
     out = []
     sums_l = sums.T.tolist()
@@ -185,6 +170,17 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
     src = list(report.src)
     return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d],
              "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid, "m": meds[d]} for d in sorted(groups)]
+
+
+def _group_max(values: np.ndarray, group: np.ndarray, g: int, idx: np.ndarray) -> tuple[list[int], list[int]]:
+    """Per group: the largest value and the first row holding it.
+
+    >>> _group_max(np.array([3, 9, 9, 1]), np.array([0, 0, 0, 1]), 2, np.arange(4))
+    ([9, 1], [1, 3])
+    """
+    order = np.lexsort((idx, -values, group))
+    first = order[np.searchsorted(group[order], np.arange(g))]
+    return values[first].tolist(), first.tolist()
 
 
 def _sample_medians(rtt: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
