@@ -361,6 +361,8 @@ class Attributor:
                          and (k.top is None or ip is None or k.top == ip)}
             if not keys:
                 return None
+            if not ({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}):
+                return None  # weak (elevated) keys alone blame nobody: no more a workload than an infrastructure
             known = [k for k in towards[sx] if k.bad and k.top and k.id not in explained]
             concentration = len(pts) / len(known) if known else 0.0
             purity = max(own_p if by_own else 0.0, concentration if by_remote else 0.0)

@@ -240,3 +240,14 @@ def test_nhi_moves_only_on_flagged_reporters():
         recs, nhi = st.apply(_msg(0, 0, health(weak), op))
         assert [(r["cause"], r["element"]) for r in recs] == [("infrastructure", "az1|az2")]
         assert {n["scope"] for n in nhi} == scopes
+
+
+def test_weak_keys_alone_do_not_make_workload_either():
+    """The one-server pattern, every key merely elevated (a slow degradation's first intervals): too
+    weak to blame the server, as it is too weak to blame the network — undetermined, not a guess."""
+    weak = _one_server(with_ips=True)
+    for k in weak:
+        if k["lat"]:
+            k["weak"] = ["lat"]
+    assert causes(Attributor().attribute(0, weak)) == {("undetermined", None)}
+    assert causes(Attributor().attribute(0, _one_server(with_ips=True))) == {("workload", ("instance", "b1/0"))}
