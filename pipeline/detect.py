@@ -110,7 +110,7 @@ DEFAULTS: dict[str, float] = {
     "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
     "trim_largest": 1,  # 1: a count is broad evidence only if it stays hot with its largest sample set aside (0: always)
     "learn_dispersion": 1,  # 1: scale count scores by the key's learned overdispersion (0: Poisson)
-    "score_p90": 1,  # 1: also score the RTT tail (p90); 0: the median only
+    "score_p90": 0,  # 1: also alert on the RTT tail (p90); 0 (measured better): the median only
     "rtt_clip": 2.0,  # an RTT deviation is learned clipped at this many spreads (a slow creep must not widen the band)
     "resolve_after": 4,  # normal intervals before an alert resolves
     "silent_after": 20,  # intervals without data before an open alert resolves as 'silent'

@@ -20,7 +20,9 @@ with the most retransmissions, the most timeouts and the highest RTT observation
 when there were none), which attribution uses to tell one sick remote instance from a
 shared element. ``m`` is the histogram of the samples' own median RTTs (one entry per
 sample with RTT observations): a median over it counts every remote endpoint once, however
-many observations one flow contributed, so one flow's spike does not move it.
+many observations one flow contributed, so one flow's spike does not move it. A sample
+that moved no bytes in the interval is left out of ``m``: the kernel's smoothed RTT is only
+updated by ACKs, so an idle connection reports a stale value (its last spike, say).
 
 Examples
 --------
@@ -97,6 +99,8 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
     med_hists: list[dict[int, int]] = [{} for _ in range(g)]
     if report.rtt.size:
         owners, med = _sample_medians(report.rtt, report.rtt_owner, n)
+        moved = (report.counters[0] + report.counters[1])[owners] > 0  # an idle sample's RTT is stale
+        owners, med = owners[moved], med[moved]
         codes, counts = np.unique(inverse[owners] * 4096 + bucket(med), return_counts=True)
         for code, cnt in zip(codes.tolist(), counts.tolist()):
             med_hists[code >> 12][code & 4095] = cnt
@@ -152,7 +156,7 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
         per_sample: dict[int, list[int]] = {}
         for o, v in zip(report.rtt_owner.tolist(), report.rtt.tolist()):
             per_sample.setdefault(o, []).append(v)
-        owners = sorted(per_sample)
+        owners = [o for o in sorted(per_sample) if cols[0][o] + cols[1][o] > 0]  # an idle sample's RTT is stale
         med_b = bucket(np.array([sorted(per_sample[o])[(len(per_sample[o]) - 1) // 2] for o in owners])).tolist()
         for o, b in zip(owners, med_b):
             mh = meds[dst[o]]

@@ -142,7 +142,7 @@ def test_evaluate_stream_smooth_matches_evaluate_and_windows_are_exact():
 
 
 def test_evaluate_stream_realistic_plumbing():
-    """Counts only: what detection makes of duplicates and unaligned agents is another change's business."""
+    """Re-sent reports (5 % here) are counted once: every window exact."""
     sc, sim = _small_sim({"duplicate_frac": 0.05})
     deliveries = list(sim.deliveries(sc.duration_s))
     ids = [r["report_id"] for _, r in deliveries]
@@ -152,7 +152,7 @@ def test_evaluate_stream_realistic_plumbing():
     t = r.totals
     assert r.reports == len(deliveries)
     assert t["unique_reports"] == len(set(ids)) and t["duplicate_reports"] == len(ids) - len(set(ids)) > 0
-    assert t["exact"] + t["wrong"] == t["windows"] > 0 and t["late_partials"] >= 0
+    assert t["exact"] == t["windows"] > 0 and t["wrong"] == t["late_partials"] == 0
     assert fed == sorted(fed)
 
 
@@ -174,3 +174,32 @@ def test_suite_summary_pools_totals():
     s = suite_summary([a, b])
     assert s["totals"]["windows"] == a.totals["windows"] + b.totals["windows"]
     assert s["realism"] == ["realistic", "smooth"]
+
+
+# --- the goals on realistic telemetry (a subset of the suite: the whole of it is benchmarks.suite) -----
+REALISTIC = ["trap-traffic-surge", "trap-host-join-leave", "az-pair-small-loss", "instance-stall",
+             "attr-popular-server-stall", "attr-overlapping-faults", "attr-client-nic-loss"]
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    return {n: evaluate(Path(__file__).parent / "scenarios" / f"{n}.yaml", realism="realistic") for n in REALISTIC}
+
+
+def test_goals_on_realistic_telemetry(realistic):
+    """Bursts, single-flow spikes, overdispersion, agents on their own phase and clock, 60-s agents,
+    late, re-sent and missing reports: the detection and attribution goals still hold, and every
+    window is exact with each re-sent report counted once."""
+    s = suite_summary(realistic.values())
+    assert s["recall"] == 1.0 and s["precision"] >= 0.95, s
+    assert s["false_alarms_per_1000_pair_windows"] <= 1.0 and s["median_delay_intervals"] <= 2, s
+    assert s["attribution_accuracy"] >= 0.95 and s["nhi_false_degraded_minutes"] == 0, s["confusion"]
+    t = s["totals"]
+    assert t["duplicate_reports"] > 100 and t["wrong"] == 0 and t["exact"] == t["windows"], t
+    for name, r in realistic.items():
+        assert all(f["detected"] and f["cause_given"] == f["cause_truth"] for f in r.faults), (name, r.faults)
+        if name.startswith("trap-"):
+            assert r.alerts == 0, (name, [e for e in r.events if e["event"] == "opened"])
+    # the overlapping faults: the subnet's loss is the network's, the host's own loss is its own
+    causes = {f["name"]: f["cause_given"] for f in realistic["attr-overlapping-faults"].faults}
+    assert sorted(causes.values()) == ["infrastructure", "workload"], causes

@@ -77,3 +77,31 @@ def test_small_and_numpy_paths_agree(msg):
     finally:
         preagg.SMALL = old
     assert small == big
+
+
+def test_detection_extras_one_sample_maxima_remotes_and_fresh_medians():
+    """What detection reads besides the sums: the largest one-sample retransmissions / timeouts and
+    whose they were, the highest-RTT remote, and the histogram of the samples' own median RTTs — from
+    samples that moved data (an idle connection's smoothed RTT is stale), whatever the path taken."""
+    import pipeline.preagg as preagg
+
+    def sample(ip, sent, retr, tmo, rtts):
+        return {"remote": {"ip": ip, "subnet": "s2", "az": "a2", "vpc": "v"}, "bytes_sent": sent,
+                "bytes_received": 0, "retransmissions": retr, "timeouts": tmo, "flows": 1, "rtt_us": rtts}
+    msg = {"version": 1, "instance": "h1", "local": {"ip": "10.0.0.4", "subnet": "s1", "az": "a1", "vpc": "v"},
+           "start": 1764000000, "interval_s": 30,
+           "samples": [sample("10.0.1.4", 5000, 3, 0, [800, 900, 1000]),
+                       sample("10.0.1.5", 9000, 40, 2, [700, 700]),
+                       sample("10.0.1.6", 0, 0, 0, [90_000])]}  # idle: its RTT is its last spike
+    v = Validator(TOPO)
+    rep, _ = v.check(orjson.dumps(msg), now=time.time())
+    old = preagg.SMALL
+    try:
+        for small in (16, 0):  # the plain loop and the numpy path
+            preagg.SMALL = small
+            (p,) = partials(rep, v.places, 600)
+            assert p["x"] == [40, 2] and p["top"] == ["10.0.1.5", "10.0.1.5", "10.0.1.6"], small
+            assert p["m"] == {int(bucket(np.array([900]))[0]): 1, int(bucket(np.array([700]))[0]): 1}, small
+            assert p["c"][6] == 6  # the window still counts every observation
+    finally:
+        preagg.SMALL = old
