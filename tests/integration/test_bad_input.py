@@ -70,8 +70,9 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
     offset_of: dict[str, int] = {}
     for reason, v in cases.items():
         offset_of[reason] = len(values)
-        values += [v, orjson.dumps(_valid(t0 + 30))]
+        values += [v, orjson.dumps(_valid(t0 + 30) | {"report_id": f"r-{reason}"})]  # 9 different reports
     values.append(orjson.dumps(bad_sample))
+    values.append(orjson.dumps(good))  # re-sent by its agent: counted once, and not dead-lettered
     from pipeline.brokers import free_port
     metrics_port = free_port()
     d = Deployment(broker, tmp_path / "d", topology=_topology_file(), FLOWMON_MAX_MESSAGE_BYTES=str(256 * 1024),
@@ -108,6 +109,9 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
         assert counts["malformed_json"] == 1 and counts["unsupported_version"] == 2
         assert counts["out_of_range"] == 2 + 1  # interval_s (2 samples) + one bad sample
         assert counts["oversize"] == 3000
+        dup = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("flowmon_partials_duplicate_total ")]
+        assert dup == [2.0]  # the re-sent report: one partial per subnet pair it touched
     finally:
         d.close()
 
@@ -123,11 +127,13 @@ def test_hypothesis_messages_at_a_running_worker(broker, tmp_path_factory, data)
     msgs.append(orjson.dumps(_valid(t0)))  # at least one window must close
     v = Validator(TOPO)
     now = time.time()
-    want_dead, want_samples = set(), 0
+    want_dead, want_samples, ids = set(), 0, set()
     for off, raw in enumerate(msgs):
         rep, rejected = v.check(raw, now)
         want_dead |= {(off, r.sample_index, r.reason) for r in rejected}
-        want_samples += rep.n if rep is not None else 0
+        if rep is not None and rep.rid not in ids:  # a report sent twice counts once
+            ids.add(rep.rid)
+            want_samples += rep.n
     d = Deployment(broker, tmp_path_factory.mktemp("hyp"), topology=_topology_file())
     try:
         d.start()
