@@ -192,7 +192,8 @@ class Verdict:
     ``hot``: the deviation passes the score and the absolute thresholds in this interval;
     ``flagged``: it is also confirmed — broad (not explained by one connection or a few
     flows) or hot ``confirm_after`` intervals in a row; ``streak``: hot intervals in a row
-    up to this one.
+    up to this one; ``wide``: the evidence is spread over connections (not one connection's
+    burst or one flow's spike), though it may still be one host's.
     """
 
     flagged: bool
@@ -201,6 +202,7 @@ class Verdict:
     expected: float
     hot: bool = False
     streak: int = 0
+    wide: bool = False
 
 
 def _winsorized_var(c: float) -> float:
@@ -313,7 +315,7 @@ class Baseline:
         ready = self.seen[metric] >= p["warmup"]
         streak = self.streak[metric] + 1 if hot else 0
         flagged = ready and hot and (broad or streak >= p["confirm_after"] or (wide and streak >= p["confirm_wide_after"]))
-        return Verdict(flagged, score, obs, base, hot and ready, streak)
+        return Verdict(flagged, score, obs, base, hot and ready, streak, wide)
 
     def score(self, o: Observation) -> dict[str, Verdict]:
         p = self.p
@@ -360,7 +362,7 @@ class Baseline:
                          and passes(o.rtt_p50_rest))
                 wide = metric == "rtt_p50" and o.rtt_samples >= p["rtt_broad_samples"]
                 confirmed = broad or streak >= p["confirm_after"] or (wide and streak >= p["confirm_wide_after"])
-                out[metric] = Verdict(hot and confirmed, z, x, exp_us, hot, streak)
+                out[metric] = Verdict(hot and confirmed, z, x, exp_us, hot, streak, wide)
         return out
 
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
@@ -563,13 +565,16 @@ def _health(t: int, instance: str | None, src: list[str], dst: list[str], verdic
             model: Any, warmup: float, z: float) -> dict[str, Any]:
     """One instance key's interval for attribution: per family 1 (flagged or elevated), 0 (scored,
     normal) or None (no evidence, or the key is still learning); ``"weak"``, only when not empty:
-    the degraded families none of whose metrics was flagged (merely elevated: weaker evidence)."""
+    the degraded families none of whose metrics is strong (merely elevated: weaker evidence).
+    Strong: flagged, or hot and spread over the key's connections — a host's own evidence is
+    confirmed for *alerting* only once it lasts, but across the fleet, several hosts hot at once
+    on many connections each are what correlation is for."""
     seen = getattr(model, "seen", None)
     out: dict[str, Any] = {"t": t, "r": instance, "src": src, "dst": dst}
     weak = []
     for fam, metrics in _FAMILY_METRICS.items():
         ms = [m for m in metrics if m in verdicts and (seen is None or seen[m] >= warmup)]
-        flagged = any(verdicts[m].flagged for m in ms)
+        flagged = any(verdicts[m].flagged or (verdicts[m].hot and verdicts[m].wide) for m in ms)
         out[fam] = None if not ms else int(flagged or any(
             verdicts[m].score >= ELEVATED_FRACTION * z and verdicts[m].observed > verdicts[m].expected for m in ms))
         if out[fam] and not flagged:

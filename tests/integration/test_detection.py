@@ -44,7 +44,7 @@ def _wait_events(d: Deployment, want: int, timeout: float = 240) -> list[dict]:
 def test_kafka_path_gives_the_eval_alerts(deploy):
     """The same scenario in-process (flowmon eval) and through a worker: identical alert events."""
     ref = evaluate(SCENARIO)
-    assert ref.detection()["recall"] == 1.0 and ref.alerts > 10  # the scenario does alarm
+    assert ref.detection()["recall"] == 1.0 and ref.alerts >= 5  # the scenario does alarm
     sim = Simulator.from_scenario(load_scenario(SCENARIO), start=EPOCH)
     reports = list(sim.reports(sim.scenario.duration_s))
     from pipeline.brokers import free_port
@@ -85,13 +85,12 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     # flowmon alerts shows each opened alert with its verdict under it
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "alerts", "--no-follow", "--scope", "pair"],
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "alerts", "--no-follow"],
                          env=d.env, capture_output=True, timeout=120)
     text = out.stdout.decode()
     assert out.returncode == 0, out.stderr.decode()
     assert "↳ infrastructure: az_pair az1|az2" in text and "↳ workload: instance subnet-3a/2" in text, text
-    pair_opened = sum(1 for e in ref.events if e["event"] == "opened" and e["scope"] == "pair")
-    assert text.count("↳ ") == pair_opened
+    assert text.count("↳ ") == ref.alerts
     # the worker reports its detector memory
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
