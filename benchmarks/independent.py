@@ -804,18 +804,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a detection parameter (pipeline.detect.DEFAULTS), e.g. -d confirm_after=1")
     args = ap.parse_args(argv)
     from pipeline.detect import DEFAULTS
-    detect_params: dict[str, float] = {}
-    for kv in args.detect:
-        k, _, v = kv.partition("=")
-        if k not in DEFAULTS or not v:
-            ap.error(f"bad -d {kv!r}: NAME=VALUE with NAME one of {sorted(DEFAULTS)}")
-        detect_params[k] = float(v)
-    overrides: dict[str, float] = {}
-    for kv in args.param:
-        k, _, v = kv.partition("=")
-        if k not in PARAMS or not v:
-            ap.error(f"bad -p {kv!r}: NAME=VALUE with NAME one of {sorted(PARAMS)}")
-        overrides[k] = float(v)
+
+    def pairs(items: list[str], flag: str, known: Mapping[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kv in items:
+            k, _, v = kv.partition("=")
+            if k not in known or not v:
+                ap.error(f"bad {flag} {kv!r}: NAME=VALUE with NAME one of {sorted(known)}")
+            out[k] = float(v)
+        return out
+    detect_params = pairs(args.detect, "-d", DEFAULTS)
+    overrides = pairs(args.param, "-p", PARAMS)
     names = args.scenario or list(SCENARIOS)
     evaluate_stream = None
     if not args.no_eval:
