@@ -162,12 +162,15 @@ class WindowAgg:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
-        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()}, list(e[2]), list(e[3]), e[4],
-                              {int(b): n for b, n in e[5].items()}]
+        # state written before report identities and detection extras existed restores with none of them
+        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()},
+                              list(e[2]) if len(e) > 2 else [0, 0], list(e[3]) if len(e) > 3 else [None] * 3,
+                              e[4] if len(e) > 4 else None,
+                              {int(b): n for b, n in e[5].items()} if len(e) > 5 else {}]
                        for host, e in hosts.items()}
               for t, hosts in s.get("iv", {}).items()}
         return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
-                   set(s["hosts"]), set(s["ids"]), iv)
+                   set(s["hosts"]), set(s.get("ids", ())), iv)
 
 
 @dataclass(slots=True)
@@ -393,6 +396,6 @@ class PartitionWindows:
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):
-            self.closed[k] = set(val["ids"])
+            self.closed[k] = set(val.get("ids", ()))
         else:
             self.open[k] = WindowAgg.from_state(val)

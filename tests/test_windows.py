@@ -252,3 +252,20 @@ def test_a_report_sent_again_counts_once_and_a_split_one_twice():
     assert (again.duplicates, again.late) == (1, [])  # not late: a duplicate, counted and skipped
     other = w.apply({"o": [1, 42], "t": 0, "g": 0, "parts": [part("d", 0, 6, "h1", rid=13)]})
     assert len(other.late) == 1  # a new report for a closed window is late, as before
+
+
+def test_state_from_before_report_identities_restores():
+    """A state topic written by the previous version (offsets per source, two-item interval entries)
+    restores: windows keep their sums, pending intervals are scored, new reports count."""
+    old_open = {"src": ["s", "az-a", "v"], "dst": ["d", "az-b", "v"], "ws": 0, "c": [5, 0, 0, 0, 1, 1, 1, 900],
+                "h": {"157": 1}, "hosts": ["h"], "seen": {"0": 3},
+                "iv": {"0": {"h": [[5, 0, 0, 0, 1, 1, 1, 900], {"157": 1}]}}}
+    w = PartitionWindows(0, W, LATE, sources=1)
+    w.load('[0, 0, "d2", "d"]', {"closed": True, "seen": {"0": 2}})
+    w.load('[0, 0, "s", "d"]', old_open)
+    first = w.apply({"o": [0, 4], "t": 30, "g": 30, "parts": [part("d", 0, 7, "h2")]})
+    assert first.applied == 1
+    out = w.apply({"mark": [0, W + LATE]})
+    assert [iv["t"] for iv in first.intervals + out.intervals] == [0, 30]
+    assert first.intervals[0]["hosts"]["h"][2:] == [[0, 0], [None, None, None], None, {}]
+    assert [(r["bytes_sent"], r["hosts"]) for r in out.closed] == [(12, 2)]
