@@ -735,6 +735,8 @@ class Detection:
     def load(self, key: Iterable[str], val: Mapping[str, Any]) -> None:
         k = tuple(key)
         ks = self.keys[k] = KeyState.from_state(val)  # type: ignore[index]
+        if isinstance(ks.model, Baseline) and set(getattr(ks.model, "streak", ())) != set(METRICS):
+            ks.model = Baseline(self.p)  # learned by an older flowmon, on other metrics: learn again
         if ks.alerts.open:
             self.open_keys.add(k)  # type: ignore[arg-type]
 

@@ -291,3 +291,22 @@ def test_overdispersed_background_is_learned_not_alarmed():
         events += _feed(d, [_pair(30 * k, h0=_host(r[0], worst=-(-r[0] // 3)), h1=_host(r[1], worst=-(-r[1] // 3)))])
     assert [e for e in events if e["metric"] == "retrans_rate"] == []
     assert d.keys[("pair", "s1", "s2")].model._dispersion("retrans_rate") > 2.0
+
+
+def test_a_model_learned_by_an_older_version_is_learned_again():
+    """Detector state from before the median and the confirmation (no streaks, other metrics) is not
+    trusted: the key starts learning again instead of failing on every interval."""
+    from pipeline.detect import Baseline, dump_model
+    old = Baseline(DEFAULTS)
+    del old.streak
+    old.seen = {"retrans_rate": 40, "timeout_rate": 40, "rtt_mean": 40, "rtt_p90": 40}
+    d = Detection()
+    _feed(d, [_iv(0)])
+    state = {k: orjson.loads(orjson.dumps(v)) for k, v in d.take_dirty().items()}
+    key = ("pair", "s1", "s2")
+    state[key]["model"] = dump_model(old)
+    b = Detection()
+    for k, v in state.items():
+        b.load(k, v)
+    assert b.keys[key].model.seen == dict.fromkeys(b.keys[key].model.seen, 0)
+    assert _feed(b, [_iv(30 * k) for k in range(1, 40)]) == []
