@@ -256,9 +256,11 @@ class Baseline:
     its score and absolute change pass the thresholds; it is *flagged* when hot and
     either broad — a pair key's count stays hot with the largest part one reporter or one
     remote endpoint explains set aside, or its median RTT rests on ≥ ``rtt_broad_samples``
-    remotes and stays hot with the worst reporter set aside — or hot ``confirm_after``
-    intervals in a row (an instance key's evidence, one reporter's, is never broad). A model
-    never learns from a hot interval.
+    remotes and stays hot with the worst reporter set aside — or lasting: hot
+    ``confirm_wide_after`` (2) intervals in a row when the evidence is *wide* (spread over
+    the connections: one host's own problem), ``confirm_after`` (3) when it is one
+    connection's or one flow's (an instance key's evidence, one reporter's, is never broad).
+    A model never learns from a hot interval.
 
     >>> m, p = Baseline(DEFAULTS), DEFAULTS
     >>> ok = Observation(10_000, 1, 0, 3, 3, 800.0, 900.0, 1, 0)
