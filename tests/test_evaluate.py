@@ -177,7 +177,7 @@ def test_suite_summary_pools_totals():
 
 
 # --- the goals on realistic telemetry (a subset of the suite: the whole of it is benchmarks.suite) -----
-REALISTIC = ["trap-traffic-surge", "trap-host-join-leave", "az-pair-small-loss", "instance-stall",
+REALISTIC = ["trap-diurnal-swing", "trap-traffic-surge", "trap-host-join-leave", "az-pair-small-loss", "instance-stall",
              "attr-popular-server-stall", "attr-overlapping-faults", "attr-client-nic-loss"]
 
 
