@@ -27,8 +27,8 @@ SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "tests" / "scenarios")
 
 
 #: The chosen model and what each of its defences against real traffic is worth (ablations).
-ABLATIONS = ["baseline", "baseline:confirm_after=1", "baseline:trim_largest=0", "baseline:learn_dispersion=0",
-             "baseline:score_p90=0", "baseline:confirm_after=1,trim_largest=0,learn_dispersion=0"]
+ABLATIONS = ["baseline", "baseline:confirm_after=1", "baseline:trim_largest=0", "baseline:score_p90=1",
+             "baseline:learn_dispersion=1", "baseline:confirm_after=1,trim_largest=0"]
 
 
 def _parse(model: str) -> tuple[str, dict[str, float]]:

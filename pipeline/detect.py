@@ -109,7 +109,7 @@ DEFAULTS: dict[str, float] = {
     "rtt_broad_samples": 3,  # remote endpoints behind an interval's median RTT for it to be broad evidence on its own
     "dispersion_cap": 25.0,  # one interval's squared residual counts at most this much in the learned dispersion
     "trim_largest": 1,  # 1: a count is broad evidence only if it stays hot with its largest sample set aside (0: always)
-    "learn_dispersion": 1,  # 1: scale count scores by the key's learned overdispersion (0: Poisson)
+    "learn_dispersion": 0,  # 1: scale count scores by the key's learned overdispersion (0, measured better: Poisson)
     "score_p90": 0,  # 1: also alert on the RTT tail (p90); 0 (measured better): the median only
     "rtt_clip": 2.0,  # an RTT deviation is learned clipped at this many spreads (a slow creep must not widen the band)
     "resolve_after": 4,  # normal intervals before an alert resolves
@@ -249,9 +249,9 @@ class Baseline:
 
     Counts (retransmissions vs segments, timeouts vs flows): the ratio of two EW means is
     the baseline rate; the score is the Anscombe deviation ``2(√(k+3/8) − √(μ+3/8))`` of
-    the count ``k`` from ``μ = rate × exposure``, divided by the key's learned dispersion
-    (√ of the EW mean of past squared deviations, at least 1: real background
-    retransmissions are overdispersed, not Poisson). RTT: EW mean and variance of
+    the count ``k`` from ``μ = rate × exposure`` (with ``learn_dispersion``, divided by the
+    key's learned dispersion: √ of the EW mean of past squared deviations, at least 1;
+    measured and off by default). RTT: EW mean and variance of
     log(median RTT), deviations scaled by √(observations, capped). A metric is *hot* when
     its score and absolute change pass the thresholds; it is *flagged* when hot and
     either broad — a pair key's count stays hot with the largest part one reporter or one
