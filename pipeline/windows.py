@@ -273,11 +273,6 @@ class PartitionWindows:
 
     # --- watermark ------------------------------------------------------------------------
     @property
-    def iv_threshold(self) -> int | None:
-        """Intervals starting at or before ``iv_threshold - interval_lateness_s`` have been handed over."""
-        return self._iv_threshold
-
-    @property
     def iv_upto(self) -> int | None:
         """Every grid interval starting at or before this has been handed to detection."""
         return None if self._iv_threshold is None else self._iv_threshold - self._iv_delay
