@@ -168,3 +168,28 @@ def test_every_reason_is_in_the_deadletter_schema():
     tested = set(CASES) | {"oversize", "late", "internal_error"}
     assert tested == set(REASONS)
     assert st  # strategies module is shared with the worker tests
+
+
+@pytest.mark.parametrize("value,reason", [(None, "wrong_type"), (7, "wrong_type"), ("", "out_of_range"),
+                                          ("x" * 129, "out_of_range"), ("r-17", None)])
+def test_report_id_checked_like_the_schema(value, reason):
+    """``report_id`` is optional; when present it is a 1..128-character string, as the schema says."""
+    msg = mutate(lambda m: m.update(report_id=value))
+    rep, rejected = check(msg)
+    assert [(r.reason, r.field) for r in rejected] == ([] if reason is None else [(reason, "report_id")])
+    assert (reason is None) == REPORT_SCHEMA.is_valid(msg)
+
+
+def test_report_identity_ignores_serialisation_not_content():
+    """A re-send with other key order, spacing or 1.0 for 1 is the same report; other content, or
+    another report_id, is another one; with a report_id the content does not matter."""
+    a = good()
+    b = json.loads(json.dumps(a))
+    b["samples"][0] = dict(reversed(list(b["samples"][0].items())))
+    b["samples"][0]["flows"] = 2.0
+    raw_b = json.dumps(b, indent=2).encode()
+    rid = lambda m: check(m)[0].rid
+    assert rid(a) == rid(raw_b)
+    assert rid(a) != rid(mutate(lambda m: m["samples"][0].update(bytes_sent=101)))
+    assert rid(a | {"report_id": "x"}) != rid(a | {"report_id": "y"})
+    assert rid(a | {"report_id": "x"}) == rid(mutate(lambda m: m.update(report_id="x", interval_s=60)))
