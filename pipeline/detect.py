@@ -651,9 +651,9 @@ class Detection:
             if m and (q := quantile(m, 0.5)) > worst_med:
                 worst_med, worst = q, m
         # what one reporter, or one remote endpoint, can explain
-        xmax = [max(by_host[j], max(by_remote[j].values(), default=0)) for j in range(2)]
-        o = observe(total, hist, xmax, meds)
-        o.retrans_max_remote, o.timeouts_max_remote = (max(by_remote[j].values(), default=0) for j in range(2))
+        remote_max = [max(by_remote[j].values(), default=0) for j in range(2)]
+        o = observe(total, hist, [max(by_host[j], remote_max[j]) for j in range(2)], meds)
+        o.retrans_max_remote, o.timeouts_max_remote = remote_max
         o.one_reporter = len(hosts) < 2
         if worst is not None:
             rest = {b: n - worst.get(b, 0) for b, n in meds.items() if n > worst.get(b, 0)}
@@ -687,7 +687,7 @@ class Detection:
         self.dirty.add(key)
         since = ks.hot_since
         for m, v in verdicts.items():
-            if getattr(v, "hot", v.flagged):
+            if v.hot or v.flagged:
                 since.setdefault(m, t)
             else:
                 since.pop(m, None)

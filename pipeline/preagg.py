@@ -87,9 +87,7 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         present = np.flatnonzero(rtt_count)
         starts = np.searchsorted(grp[order], present)
         rtt_sum[present] = np.add.reduceat(report.rtt[order], starts)
-        codes, counts = np.unique(grp * 4096 + bucket(report.rtt), return_counts=True)
-        for code, cnt in zip(codes.tolist(), counts.tolist()):
-            hists[code >> 12][code & 4095] = cnt
+        hists = _group_hists(grp, report.rtt, g)
     # per group: the largest one-sample retransmissions / timeouts / RTT, and whose they were
     ips = report.ips
     idx = np.arange(n)
@@ -101,9 +99,7 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
         owners, med = _sample_medians(report.rtt, report.rtt_owner, n)
         moved = (report.counters[0] + report.counters[1])[owners] > 0  # an idle sample's RTT is stale
         owners, med = owners[moved], med[moved]
-        codes, counts = np.unique(inverse[owners] * 4096 + bucket(med), return_counts=True)
-        for code, cnt in zip(codes.tolist(), counts.tolist()):
-            med_hists[code >> 12][code & 4095] = cnt
+        med_hists = _group_hists(inverse[owners], med, g)
         rtt_max = np.full(n, -1, dtype=np.int64)
         np.maximum.at(rtt_max, report.rtt_owner, report.rtt)
         best_l, arg_l = _group_max(rtt_max, inverse, g, idx)
@@ -174,6 +170,19 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
     src = list(report.src)
     return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d],
              "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid, "m": meds[d]} for d in sorted(groups)]
+
+
+def _group_hists(group: np.ndarray, rtt: np.ndarray, g: int) -> list[dict[int, int]]:
+    """Per group: the sparse log histogram (``rtt.bucket`` -> count) of its RTT values.
+
+    >>> _group_hists(np.array([0, 1, 0]), np.array([1000, 2000, 1000]), 3)
+    [{159: 2}, {175: 1}, {}]
+    """
+    hists: list[dict[int, int]] = [{} for _ in range(g)]
+    codes, counts = np.unique(group * 4096 + bucket(rtt), return_counts=True)
+    for code, cnt in zip(codes.tolist(), counts.tolist()):
+        hists[code >> 12][code & 4095] = cnt
+    return hists
 
 
 def _group_max(values: np.ndarray, group: np.ndarray, g: int, idx: np.ndarray) -> tuple[list[int], list[int]]:
