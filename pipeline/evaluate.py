@@ -195,7 +195,7 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
     return res
 
 
-def _identity(r: Mapping[str, Any], raw: bytes | None) -> tuple[Any, ...]:
+def _identity(r: Mapping[str, Any]) -> tuple[Any, ...]:
     """A report's identity: its ``report_id`` if it has one, else instance, start and content."""
     rid = r.get("report_id")
     if rid is not None:
@@ -274,7 +274,7 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
         res = core.process(raw, "sim", 0, reports, arrival)
         if res.deadletters:
             raise RuntimeError(f"stream {name}: report {reports} is invalid: {res.deadletters[0]}")
-        ident = _identity(r, raw)
+        ident = _identity(r)
         if ident in seen:
             duplicates += 1
         else:
