@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.brokers import BrokerLauncher, free_port, start_broker
+from pipeline.runtime.brokers import BrokerLauncher, free_port, start_broker
 
 __all__ = [
     "REPO",
@@ -168,7 +168,7 @@ class Worker:
         cmd = [sys.executable]
         if profile_to is not None:
             cmd += ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile_to)]
-        cmd += ["-m", "pipeline.cli", "worker", "--loglevel", "info"]
+        cmd += ["-m", "pipeline.cli.main", "worker", "--loglevel", "info"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the worker writes it until it exits
         self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -238,5 +238,5 @@ def run(coro: Any) -> Any:
 
 
 def broker(kind: str, workdir: Path) -> BrokerLauncher:
-    """Start a Tansu or Apache Kafka broker under ``workdir`` (pipeline.brokers)."""
+    """Start a Tansu or Apache Kafka broker under ``workdir`` (pipeline.runtime.brokers)."""
     return start_broker(kind, workdir)

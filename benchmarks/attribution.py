@@ -21,7 +21,7 @@ import sys
 import time
 import tracemalloc
 
-from pipeline.attribute import AttributionStage
+from pipeline.attribute.correlate import AttributionStage
 
 
 def main(argv: list[str] | None = None) -> int:

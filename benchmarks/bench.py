@@ -52,9 +52,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.config import Settings
-from pipeline.produce import produce_reports
-from pipeline.simulate import Simulator, expected_totals, load_scenario
-from pipeline.topics import Topics, ensure_topics
+from pipeline.runtime.produce import produce_reports
+from pipeline.sim.simulator import Simulator, expected_totals, load_scenario
+from pipeline.runtime.topics import Topics, ensure_topics
 
 from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, scrape_metrics, unique_name, \
     worker_env
@@ -389,7 +389,7 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
 
 
 def _free_port() -> int:
-    from pipeline.brokers import free_port
+    from pipeline.runtime.brokers import free_port
     return free_port()
 
 

@@ -21,10 +21,10 @@ import time
 
 import orjson
 
-from pipeline.ingest import Ingest
-from pipeline.topology import load_topology
-from pipeline.validate import Validator
-from pipeline.windows import PartitionWindows
+from pipeline.ingest.step import Ingest
+from pipeline.ingest.topology import load_topology
+from pipeline.ingest.validate import Validator
+from pipeline.aggregate.windows import PartitionWindows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from pipeline.detect import MODELS
-from pipeline.evaluate import evaluate, suite_summary
+from pipeline.detect.detection import MODELS
+from pipeline.sim.evaluate import evaluate, suite_summary
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "tests" / "scenarios").glob("*.yaml"))
 

@@ -100,7 +100,7 @@ API and CLI
 ``(arrival_unix_float, report_dict)`` in arrival order, ``.faults``, ``.topology``,
 ``.topology_data``, ``.start``, ``.duration_s``, ``.interval_s``); ``SCENARIOS`` lists the
 shipped scenarios. ``python -m benchmarks.independent [--scenario NAME ...] [--seed N]
-[--json] [--write DIR]``: evaluates each scenario with ``pipeline.evaluate.evaluate_stream``
+[--json] [--write DIR]``: evaluates each scenario with ``pipeline.sim.evaluate.evaluate_stream``
 (when it exists) and prints a table per scenario and a pooled line; ``--write DIR`` writes
 ``DIR/NAME/deliveries.jsonl`` (``{"arrival": t, "report": {...}}`` per line),
 ``DIR/NAME/reports.jsonl`` (bare reports in arrival order, for ``flowmon produce``),
@@ -125,7 +125,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.topology import Topology, load_topology
+from pipeline.ingest.topology import Topology, load_topology
 
 __all__ = ["EPOCH", "PARAMS", "SCENARIOS", "FaultSpec", "Scenario", "Generated", "generate", "main"]
 
@@ -801,9 +801,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a generator parameter (see PARAMS), e.g. -p aligned=1 -p p_60s=0")
     ap.add_argument("-d", "--detect", action="append", default=[], metavar="NAME=VALUE",
-                    help="override a detection parameter (pipeline.detect.DEFAULTS), e.g. -d confirm_after=1")
+                    help="override a detection parameter (pipeline.detect.detection.DEFAULTS), e.g. -d confirm_after=1")
     args = ap.parse_args(argv)
-    from pipeline.detect import DEFAULTS
+    from pipeline.detect.detection import DEFAULTS
 
     def pairs(items: list[str], flag: str, known: Mapping[str, Any]) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -819,14 +819,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_stream = None
     if not args.no_eval:
         try:
-            from pipeline.evaluate import evaluate_stream  # type: ignore[attr-defined,no-redef]
+            from pipeline.sim.evaluate import evaluate_stream  # type: ignore[attr-defined,no-redef]
         except ImportError:
             if not args.write:
-                print("pipeline.evaluate.evaluate_stream is not available in this checkout: use --write DIR "
+                print("pipeline.sim.evaluate.evaluate_stream is not available in this checkout: use --write DIR "
                       "(then feed DIR/NAME/reports.jsonl to a worker with `flowmon produce`) or --no-eval",
                       file=sys.stderr)
                 return 3
-            print("note: pipeline.evaluate.evaluate_stream is not available: writing files only", file=sys.stderr)
+            print("note: pipeline.sim.evaluate.evaluate_stream is not available: writing files only", file=sys.stderr)
     results, out = [], []
     for name in names:
         t0 = time.perf_counter()
@@ -850,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   generated in {gen_s:.1f} s, evaluated in {js['run']['seconds']} s")
     suite = None
     if results:
-        from pipeline.evaluate import suite_summary
+        from pipeline.sim.evaluate import suite_summary
         suite = suite_summary(results)
         totals = [r.as_json().get("totals") for r in results]
         if any(t is not None for t in totals):

@@ -30,11 +30,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.brokers import free_port
+from pipeline.runtime.brokers import free_port
 from pipeline.config import Settings
-from pipeline.produce import produce_reports
-from pipeline.topics import Topics, ensure_topics
-from pipeline.topology import load_topology
+from pipeline.runtime.produce import produce_reports
+from pipeline.runtime.topics import Topics, ensure_topics
+from pipeline.ingest.topology import load_topology
 
 from ._common import Worker, broker, proc_status_kb, scrape_metrics, unique_name, worker_env
 

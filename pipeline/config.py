@@ -24,9 +24,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table", "unknown_env"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: ``schemas/`` of the checkout (editable install), else the copy a wheel installs under <prefix>/share.
-SCHEMAS_DIR = next((p for p in (REPO_ROOT / "schemas", Path(sys.prefix) / "share" / "flowmon" / "schemas")
-                    if (p / "wire").is_dir()), REPO_ROOT / "schemas")
+#: The wire and ClickHouse schemas: package data (``pipeline/schemas`` is a link to the repository's
+#: ``schemas/`` in a checkout, and a copy of it in a wheel), so an installed flowmon never guesses a repo root.
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 class Settings(BaseSettings):

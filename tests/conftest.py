@@ -9,7 +9,7 @@ import pytest
 def chdb_dsn(tmp_path_factory):
     """The chdb directory of this test process (chdb hosts one directory per process): tests each
     take a database of their own in it."""
-    from pipeline.clickhouse import chdb_path_in_use, connect
+    from pipeline.clickhouse.client import chdb_path_in_use, connect
 
     path = chdb_path_in_use() or str(tmp_path_factory.getbasetemp() / "chdb")
     anchor = connect(f"chdb://{path}")  # keeps the engine up for the session

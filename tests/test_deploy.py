@@ -387,7 +387,7 @@ def test_worker_settings_for_production(services):
         assert st.topology is not None, f"{name}: FLOWMON_TOPOLOGY not set"
         source = container_path_to_repo(s, str(st.topology))
         assert source is not None and source.is_file(), f"{name}: {st.topology} is not mounted from a repo file"
-        from pipeline.topology import load_topology
+        from pipeline.ingest.topology import load_topology
         assert load_topology(source).instances, f"{name}: topology {source} is empty"
 
 
@@ -414,7 +414,7 @@ def _cli_command(args: list[str]):
     import click
     import typer.main
 
-    from pipeline.cli import cli
+    from pipeline.cli.main import cli
 
     group = typer.main.get_command(cli)
     assert args, "empty command"
@@ -616,9 +616,10 @@ def test_dockerfile_builds_the_worker_image():
             unknown = [n for n in names if n not in SETTINGS_ENV]
             assert not unknown, f"Dockerfile ENV {unknown} are not Settings fields"
     assert "pipeline" in dest and "schemas" in dest, "the image needs pipeline/ and schemas/"
-    # pipeline/config.py: SCHEMAS_DIR = <parent of the pipeline package>/schemas
+    # pipeline/config.py: SCHEMAS_DIR = pipeline/schemas, a relative link to <parent of the package>/schemas
     import pipeline
-    assert SCHEMAS_DIR == Path(pipeline.__file__).resolve().parent.parent / "schemas"
+    assert (Path(pipeline.__file__).parent / "schemas").is_symlink()
+    assert SCHEMAS_DIR.resolve() == Path(pipeline.__file__).resolve().parent.parent / "schemas"
     assert dest["schemas"] == dest["pipeline"].parent / "schemas", \
         f"schemas/ ({dest['schemas']}) must sit next to pipeline/ ({dest['pipeline']})"
     assert editable_after_copy, "install editable (pip install -e .) from the directory holding pipeline/ and schemas/"
@@ -637,7 +638,7 @@ def _prom_config() -> dict[str, Any]:
 
 
 def exported_metric_names() -> set[str]:
-    from pipeline.metrics import Metrics
+    from pipeline.runtime.metrics import Metrics
 
     names = set()
     for family in Metrics().registry.collect():
@@ -1087,9 +1088,9 @@ def expand_variables(sql: str, values: dict[str, list[str] | None]) -> str:
 
 @pytest.fixture
 def migrated(chdb_dsn):
-    from pipeline.clickhouse import connect
-    from pipeline.migrate import migrate
-    from pipeline.sink import WindowSink, example_window
+    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.migrations import migrate
+    from pipeline.clickhouse.writer import WindowSink, example_window
 
     database = f"deploy_{uuid.uuid4().hex[:12]}"
     client = connect(chdb_dsn, database=database)
@@ -1111,7 +1112,7 @@ def migrated(chdb_dsn):
          "source": {"topic": "flow-reports-v1", "partition": 0, "offset": n}, "samples": 1,
          "payload": {"n": n}, "at": T0 + 60 * n + 0.5}
         for n, reason in enumerate(["malformed_json", "late", "late", "missing_field"])])
-    from pipeline.notify import example_event
+    from pipeline.alerts.notify import example_event
     events = [example_event(alert_id=f"{n:016x}", src_subnet=ss, dst_subnet=ds, first_seen=T0 + 600 * n,
                             last_seen=T0 + 600 * n, at=T0 + 600 * n, window_start=T0 + 600 * n)
               for n, (ss, _, ds, _, _) in enumerate(pairs)]
@@ -1198,8 +1199,8 @@ def test_dashboard_time_series_are_exact(migrated):
 # example topology and README
 # =====================================================================================
 def test_topology_example_is_a_topology_and_a_scenario():
-    from pipeline.simulate import Simulator
-    from pipeline.topology import load_topology
+    from pipeline.sim.simulator import Simulator
+    from pipeline.ingest.topology import load_topology
 
     topo = load_topology(TOPOLOGY_EXAMPLE)
     assert len({p.az for p in topo.instances.values()}) >= 2, "show inter-AZ traffic: several AZs"

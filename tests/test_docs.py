@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from pipeline.config import settings_table
-from pipeline.wire import sample_table
+from pipeline.wire.contract import sample_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -2,8 +2,8 @@
 
 Fixtures:
 
-- ``tansu_broker`` (session): a started :class:`pipeline.brokers.EmbeddedTansu`.
-- ``kafka_broker`` (session): a started :class:`pipeline.brokers.ApacheKafka` (JVM, jars
+- ``tansu_broker`` (session): a started :class:`pipeline.runtime.brokers.EmbeddedTansu`.
+- ``kafka_broker`` (session): a started :class:`pipeline.runtime.brokers.ApacheKafka` (JVM, jars
   from the Maven cache; first use runs ``mvn``).
 - ``broker``: parametrized over ``tansu`` and ``kafka`` (test ids ``[tansu]``/``[kafka]``,
   the latter also marked ``kafka``); gives the bootstrap string ``"127.0.0.1:PORT"``.
@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import unique_name
+from tests.support.helpers import unique_name
 
-from pipeline.brokers import ApacheKafka, BrokerError, BrokerLauncher, EmbeddedTansu
+from pipeline.runtime.brokers import ApacheKafka, BrokerError, BrokerLauncher, EmbeddedTansu
 
 __all__ = ["unique_name"]
 
@@ -75,7 +75,7 @@ def broker(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def deploy(broker, tmp_path):
     """``deploy(**kw)`` -> a :class:`harness.Deployment` on ``broker``; all are closed after the test."""
-    from harness import Deployment
+    from tests.support.harness import Deployment
 
     made: list[Deployment] = []
 

@@ -22,14 +22,14 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from helpers import unique_name
+from tests.support.helpers import unique_name
 from pipeline.config import Settings
-from pipeline.notify import alerts_command, example_event, format_event, subscribe
-from pipeline.topics import Topics, ensure_topics
-from pipeline.wire import schema
+from pipeline.alerts.notify import alerts_command, example_event, format_event, subscribe
+from pipeline.runtime.topics import Topics, ensure_topics
+from pipeline.wire.contract import schema
 
 # TODO(lead): flip to True once pipeline/cli.py registers `cli.command(name="alerts")(alerts_command)`:
-# the tests then run the real `python -m pipeline.cli alerts ...` in a subprocess instead of a local typer app.
+# the tests then run the real `python -m pipeline.cli.main alerts ...` in a subprocess instead of a local typer app.
 VIA_SUBPROCESS = True
 
 SCHEMA = jsonschema.Draft202012Validator(schema("flow_anomaly"))
@@ -104,7 +104,7 @@ def run_alerts(bootstrap: str, prefix: str, *args: str, timeout: float = 120) ->
            "FLOWMON_SESSION_TIMEOUT_S": "6", "FLOWMON_REBALANCE_TIMEOUT_S": "6", "FLOWMON_HEARTBEAT_S": "1"}
     argv = ["alerts", "--broker", bootstrap, *args]
     if VIA_SUBPROCESS:
-        p = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env=dict(os.environ, **env),
+        p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *argv], env=dict(os.environ, **env),
                            capture_output=True, text=True, timeout=timeout)
         return p.returncode, p.stdout, p.stderr
     import typer
@@ -226,7 +226,7 @@ def test_webhook_gets_each_event_once(anomalies):
 
 
 def test_webhook_down_exits_1_after_printing_everything(anomalies):
-    from pipeline.brokers import free_port
+    from pipeline.runtime.brokers import free_port
     bootstrap, prefix, _ = anomalies
     code, out, err = run_alerts(bootstrap, prefix, "--no-follow", "--json", "--severity", "critical", "--webhook",
                                 f"http://127.0.0.1:{free_port()}/x", "--webhook-backoff", "0.01",

@@ -14,13 +14,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import Deployment
-from pipeline.validate import Validator
-from pipeline.wire import schema
+from tests.support.harness import Deployment
+from pipeline.ingest.validate import Validator
+from pipeline.wire.contract import schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from strategies import arbitrary_bytes, base_start, near_valid, reports  # noqa: E402
-from test_validate import TOPO  # noqa: E402
+from tests.support.strategies import arbitrary_bytes, base_start, near_valid, reports  # noqa: E402
+from tests.ingest.test_validate import TOPO  # noqa: E402
 
 TOPO_FILE = Path(__file__).resolve().parents[1] / "data" / "bad_input_topology.yaml"
 DLQ_SCHEMA = jsonschema.Draft202012Validator(schema("deadletter"))
@@ -73,7 +73,7 @@ def test_each_bad_class_dead_lettered(broker, tmp_path):
         values += [v, orjson.dumps(_valid(t0 + 30) | {"report_id": f"r-{reason}"})]  # 9 different reports
     values.append(orjson.dumps(bad_sample))
     values.append(orjson.dumps(good))  # re-sent by its agent: counted once, and not dead-lettered
-    from pipeline.brokers import free_port
+    from pipeline.runtime.brokers import free_port
     metrics_port = free_port()
     d = Deployment(broker, tmp_path / "d", topology=_topology_file(), FLOWMON_MAX_MESSAGE_BYTES=str(256 * 1024),
                    FLOWMON_METRICS_PORT=str(metrics_port))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness import Deployment
+from tests.support.harness import Deployment
 
-from pipeline.evaluate import EPOCH, evaluate
-from pipeline.simulate import Simulator, expected_totals, load_scenario
+from pipeline.sim.evaluate import EPOCH, evaluate
+from pipeline.sim.simulator import Simulator, expected_totals, load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "detect_small.yaml"
 
@@ -47,7 +47,7 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     assert ref.detection()["recall"] == 1.0 and ref.alerts >= 5  # the scenario does alarm
     sim = Simulator.from_scenario(load_scenario(SCENARIO), start=EPOCH)
     reports = list(sim.reports(sim.scenario.duration_s))
-    from pipeline.brokers import free_port
+    from pipeline.runtime.brokers import free_port
     metrics_port = free_port()
     d = deploy(topology=SCENARIO, FLOWMON_METRICS_PORT=str(metrics_port))
     d.start()
@@ -85,7 +85,7 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     # flowmon alerts shows each opened alert with its verdict under it
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "alerts", "--no-follow"],
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "alerts", "--no-follow"],
                          env=d.env, capture_output=True, timeout=120)
     text = out.stdout.decode()
     assert out.returncode == 0, out.stderr.decode()
@@ -147,8 +147,8 @@ def test_kafka_path_realistic_reports(deploy):
 
     import orjson
 
-    from pipeline.brokers import free_port
-    from pipeline.simulate import TotalsAccumulator
+    from pipeline.runtime.brokers import free_port
+    from pipeline.sim.simulator import TotalsAccumulator
 
     ref = evaluate(SCENARIO, realism="realistic")
     assert ref.totals["duplicate_reports"] > 0 and ref.totals["wrong"] == 0 and ref.alerts > 5

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import Deployment, compare
+from tests.support.harness import Deployment, compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.simulate import Simulator
+from pipeline.sim.simulator import DEMO_SCENARIO
+from pipeline.sim.simulator import Simulator
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FLEET = DATA / "fleet_1000.yaml"
-HTTP = DATA / "http_experiment.yaml"
+HTTP = DEMO_SCENARIO
 
 
 def fleet(minutes: int = 20, seed: int = 3):
@@ -99,7 +100,7 @@ def test_kcat_flat_sample_and_flowmon_sql(kafka_broker, tmp_path):
     import shutil
     import subprocess
 
-    from strategies import base_start
+    from tests.support.strategies import base_start
 
     kcat = shutil.which("kcat")
     assert kcat, "kcat is installed by .ci/run"
@@ -113,7 +114,7 @@ def test_kcat_flat_sample_and_flowmon_sql(kafka_broker, tmp_path):
                        input=json.dumps(flat).encode(), check=True, timeout=30)
         assert d.wait_windows(1, timeout=90) == 1, d.logs()
         out = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "sql",
+            [sys.executable, "-m", "pipeline.cli.main", "sql",
              "SELECT src_subnet, dst_subnet, bytes, retransmissions, timeouts, flows, rtt_count FROM flow_windows FINAL",
              "--format", "TSV"],
             env=dict(os.environ, FLOWMON_DATA_DIR=str(d.workdir)), capture_output=True, timeout=60, check=True)
@@ -127,7 +128,7 @@ def test_flowmon_produce_jsonl(deploy, tmp_path):
     import json
     import subprocess
 
-    from strategies import base_start
+    from tests.support.strategies import base_start
 
     t0 = base_start()
     report = {"version": 1, "instance": "subnet-1a/0", "local": {"ip": "10.0.0.4"}, "start": t0, "interval_s": 30,
@@ -140,7 +141,7 @@ def test_flowmon_produce_jsonl(deploy, tmp_path):
     path.write_text(json.dumps(report) + "\n" + json.dumps(flat) + "\n")
     d = deploy(topology=HTTP)
     d.start()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(path), "--broker", d.bootstrap],
+    subprocess.run([sys.executable, "-m", "pipeline.cli.main", "produce", str(path), "--broker", d.bootstrap],
                    env={k: v for k, v in d.env.items() if k != "FLOWMON_BROKER"}, check=True, timeout=60,
                    capture_output=True)
     assert d.wait_windows(1) == 1, d.logs()

@@ -6,12 +6,12 @@ import asyncio
 
 from aiokafka import AIOKafkaProducer
 
-from helpers import unique_name
+from tests.support.helpers import unique_name
 from pipeline.config import Settings
-from pipeline.ingest import encode
-from pipeline.state import restore
-from pipeline.topics import Topics, ensure_topics
-from pipeline.windows import PartitionWindows
+from pipeline.ingest.step import encode
+from pipeline.runtime.restore import restore
+from pipeline.runtime.topics import Topics, ensure_topics
+from pipeline.aggregate.windows import PartitionWindows
 
 
 def _part(dst: str, n: int) -> dict:

@@ -1,0 +1,396 @@
+"""Tumbling event-time windows per directional subnet pair, for one pairs-topic partition.
+
+Pure state machine, no Kafka: ``PartitionWindows.apply(message)`` takes what arrives
+on one partition of the pairs topic, in order, and says what to emit.
+
+Messages (the pairs topic carries both kinds, in one order per partition):
+
+* data: ``{"o": [src_partition, src_offset], "t": report_start, "g": grid_interval,
+  "parts": [partial, ...]}`` where each partial comes from ``preagg.partials`` (its ``id``
+  is the report's identity, ``validate.report_identity``), ``o`` says where the report was
+  read (for dead letters) and ``g`` is the fleet-wide grid interval the report belongs to
+  (``ingest.grid_interval``: the one containing the middle of the agent's own interval);
+* progress marks: ``{"mark": [src_partition, event_time], "idle": clock}``: the ingest stage
+  promises it has sent everything it has read from that reports partition up to that event
+  time (``null`` if nothing yet); ``idle`` (optional) says the partition is caught up and
+  quiet, with the wall clock less a lag.
+
+Watermark. Each reports partition (a *source*) progresses at its own pace; the
+partition's watermark is the minimum over the *active* sources of the largest event time
+each has reached (data or mark); idle sources do not hold it back. Window
+``[ws, ws + W)`` closes when the watermark reaches ``ws + W + lateness``: it is then
+emitted exactly once and remembered as closed for one more window length. When every
+source is idle, windows also close by the idle marks' clock (the end of a finished
+stream), without moving the watermark: a backfill of old data into an idle worker is
+not late. Because the decision depends only on the order of messages in the
+partition (and marks are messages too), replaying the partition gives the same result.
+
+Idempotence. Delivery is at least once, and agents re-send too: a crash replays reports
+(re-cut into the same partials), and an agent that retries or drains its buffer after an
+outage sends a report again, possibly to another reports partition. Every window
+remembers the identities of the reports it has applied (and keeps them for one more
+window length after closing); a partial whose report it has already applied is a
+duplicate, counted and skipped. Two *different* reports of one host and interval (an
+agent that splits an interval) have different identities: both count.
+
+Lateness. A partial for a window that has already closed is *late*: it is handed back
+in ``Outcome.late`` (the shell dead-letters it with its origin); it never changes an
+emitted window.
+
+Detection intervals. Next to each window, the per-host sums of every grid interval ``g``
+are kept until the closing threshold passes ``g + grid_s/2 + interval_lateness_s``; then
+the interval is handed over in ``Outcome.intervals`` (merged over the windows its reports
+fell in: a report placed by its own ``start`` in one window may belong to a grid interval
+in the next). A report arriving after its interval was handed over still counts in its
+window, not in detection (``Outcome.late_for_detection``).
+
+Examples
+--------
+>>> w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
+>>> part = {"src": ["s1", "a1", "v1"], "dst": ["s2", "a2", "v1"], "ws": 0, "host": "h1",
+...         "c": [100, 0, 1, 0, 1, 1, 1, 900], "h": {157: 1}, "x": [1, 0], "top": [None, None, None], "id": 7}
+>>> w.apply({"o": [0, 10], "t": 0, "g": 0, "parts": [part]}).closed
+[]
+>>> w.apply({"o": [0, 10], "t": 0, "g": 0, "parts": [part]}).duplicates   # replayed: skipped
+1
+>>> w.apply({"o": [0, 99], "t": 0, "g": 0, "parts": [part]}).duplicates   # re-sent by the agent: skipped
+1
+>>> out = w.apply({"mark": [0, 660]})
+>>> [(r["src_subnet"], r["dst_subnet"], r["window_start"], r["bytes"], r["hosts"]) for r in out.closed]
+[('s1', 's2', 0, 100, 1)]
+>>> len(w.apply({"o": [0, 11], "t": 30, "g": 30, "parts": [part | {"id": 8}]}).late)
+1
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pipeline.ingest.preagg import PARTIAL_COUNTERS
+from pipeline.wire.rtt import merge_into, quantile
+
+__all__ = ["PartitionWindows", "Outcome", "WindowAgg", "PROGRESS_KEY"]
+
+PROGRESS_KEY = "__progress__"
+_N = len(PARTIAL_COUNTERS)
+
+
+def merge_host(cur: list, other: list) -> None:
+    """Fold one host's interval sums ``other`` into ``cur`` (both ``[c, h, x, top, ip, m]``): counters
+    and histograms add up; the one-sample maxima ``x`` take the larger, with the ``top`` IP that goes
+    with it.
+
+    >>> a = [[1, 0, 5, 0], {3: 1}, [5, 0], ["10.0.0.1", None, "10.0.0.1"], "10.0.0.9", {3: 1}]
+    >>> merge_host(a, [[2, 0, 9, 1], {3: 2}, [9, 1], ["10.0.0.2", "10.0.0.2", "10.0.0.2"], "10.0.0.9", {3: 1}])
+    >>> a
+    [[3, 0, 14, 1], {3: 3}, [9, 1], ['10.0.0.2', '10.0.0.2', '10.0.0.1'], '10.0.0.9', {3: 2}]
+    """
+    cur[0] = [a + b for a, b in zip(cur[0], other[0])]
+    merge_into(cur[1], other[1])
+    merge_into(cur[5], other[5])
+    for i in range(2):
+        if other[2][i] > cur[2][i]:
+            cur[2][i] = other[2][i]
+            cur[3][i] = other[3][i]
+    if cur[3][2] is None:  # the highest-RTT remote: no comparison across reports possible, keep the first
+        cur[3][2] = other[3][2]
+
+
+@dataclass(slots=True)
+class WindowAgg:
+    """Running sums of one (pair, window)."""
+
+    src: list[str]
+    dst: list[str]
+    ws: int
+    c: list[int] = field(default_factory=lambda: [0] * _N)
+    h: dict[int, int] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)
+    ids: set[int] = field(default_factory=set)  # identities of the reports applied
+    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> [c, h, x, top, ip, m]
+
+    def add(self, part: dict, t: int | None = None) -> None:
+        """Add a partial; with ``t`` (its report's grid interval) also to that interval's per-host sums."""
+        c = self.c
+        pc = part["c"]
+        for i, x in enumerate(pc):
+            c[i] += x
+        h = {int(b): n for b, n in part["h"].items()}
+        merge_into(self.h, h)
+        host = part["host"]
+        self.hosts.add(host)
+        if t is not None:
+            per_host = self.iv.setdefault(t, {})
+            entry = [list(pc), h, list(part.get("x") or (0, 0)), list(part.get("top") or (None, None, None)),
+                     part.get("ip"), {int(b): n for b, n in (part.get("m") or {}).items()}]
+            cur = per_host.get(host)
+            if cur is None:
+                per_host[host] = entry
+            else:  # two reports of one host for one interval: sum them
+                merge_host(cur, entry)
+
+    def take_interval(self, t: int) -> dict[str, Any]:
+        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h, x, top, ip, m]}}``:
+        counters, RTT histogram, one-sample maxima, top remotes, the reporter's address, and the
+        histogram of its samples' median RTTs (see ``preagg``)."""
+        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.iv.pop(t)}
+
+    def record(self, window_s: int) -> dict[str, Any]:
+        """The closed-window record (``schemas/wire/flow_window.v1.json``)."""
+        bs, br, rt, to, fl, ns, rc, rsum = self.c
+        return {
+            "version": 1,
+            "src_subnet": self.src[0], "src_az": self.src[1], "src_vpc": self.src[2],
+            "dst_subnet": self.dst[0], "dst_az": self.dst[1], "dst_vpc": self.dst[2],
+            "window_start": self.ws, "window_s": window_s,
+            "bytes_sent": bs, "bytes_received": br, "bytes": bs + br,
+            "retransmissions": rt, "timeouts": to, "flows": fl, "samples": ns, "hosts": len(self.hosts),
+            "rtt_count": rc, "rtt_sum_us": rsum, "rtt_mean_us": rsum / rc if rc else 0.0,
+            "rtt_p50_us": quantile(self.h, 0.5), "rtt_p90_us": quantile(self.h, 0.9),
+            "rtt_p99_us": quantile(self.h, 0.99),
+            "rtt_hist": {str(b): n for b, n in sorted(self.h.items())},
+            "closed_at": time.time(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "ws": self.ws, "c": self.c, "h": self.h,
+                "hosts": sorted(self.hosts), "ids": sorted(self.ids), "iv": self.iv}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> WindowAgg:
+        # state written before report identities and detection extras existed restores with none of them
+        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()},
+                              list(e[2]) if len(e) > 2 else [0, 0], list(e[3]) if len(e) > 3 else [None] * 3,
+                              e[4] if len(e) > 4 else None,
+                              {int(b): n for b, n in e[5].items()} if len(e) > 5 else {}]
+                       for host, e in hosts.items()}
+              for t, hosts in s.get("iv", {}).items()}
+        return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
+                   set(s["hosts"]), set(s.get("ids", ())), iv)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one ``apply`` produced."""
+
+    closed: list[dict] = field(default_factory=list)  # window records to emit
+    late: list[tuple[dict, list[int]]] = field(default_factory=list)  # (partial, origin) to dead-letter
+    intervals: list[dict] = field(default_factory=list)  # complete intervals per pair, to score (detect.py)
+    applied: int = 0
+    duplicates: int = 0
+    late_for_detection: int = 0  # partials applied to their window after their interval was scored
+
+
+class PartitionWindows:
+    """Open windows, closed-window memory and watermark of one pairs partition.
+
+    Parameters
+    ----------
+    partition
+        The pairs-topic partition this object owns (part of every state key).
+    window_s, lateness_s
+        Window length and allowed lateness, seconds of event time.
+    sources
+        Number of partitions of the reports topic; the watermark waits for all of them.
+    grid_s
+        The fleet-wide detection interval (``Settings.interval_s``); data messages say which
+        grid interval ``g`` their report belongs to.
+    interval_lateness_s
+        Grid interval ``g`` is complete, and handed to detection in ``Outcome.intervals``,
+        when the closing threshold reaches ``g + grid_s // 2 + interval_lateness_s``
+        (default 15: with 30-s agents on the grid, once every source has moved on to the
+        next interval; an agent whose interval starts at its own second is placed by its
+        middle, so its report may start up to ``grid_s // 2`` after ``g``).
+        ``g + grid_s // 2 + interval_lateness_s`` is kept at most ``g + lateness_s``, so
+        intervals are scored before their window closes.
+    """
+
+    def __init__(self, partition: int, window_s: int, lateness_s: int, sources: int,
+                 interval_lateness_s: int = 15, grid_s: int = 30) -> None:
+        self.partition = partition
+        self.window_s = window_s
+        self.lateness_s = lateness_s
+        self.sources = sources
+        self.grid_s = grid_s
+        self.interval_lateness_s = max(0, min(interval_lateness_s, lateness_s - grid_s // 2))
+        self._iv_delay = grid_s // 2 + self.interval_lateness_s  # g is handed over at threshold >= g + this
+        self._iv_threshold: int | None = None  # intervals with t + interval_lateness_s <= this are scored
+        self.progress: dict[int, int] = {}
+        self.idle: dict[int, int] = {}  # idle source -> the wall clock (less lag) its idle mark carried
+        self.open: dict[tuple[int, str, str], WindowAgg] = {}
+        self.closed: dict[tuple[int, str, str], set[int]] = {}  # key -> report ids applied, kept one more window
+        self.dirty: set[tuple[int, str, str] | str] = set()
+        self._watermark: int | None = None
+
+    # --- the one entry point ------------------------------------------------------------
+    def apply(self, msg: dict) -> Outcome:
+        out = Outcome()
+        if "mark" in msg:
+            src, t = msg["mark"]
+            self._mark(int(src), None if t is None else int(t), msg.get("idle"), out)
+            return out
+        src, offset = msg["o"]
+        g = msg.get("g", msg.get("t"))
+        ivt = self._iv_threshold
+        if g is not None and ivt is not None and g + self._iv_delay <= ivt:
+            g = None  # its interval was already scored: windows only
+            out.late_for_detection += len(msg["parts"])
+        now: dict[tuple[int, str, str], int] = {}
+        for part in msg["parts"]:
+            key = (part["ws"], part["src"][0], part["dst"][0])
+            rid = part["id"]
+            agg = self.open.get(key)
+            if agg is None:
+                ids = self.closed.get(key)
+                if ids is not None:
+                    if rid in ids:
+                        out.duplicates += 1
+                    else:
+                        out.late.append((part, [src, offset]))
+                    continue
+                if self._is_closed(part["ws"]):
+                    out.late.append((part, [src, offset]))
+                    continue
+                agg = self.open[key] = WindowAgg(part["src"], part["dst"], part["ws"])
+            elif rid in agg.ids and now.get(key) != rid:
+                out.duplicates += 1
+                continue
+            agg.add(part, g)
+            now[key] = rid
+            self.dirty.add(key)
+            out.applied += 1
+        # a report may hold several partials of one key (endpoints of one subnet placed differently):
+        # its identity is recorded once the whole message is applied, so they all count
+        for key, rid in now.items():
+            self.open[key].ids.add(rid)
+        if "t" in msg:
+            self._mark(src, int(msg["t"]), None, out)
+        return out
+
+    # --- watermark ------------------------------------------------------------------------
+    @property
+    def iv_upto(self) -> int | None:
+        """Every grid interval starting at or before this has been handed to detection."""
+        return None if self._iv_threshold is None else self._iv_threshold - self._iv_delay
+
+    @property
+    def watermark(self) -> int | None:
+        """Min over the active (not idle) sources of their progress; ``None`` until every source has spoken."""
+        return self._watermark
+
+    def _is_closed(self, ws: int) -> bool:
+        wm = self._watermark
+        return wm is not None and ws + self.window_s + self.lateness_s <= wm
+
+    def _mark(self, src: int, t: int | None, idle_clock: int | None, out: Outcome) -> None:
+        changed = False
+        if t is not None and t > self.progress.get(src, -1):
+            self.progress[src] = t
+            changed = True
+        if idle_clock is None:
+            changed |= self.idle.pop(src, None) is not None
+        elif self.idle.get(src) != idle_clock:
+            self.idle[src] = int(idle_clock)
+            changed = True
+        if changed:
+            self.dirty.add(PROGRESS_KEY)
+            self._close(out)
+
+    def _thresholds(self) -> tuple[int | None, int | None]:
+        """(watermark, closing threshold). Idle sources do not hold the watermark back; when
+        every source is idle, windows also close by the idle marks' clock."""
+        known = set(self.progress) | set(self.idle)
+        if len(known) < self.sources:
+            return None, None
+        active = [s for s in known if s not in self.idle]
+        if active:
+            if any(s not in self.progress for s in active):
+                return None, None
+            wm = min(self.progress[s] for s in active)
+            return wm, wm
+        wm = max(self.progress.values()) if self.progress else None
+        clock = min(self.idle.values())
+        return wm, clock if wm is None else max(wm, clock)
+
+    def _close(self, out: Outcome) -> None:
+        wm, threshold = self._thresholds()
+        if wm is not None and (self._watermark is None or wm > self._watermark):
+            self._watermark = wm
+        if threshold is None:
+            return
+        if self._iv_threshold is None or threshold > self._iv_threshold:
+            self._iv_threshold = threshold
+            self.dirty.add(PROGRESS_KEY)
+            cut = threshold - self._iv_delay
+            done: dict[tuple[int, str, str], dict[str, Any]] = {}
+            for key, agg in self.open.items():
+                ts = [t for t in agg.iv if t <= cut]
+                for t in ts:
+                    iv = agg.take_interval(t)
+                    k = (t, iv["src"][0], iv["dst"][0])
+                    have = done.get(k)
+                    if have is None:
+                        done[k] = iv
+                    else:  # the grid interval's reports fell in two windows (placed by their own start)
+                        for host, entry in iv["hosts"].items():
+                            if host in have["hosts"]:
+                                merge_host(have["hosts"][host], entry)
+                            else:
+                                have["hosts"][host] = entry
+                if ts:
+                    self.dirty.add(key)
+            out.intervals.extend(done[k] for k in sorted(done))
+        for key in [k for k in self.open if k[0] + self.window_s + self.lateness_s <= threshold]:
+            agg = self.open.pop(key)
+            out.closed.append(agg.record(self.window_s))
+            self.closed[key] = agg.ids
+            self.dirty.add(key)
+        if self._watermark is not None:
+            forget = self._watermark - 2 * self.window_s - self.lateness_s
+            for key in [k for k in self.closed if k[0] <= forget]:
+                del self.closed[key]
+                self.dirty.add(key)
+
+    # --- persistence (the shell writes these to a Faust table) ------------------------------
+    def key_str(self, key: tuple[int, str, str] | str) -> str:
+        """Table key: JSON ``[partition, "__progress__"]`` or ``[partition, ws, src, dst]``."""
+        if key == PROGRESS_KEY:
+            return orjson.dumps([self.partition, PROGRESS_KEY]).decode()
+        return orjson.dumps([self.partition, *key]).decode()
+
+    def take_dirty(self) -> dict[str, dict | None]:
+        """State of every key changed since the last call (``None``: deleted)."""
+        out: dict[str, dict | None] = {}
+        for key in self.dirty:
+            if key == PROGRESS_KEY:
+                val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark,
+                                    "iv_threshold": self._iv_threshold}
+            elif key in self.open:
+                val = self.open[key].state()
+            elif key in self.closed:
+                val = {"closed": True, "ids": sorted(self.closed[key])}
+            else:
+                val = None
+            out[self.key_str(key)] = val
+        self.dirty.clear()
+        return out
+
+    def load(self, key: str, val: dict) -> None:
+        """Restore one key written by ``take_dirty`` (after a restart or rebalance)."""
+        parts = orjson.loads(key)
+        if parts[1] == PROGRESS_KEY:
+            self.progress = {int(k): v for k, v in val["progress"].items()}
+            self.idle = {int(k): v for k, v in val.get("idle", {}).items()}
+            # the watermark only rises; it is stored, since idle sources may have lowered the minimum since
+            self._watermark = val["watermark"] if "watermark" in val else self._thresholds()[0]
+            self._iv_threshold = val.get("iv_threshold")
+            return
+        k = (int(parts[1]), parts[2], parts[3])
+        if val.get("closed"):
+            self.closed[k] = set(val.get("ids", ()))
+        else:
+            self.open[k] = WindowAgg.from_state(val)

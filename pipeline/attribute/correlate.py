@@ -1,0 +1,566 @@
+"""Attribution: is an anomaly the provider's network (infrastructure) or the user's own endpoint (workload)?
+
+Pure, no Kafka. Fed, per agent interval, the *health* of every instance key the detectors
+scored (``detect.Detection`` emits it: one entry per reporter and remote subnet, with
+whether its loss metrics and its latency metrics were degraded), it correlates them across
+the whole fleet and explains the degraded keys with the fewest, smallest elements.
+
+A health entry: ``{"t", "r", "src": [subnet, az, vpc], "dst": [...], "retrans", "timeouts",
+"lat"}`` with per family 1 (degraded), 0 (scored, healthy) or None (no evidence), and
+optionally ``"weak": [families]`` (degraded only by being *elevated*, no metric flagged;
+absent: every degraded family counts as flagged), ``"top": {family: IP or None}`` (the
+remote endpoint that contributed most to the key's degradation) and ``"ip"`` (the
+reporter's own address). Absent optional fields mean "unknown" and the method falls back
+to what the rest tells.
+
+Elements and the keys (reporter ``r`` in subnet ``Sr`` → remote subnet ``Sd``) that cross them:
+
+====================  ============================================================
+``instance`` X        ``r == X`` (its own keys), or ``Sd == subnet(X)`` (X may be the remote end)
+``subnet`` N          ``Sr == N`` or ``Sd == N``
+``az_pair`` {A, B}    one end in A and the other in B (``{A, A}``: inside zone A)
+``az`` A              either end in A
+``vpc`` V             either end in V
+====================  ============================================================
+
+The method, for each metric family (``retrans``: retransmission rate; ``timeouts``:
+timeout rate; ``lat``: RTT mean and p90) and interval, separately:
+
+1. ``D`` = the degraded keys: *flagged* (strong) or *elevated* (weak: a score of at least
+   60 % of the alert threshold above the baseline; correlation wants the weaker signals
+   too); ``S`` = the keys that were scored (a key with no evidence for a family, e.g. too
+   few segments sent for ``retrans``, is neither). ``E`` = the keys already explained by
+   the elements chosen so far (empty at first): every rule below looks only at keys not in
+   ``E`` — an explained key neither accuses nor exonerates any more.
+2. Every element crossed by a degraded key is a candidate, and every instance that reports
+   a degraded key or is named as the ``top`` remote of one (by its instance id when some
+   entry's ``"ip"`` is that address, else by the address). An *infrastructure* element
+   qualifies when at least half its scored keys are degraded (**purity** ≥ 0.5), at least
+   ``min_reporters`` (3) distinct reporters are among them, at least ``min_flagged`` (2)
+   of those are *flagged* on a key crossing it (elevated keys alone never blame the
+   network), and no single instance is an endpoint of every one of its degraded keys (its
+   reporter's ``ip`` or the key's ``top``: one remote instance is not infrastructure).
+   An *instance* X qualifies
+
+   * by its **own** keys: at least ``min_own`` (60 %) of them degraded, and at least
+     ``min_exonerating`` (2) other reporters of its subnet *clear* — none of their keys
+     towards other subnets flagged, at least one healthy (an elevated key does not stop a
+     neighbour from exonerating; their keys towards X's own subnet may involve X, so they
+     are not used); or
+   * as a **remote**: at least ``min_pointing`` (2) reporters name its IP as ``top`` of a
+     degraded key, and at least ``min_exonerating`` other reporters talk to its subnet
+     without degradation (healthy keys, or elevated ones naming another remote).
+
+   It explains its own degraded keys, the keys naming it, and (by its own keys) the
+   degraded keys towards its subnet that do not name another remote.
+3. Greedy cover: take the qualifying element with the highest **explained keys × purity**
+   (a large element hit in part — a VPC with one faulty subnet — loses to the pure one
+   inside it); on a tie the smallest (instance < subnet < az_pair < az < vpc). Its keys
+   get its verdict (instance → ``workload``, else ``infrastructure``) and join ``E``;
+   the candidates they touch are evaluated again (**explaining away**: a host whose
+   neighbours were degraded only towards a subnet now blamed is exonerated by them), and
+   so on until nothing qualifies. What is left is ``undetermined`` (e.g. one reporter on a
+   path: the path and the host cannot be told apart).
+
+Confidence = purity × (1 − 1/(1 + n)) with n the degraded reporters (infrastructure)
+or the exonerating reporters (workload). A verdict's ``detail`` (in-process, not in the
+record) says which rule, how many reporters were flagged, which elements were chosen
+before it, and the remote IP. ``AttributionStage`` lets an infrastructure verdict move NHI
+only when at least ``nhi_min_flagged`` (default ``min_reporters``) of its reporters were
+flagged on keys it explains.
+
+Examples
+--------
+Three reporters in az1 lose packets towards s2 (az2); their keys inside az1 are fine, so
+are three others' towards az3, and so are the keys of four az3 reporters towards s2:
+the path az1-az2 is at fault, not subnet s2.
+
+>>> a = Attributor()
+>>> def key(r, sr, ar, sd, ad, loss):
+...     return {"r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "retrans": loss, "timeouts": 0, "lat": 0}
+>>> health = [key(f"s1/{i}", "s1", "az1", "s2", "az2", 1) for i in range(3)]
+>>> health += [key(f"s1/{i}", "s1", "az1", "s1", "az1", 0) for i in range(3)]
+>>> health += [key(f"s1/{i}", "s1", "az1", "s3", "az3", 0) for i in range(3, 6)]
+>>> health += [key(f"s3/{i}", "s3", "az3", "s2", "az2", 0) for i in range(4)]
+>>> v = a.attribute(0, health)
+>>> sorted({(x.cause, x.element) for x in v.values()})
+[('infrastructure', ('az_pair', 'az1|az2'))]
+>>> x = v[("retrans", "s1/0", "s2")]
+>>> x.evidence["reporters_degraded"], x.evidence["reporters_crossing"], round(x.confidence, 2)
+(3, 3, 0.75)
+
+Were s2 itself slow, the az3 reporters would suffer too and ``subnet s2`` would win.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Attributor", "AttributionStage", "Verdict", "FAMILIES", "ELEMENT_RANK", "family_of"]
+
+FAMILIES = ("retrans", "timeouts", "lat")
+_FAMILY_OF = {"retrans_rate": "retrans", "timeout_rate": "timeouts", "rtt_p50": "lat", "rtt_mean": "lat", "rtt_p90": "lat"}
+ELEMENT_RANK = {"instance": 0, "subnet": 1, "az_pair": 2, "az": 3, "vpc": 4}
+
+
+def family_of(metric: str) -> str:
+    """``loss`` or ``lat`` (latency) for a detection metric.
+
+    >>> family_of("timeout_rate"), family_of("rtt_p90")
+    ('timeouts', 'lat')
+    """
+    return _FAMILY_OF[metric]
+
+
+@dataclass(slots=True)
+class Verdict:
+    cause: str  # infrastructure | workload | undetermined
+    element: tuple[str, str] | None  # (kind, id); az_pair ids are 'A|B' sorted
+    confidence: float
+    evidence: dict[str, Any] = field(default_factory=dict)  # the record's fields (flow_attribution.v1)
+    #: in-process only (not in the record): ``rule`` (infrastructure | own | remote | own+remote),
+    #: ``reporters_flagged``, ``keys_explained_away``, ``after`` (elements chosen before), ``remote_ip``,
+    #: ``keys_pointing``
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cause": self.cause, "element_kind": self.element[0] if self.element else None,
+                "element": self.element[1] if self.element else None, "confidence": round(self.confidence, 4),
+                **self.evidence}
+
+
+Key = tuple[str, str]  # (reporter, remote subnet)
+
+
+def _elements(k: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Infrastructure elements a key crosses."""
+    (ss, sa, sv), (ds, da, dv) = k["src"], k["dst"]
+    out = [("subnet", ss), ("az", sa), ("vpc", sv), ("az_pair", "|".join(sorted((sa, da))))]
+    if ds != ss:
+        out.append(("subnet", ds))
+    if da != sa:
+        out.append(("az", da))
+    if dv != sv:
+        out.append(("vpc", dv))
+    return out
+
+
+@dataclass(slots=True, eq=False)
+class _K:
+    """One scored key of one family."""
+
+    id: Key
+    r: str  # reporter
+    sr: str  # reporter's subnet
+    sd: str  # remote subnet
+    bad: bool  # degraded (flagged or elevated)
+    strong: bool  # flagged (not merely elevated)
+    top: str | None  # remote IP that contributed most to the degradation (None: unknown, or healthy)
+    me: str | None  # the reporter's own IP (None: unknown)
+    els: list[tuple[str, str]]  # infrastructure elements crossed
+
+
+@dataclass(slots=True)
+class _Cand:
+    el: tuple[str, str]
+    keys: set[Key]  # the not yet explained degraded keys it would explain
+    purity: float
+    conf: float
+    ev: dict[str, Any]
+    detail: dict[str, Any]
+
+    def rank(self) -> tuple:
+        # explained keys weighted by purity (= gain^2 / scored for an infrastructure element): a
+        # large element hit partly (a VPC with one faulty subnet in it) loses to the pure one
+        return (len(self.keys) * self.purity, -ELEMENT_RANK[self.el[0]], self.conf, self.el)
+
+
+def _one_remote(bad: list[_K]) -> str | None:
+    """The IP that is an endpoint of every key in ``bad`` (its reporter, or its top remote), if any."""
+    common: set[str] | None = None
+    for k in bad:
+        ends = {x for x in (k.top, k.me) if x}
+        common = ends if common is None else common & ends
+        if not common:
+            return None
+    return min(common) if common else None
+
+
+class Attributor:
+    """Fleet-wide attribution of one interval's degraded keys. Stateless between intervals.
+
+    Parameters
+    ----------
+    min_reporters
+        Distinct degraded reporters an infrastructure verdict needs.
+    min_flagged
+        How many of them must be *flagged* (not merely elevated) on some key crossing it
+        (``attribute_pairs``: at least one flagged pair key).
+    min_exonerating
+        Healthy other reporters a workload verdict needs (subnet-mates, or reporters talking
+        to the instance's subnet).
+    min_pointing
+        Distinct reporters whose keys name an instance as their top remote before it is a
+        workload candidate as a remote end.
+    min_purity
+        Fraction of an infrastructure element's scored keys that must be degraded.
+    min_own
+        Fraction of an instance's own scored keys that must be degraded (a workload verdict).
+    max_listed
+        Reporters listed by name in the evidence (the counts are always complete).
+    """
+
+    def __init__(self, min_reporters: int = 3, min_exonerating: int = 2, min_purity: float = 0.5,
+                 min_own: float = 0.6, max_listed: int = 10, min_flagged: int = 2, min_pointing: int = 2) -> None:
+        self.min_own = min_own
+        self.min_reporters = min_reporters
+        self.min_flagged = min_flagged
+        self.min_exonerating = min_exonerating
+        self.min_pointing = min_pointing
+        self.min_purity = min_purity
+        self.max_listed = max_listed
+
+    def attribute(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
+        """Verdicts for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Verdict}``."""
+        return self._all(health, pairs=False)
+
+    def attribute_pairs(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
+        """The same method on the *pair* keys only (``{(family, "src>dst", dst): Verdict}``), infrastructure
+        elements only: the fallback for a pair alert none of whose reporters' keys could be attributed
+        (each reporter's signal too weak on its own, e.g. a slow degradation). A pair key stands for
+        all its reporters, so ``min_reporters`` pair keys are asked for, one of them flagged."""
+        return self._all(health, pairs=True)
+
+    def _all(self, health: Iterable[Mapping[str, Any]], pairs: bool) -> dict[tuple[str, str, str], Verdict]:
+        entries = [e for e in health if bool(e.get("pair")) == pairs]
+        inst_of_ip = {} if pairs else {e["ip"]: e["r"] for e in entries if e.get("ip")}
+        out: dict[tuple[str, str, str], Verdict] = {}
+        crossed: dict[int, list[tuple[str, str]]] = {}  # per entry, computed once for every family
+        for fam in FAMILIES:
+            if not any(e.get(fam) for e in entries):
+                continue
+            keys: dict[Key, _K] = {}
+            for e in entries:
+                v = e.get(fam)
+                if v is None:
+                    continue
+                bad = bool(v)
+                top = (e.get("top") or {}).get(fam) if bad else None
+                els = crossed.get(id(e))
+                if els is None:
+                    els = crossed[id(e)] = _elements(e)
+                k = _K((e["r"], e["dst"][0]), e["r"], e["src"][0], e["dst"][0], bad,
+                       bad and fam not in (e.get("weak") or ()), top or None, e.get("ip") or None, els)
+                keys[k.id] = k
+            for (r, sd), v in self._family(list(keys.values()), inst_of_ip, instances=not pairs).items():
+                out[(fam, r, sd)] = v
+        return out
+
+    def _family(self, scored: list[_K], inst_of_ip: Mapping[str, str], instances: bool = True) -> dict[Key, Verdict]:
+        subnet_of = {k.r: k.sr for k in scored}
+        ip_of = {r: ip for ip, r in inst_of_ip.items()}
+        cross: dict[tuple[str, str], list[_K]] = defaultdict(list)
+        own: dict[str, list[_K]] = defaultdict(list)
+        towards: dict[str, list[_K]] = defaultdict(list)
+        outward: dict[str, list[_K]] = defaultdict(list)  # keys towards *other* subnets
+        members: dict[str, set[str]] = defaultdict(set)
+        pointing: dict[str, list[_K]] = defaultdict(list)  # degraded keys naming an IP as their top remote
+        for k in scored:
+            for el in k.els:
+                cross[el].append(k)
+            own[k.r].append(k)
+            towards[k.sd].append(k)
+            members[k.sr].add(k.r)
+            if k.sd != k.sr:
+                outward[k.r].append(k)
+            if k.top:
+                pointing[k.top].append(k)
+        # an instance known only by its IP (no health entry of its own): its subnet is where it is pointed at
+        ip_subnet: dict[str, str] = {}
+        for ip, ks in pointing.items():
+            by: dict[str, int] = defaultdict(int)
+            for k in ks:
+                by[k.sd] += 1
+            ip_subnet[ip] = min(by, key=lambda s: (-by[s], s))
+        degraded = [k for k in scored if k.bad]
+        explained: set[Key] = set()
+        min_flagged = 1 if not instances else self.min_flagged
+
+        def infra(el: tuple[str, str]) -> _Cand | None:
+            ks = [k for k in cross[el] if k.id not in explained]
+            bad = [k for k in ks if k.bad]
+            if not bad:
+                return None
+            purity = len(bad) / len(ks)
+            rep_bad = sorted({k.r for k in bad})
+            flagged = {k.r for k in bad if k.strong}
+            if (purity < self.min_purity or len(rep_bad) < self.min_reporters or len(flagged) < min_flagged
+                    or _one_remote(bad) is not None):
+                return None
+            rep_all = {k.r for k in ks}
+            conf = purity * (1 - 1 / (1 + len(rep_bad)))
+            ev = {"purity": purity, "reporters_crossing": len(rep_all), "reporters_degraded": len(rep_bad),
+                  "degraded": rep_bad[: self.max_listed], "keys_scored": len(ks), "keys_degraded": len(bad),
+                  "exonerating": len(rep_all) - len(rep_bad), "exonerating_reporters": []}
+            detail = {"rule": "infrastructure", "reporters_flagged": len(flagged),
+                      "keys_explained_away": len(cross[el]) - len(ks)}
+            return _Cand(el, {k.id for k in bad}, purity, conf, ev, detail)
+
+        clear_memo: dict[str, bool] = {}
+
+        def clear(r: str) -> bool:
+            """Reporter ``r`` is healthy towards every other subnet: none of its keys there still unexplained
+            is flagged (merely elevated ones do not count against it), and at least one is healthy."""
+            c = clear_memo.get(r)
+            if c is None:
+                ks = [k for k in outward.get(r, ()) if k.id not in explained]
+                c = clear_memo[r] = any(not k.bad for k in ks) and not any(k.strong for k in ks)
+            return c
+
+        clear_subnet: dict[str, list[str]] = {}
+
+        def clear_in(sx: str) -> list[str]:
+            c = clear_subnet.get(sx)
+            if c is None:
+                c = clear_subnet[sx] = sorted(r for r in members[sx] if clear(r))
+            return c
+
+        def instance(el: tuple[str, str]) -> _Cand | None:
+            x = el[1]
+            reporter = x in subnet_of  # it has keys of this family (else: known by its address, or silent here)
+            ip = ip_of.get(x) if reporter or x in ip_of else x
+            sx = subnet_of.get(x) or (ip_subnet.get(ip) if ip else None)
+            if sx is None:
+                return None
+            mine = [k for k in own.get(x, ()) if k.id not in explained]
+            bad = [k for k in mine if k.bad]
+            own_p = len(bad) / len(mine) if mine else 0.0
+            own_ok = bool(bad) and own_p >= self.min_own
+            pts = [k for k in pointing.get(ip, ()) if k.id not in explained and k.r != x] if ip else []
+            pt_reps = {k.r for k in pts}
+            if not own_ok and len(pt_reps) < self.min_pointing:
+                return None
+            # rule 1 (own): its own keys degraded, and subnet-mates healthy towards every other subnet
+            mates = [r for r in clear_in(sx) if r != x] if reporter else []
+            by_own = own_ok and len(mates) >= self.min_exonerating
+            # rule 2 (remote): reporters name it as their top remote, while others talk to its subnet unharmed
+            others: list[str] = []
+            if len(pt_reps) >= self.min_pointing:
+                others = sorted({k.r for k in towards[sx] if k.id not in explained and k.r != x
+                                 and k.r not in pt_reps and (not k.bad or (not k.strong and k.top and k.top != ip))})
+            by_remote = len(pt_reps) >= self.min_pointing and len(others) >= self.min_exonerating
+            if not (by_own or by_remote):
+                return None
+            keys = {k.id for k in bad} if own_ok or by_remote else set()
+            keys |= {k.id for k in pts}
+            if by_own:  # keys towards its subnet may be about it, unless they name another remote
+                keys |= {k.id for k in towards[sx] if k.bad and k.r != x and k.id not in explained
+                         and (k.top is None or ip is None or k.top == ip)}
+            if not keys:
+                return None
+            if not ({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}):
+                return None  # weak (elevated) keys alone blame nobody: no more a workload than an infrastructure
+            known = [k for k in towards[sx] if k.bad and k.top and k.id not in explained]
+            concentration = len(pts) / len(known) if known else 0.0
+            purity = max(own_p if by_own else 0.0, concentration if by_remote else 0.0)
+            exon = sorted(set(mates if by_own else []) | set(others if by_remote else []))
+            conf = purity * (1 - 1 / (1 + len(exon)))
+            if by_own or mine:
+                n_rep, listed, ks, kb = 1, [x], len(mine), len(bad)
+            else:
+                n_rep, listed, ks, kb = len(pt_reps), sorted(pt_reps), len(known), len(pts)
+            ev = {"purity": purity, "reporters_crossing": n_rep, "reporters_degraded": n_rep,
+                  "degraded": listed[: self.max_listed], "keys_scored": ks, "keys_degraded": kb,
+                  "exonerating": len(exon), "exonerating_reporters": exon[: self.max_listed]}
+            detail = {"rule": "+".join(r for r, on in (("own", by_own), ("remote", by_remote)) if on),
+                      "remote_ip": ip, "keys_pointing": len(pts), "reporters_pointing": len(pt_reps),
+                      "reporters_flagged": len({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}),
+                      "keys_explained_away": len(own.get(x, ())) - len(mine)}
+            return _Cand(el, keys, purity, conf, ev, detail)
+
+        def evaluate(el: tuple[str, str]) -> _Cand | None:
+            return instance(el) if el[0] == "instance" else infra(el)
+
+        # candidates: every element a degraded key crosses; instances: its reporter, and its top remote
+        # (by instance id when some entry carries that IP, else by the IP)
+        cands: set[tuple[str, str]] = set()
+        for k in degraded:
+            cands.update(k.els)
+            if instances:
+                cands.add(("instance", k.r))
+                if k.top:
+                    cands.add(("instance", inst_of_ip.get(k.top, k.top)))
+        subnet_of_cand = {el: subnet_of.get(el[1]) or ip_subnet.get(ip_of.get(el[1], el[1]))
+                          for el in cands if el[0] == "instance"}
+        current = {el: evaluate(el) for el in cands}
+
+        verdicts: dict[Key, Verdict] = {}
+        chosen: list[tuple[str, str]] = []
+        while True:
+            live = [c for c in current.values() if c is not None and c.keys]
+            if not live:
+                break
+            best = max(live, key=_Cand.rank)
+            cause = "workload" if best.el[0] == "instance" else "infrastructure"
+            v = Verdict(cause, best.el, best.conf, best.ev, {**best.detail, "after": [f"{a}:{b}" for a, b in chosen]})
+            for kid in best.keys:
+                verdicts[kid] = v
+            explained |= best.keys
+            chosen.append(best.el)
+            del current[best.el]
+            # explaining away: re-evaluate what the newly explained keys touched
+            gone = [k for k in degraded if k.id in best.keys]
+            dirty_els = {el for k in gone for el in k.els}
+            dirty_subnets = {s for k in gone for s in (k.sr, k.sd)}
+            for r in {k.r for k in gone}:
+                clear_memo.pop(r, None)
+                clear_subnet.pop(subnet_of[r], None)
+            for el in current:
+                if el in dirty_els or (el[0] == "instance" and subnet_of_cand.get(el) in dirty_subnets):
+                    current[el] = evaluate(el)
+        for k in degraded:
+            if k.id not in explained:
+                verdicts[k.id] = Verdict("undetermined", None, 0.0, {
+                    "purity": 0.0, "reporters_crossing": len({q.r for q in towards[k.sd]}),
+                    "reporters_degraded": 1, "degraded": [k.r], "keys_scored": 0,
+                    "keys_degraded": 1, "exonerating": 0, "exonerating_reporters": []})
+        return verdicts
+
+
+# ------------------------------------------------------------------------------------
+# the stage: health of every partition in, verdicts per alert and NHI changes out
+# ------------------------------------------------------------------------------------
+class AttributionStage:
+    """Collects the per-interval health from every pairs partition; attributes an interval once
+    every partition has passed it.
+
+    Input messages (topic ``flow-health-v1``; one per pairs partition and batch)::
+
+        {"p": partition, "upto": t_max, "health": [...], "opened": [alert events]}
+
+    ``upto``: the partition has handed over every interval starting at or before it. The
+    health entries and the ``opened`` alert events of interval ``t`` wait until every one
+    of the ``partitions`` has ``upto >= t``; then ``Attributor`` decides them all at once
+    (fleet-wide), each opened alert gets a verdict record, and ``nhi.NetworkHealth`` is
+    updated. No interval waits for more than the slowest partition's next batch.
+    """
+
+    def __init__(self, partitions: int, interval_s: int = 30, attributor: Attributor | None = None,
+                 recover_after: int = 4, nhi_min_flagged: int | None = None) -> None:
+        from pipeline.attribute.nhi import NetworkHealth
+
+        self.partitions = partitions
+        self.attributor = attributor or Attributor()
+        #: distinct reporters with *flagged* keys an infrastructure verdict needs to touch NHI
+        self.nhi_min_flagged = self.attributor.min_reporters if nhi_min_flagged is None else nhi_min_flagged
+        self.nhi = NetworkHealth(interval_s, recover_after)
+        self.upto: dict[int, int] = {}
+        # by interval; keyed so that a replayed message (at-least-once) counts once
+        self.pending: dict[int, dict[tuple, dict[str, Any]]] = defaultdict(dict)
+        self.opened: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.first_offset: dict[int, int] = {}  # interval -> earliest input offset holding it
+        self.done_upto = -1  # every interval up to here is attributed
+
+    def apply(self, msg: Mapping[str, Any], now: float = 0.0,
+              offset: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One message in; (attribution records, NHI records) out. ``offset``: its position in the
+        input topic (for :meth:`replay_from`)."""
+        for h in msg.get("health", ()):
+            t = h["t"]
+            if t > self.done_upto:
+                self.pending[t][(h["r"], h["dst"][0], bool(h.get("pair")))] = h
+                if offset is not None:
+                    self.first_offset.setdefault(t, offset)
+        for e in msg.get("opened", ()):
+            t = e["at"]
+            if t > self.done_upto:
+                self.opened[t][e["alert_id"]] = e
+                if offset is not None:
+                    self.first_offset.setdefault(t, offset)
+        p, up = int(msg["p"]), msg.get("upto")
+        if up is not None and up > self.upto.get(p, -1):
+            self.upto[p] = up
+        if len(self.upto) < self.partitions:
+            return [], []
+        ready = min(self.upto.values())
+        return self._flush(ready, now)
+
+    def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Attribute everything pending (end of a finite run) and close the NHI periods."""
+        ts = list(self.pending) + list(self.opened)
+        recs, nhi = self._flush(max(ts) if ts else -1, now)
+        return recs, nhi + self.nhi.close_all(now)
+
+    def _flush(self, ready: int, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        recs: list[dict[str, Any]] = []
+        nhi: list[dict[str, Any]] = []
+        for t in sorted(set(self.pending) | set(self.opened)):
+            if t > ready:
+                break
+            health = list(self.pending.pop(t, {}).values())
+            self.first_offset.pop(t, None)
+            verdicts = self.attributor.attribute(t, health)
+            pair_verdicts: dict[tuple[str, str, str], Verdict] | None = None
+            subnet_az = {h["src"][0]: h["src"][1] for h in health}
+            subnet_az.update({h["dst"][0]: h["dst"][1] for h in health})
+            src_of = {h["r"]: h["src"][0] for h in health}
+            for e in self.opened.pop(t, {}).values():
+                rec = self._record(e, verdicts, src_of, now)
+                if rec["cause"] == "undetermined" and e["scope"] == "pair":
+                    if pair_verdicts is None:
+                        pair_verdicts = self.attributor.attribute_pairs(t, health)
+                    v = pair_verdicts.get((rec["family"], f"{e['src_subnet']}>{e['dst_subnet']}", e["dst_subnet"]))
+                    if v is not None and v.cause == "infrastructure":
+                        rec.update(v.as_dict(), evidence_level="pair")
+                recs.append(rec)
+            # NHI moves on strong evidence only: flagged keys (not merely elevated) from enough reporters
+            blamed = {v.element for v in verdicts.values() if v.cause == "infrastructure" and v.element
+                      and v.detail.get("reporters_flagged", self.nhi_min_flagged) >= self.nhi_min_flagged}
+            nhi += self.nhi.update(t, blamed, subnet_az, now)
+            self.done_upto = t
+        return recs, nhi
+
+    # --- restart ------------------------------------------------------------------------
+    def replay_from(self) -> int | None:
+        """The earliest input offset still needed (intervals pending): a restart reads from there."""
+        return min(self.first_offset.values(), default=None)
+
+    def state(self) -> dict[str, Any]:
+        return {"done_upto": self.done_upto, "upto": self.upto, "nhi": self.nhi.state()}
+
+    def load(self, s: Mapping[str, Any]) -> None:
+        self.done_upto = s["done_upto"]
+        self.upto = {int(k): v for k, v in s["upto"].items()}
+        self.nhi.load(s["nhi"])
+
+    @staticmethod
+    def _record(e: Mapping[str, Any], verdicts: Mapping[tuple[str, str, str], Verdict], src_of: Mapping[str, str],
+                now: float) -> dict[str, Any]:
+        fam = family_of(e["metric"])
+        if e["scope"] == "instance":
+            vs = [verdicts[k]] if (k := (fam, e["instance"], e["dst_subnet"])) in verdicts else []
+        else:  # a pair alert: what its reporters' keys were attributed to
+            vs = [v for (f, r, d), v in sorted(verdicts.items())
+                  if f == fam and d == e["dst_subnet"] and src_of.get(r) == e["src_subnet"]]
+        v = _majority(vs)
+        return {"version": 1, "alert_id": e["alert_id"], "at": e["at"], "scope": e["scope"],
+                "instance": e["instance"], "src_subnet": e["src_subnet"], "dst_subnet": e["dst_subnet"],
+                "metric": e["metric"], "family": fam, **v.as_dict(), "keys_attributed": len(vs),
+                "evidence_level": "instance", "attributed_at": now}
+
+
+def _majority(vs: list[Verdict]) -> Verdict:
+    """The verdict most keys got (ties: infrastructure, then workload); undetermined if none."""
+    if not vs:
+        return Verdict("undetermined", None, 0.0, {"purity": 0.0, "reporters_crossing": 0, "reporters_degraded": 0,
+                                                   "degraded": [], "keys_scored": 0, "keys_degraded": 0,
+                                                   "exonerating": 0, "exonerating_reporters": []})
+    by: dict[tuple[str, Any], list[Verdict]] = defaultdict(list)
+    for v in vs:
+        by[(v.cause, v.element)].append(v)
+    order = {"infrastructure": 0, "workload": 1, "undetermined": 2}
+    (cause, el), group = min(by.items(), key=lambda kv: (-len(kv[1]), order[kv[0][0]], str(kv[0][1])))
+    return group[0]

@@ -1,0 +1,1 @@
+"""Report bytes -> validated, placed (topology), pre-aggregated per-pair partials; source progress marks."""

@@ -1,0 +1,210 @@
+"""Pre-aggregation: the accepted samples of one report -> one partial per subnet pair.
+
+A report comes from one host over one interval, so every sample in it shares the
+source subnet and the window; grouping by destination placement gives the partials.
+Done with numpy (sort + ``reduceat``), never a Python loop per sample. Sums stay in
+int64, so totals are exact.
+
+A partial is a plain dict, JSON-ready (it travels on the pairs topic)::
+
+    {"src": [subnet, az, vpc], "dst": [subnet, az, vpc], "ws": window_start,
+     "host": instance, "c": [bytes_sent, bytes_received, retransmissions, timeouts,
+     flows, samples, rtt_count, rtt_sum_us], "h": {rtt_bucket: count},
+     "x": [retrans_max, timeouts_max], "top": [ip, ip, ip], "ip": reporter_ip, "id": report_identity,
+     "m": {rtt_bucket: samples}}
+
+``x`` holds the largest retransmission and timeout counts of any *one* sample (one remote
+endpoint) in the partial, so detection can tell a burst on one connection from a
+degradation spread over many (``detect.py``); ``top`` names the remote IP of the sample
+with the most retransmissions, the most timeouts and the highest RTT observation (``None``
+when there were none), which attribution uses to tell one sick remote instance from a
+shared element. ``m`` is the histogram of the samples' own median RTTs (one entry per
+sample with RTT observations): a median over it counts every remote endpoint once, however
+many observations one flow contributed, so one flow's spike does not move it. A sample
+that moved no bytes in the interval is left out of ``m``: the kernel's smoothed RTT is only
+updated by ACKs, so an idle connection reports a stale value (its last spike, say).
+
+Examples
+--------
+>>> import numpy as np
+>>> from pipeline.ingest.validate import Report
+>>> rep = Report("h1", ("s1", "a1", "v1"), 1764000030, 30, dst=np.array([0, 1, 0]),
+...     counters=np.array([[5, 1, 7], [0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 1, 2]]),
+...     rtt=np.array([1000, 1000, 2000]), rtt_owner=np.array([0, 2, 1]), index=np.arange(3),
+...     ips=["10.0.1.4", "10.0.2.4", "10.0.1.5"])
+>>> places = [("s2", "a2", "v1"), ("s3", "a3", "v1")]
+>>> parts = partials(rep, places, window_s=600)
+>>> [(p["dst"][0], p["ws"], p["c"], p["h"]) for p in parts]
+[('s2', 1764000000, [12, 0, 1, 0, 3, 2, 2, 2000], {159: 2}), ('s3', 1764000000, [1, 0, 0, 0, 1, 1, 1, 2000], {175: 1})]
+>>> [(p["x"], p["top"], p["m"]) for p in parts]
+[([1, 0], ['10.0.1.4', None, '10.0.1.4'], {159: 2}), ([0, 0], [None, None, '10.0.2.4'], {175: 1})]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.wire.rtt import bucket
+from pipeline.ingest.validate import Report
+
+__all__ = ["partials", "PARTIAL_COUNTERS"]
+
+#: Order of the counters in a partial's ``c`` list.
+PARTIAL_COUNTERS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows",
+                    "samples", "rtt_count", "rtt_sum_us")
+
+
+#: Below this many samples a plain loop beats numpy's per-call overhead (same result, tested).
+SMALL = 16
+
+
+def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: int) -> list[dict]:
+    """Per-destination partial sums of one report (see module doc for the shape)."""
+    n = report.n
+    if n == 0:
+        return []
+    ws = report.start - report.start % window_s
+    if n <= SMALL:
+        return _partials_small(report, places, ws)
+    groups, inverse = np.unique(report.dst, return_inverse=True)
+    g = groups.shape[0]
+    if g == 1:
+        sums = report.counters.sum(axis=1, keepdims=True)
+    else:
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(g))
+        sums = np.add.reduceat(report.counters[:, order], starts, axis=1)
+    nsamples = np.bincount(inverse, minlength=g)
+    rtt_count = np.zeros(g, dtype=np.int64)
+    rtt_sum = np.zeros(g, dtype=np.int64)
+    hists: list[dict[int, int]] = [{} for _ in range(g)]
+    if report.rtt.size:
+        grp = inverse[report.rtt_owner]
+        rtt_count = np.bincount(grp, minlength=g)
+        order = np.argsort(grp, kind="stable")
+        present = np.flatnonzero(rtt_count)
+        starts = np.searchsorted(grp[order], present)
+        rtt_sum[present] = np.add.reduceat(report.rtt[order], starts)
+        hists = _group_hists(grp, report.rtt, g)
+    # per group: the largest one-sample retransmissions / timeouts / RTT, and whose they were
+    ips = report.ips
+    idx = np.arange(n)
+    best_r, arg_r = _group_max(report.counters[2], inverse, g, idx)
+    best_t, arg_t = _group_max(report.counters[3], inverse, g, idx)
+    top_lat: list[str | None] = [None] * g
+    med_hists: list[dict[int, int]] = [{} for _ in range(g)]
+    if report.rtt.size:
+        owners, med = _sample_medians(report.rtt, report.rtt_owner, n)
+        moved = (report.counters[0] + report.counters[1])[owners] > 0  # an idle sample's RTT is stale
+        owners, med = owners[moved], med[moved]
+        med_hists = _group_hists(inverse[owners], med, g)
+        rtt_max = np.full(n, -1, dtype=np.int64)
+        np.maximum.at(rtt_max, report.rtt_owner, report.rtt)
+        best_l, arg_l = _group_max(rtt_max, inverse, g, idx)
+        if ips:
+            top_lat = [ips[i] if v >= 0 else None for v, i in zip(best_l, arg_l)]
+    x_rows = [[r, t] for r, t in zip(best_r, best_t)]
+    tops = [[ips[ir] if ips and r > 0 else None, ips[it] if ips and t > 0 else None, lat]
+            for r, ir, t, it, lat in zip(best_r, arg_r, best_t, arg_t, top_lat)]
+    src = list(report.src)
+    out = []
+    sums_l = sums.T.tolist()
+    for k, place in enumerate(groups.tolist()):
+        c = sums_l[k]
+        c.extend((int(nsamples[k]), int(rtt_count[k]), int(rtt_sum[k])))
+        out.append({"src": src, "dst": list(places[place]), "ws": ws, "host": report.instance, "c": c,
+                    "h": hists[k], "x": x_rows[k], "top": tops[k], "ip": report.local_ip, "id": report.rid,
+                    "m": med_hists[k]})
+    return out
+
+
+def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: int) -> list[dict]:
+    """The same as the numpy path, for a handful of samples (agents with few peers)."""
+    dst = report.dst.tolist()
+    cols = report.counters.tolist()
+    ips = report.ips
+    groups: dict[int, list[int]] = {}
+    hists: dict[int, dict[int, int]] = {}
+    xs: dict[int, list[int]] = {}
+    tops: dict[int, list[str | None]] = {}
+    lat: dict[int, int] = {}
+    for i, d in enumerate(dst):
+        g = groups.get(d)
+        if g is None:
+            g = groups[d] = [0] * len(PARTIAL_COUNTERS)
+            hists[d] = {}
+            xs[d] = [-1, -1]
+            tops[d] = [None, None, None]
+        for k, col in enumerate(cols):
+            g[k] += col[i]
+        g[5] += 1
+        x, top = xs[d], tops[d]
+        if cols[2][i] > x[0]:
+            x[0] = cols[2][i]
+            top[0] = ips[i] if ips and x[0] > 0 else None
+        if cols[3][i] > x[1]:
+            x[1] = cols[3][i]
+            top[1] = ips[i] if ips and x[1] > 0 else None
+    meds: dict[int, dict[int, int]] = {d: {} for d in groups}
+    if report.rtt.size:
+        per_sample: dict[int, list[int]] = {}
+        for o, v in zip(report.rtt_owner.tolist(), report.rtt.tolist()):
+            per_sample.setdefault(o, []).append(v)
+        owners = [o for o in sorted(per_sample) if cols[0][o] + cols[1][o] > 0]  # an idle sample's RTT is stale
+        med_b = bucket(np.array([sorted(per_sample[o])[(len(per_sample[o]) - 1) // 2] for o in owners])).tolist()
+        for o, b in zip(owners, med_b):
+            mh = meds[dst[o]]
+            mh[b] = mh.get(b, 0) + 1
+        for o, v, b in zip(report.rtt_owner.tolist(), report.rtt.tolist(), bucket(report.rtt).tolist()):
+            d = dst[o]
+            g = groups[d]
+            g[6] += 1
+            g[7] += v
+            h = hists[d]
+            h[b] = h.get(b, 0) + 1
+            if v > lat.get(d, -1):
+                lat[d] = v
+                tops[d][2] = ips[o] if ips else None
+    src = list(report.src)
+    return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d],
+             "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid, "m": meds[d]} for d in sorted(groups)]
+
+
+def _group_hists(group: np.ndarray, rtt: np.ndarray, g: int) -> list[dict[int, int]]:
+    """Per group: the sparse log histogram (``rtt.bucket`` -> count) of its RTT values.
+
+    >>> _group_hists(np.array([0, 1, 0]), np.array([1000, 2000, 1000]), 3)
+    [{159: 2}, {175: 1}, {}]
+    """
+    hists: list[dict[int, int]] = [{} for _ in range(g)]
+    codes, counts = np.unique(group * 4096 + bucket(rtt), return_counts=True)
+    for code, cnt in zip(codes.tolist(), counts.tolist()):
+        hists[code >> 12][code & 4095] = cnt
+    return hists
+
+
+def _group_max(values: np.ndarray, group: np.ndarray, g: int, idx: np.ndarray) -> tuple[list[int], list[int]]:
+    """Per group: the largest value and the first row holding it.
+
+    >>> _group_max(np.array([3, 9, 9, 1]), np.array([0, 0, 0, 1]), 2, np.arange(4))
+    ([9, 1], [1, 3])
+    """
+    order = np.lexsort((idx, -values, group))
+    first = order[np.searchsorted(group[order], np.arange(g))]
+    return values[first].tolist(), first.tolist()
+
+
+def _sample_medians(rtt: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(samples with RTT observations, the lower median of each one's observations).
+
+    >>> _sample_medians(np.array([5, 1, 9, 7, 3]), np.array([0, 0, 0, 2, 2]), 3)
+    (array([0, 2]), array([5, 3]))
+    """
+    order = np.lexsort((rtt, owner))
+    o, v = owner[order], rtt[order]
+    counts = np.bincount(o, minlength=n)
+    present = np.flatnonzero(counts)
+    starts = np.cumsum(counts) - counts
+    return present, v[starts[present] + (counts[present] - 1) // 2]

@@ -1,0 +1,1 @@
+"""The Kafka/Faust shell: the app, the agents, changelog restore, topics, brokers, metrics."""

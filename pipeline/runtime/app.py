@@ -1,0 +1,75 @@
+"""Shell: the Faust app and its topics. Agents are wired in ``agents.py``.
+
+Window state is not a Faust ``Table``: Faust's assignor placed the table's changelog
+partitions independently of the pairs partitions once a worker was replaced (seen in
+the SIGKILL test: a worker owning pairs partitions 1 and 3 restored changelog partition
+0 only), so a restarted worker lost state. The state lives instead in its own compacted
+topic, partition p holding pairs partition p's windows, written through the same
+producer (flushed before every offset commit) and read back by ``state.py`` whenever a
+partition is (re)assigned.
+
+Every worker runs the same Faust topology (ingest + aggregate) in one consumer group,
+``<app_id>``; the ClickHouse sink is a separate consumer group (``land.py``), run by
+the processes whose ``roles`` include ``sink``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import faust
+
+from pipeline.config import Settings
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.topics import Topics
+
+__all__ = ["Flow", "create_app"]
+
+
+@dataclass
+class Flow:
+    """Everything the agents need: settings, app and topics."""
+
+    settings: Settings
+    bootstrap: str
+    app: faust.App
+    topics: Topics
+    reports: faust.TopicT
+    pairs: faust.TopicT
+    windows: faust.TopicT
+    deadletter: faust.TopicT
+    health: faust.TopicT
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+def create_app(settings: Settings, bootstrap: str) -> Flow:
+    """Build the Faust app for ``bootstrap`` ('host:port[,host:port]'). Agents not yet installed."""
+    topics = Topics.from_settings(settings)
+    brokers = [f"kafka://{b.strip()}" for b in bootstrap.split(",") if b.strip()]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=0,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_commit_interval=settings.commit_interval_s,
+        producer_linger=0.005,
+        producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
+        consumer_max_fetch_size=max(settings.max_message_bytes * 2, 4 * 1_048_576),
+    )
+
+    def topic(name: str, **kw):
+        return app.topic(name, partitions=topics.partitions_of(name), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", **kw)
+
+    return Flow(settings, bootstrap, app, topics, topic(topics.reports), topic(topics.pairs),
+                topic(topics.windows), topic(topics.deadletter), topic(topics.health))

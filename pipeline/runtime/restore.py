@@ -1,0 +1,165 @@
+"""Shell: read back the window state of pairs partitions from their compacted topic.
+
+The aggregate agent writes every changed key of ``windows.PartitionWindows`` and of
+``detect.Detection`` (``PartitionState`` joins them; JSON value, or a tombstone) to partition p of the state topic, through the worker's
+producer, before the events that caused the change are acknowledged. Whoever is
+assigned pairs partition p next replays state partition p up to its end and rebuilds
+the store; per-source offsets inside the state absorb any replay of the pairs topic.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.detect.detection import Detection
+from pipeline.aggregate.windows import PartitionWindows
+
+__all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "DETECT_KEY"]
+
+#: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
+DETECT_KEY = "__detect__"
+
+
+class PartitionState:
+    """What one pairs partition keeps: its windows and, optionally, its detectors (one state topic partition)."""
+
+    def __init__(self, windows: PartitionWindows, detection: Detection | None = None) -> None:
+        self.windows = windows
+        self.detection = detection
+        self.partition = windows.partition
+
+    def load(self, key: str, val: dict) -> None:
+        parts = orjson.loads(key)
+        if parts[1] == DETECT_KEY:
+            if self.detection is not None:
+                self.detection.load(parts[2:], val)
+        else:
+            self.windows.load(key, val)
+
+    def take_dirty(self) -> dict[str, dict | None]:
+        """Changed keys, detector keys first.
+
+        The writes of one partition arrive in order, so if a crash loses the tail of a
+        batch's writes, a detector may have recorded an interval whose window state still
+        holds it unscored; it is then scored again on restart, and ``Detection`` skips it
+        (each key remembers the last interval it scored). The reverse order would lose it.
+        """
+        out: dict[str, dict | None] = {}
+        if self.detection is not None:
+            for k, v in self.detection.take_dirty().items():
+                out[orjson.dumps([self.partition, DETECT_KEY, *k]).decode()] = v
+        out.update(self.windows.take_dirty())
+        return out
+
+
+async def restore(bootstrap: str, topic: str, store: PartitionWindows | PartitionState, **kw) -> int:
+    """Load partition ``store.partition`` of ``topic`` into ``store``; returns the keys loaded."""
+    return (await restore_many(bootstrap, topic, [store], **kw))[0]
+
+
+async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows] | list[PartitionState], max_bytes: int = 8 << 20,
+                       timeout_s: float = 120.0) -> list[int]:
+    """``restore`` for several partitions with one consumer; returns the keys loaded per store.
+
+    Reads each partition from its beginning until the position reaches the end that
+    ListOffsets gives. On Tansu that end is the last record batch's base offset + 1 (found
+    by the benchmarks), not the log end, but a fetch returns whole batches, so reaching it
+    means the last batch was read too (tests/integration/test_state.py writes batches).
+    """
+    if not stores:
+        return []
+    tps = [TopicPartition(topic, st.partition) for st in stores]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes,
+                                fetch_max_wait_ms=50)
+    await consumer.start()
+    latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            # an explicit offset: seek_to_beginning() is lazy, and on Apache Kafka position() then
+            # answered the log end (seen in tests), which silently restored nothing
+            consumer.seek(tp, begins[tp])
+        pending = {tp for tp in tps if begins[tp] < ends[tp]}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, msgs in batch.items():
+                for msg in msgs:
+                    latest[tp.partition][msg.key] = msg.value
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {topic} partitions {sorted(tp.partition for tp in pending)}")
+    finally:
+        await consumer.stop()
+    counts = []
+    for st in stores:
+        n = 0
+        for key, value in latest[st.partition].items():
+            if value is not None:
+                st.load(key.decode(), orjson.loads(value))
+                n += 1
+        counts.append(n)
+    return counts
+
+
+class _StageState:
+    partition = 0
+
+    def __init__(self) -> None:
+        self.value: dict | None = None
+
+    def load(self, key: str, val: dict) -> None:
+        if key == "stage":
+            self.value = val
+
+
+async def restore_stage(bootstrap: str, state_topic: str, health_topic: str, stage, first_offset: int,
+                        timeout_s: float = 120.0) -> tuple[int, list[dict], list[dict]]:
+    """Restore an ``attribute.AttributionStage``: its saved state, then the health messages from the
+    saved restart point up to ``first_offset`` (where the stream resumes). Returns how many were
+    replayed, and the attribution and NHI records intervals completed during the replay produced
+    (the caller publishes them).
+
+    The state is written after every batch; intervals still pending then are read again from the
+    health topic, and the stage counts each (interval, key) once, so nothing is lost or doubled.
+    """
+    holder = _StageState()
+    await restore_many(bootstrap, state_topic, [holder])
+    recs: list[dict] = []
+    nhi: list[dict] = []
+    if holder.value is None:
+        return 0, recs, nhi
+    stage.load(holder.value["stage"])
+    start = holder.value["replay_from"]
+    if start >= first_offset:
+        return 0, recs, nhi
+    tp = TopicPartition(health_topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=50)
+    await consumer.start()
+    n = 0
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for msg in batch.get(tp, []):
+                if msg.offset >= first_offset:
+                    return n, recs, nhi
+                r, h = stage.apply(orjson.loads(msg.value), time.time(), msg.offset)
+                recs += r
+                nhi += h
+                n += 1
+            if await consumer.position(tp) >= first_offset:
+                return n, recs, nhi
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replaying {health_topic} from {start}")
+    finally:
+        await consumer.stop()

@@ -1,0 +1,79 @@
+"""Topic names and their creation. Names carry the wire version (``<prefix>-<name>-v1``).
+
+Examples
+--------
+>>> from pipeline.config import Settings
+>>> t = Topics.from_settings(Settings())
+>>> t.reports, t.pairs, t.windows, t.deadletter, t.state, t.anomalies
+('flow-reports-v1', 'flow-pairs-v1', 'flow-windows-v1', 'flow-deadletter-v1', 'flow-window-state-v1', 'flow-anomalies-v1')
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.config import Settings
+from pipeline.wire.contract import topic_name
+
+__all__ = ["Topics", "ensure_topics"]
+
+
+@dataclass(frozen=True)
+class Topics:
+    reports: str  # agents -> pipeline (users produce here)
+    pairs: str  # ingest -> aggregate, partitioned by subnet pair (internal)
+    windows: str  # closed 10-minute windows (users may subscribe)
+    deadletter: str  # refused input, with reasons
+    state: str  # window state of each pairs partition (compacted; partition p holds pairs partition p's state)
+    anomalies: str  # alert lifecycle events (users subscribe: flowmon alerts)
+    health: str  # per-interval health of every key + alert openings, from every pairs partition (1 partition)
+    attributions: str  # one verdict per opened alert (infrastructure / workload / undetermined)
+    nhi: str  # Network Health Indicator: degraded periods per AZ, AZ pair, subnet
+    attribution_state: str  # the attribution stage's restart point and NHI state (compacted, 1 partition)
+    partitions: int
+    replication: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Topics:
+        def n(x: str) -> str:
+            return topic_name(s.topic_prefix, x)
+        return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), n("anomalies"), n("health"), n("attributions"), n("nhi"),
+                   n("attribution-state"), s.partitions,
+                   s.replication_factor)
+
+    def all(self) -> list[str]:
+        return [self.reports, self.pairs, self.windows, self.deadletter, self.state, self.anomalies, self.health,
+                self.attributions, self.nhi, self.attribution_state]
+
+    def partitions_of(self, topic: str) -> int:
+        """The fleet-wide stages read one partition: every pairs partition's health meets in one place."""
+        return 1 if topic in (self.health, self.attribution_state) else self.partitions
+
+
+async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:
+    """Create flowmon's topics with the configured partitions if they do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        compact = (topics.state, topics.attribution_state)
+        missing = [NewTopic(t, topics.partitions_of(t), topics.replication,
+                            topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+                   for t in topics.all() if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        # wait until the metadata shows them
+        for _ in range(100):
+            if set(topics.all()) <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"topics {topics.all()} not visible after creation")
+    finally:
+        await admin.close()

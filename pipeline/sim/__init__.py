@@ -1,0 +1,1 @@
+"""The simulator (scenarios, faults, realism) and the offline evaluation that scores detection."""

@@ -1,0 +1,1 @@
+"""What a person looks at: the static plot of windows."""

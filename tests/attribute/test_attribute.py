@@ -1,0 +1,253 @@
+"""Attribution core and NHI: the method's cases, the stage's bookkeeping, restart."""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline.attribute.correlate import AttributionStage, Attributor
+from pipeline.attribute.nhi import NetworkHealth
+
+
+def key(r, sr, ar, sd, ad, lat=0, retrans=None):
+    return {"t": 0, "r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "retrans": retrans, "timeouts": None,
+            "lat": lat}
+
+
+def fleet(sick=lambda r, sd: False):
+    """Subnets a1, a2 (az1), b1 (az2), c1 (az3); 4 reporters each, every one talking to every other subnet."""
+    subnets = {"a1": "az1", "a2": "az1", "b1": "az2", "c1": "az3"}
+    out = []
+    for s, az in subnets.items():
+        for i in range(4):
+            r = f"{s}/{i}"
+            for d, daz in subnets.items():
+                out.append(key(r, s, az, d, daz, lat=int(sick(r, d))))
+    return out
+
+
+def causes(verdicts):
+    return {(v.cause, v.element) for v in verdicts.values()}
+
+
+def test_subnet_fault_blames_the_subnet():
+    v = Attributor().attribute(0, fleet(lambda r, d: r.startswith("b1/") or d == "b1"))
+    assert causes(v) == {("infrastructure", ("subnet", "b1"))}
+
+
+def test_az_pair_fault_blames_the_path_not_its_subnets():
+    v = Attributor().attribute(0, fleet(lambda r, d: (r[:2] in ("a1", "a2") and d == "b1")
+                                        or (r.startswith("b1/") and d in ("a1", "a2"))))
+    assert causes(v) == {("infrastructure", ("az_pair", "az1|az2"))}
+
+
+def test_one_sick_host_is_workload_even_with_many_peers():
+    # a1/0 degrades towards everyone; the others see it only on their keys towards a1
+    v = Attributor().attribute(0, fleet(lambda r, d: r == "a1/0" or (d == "a1" and not r.startswith("a1/"))))
+    assert causes(v) == {("workload", ("instance", "a1/0"))}
+    ev = next(iter(v.values())).evidence
+    assert ev["exonerating"] == 3 and ev["keys_degraded"] == ev["keys_scored"] == 4
+
+
+def test_one_reporter_on_a_path_is_undetermined():
+    health = fleet() + [key("x/0", "x", "az8", "y", "az9", lat=1)]
+    v = Attributor().attribute(0, health)
+    assert causes(v) == {("undetermined", None)}
+
+
+def test_no_evidence_is_not_health():
+    """Keys without a score for a family neither accuse nor exonerate."""
+    health = [key(f"a1/{i}", "a1", "az1", "b1", "az2", lat=None, retrans=1) for i in range(3)]
+    health += [key(f"a1/{i}", "a1", "az1", "c1", "az3", lat=0, retrans=None) for i in range(3)]
+    health += [key(f"c1/{i}", "c1", "az3", "b1", "az2", lat=0, retrans=0) for i in range(3)]
+    health += [key(f"c1/{i}", "c1", "az3", "a1", "az1", lat=0, retrans=0) for i in range(3)]
+    v = Attributor().attribute(0, health)
+    assert {k[0] for k in v} == {"retrans"}
+    assert causes(v) == {("infrastructure", ("az_pair", "az1|az2"))}
+
+
+def _msg(p, upto, health=(), opened=()):
+    return {"p": p, "upto": upto, "health": list(health), "opened": list(opened)}
+
+
+def _opened(alert_id, r, sr, sd, t=0):
+    return {"alert_id": alert_id, "at": t, "scope": "instance", "instance": r, "src_subnet": sr, "dst_subnet": sd,
+            "metric": "rtt_mean"}
+
+
+def test_stage_waits_for_every_partition_and_counts_replays_once():
+    st = AttributionStage(partitions=2)
+    h = fleet(lambda r, d: r.startswith("b1/") or d == "b1")
+    op = [_opened("00000000000000aa", "b1/0", "b1", "a1")]
+    assert st.apply(_msg(0, 0, h[:40], op), offset=0) == ([], [])  # partition 1 has not passed t=0
+    assert st.replay_from() == 0
+    st.apply(_msg(0, 0, h[:40], op), offset=1)  # a replayed copy
+    recs, nhi = st.apply(_msg(1, 0, h[40:]), offset=2)
+    assert [(r["alert_id"], r["cause"], r["element"]) for r in recs] == [("00000000000000aa", "infrastructure", "b1")]
+    assert recs[0]["reporters_degraded"] == 16 and recs[0]["keys_degraded"] == 28  # b1's own 16 + 3x4 towards b1
+    assert {(n["scope_kind"], n["scope"]) for n in nhi} == {("subnet", "b1"), ("az", "az2")}
+    assert st.replay_from() is None and st.done_upto == 0
+    assert st.apply(_msg(0, 0, h[:40], op), offset=3) == ([], [])  # late copy of a decided interval: ignored
+
+
+def test_stage_restart_from_state_and_replay_point():
+    h = fleet(lambda r, d: r == "a1/0" or (d == "a1" and not r.startswith("a1/")))
+    op = [_opened("00000000000000bb", "a1/0", "a1", "b1")]
+    msgs = [_msg(0, None, h[:30]), _msg(0, 0, h[30:], op), _msg(1, 0)]
+    ref = AttributionStage(2)
+    want = [r for m in msgs for r in ref.apply(m)[0]]
+    st = AttributionStage(2)
+    st.apply(msgs[0], offset=10)
+    state = orjson.loads(orjson.dumps(st.state()))
+    again = AttributionStage(2)
+    again.load(state)
+    got = []
+    for off, m in enumerate(msgs, start=st.replay_from()):  # replay from the saved point
+        got += again.apply(m, offset=off)[0]
+    assert got == want and want[0]["cause"] == "workload"
+
+
+def test_nhi_ignores_workload_and_recovers():
+    n = NetworkHealth(interval_s=30, recover_after=2, subnet_az={"b1": "az2"})
+    assert n.update(0, []) == []
+    assert {r["scope"] for r in n.update(30, [("az_pair", "az1|az2")])} == {"az1|az2", "az1", "az2"}
+    assert n.update(60, []) == []
+    ends = n.update(90, [])
+    assert {(r["scope"], r["start"], r["end"]) for r in ends} == {("az1|az2", 30, 60), ("az1", 30, 60), ("az2", 30, 60)}
+    assert n.degraded == {}
+
+
+# --- explaining away, strength, one remote instance ------------------------------------
+def test_overlapping_subnet_fault_and_host_fault_each_get_their_cause():
+    """b1 loses packets (every flow to or from it) while a1/0 loses on all its own flows: a1/0's
+    subnet-mates are degraded towards b1 only, which the subnet fault explains, so they still
+    exonerate subnet a1 and its paths for a1/0's other keys."""
+    v = Attributor().attribute(0, fleet(lambda r, d: r.startswith("b1/") or d == "b1" or r == "a1/0"
+                                        or (d == "a1" and not r.startswith("a1/"))))
+    b1, host = ("subnet", "b1"), ("instance", "a1/0")
+    assert causes(v) == {("infrastructure", b1), ("workload", host)}
+    assert {k for k, x in v.items() if x.element == host} == {
+        ("lat", "a1/0", "a1"), ("lat", "a1/0", "a2"), ("lat", "a1/0", "c1"),
+        ("lat", "a2/0", "a1"), ("lat", "a2/1", "a1"), ("lat", "a2/2", "a1"), ("lat", "a2/3", "a1"),
+        ("lat", "c1/0", "a1"), ("lat", "c1/1", "a1"), ("lat", "c1/2", "a1"), ("lat", "c1/3", "a1")}
+    assert v[("lat", "a1/0", "b1")].element == b1 and v[("lat", "b1/0", "a1")].element == b1
+    w = v[("lat", "a1/0", "c1")]
+    assert w.evidence["exonerating"] == 3 and w.detail["after"] == ["subnet:b1"]
+    assert v[("lat", "b1/0", "c1")].detail["reporters_flagged"] == 16
+
+
+def _stall(weak_mate: bool):
+    """Server srv/0 (az2) stalls: every client's key towards srv, and its own keys, degrade (RTT); its
+    two subnet-mates talk to it too. One mate has a merely elevated key towards a1."""
+    subnets = {"a1": "az1", "c1": "az3", "srv": "az2"}
+    out = []
+    for s, az in subnets.items():
+        for i in range(3 if s == "srv" else 4):
+            r = f"{s}/{i}"
+            for d, daz in subnets.items():
+                k = key(r, s, az, d, daz, lat=int(r == "srv/0" or d == "srv"))
+                if weak_mate and r == "srv/1" and d == "a1":
+                    k.update(lat=1, weak=["lat"])
+                out.append(k)
+    return out
+
+
+def test_a_weakly_elevated_neighbour_still_exonerates_a_stalled_server():
+    v = Attributor().attribute(0, _stall(weak_mate=True))
+    assert ("workload", ("instance", "srv/0")) in causes(v)
+    assert not [x for x in v.values() if x.cause == "infrastructure"]
+    x = v[("lat", "a1/0", "srv")]
+    assert x.evidence["exonerating"] == 2 and x.evidence["exonerating_reporters"] == ["srv/1", "srv/2"]
+    assert v[("lat", "srv/1", "a1")].cause == "undetermined"  # the weak key alone explains nothing
+    # and NHI stays healthy through the stage
+    st = AttributionStage(partitions=1)
+    recs, nhi = st.apply(_msg(0, 0, _stall(weak_mate=True), [_opened("00000000000000cc", "a1/0", "a1", "srv")]))
+    assert [(r["cause"], r["element"]) for r in recs] == [("workload", "srv/0")]
+    assert nhi == [] and st.finish()[1] == []
+
+
+def test_weak_keys_alone_do_not_make_infrastructure():
+    """Four reporters merely elevated towards b1 (no key flagged): correlated, but too weak to blame
+    the network; the same keys flagged would blame it."""
+    def health(weak):
+        h = fleet()
+        for k in h:
+            if k["dst"][0] == "b1" and k["r"][:2] in ("a1", "a2"):
+                k.update(lat=1, **({"weak": ["lat"]} if weak else {}))
+        return h
+    assert causes(Attributor().attribute(0, health(weak=False))) == {("infrastructure", ("az_pair", "az1|az2"))}
+    assert causes(Attributor().attribute(0, health(weak=True))) == {("undetermined", None)}
+    st = AttributionStage(partitions=1)
+    assert st.apply(_msg(0, 0, health(weak=True)))[1] == [] and st.finish()[1] == []
+
+
+def _one_server(with_ips: bool):
+    """Clients in az1 (a1, a2) degrade towards b1 (az2), every one naming server b1/0 (10.0.1.10) as the
+    remote that contributed most; b1/0's own keys towards az1 degrade too. b1/0's subnet-mates are fine
+    towards az1, and c1 (az3) talks to b1 unharmed. The az1|az2 path would qualify (10 of 16 keys,
+    9 reporters) — but one remote instance explains all of it."""
+    subnets = {"a1": "az1", "a2": "az1", "b1": "az2", "c1": "az3"}
+    net = {"a1": "10.0.0", "b1": "10.0.1", "a2": "10.0.2", "c1": "10.0.3"}
+    out = []
+    for s, az in subnets.items():
+        for i in range(4):
+            r = f"{s}/{i}"
+            for d, daz in subnets.items():
+                bad = (s in ("a1", "a2") and d == "b1") or (r == "b1/0" and d in ("a1", "a2"))
+                k = key(r, s, az, d, daz, lat=int(bad))
+                k["top"] = {"retrans": None, "timeouts": None,
+                            "lat": None if not bad else "10.0.1.10" if d == "b1" else f"{net[d]}.11"}
+                if with_ips:
+                    k["ip"] = f"{net[s]}.{10 + i}"
+                out.append(k)
+    return out
+
+
+def test_one_remote_instance_is_not_the_az_pair():
+    v = Attributor().attribute(0, _one_server(with_ips=True))
+    assert causes(v) == {("workload", ("instance", "b1/0"))}
+    x = v[("lat", "a1/0", "b1")]
+    assert x.detail["remote_ip"] == "10.0.1.10" and x.detail["reporters_pointing"] == 8
+    assert x.evidence["exonerating"] >= 2 and set(x.evidence["exonerating_reporters"]) >= {"c1/0", "c1/1"}
+    assert v[("lat", "b1/0", "a1")].element == ("instance", "b1/0")
+    # a server with no latency evidence of its own is still found (by its address) and named by its id
+    silent = _one_server(with_ips=True)
+    for k in silent:
+        if k["r"] == "b1/0":
+            k["lat"] = None
+    assert causes(Attributor().attribute(0, silent)) == {("workload", ("instance", "b1/0"))}
+    # without the reporters' own addresses the remote is named by its IP, and the path is still cleared
+    v = Attributor().attribute(0, _one_server(with_ips=False))
+    assert ("workload", ("instance", "10.0.1.10")) in causes(v)
+    assert not [x for x in v.values() if x.cause == "infrastructure"]
+    # without any "top" the evidence is as before: the path
+    plain = [{k: x for k, x in e.items() if k not in ("top", "ip")} for e in _one_server(with_ips=True)]
+    assert causes(Attributor().attribute(0, plain)) == {("infrastructure", ("az_pair", "az1|az2"))}
+
+
+def test_nhi_moves_only_on_flagged_reporters():
+    """az1|az2 blamed on three reporters, one of them merely elevated: an infrastructure verdict
+    (two flagged), but NHI needs three flagged reporters; with the third flagged it turns degraded."""
+    def health(weak):
+        h = [key(f"a1/{i}", "a1", "az1", "b1", "az2", lat=1) for i in range(3)]
+        h += [key(f"a1/{i}", "a1", "az1", "a1", "az1") for i in range(3)]
+        h += [key(f"c1/{i}", "c1", "az3", "b1", "az2") for i in range(4)]
+        if weak:
+            h[2]["weak"] = ["lat"]
+        return h
+    op = [_opened("00000000000000dd", "a1/0", "a1", "b1")]
+    for weak, scopes in ((True, set()), (False, {"az1|az2", "az1", "az2"})):
+        st = AttributionStage(partitions=1)
+        recs, nhi = st.apply(_msg(0, 0, health(weak), op))
+        assert [(r["cause"], r["element"]) for r in recs] == [("infrastructure", "az1|az2")]
+        assert {n["scope"] for n in nhi} == scopes
+
+
+def test_weak_keys_alone_do_not_make_workload_either():
+    """The one-server pattern, every key merely elevated (a slow degradation's first intervals): too
+    weak to blame the server, as it is too weak to blame the network — undetermined, not a guess."""
+    weak = _one_server(with_ips=True)
+    for k in weak:
+        if k["lat"]:
+            k["weak"] = ["lat"]
+    assert causes(Attributor().attribute(0, weak)) == {("undetermined", None)}
+    assert causes(Attributor().attribute(0, _one_server(with_ips=True))) == {("workload", ("instance", "b1/0"))}

@@ -1,0 +1,171 @@
+"""A flowmon deployment for one test: real worker processes on a real broker, chdb behind the sink.
+
+Each ``Deployment`` gets its own topic prefix, Faust app id (consumer groups) and data
+directory, so tests never see each other's data. The sink process owns the chdb
+directory; the test reads ClickHouse through that process's SQL endpoint (the same way
+``flowmon sql`` does), so the test process never opens chdb itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.support.helpers import unique_name
+from pipeline.config import Settings
+from pipeline.runtime.produce import produce_reports
+from pipeline.runtime.topics import Topics, ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+COUNTERS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples", "hosts")
+
+
+class Deployment:
+    def __init__(self, bootstrap: str, workdir: Path, topology: Path | None = None, partitions: int = 4,
+                 window_s: int = 600, **env: str) -> None:
+        self.bootstrap = bootstrap
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.prefix = unique_name("t")
+        self.settings = Settings(topic_prefix=self.prefix, app_id=self.prefix, partitions=partitions,
+                                 window_s=window_s, data_dir=workdir)
+        self.topics = Topics.from_settings(self.settings)
+        self.env = dict(os.environ, FLOWMON_BROKER=bootstrap, FLOWMON_TOPIC_PREFIX=self.prefix,
+                        FLOWMON_APP_ID=self.prefix, FLOWMON_PARTITIONS=str(partitions),
+                        FLOWMON_WINDOW_S=str(window_s), FLOWMON_DATA_DIR=str(workdir),
+                        FLOWMON_CLICKHOUSE_DSN=f"chdb://{workdir / 'chdb'}",
+                        FLOWMON_SESSION_TIMEOUT_S="6", FLOWMON_REBALANCE_TIMEOUT_S="6",
+                        FLOWMON_HEARTBEAT_S="1", FLOWMON_SOURCE_IDLE_S="2", FLOWMON_COMMIT_INTERVAL_S="0.5")
+        if topology is not None:
+            self.env["FLOWMON_TOPOLOGY"] = str(topology)
+        self.env.update(env)
+        self.procs: list[subprocess.Popen] = []
+        self._client = None
+        asyncio.run(ensure_topics(bootstrap, self.topics))
+
+    # --- processes ------------------------------------------------------------------------
+    def start(self, roles: str = "pipeline,sink") -> subprocess.Popen:
+        n = len(self.procs)
+        log = open(self.workdir / f"worker-{n}.log", "wb")
+        env = dict(self.env, FLOWMON_ROLES=roles)
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "worker", "--loglevel", "info"],
+                                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs if p.returncode is None)
+
+    def logs(self) -> str:
+        out = []
+        for f in sorted(self.workdir.glob("worker-*.log")):
+            out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-4000:])
+        return "\n".join(out)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    # --- ClickHouse through the sink's SQL endpoint -----------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            path = self.workdir / "sql-endpoint.json"
+            end = time.time() + 90
+            while not path.exists():
+                if time.time() > end:
+                    raise TimeoutError("the sink never published its SQL endpoint\n" + self.logs())
+                time.sleep(0.2)
+            info = json.loads(path.read_text())
+            self._client = clickhouse_connect.get_client(host="127.0.0.1", port=info["port"])
+        return self._client
+
+    def wait_windows(self, n: int, timeout: float = 240) -> int:
+        """Wait until ``n`` distinct pair-windows have landed; returns the count seen."""
+        end = time.time() + timeout
+        got = 0
+        while time.time() < end:
+            got = self.client.command("SELECT count() FROM flow_windows FINAL")
+            if got >= n:
+                return got
+            time.sleep(0.5)
+        return got
+
+    def landed(self) -> dict[tuple[str, str, int], dict[str, int]]:
+        rows = self.client.query(
+            f"SELECT src_subnet, dst_subnet, toUnixTimestamp(window_start), {', '.join(COUNTERS)} "
+            "FROM flow_windows FINAL").result_rows
+        return {(r[0], r[1], int(r[2])): dict(zip(COUNTERS, map(int, r[3:]))) for r in rows}
+
+    def deadletters(self) -> list[dict[str, Any]]:
+        cols = ("reason", "field", "stage", "source_offset", "sample_index", "samples")
+        rows = self.client.query(f"SELECT {', '.join(cols)} FROM deadletter FINAL").result_rows
+        return [dict(zip(cols, r)) for r in rows]
+
+    # --- Kafka --------------------------------------------------------------------------------
+    def produce(self, reports: Iterable[Any]):
+        return asyncio.run(produce_reports(self.bootstrap, self.topics.reports, reports))
+
+    def produce_raw(self, values: list[bytes]) -> None:
+        """Send raw messages, in order, to partition 0 of the reports topic."""
+        async def go():
+            p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=16 << 20)
+            await p.start()
+            try:
+                for v in values:
+                    await p.send_and_wait(self.topics.reports, v, partition=0)  # offsets = list indices
+            finally:
+                await p.stop()
+        asyncio.run(go())
+
+    def read_topic(self, topic: str, n: int, timeout: float = 60) -> list[dict]:
+        async def go():
+            c = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+                                 group_id=None, enable_auto_commit=False)
+            await c.start()
+            out: list[dict] = []
+            end = time.time() + timeout
+            try:
+                while len(out) < n and time.time() < end:
+                    for msgs in (await c.getmany(timeout_ms=500)).values():
+                        out.extend(orjson.loads(m.value) for m in msgs)
+            finally:
+                await c.stop()
+            return out
+        return asyncio.run(go())
+
+
+def compare(expected: dict, landed: dict) -> list[str]:
+    """Human-readable differences between expected and landed totals (empty = exact)."""
+    diffs = []
+    for key in sorted(set(expected) | set(landed)):
+        e, g = expected.get(key), landed.get(key)
+        if e is None or g is None:
+            diffs.append(f"{key}: expected {e}, landed {g}")
+            continue
+        bad = {c: (e[c], g[c]) for c in COUNTERS if e[c] != g[c]}
+        if bad:
+            diffs.append(f"{key}: {bad}")
+    return diffs
