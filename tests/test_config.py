@@ -26,14 +26,14 @@ def _clean_env() -> dict[str, str]:
 
 def test_dump_golden():
     env = _clean_env() | _env(DATA / "in.env")
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "config", "dump"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "dump"], env=env, capture_output=True,
                          check=True, timeout=60)
     assert json.loads(out.stdout) == json.loads((DATA / "expected.json").read_text())
 
 
 def test_check_refuses_bad_values_readably():
     env = _clean_env() | {"FLOWMON_WINDOW_S": "ten minutes"}
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "config", "check"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
                          timeout=60)
     assert out.returncode == 1
     assert b"window_s" in out.stderr
@@ -49,6 +49,6 @@ def test_settings_are_frozen_and_unknown_fields_refused():
 
 def test_check_refuses_unknown_variables():
     env = _clean_env() | {"FLOWMON_WINDOWS_S": "60"}
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "config", "check"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
                          timeout=60)
     assert out.returncode == 1 and b"FLOWMON_WINDOWS_S" in out.stderr

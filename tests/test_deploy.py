@@ -414,7 +414,7 @@ def _cli_command(args: list[str]):
     import click
     import typer.main
 
-    from pipeline.cli.main import cli
+    from pipeline.cli.app import cli
 
     group = typer.main.get_command(cli)
     assert args, "empty command"

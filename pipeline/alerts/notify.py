@@ -772,7 +772,7 @@ def alerts_command(
     """
     from rich.markup import escape
 
-    from pipeline.cli.main import _bootstrap, _settings, console
+    from pipeline.cli.app import _bootstrap, _settings, console
     from pipeline.runtime.topics import Topics, ensure_topics
 
     pairs = pair or []

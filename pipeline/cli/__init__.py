@@ -1,5 +1,5 @@
 """The ``flowmon`` command."""
 
-from pipeline.cli.main import cli, main
+from pipeline.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -84,7 +84,7 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
                  ("FLOWMON_SOURCE_IDLE_S", "2")):
         env.setdefault(k, v)
     log_path = data / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "worker", "--loglevel", "info"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"], env=env,
                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     try:
         asyncio.run(ensure_topics(broker.bootstrap, Topics.from_settings(settings)))

@@ -29,7 +29,7 @@ from pipeline.runtime.topics import Topics, ensure_topics
 from pipeline.wire.contract import schema
 
 # TODO(lead): flip to True once pipeline/cli.py registers `cli.command(name="alerts")(alerts_command)`:
-# the tests then run the real `python -m pipeline.cli.main alerts ...` in a subprocess instead of a local typer app.
+# the tests then run the real `python -m pipeline.cli.app alerts ...` in a subprocess instead of a local typer app.
 VIA_SUBPROCESS = True
 
 SCHEMA = jsonschema.Draft202012Validator(schema("flow_anomaly"))
@@ -104,7 +104,7 @@ def run_alerts(bootstrap: str, prefix: str, *args: str, timeout: float = 120) ->
            "FLOWMON_SESSION_TIMEOUT_S": "6", "FLOWMON_REBALANCE_TIMEOUT_S": "6", "FLOWMON_HEARTBEAT_S": "1"}
     argv = ["alerts", "--broker", bootstrap, *args]
     if VIA_SUBPROCESS:
-        p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", *argv], env=dict(os.environ, **env),
+        p = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env=dict(os.environ, **env),
                            capture_output=True, text=True, timeout=timeout)
         return p.returncode, p.stdout, p.stderr
     import typer

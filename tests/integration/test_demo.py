@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_flowmon_demo(tmp_path):
     env = dict(os.environ, FLOWMON_DATA_DIR=str(tmp_path / "data"),
                FLOWMON_CLICKHOUSE_DSN=f"chdb://{tmp_path / 'data' / 'chdb'}", COLUMNS="160")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "demo", "--duration", "1h"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "1h"], cwd=tmp_path,
                           env=env, capture_output=True, timeout=300)
     out = proc.stdout.decode() + proc.stderr.decode()
     assert proc.returncode == 0, out[-3000:]

@@ -85,7 +85,7 @@ def test_kafka_path_gives_the_eval_alerts(deploy):
     # flowmon alerts shows each opened alert with its verdict under it
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "alerts", "--no-follow"],
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "alerts", "--no-follow"],
                          env=d.env, capture_output=True, timeout=120)
     text = out.stdout.decode()
     assert out.returncode == 0, out.stderr.decode()

@@ -114,7 +114,7 @@ def test_kcat_flat_sample_and_flowmon_sql(kafka_broker, tmp_path):
                        input=json.dumps(flat).encode(), check=True, timeout=30)
         assert d.wait_windows(1, timeout=90) == 1, d.logs()
         out = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli.main", "sql",
+            [sys.executable, "-m", "pipeline.cli", "sql",
              "SELECT src_subnet, dst_subnet, bytes, retransmissions, timeouts, flows, rtt_count FROM flow_windows FINAL",
              "--format", "TSV"],
             env=dict(os.environ, FLOWMON_DATA_DIR=str(d.workdir)), capture_output=True, timeout=60, check=True)
@@ -141,7 +141,7 @@ def test_flowmon_produce_jsonl(deploy, tmp_path):
     path.write_text(json.dumps(report) + "\n" + json.dumps(flat) + "\n")
     d = deploy(topology=HTTP)
     d.start()
-    subprocess.run([sys.executable, "-m", "pipeline.cli.main", "produce", str(path), "--broker", d.bootstrap],
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(path), "--broker", d.bootstrap],
                    env={k: v for k, v in d.env.items() if k != "FLOWMON_BROKER"}, check=True, timeout=60,
                    capture_output=True)
     assert d.wait_windows(1) == 1, d.logs()

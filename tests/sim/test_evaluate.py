@@ -92,7 +92,7 @@ def test_alerts_match_only_their_fault_scope(suite):
 
 
 def test_eval_cli_json(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "eval", str(SMALL), "--json", "--events",
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "eval", str(SMALL), "--json", "--events",
                           str(tmp_path / "ev.jsonl")], capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode()
     doc = json.loads(out.stdout)
@@ -109,7 +109,7 @@ def test_eval_cli_json(tmp_path):
 def test_eval_cli_refuses_a_bad_scenario(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMALL.read_text().replace("kind: loss", "kind: lightning"))
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "eval", str(bad)], capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "eval", str(bad)], capture_output=True, timeout=120)
     assert out.returncode == 2 and b"lightning" in out.stderr
 
 
@@ -157,14 +157,14 @@ def test_evaluate_stream_realistic_plumbing():
 
 
 def test_eval_cli_realism(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "eval", str(SMALL), "--realism", "realistic",
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "eval", str(SMALL), "--realism", "realistic",
                           "--json"], capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode()
     doc = json.loads(out.stdout)
     assert doc["realism"] == "realistic"
     assert {"windows", "exact", "wrong", "late_samples", "duplicate_reports"} <= set(doc["totals"])
     assert doc["totals"]["windows"] > 0 and doc["totals"]["duplicate_reports"] > 0
-    bad = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "eval", str(SMALL), "--realism", "bumpy"],
+    bad = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "eval", str(SMALL), "--realism", "bumpy"],
                          capture_output=True, timeout=120)
     assert bad.returncode == 2 and b"smooth or realistic" in bad.stderr + bad.stdout
 

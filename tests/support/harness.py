@@ -60,7 +60,7 @@ class Deployment:
         n = len(self.procs)
         log = open(self.workdir / f"worker-{n}.log", "wb")
         env = dict(self.env, FLOWMON_ROLES=roles)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "worker", "--loglevel", "info"],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.app", "worker", "--loglevel", "info"],
                                 env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
