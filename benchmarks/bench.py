@@ -53,7 +53,9 @@ from rich.text import Text
 
 from pipeline.config import Settings
 from pipeline.runtime.produce import produce_reports
-from pipeline.sim.simulator import Simulator, expected_totals, load_scenario
+from pipeline.sim.scenario import load_scenario
+from pipeline.sim.simulator import Simulator
+from pipeline.sim.totals import expected_totals
 from pipeline.runtime.topics import Topics, ensure_topics
 
 from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, scrape_metrics, unique_name, \

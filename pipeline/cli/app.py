@@ -154,7 +154,8 @@ def simulate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML (topol
     """Simulate a fleet in simulated time (faster than real time) and produce its reports."""
     import orjson
 
-    from pipeline.sim.simulator import Simulator, parse_duration
+    from pipeline.sim.scenario import parse_duration
+    from pipeline.sim.simulator import Simulator
     sim = Simulator.from_scenario(scenario, seed=seed)
     reports = sim.reports(parse_duration(duration))
     if out is not None:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.config import Settings
-from pipeline.sim.simulator import DEMO_SCENARIO
+from pipeline.sim.scenario import DEMO_SCENARIO
 
 __all__ = ["run_demo", "summary_tables", "start_embedded"]
 
@@ -58,7 +58,8 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
     import clickhouse_connect
 
     from pipeline.runtime.produce import produce_reports
-    from pipeline.sim.simulator import Simulator, parse_duration
+    from pipeline.sim.scenario import parse_duration
+    from pipeline.sim.simulator import Simulator
     from pipeline.runtime.topics import Topics, ensure_topics
 
     data = settings.data_dir.resolve()

@@ -50,7 +50,9 @@ from pipeline.attribute.correlate import AttributionStage
 from pipeline.detect.detection import Detection
 from pipeline.ingest.step import Ingest
 from pipeline.ingest.preagg import PARTIAL_COUNTERS
-from pipeline.sim.simulator import _TOTAL_FIELDS, Fault, Simulator, TotalsAccumulator, load_scenario
+from pipeline.sim.scenario import load_scenario
+from pipeline.sim.simulator import Fault, Simulator
+from pipeline.sim.totals import TOTAL_FIELDS as _TOTAL_FIELDS, TotalsAccumulator
 from pipeline.ingest.topology import load_topology
 from pipeline.ingest.validate import Validator
 from pipeline.aggregate.windows import PartitionWindows

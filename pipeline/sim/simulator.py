@@ -185,149 +185,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pipeline.ingest.topology import Topology, category, load_topology, read_yaml_source
+from pipeline.ingest.topology import category, load_topology, read_yaml_source
+from pipeline.sim.realism import parse_realism
+from pipeline.sim.scenario import Scenario, load_scenario, parse_duration, parse_size
+from pipeline.sim.totals import expected_totals
 
-__all__ = [
-    "DEFAULT_RTT_MS",
-    "Fault",
-    "Scenario",
-    "Realism",
-    "Simulator",
-    "TotalsAccumulator",
-    "expected_totals",
-    "load_scenario",
-    "parse_duration",
-    "parse_realism",
-    "parse_size",
-]
-
-#: The demo's scenario (package data: an installed wheel carries it).
-DEMO_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "http_experiment.yaml"
+__all__ = ["DEFAULT_RTT_MS", "Fault", "Simulator"]
 
 DEFAULT_RTT_MS: dict[str, float] = {"intra-az": 0.2, "inter-az": 1.0, "inter-vpc": 1.3, "external": 20.0}
 """Mean RTT by traffic category when a traffic entry gives no ``rtt_ms``."""
-
-_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtTpP][iI]?)?[bB]?\s*$")
-_SIZE_MULT = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
-              "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
-_DUR_RE = re.compile(r"([0-9]*\.?[0-9]+)\s*(ms|s|sec|m|min|h|d|w)?", re.IGNORECASE)
-_DUR_MULT = {"ms": 0.001, "s": 1, "sec": 1, "": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_size(value: str | int | float) -> int:
-    """Bytes from ``'10MB'``, ``'5 MiB'``, ``'1.5GB'``, ``'400B'``, ``'2k'`` or a number.
-
-    Decimal SI units (``KB``/``MB``/``GB`` = 10**3/10**6/10**9), binary with ``i``
-    (``KiB``/``MiB``/``GiB``); case-insensitive, the trailing ``B`` optional; always bytes.
-
-    Examples
-    --------
-    >>> parse_size("10MB"), parse_size("5 MiB"), parse_size("1.5GB"), parse_size(400)
-    (10000000, 5242880, 1500000000, 400)
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a size: {value!r}")
-    if isinstance(value, int | float):
-        n = float(value)
-    else:
-        m = _SIZE_RE.match(str(value))
-        if not m:
-            raise ValueError(f"not a size: {value!r} (use e.g. 10MB, 5MiB, 400B)")
-        n = float(m.group(1)) * _SIZE_MULT[(m.group(2) or "").lower()]
-    if not math.isfinite(n) or n < 0:
-        raise ValueError(f"not a size: {value!r}")
-    return int(round(n))
-
-
-def parse_duration(value: str | int | float) -> int:
-    """Whole seconds from ``'30s'``, ``'10m'``, ``'6h'``, ``'1d'``, ``'1h30m'`` or a number of seconds.
-
-    Examples
-    --------
-    >>> parse_duration("10m"), parse_duration("6h"), parse_duration("30s"), parse_duration("1h30m"), parse_duration(20)
-    (600, 21600, 30, 5400, 20)
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        total = float(value)
-    else:
-        s = str(value).strip()
-        pos, total = 0, 0.0
-        for m in _DUR_RE.finditer(s):
-            if m.start() != pos and s[pos : m.start()].strip():
-                break
-            total += float(m.group(1)) * _DUR_MULT[(m.group(2) or "").lower()]
-            pos = m.end()
-        if not s or s[pos:].strip():
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 6h, 1d)")
-    if not math.isfinite(total) or total < 0 or abs(total - round(total)) > 1e-9:
-        raise ValueError(f"not a duration in whole non-negative seconds: {value!r}")
-    return int(round(total))
-
-
-# ------------------------------------------------------------------------------------
-# scenario files
-# ------------------------------------------------------------------------------------
-@dataclass
-class Scenario:
-    """A parsed scenario file: topology, traffic and run parameters (``raw`` keeps all keys)."""
-
-    topology: Topology
-    traffic: list[dict[str, Any]]
-    seed: int = 0
-    duration_s: int | None = None
-    interval_s: int = 30
-    omit_remote_placement: float = 0.5
-    rtt_defaults_ms: dict[str, float] = field(default_factory=dict)
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
-    source: str = "<dict>"
-    realism: Any = "smooth"  # the ``realism:`` value: "smooth", "realistic" or a mapping (see parse_realism)
-
-
-def load_scenario(source: str | Path | Mapping[str, Any]) -> Scenario:
-    """Load a scenario (path, YAML string or dict) with ``topology:`` and ``traffic:``.
-
-    Examples
-    --------
-    >>> sc = load_scenario(DEMO_SCENARIO)
-    >>> sc.seed, sc.duration_s, sc.interval_s, len(sc.topology.instances)
-    (7, 7200, 30, 4)
-    """
-    data, label, path = read_yaml_source(source, "scenario")
-    if not isinstance(data, Mapping) or "topology" not in data:
-        raise ValueError(f"scenario {label}: expected a mapping with a 'topology:' key")
-    topo = load_topology(path if path is not None else data)
-    traffic = data.get("traffic") or []
-    if not isinstance(traffic, list):
-        raise ValueError(f"scenario {label}: traffic: expected a list of entries")
-    faults = data.get("faults") or []
-    if not isinstance(faults, list):
-        raise ValueError(f"scenario {label}: faults: expected a list of entries")
-
-    def get(key: str, conv: Any, default: Any) -> Any:
-        if data.get(key) is None:
-            return default
-        try:
-            return conv(data[key])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"scenario {label}: {key}: {e}") from None
-
-    return Scenario(
-        topology=topo,
-        traffic=list(traffic),
-        seed=get("seed", int, 0),
-        duration_s=get("duration", parse_duration, None),
-        interval_s=get("interval", parse_duration, 30),
-        omit_remote_placement=get("omit_remote_placement", float, 0.5),
-        rtt_defaults_ms=get("rtt_defaults_ms", lambda d: {str(k): float(v) for k, v in d.items()}, {}),
-        faults=list(faults),
-        raw=dict(data),
-        source=label,
-        realism=get("realism", lambda v: parse_realism(v)[1], "smooth"),
-    )
-
 
 # ------------------------------------------------------------------------------------
 # traffic entries
@@ -396,110 +262,48 @@ class Fault:
     touched: set[tuple[int, int]] = field(default_factory=set)  # (data sender, receiver) instance indexes affected
 
 
-# ------------------------------------------------------------------------------------
-# realism model
-# ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Realism:
-    """Parameters of the realism model (see the module docstring for each one's source).
-
-    The defaults are the ``realistic`` preset. A scenario's ``realism:`` mapping overrides
-    single fields, e.g. ``{preset: realistic, microburst_prob: 0}``.
-    """
-
-    retrans_shape: float = 0.5
-    microburst_prob: float = 0.001
-    microburst_min: int = 20
-    microburst_alpha: float = 1.2
-    microburst_max: int = 1000
-    microburst_timeout_frac: float = 0.02
-    rtt_spike_prob: float = 0.002
-    rtt_spike_min: float = 3.0
-    rtt_spike_max: float = 50.0
-    rtt_obs_max: int = 4
-    rtt_obs_jitter: float = 0.1
-    phase_s: int = 15
-    clock_offset_s: float = 2.0
-    slow_agent_frac: float = 0.05
-    publish_jitter_s: float = 2.0
-    late_frac: float = 0.02
-    late_min_s: float = 10.0
-    late_max_s: float = 60.0
-    duplicate_frac: float = 0.01
-    duplicate_delay_s: float = 30.0
-    gap_agent_frac: float = 0.05
-    gap_intervals: int = 3
-    churn_frac: float = 0.05
-
-    def __post_init__(self) -> None:
-        for f in ("microburst_prob", "microburst_timeout_frac", "rtt_spike_prob", "slow_agent_frac", "late_frac",
-                  "duplicate_frac", "gap_agent_frac", "churn_frac"):
-            if not 0.0 <= getattr(self, f) <= 1.0:
-                raise ValueError(f"realism: {f} must be a fraction in [0, 1], got {getattr(self, f)!r}")
-        for f in ("retrans_shape", "rtt_obs_jitter", "clock_offset_s", "publish_jitter_s", "phase_s", "gap_intervals"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"realism: {f} must be >= 0, got {getattr(self, f)!r}")
-        if not 1 <= self.microburst_min <= self.microburst_max or self.microburst_alpha <= 0:
-            raise ValueError("realism: need 1 <= microburst_min <= microburst_max and microburst_alpha > 0")
-        if not 1.0 <= self.rtt_spike_min <= self.rtt_spike_max:
-            raise ValueError("realism: need 1 <= rtt_spike_min <= rtt_spike_max")
-        if self.rtt_obs_max < 1:
-            raise ValueError("realism: rtt_obs_max must be >= 1")
-        if not 0 <= self.late_min_s <= self.late_max_s or self.duplicate_delay_s < 1:
-            raise ValueError("realism: need 0 <= late_min_s <= late_max_s and duplicate_delay_s >= 1")
+def _entry_kind(e: Any, where: str) -> str:
+    """The entry's kind, after checking its fields are known and the required ones present."""
+    if not isinstance(e, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(e).__name__}")
+    kind = e.get("kind", "background")
+    if kind not in ("background", "transfer"):
+        raise ValueError(f"{where}.kind: unknown kind {kind!r} (background or transfer)")
+    keys = _BG_KEYS if kind == "background" else _TR_KEYS
+    unknown = sorted(set(map(str, e)) - keys)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown} for kind {kind}; allowed: {sorted(keys)}")
+    for req in ("from", "to") if kind == "background" else ("server", "clients", "bytes", "every"):
+        if e.get(req) is None:
+            raise ValueError(f"{where}.{req}: missing required field")
+    return kind
 
 
-_REALISM_FIELDS = {f.name: f.type for f in Realism.__dataclass_fields__.values()}
-_INT_FIELDS = {"microburst_min", "microburst_max", "rtt_obs_max", "phase_s", "gap_intervals"}
-REALISM_PRESETS = ("smooth", "realistic")
+class _Fields:
+    """A traffic entry's fields, converted and range-checked; errors name the field (``traffic[2].rtt_ms``)."""
 
+    def __init__(self, entry: Mapping[str, Any], where: str, sim: Simulator) -> None:
+        self.entry, self.where, self._sim = entry, where, sim
 
-def parse_realism(value: Any) -> tuple[Realism | None, str | dict[str, Any]]:
-    """``(model, label)`` from a scenario's ``realism:`` value; the model is None for ``smooth``.
+    def get(self, key: str, f: Any, default: Any, lo: float | None = 0.0, hi: float | None = None) -> Any:
+        v = self.entry.get(key)
+        if v is None:
+            return default
+        try:
+            x = f(v)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.where}.{key}: {err}") from None
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            raise ValueError(f"{self.where}.{key}: {v!r} out of range [{lo}, {hi}]")
+        return x
 
-    ``value``: None or ``"smooth"`` (the default), ``"realistic"``, a :class:`Realism`, or a
-    mapping ``{preset: realistic, <param>: value, ...}``. The label is what ``flowmon eval``
-    shows (the string, or the normalised mapping).
-
-    >>> parse_realism(None)
-    (None, 'smooth')
-    >>> m, label = parse_realism({"microburst_prob": 0})
-    >>> m.microburst_prob, m.retrans_shape, label
-    (0.0, 0.5, {'preset': 'realistic', 'microburst_prob': 0.0})
-    >>> parse_realism({"burst": 1})
-    Traceback (most recent call last):
-    ...
-    ValueError: realism: unknown key(s) ['burst']; allowed: preset, retrans_shape, microburst_prob, microburst_min, microburst_alpha, microburst_max, microburst_timeout_frac, rtt_spike_prob, rtt_spike_min, rtt_spike_max, rtt_obs_max, rtt_obs_jitter, phase_s, clock_offset_s, slow_agent_frac, publish_jitter_s, late_frac, late_min_s, late_max_s, duplicate_frac, duplicate_delay_s, gap_agent_frac, gap_intervals, churn_frac
-    """
-    if value is None or value == "smooth":
-        return None, "smooth"
-    if value == "realistic":
-        return Realism(), "realistic"
-    if isinstance(value, Realism):
-        return value, {"preset": "realistic", **{k: getattr(value, k) for k in _REALISM_FIELDS
-                                                 if getattr(value, k) != getattr(Realism(), k)}}
-    if isinstance(value, Mapping):
-        unknown = [str(k) for k in value if k != "preset" and k not in _REALISM_FIELDS]
-        if unknown:
-            raise ValueError(f"realism: unknown key(s) {unknown}; allowed: preset, {', '.join(_REALISM_FIELDS)}")
-        preset = value.get("preset", "realistic")
-        if preset != "realistic":
-            raise ValueError(f"realism: preset: {preset!r}: a mapping overrides the 'realistic' preset "
-                             "(use realism: smooth for none)")
-        kw: dict[str, Any] = {}
-        for k, v in value.items():
-            if k == "preset":
-                continue
-            try:
-                if isinstance(v, bool):
-                    raise TypeError
-                kw[k] = int(v) if k in _INT_FIELDS else float(v)
-                if k in _INT_FIELDS and kw[k] != v:
-                    raise TypeError
-            except (TypeError, ValueError):
-                raise ValueError(f"realism: {k}: expected a {'whole ' if k in _INT_FIELDS else ''}number, got {v!r}") from None
-        return Realism(**kw), {"preset": "realistic", **kw}
-    raise ValueError(f"realism: {value!r}: one of smooth, realistic or a mapping {{preset: realistic, <param>: value}}")
+    def scope(self, key: str, v: Any = None) -> list[int]:
+        """Instance indexes of the scope (instance, subnet, AZ or VPC id) named by ``key`` (or ``v``)."""
+        v = self.entry[key] if v is None else v
+        try:
+            return [self._sim._index[m] for m in self._sim.topology.members(str(v))]
+        except KeyError:
+            raise ValueError(f"{self.where}.{key}: unknown scope {v!r} (not an instance, subnet, AZ or VPC id)") from None
 
 
 class Simulator:
@@ -582,76 +386,26 @@ class Simulator:
         return sim
 
     # --- compilation ----------------------------------------------------------------
+    @property
+    def instance_ids(self) -> list[str]:
+        """Instance ids in the simulator's own order (faults' ``touched`` pairs index into it)."""
+        return list(self._ids)
+
     def _compile(self, e: Mapping[str, Any], i: int, rng: np.random.Generator) -> _Entry:
+        """One ``traffic:`` entry -> its sender/receiver arrays and parameters (errors name the field)."""
         where = f"traffic[{i}]"
-        if not isinstance(e, Mapping):
-            raise ValueError(f"{where}: expected a mapping, got {type(e).__name__}")
-        kind = e.get("kind", "background")
-        if kind not in ("background", "transfer"):
-            raise ValueError(f"{where}.kind: unknown kind {kind!r} (background or transfer)")
-        keys = _BG_KEYS if kind == "background" else _TR_KEYS
-        unknown = sorted(set(map(str, e)) - keys)
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {unknown} for kind {kind}; allowed: {sorted(keys)}")
-        for req in ("from", "to") if kind == "background" else ("server", "clients", "bytes", "every"):
-            if e.get(req) is None:
-                raise ValueError(f"{where}.{req}: missing required field")
-
-        def conv(key: str, f: Any, default: Any, lo: float | None = 0.0, hi: float | None = None) -> Any:
-            v = e.get(key)
-            if v is None:
-                return default
-            try:
-                x = f(v)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{where}.{key}: {err}") from None
-            if (lo is not None and x < lo) or (hi is not None and x > hi):
-                raise ValueError(f"{where}.{key}: {v!r} out of range [{lo}, {hi}]")
-            return x
-
-        def scope(key: str, v: Any) -> list[int]:
-            try:
-                return [self._index[m] for m in self.topology.members(str(v))]
-            except KeyError:
-                raise ValueError(f"{where}.{key}: unknown scope {v!r} (not an instance, subnet, AZ or VPC id)") from None
-
-        start = conv("start", parse_duration, 0)
-        dur = conv("duration", parse_duration, None)
+        kind = _entry_kind(e, where)
+        fx = _Fields(e, where, self)
+        start = fx.get("start", parse_duration, 0)
+        dur = fx.get("duration", parse_duration, None)
         end = 2**62 if dur is None else start + dur
-        rtt_ms = conv("rtt_ms", float, None, 1e-3)
-        jitter = conv("rtt_jitter", float, 0.25)
-        tpr = conv("timeouts_per_retrans", float, 0.02, 0.0, 1.0)
-
+        rtt_ms = fx.get("rtt_ms", float, None, 1e-3)
+        jitter = fx.get("rtt_jitter", float, 0.25)
+        tpr = fx.get("timeouts_per_retrans", float, 0.02, 0.0, 1.0)
         if kind == "background":
-            src, dst = scope("from", e["from"]), scope("to", e["to"])
-            k = conv("clients_per_instance", int, 3, 1)
-            flows = conv("flows", int, 1, 1)
-            snd_l: list[int] = []
-            rcv_l: list[int] = []
-            dst_arr = np.asarray(dst, dtype=np.int64)
-            for s in src:
-                cand = dst_arr[dst_arr != s]
-                if len(cand) == 0:
-                    continue
-                pick = cand[np.sort(rng.choice(len(cand), size=min(k, len(cand)), replace=False))]
-                snd_l.extend([s] * len(pick))
-                rcv_l.extend(pick.tolist())
-            snd = np.repeat(np.asarray(snd_l, dtype=np.int64), flows)
-            rcv = np.repeat(np.asarray(rcv_l, dtype=np.int64), flows)
-            size = conv("bytes_per_interval", parse_size, 5_000_000) / flows
-            back = conv("reverse_ratio", float, 0.01)
-            rpm = conv("retrans_per_mb", float, 0.05)
+            snd, rcv, size, back, rpm = self._background_pairs(fx, rng)
         else:
-            srv = scope("server", e["server"])
-            if len(srv) != 1:
-                raise ValueError(f"{where}.server: must name one instance, {e['server']!r} has {len(srv)}")
-            clients_v = e["clients"] if isinstance(e["clients"], list) else [e["clients"]]
-            cl = [c for j, v in enumerate(clients_v) for c in scope(f"clients[{j}]", v) if c != srv[0]]
-            snd = np.full(len(cl), srv[0], dtype=np.int64)
-            rcv = np.asarray(cl, dtype=np.int64)
-            size = float(conv("bytes", parse_size, None))
-            back = float(conv("request_bytes", parse_size, 400))
-            rpm = conv("retrans_per_mb", float, 0.003)
+            snd, rcv, size, back, rpm = self._transfer_pairs(fx)
         base = np.array(
             [rtt_ms if rtt_ms is not None else
              self.rtt_defaults_ms[category(self._az[a], self._vpc[a], self._az[b], self._vpc[b])]
@@ -660,12 +414,47 @@ class Simulator:
         path = np.exp(rng.normal(0.0, 0.1, size=len(snd)))  # fixed per-pair path factor
         entry = _Entry(kind, snd, rcv, base * path, base * path, size, back, rpm, tpr, jitter, start, end)
         if kind == "background":
-            entry.diurnal = conv("diurnal", float, 0.3, 0.0, 1.0)
-            entry.noise = conv("noise", float, 0.2)
+            entry.diurnal = fx.get("diurnal", float, 0.3, 0.0, 1.0)
+            entry.noise = fx.get("noise", float, 0.2)
         else:
-            entry.every = conv("every", parse_duration, None, 1)
-            entry.offset = conv("offset", parse_duration, 0)
+            entry.every = fx.get("every", parse_duration, None, 1)
+            entry.offset = fx.get("offset", parse_duration, 0)
         return entry
+
+    def _background_pairs(self, fx: _Fields, rng: np.random.Generator
+                          ) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+        """Each ``from`` instance picks ``clients_per_instance`` peers in ``to`` (seeded; never itself)."""
+        src, dst = fx.scope("from"), fx.scope("to")
+        k = fx.get("clients_per_instance", int, 3, 1)
+        flows = fx.get("flows", int, 1, 1)
+        snd_l: list[int] = []
+        rcv_l: list[int] = []
+        dst_arr = np.asarray(dst, dtype=np.int64)
+        for s in src:
+            cand = dst_arr[dst_arr != s]
+            if len(cand) == 0:
+                continue
+            pick = cand[np.sort(rng.choice(len(cand), size=min(k, len(cand)), replace=False))]
+            snd_l.extend([s] * len(pick))
+            rcv_l.extend(pick.tolist())
+        snd = np.repeat(np.asarray(snd_l, dtype=np.int64), flows)
+        rcv = np.repeat(np.asarray(rcv_l, dtype=np.int64), flows)
+        size = fx.get("bytes_per_interval", parse_size, 5_000_000) / flows
+        return snd, rcv, size, fx.get("reverse_ratio", float, 0.01), fx.get("retrans_per_mb", float, 0.05)
+
+    def _transfer_pairs(self, fx: _Fields) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+        """One server sends ``bytes`` to every client (the client sends ``request_bytes``)."""
+        e = fx.entry
+        srv = fx.scope("server")
+        if len(srv) != 1:
+            raise ValueError(f"{fx.where}.server: must name one instance, {e['server']!r} has {len(srv)}")
+        clients_v = e["clients"] if isinstance(e["clients"], list) else [e["clients"]]
+        cl = [c for j, v in enumerate(clients_v) for c in fx.scope(f"clients[{j}]", v) if c != srv[0]]
+        snd = np.full(len(cl), srv[0], dtype=np.int64)
+        rcv = np.asarray(cl, dtype=np.int64)
+        size = float(fx.get("bytes", parse_size, None))
+        back = float(fx.get("request_bytes", parse_size, 400))
+        return snd, rcv, size, back, fx.get("retrans_per_mb", float, 0.003)
 
     def _compile_fault(self, f: Mapping[str, Any], i: int) -> Fault:
         where = f"faults[{i}]"
@@ -1029,69 +818,3 @@ class Simulator:
     def expected_totals(self, reports: Iterable[Mapping[str, Any]], window_s: int) -> dict[tuple[str, str, int], dict[str, int]]:
         """:func:`expected_totals` with this simulator's topology."""
         return expected_totals(reports, window_s, self.topology)
-
-
-# ------------------------------------------------------------------------------------
-# test oracle
-# ------------------------------------------------------------------------------------
-def expected_totals(
-    reports: Iterable[Mapping[str, Any]], window_s: int, topology: Topology | None = None
-) -> dict[tuple[str, str, int], dict[str, int]]:
-    """Exact totals per (reporter subnet, remote subnet, window start) — the test oracle.
-
-    Straight sums over the report dicts (report or flat form): a sample belongs to the
-    window containing its report's ``start``; a missing subnet is resolved with
-    ``topology.locate`` (``external`` without a topology). Values: ``bytes_sent``,
-    ``bytes_received``, ``retransmissions``, ``timeouts``, ``flows``, ``samples``,
-    ``hosts`` (distinct reporting instances), plus ``rtt_count`` and ``rtt_sum_us``
-    (window mean RTT = rtt_sum_us / rtt_count).
-    """
-    acc = TotalsAccumulator(window_s, topology)
-    for r in reports:
-        acc.add(r)
-    return acc.result()
-
-
-_TOTAL_FIELDS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "samples",
-                 "hosts", "rtt_count", "rtt_sum_us")
-
-
-class TotalsAccumulator:
-    """:func:`expected_totals`, one report at a time (``add``), for long streams; ``result()`` at any point."""
-
-    def __init__(self, window_s: int, topology: Topology | None = None) -> None:
-        self.window_s = window_s
-        self.topology = topology
-        self.acc: dict[tuple[str, str, int], dict[str, int]] = {}
-        self.hosts: dict[tuple[str, str, int], set[str]] = {}
-
-    def _subnet(self, ep: Mapping[str, Any]) -> str:
-        s = ep.get("subnet")
-        if s:
-            return str(s)
-        return self.topology.locate(ep["ip"]).subnet if self.topology is not None else "external"
-
-    def add(self, r: Mapping[str, Any]) -> None:
-        acc, hosts = self.acc, self.hosts
-        src = self._subnet(r["local"])
-        w = int(r["start"]) // self.window_s * self.window_s
-        for s in r["samples"] if "samples" in r else (r,):
-            key = (src, self._subnet(s["remote"]), w)
-            t = acc.get(key)
-            if t is None:
-                t = acc[key] = dict.fromkeys(_TOTAL_FIELDS, 0)
-                hosts[key] = set()
-            t["bytes_sent"] += s["bytes_sent"]
-            t["bytes_received"] += s["bytes_received"]
-            t["retransmissions"] += s["retransmissions"]
-            t["timeouts"] += s["timeouts"]
-            t["flows"] += s["flows"]
-            t["samples"] += 1
-            t["rtt_count"] += len(s["rtt_us"])
-            t["rtt_sum_us"] += sum(s["rtt_us"])
-            hosts[key].add(r["instance"])
-
-    def result(self) -> dict[tuple[str, str, int], dict[str, int]]:
-        for key, t in self.acc.items():
-            t["hosts"] = len(self.hosts[key])
-        return self.acc

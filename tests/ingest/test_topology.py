@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.sim.simulator import DEMO_SCENARIO
+from pipeline.sim.scenario import DEMO_SCENARIO
 from pipeline.ingest.topology import EXTERNAL, Location, Topology, category, load_topology
 
 DATA = Path(__file__).parents[1] / "data"

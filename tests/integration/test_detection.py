@@ -9,7 +9,9 @@ from pathlib import Path
 from tests.support.harness import Deployment
 
 from pipeline.sim.evaluate import EPOCH, evaluate
-from pipeline.sim.simulator import Simulator, expected_totals, load_scenario
+from pipeline.sim.scenario import load_scenario
+from pipeline.sim.simulator import Simulator
+from pipeline.sim.totals import expected_totals
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "detect_small.yaml"
 
@@ -148,7 +150,7 @@ def test_kafka_path_realistic_reports(deploy):
     import orjson
 
     from pipeline.runtime.brokers import free_port
-    from pipeline.sim.simulator import TotalsAccumulator
+    from pipeline.sim.totals import TotalsAccumulator
 
     ref = evaluate(SCENARIO, realism="realistic")
     assert ref.totals["duplicate_reports"] > 0 and ref.totals["wrong"] == 0 and ref.alerts > 5

@@ -14,7 +14,7 @@ import pytest
 from tests.support.harness import Deployment, compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.sim.simulator import DEMO_SCENARIO
+from pipeline.sim.scenario import DEMO_SCENARIO
 from pipeline.sim.simulator import Simulator
 
 DATA = Path(__file__).resolve().parents[1] / "data"

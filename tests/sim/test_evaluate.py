@@ -115,7 +115,7 @@ def test_eval_cli_refuses_a_bad_scenario(tmp_path):
 
 # --- realism and the stream front end ------------------------------------------------------------
 from pipeline.sim.evaluate import EPOCH, evaluate_stream  # noqa: E402
-from pipeline.sim.simulator import load_scenario  # noqa: E402
+from pipeline.sim.scenario import load_scenario  # noqa: E402
 
 
 def _small_sim(realism):

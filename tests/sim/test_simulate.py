@@ -13,15 +13,10 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.sim.simulator import DEMO_SCENARIO
-from pipeline.sim.simulator import (
-    DEFAULT_RTT_MS,
-    Simulator,
-    expected_totals,
-    load_scenario,
-    parse_duration,
-    parse_size,
-)
+from pipeline.sim.scenario import DEMO_SCENARIO
+from pipeline.sim.scenario import load_scenario, parse_duration, parse_size
+from pipeline.sim.simulator import DEFAULT_RTT_MS, Simulator
+from pipeline.sim.totals import expected_totals
 from pipeline.ingest.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -426,7 +421,7 @@ def test_bad_faults_are_refused_readably(fault, msg):
 
 
 # --- realism ------------------------------------------------------------------------------------
-from pipeline.sim.simulator import Realism, parse_realism  # noqa: E402
+from pipeline.sim.realism import Realism, parse_realism  # noqa: E402
 
 _ONE_WAY = [{"from": "s1", "to": "s2", "clients_per_instance": 9, "bytes_per_interval": "5MB", "diurnal": 0,
              "noise": 0, "retrans_per_mb": 2.0}]
