@@ -325,98 +325,135 @@ def load_topology(source: str | Path | Mapping[str, Any] | Topology, *, max_cach
     return _build(data, label, max_cache)
 
 
-def _build(data: Any, label: str, max_cache: int) -> Topology:
-    def fail(where: str, msg: str) -> ValueError:
-        return ValueError(f"topology {label}: {where}: {msg}" if where else f"topology {label}: {msg}")
+class _Reader:
+    """Checks on a topology file's parts; every error names the file and the field."""
 
-    def mapping(obj: Any, where: str, keys: set[str], required: tuple[str, ...]) -> Mapping[str, Any]:
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def fail(self, where: str, msg: str) -> ValueError:
+        return ValueError(f"topology {self.label}: {where}: {msg}" if where else f"topology {self.label}: {msg}")
+
+    def mapping(self, obj: Any, where: str, keys: set[str], required: tuple[str, ...]) -> Mapping[str, Any]:
         if not isinstance(obj, Mapping):
-            raise fail(where or "top level", f"expected a mapping, got {type(obj).__name__}")
+            raise self.fail(where or "top level", f"expected a mapping, got {type(obj).__name__}")
         unknown = sorted(set(map(str, obj)) - keys)
         if unknown:
-            raise fail(where or "top level", f"unknown field(s) {unknown}; allowed: {sorted(keys)}")
+            raise self.fail(where or "top level", f"unknown field(s) {unknown}; allowed: {sorted(keys)}")
         for k in required:
             if k not in obj or obj[k] is None:
-                raise fail(f"{where}.{k}" if where else k, "missing required field")
+                raise self.fail(f"{where}.{k}" if where else k, "missing required field")
         return obj
 
-    def seq(obj: Any, where: str) -> list[Any]:
+    def seq(self, obj: Any, where: str) -> list[Any]:
         if not isinstance(obj, list) or not obj:
-            raise fail(where, "expected a non-empty list")
+            raise self.fail(where, "expected a non-empty list")
         return obj
 
-    def ident(obj: Any, where: str) -> str:
+    def ident(self, obj: Any, where: str) -> str:
         if not isinstance(obj, str | int) or isinstance(obj, bool) or not str(obj).strip():
-            raise fail(where, f"expected a non-empty string id, got {obj!r}")
+            raise self.fail(where, f"expected a non-empty string id, got {obj!r}")
         s = str(obj)
         if s == EXTERNAL:
-            raise fail(where, f"'{EXTERNAL}' is reserved")
+            raise self.fail(where, f"'{EXTERNAL}' is reserved")
         if "/" in s:
-            raise fail(where, f"id {s!r} must not contain '/' (used in instance ids)")
+            raise self.fail(where, f"id {s!r} must not contain '/' (used in instance ids)")
         return s
 
-    top = mapping(data, "", _TOP_KEYS, ("region", "vpcs"))
-    region = ident(top["region"], "region")
+    def subnet(self, s: Any, sw: str, aid: str, vid: str, subnets: Mapping[str, Subnet],
+               where_of: Mapping[str, str]) -> Subnet:
+        s = self.mapping(s, sw, _SUBNET_KEYS, ("id", "cidr"))
+        sid = self.ident(s["id"], f"{sw}.id")
+        if sid in subnets:
+            raise self.fail(f"{sw}.id", f"duplicate subnet id {sid!r} (also {where_of[sid]})")
+        try:
+            net = ipaddress.ip_network(str(s["cidr"]), strict=True)
+        except ValueError as e:
+            raise self.fail(f"{sw}.cidr", f"invalid CIDR {s['cidr']!r}: {e}") from None
+        n = s.get("instances", 0)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise self.fail(f"{sw}.instances", f"expected a non-negative integer, got {n!r}")
+        cap = max(net.num_addresses - RESERVED_HEAD - 1, 0)
+        if n > cap:
+            raise self.fail(
+                f"{sw}.instances",
+                f"{n} instances do not fit in {net} (max {cap}: AWS reserves the first 4 addresses and the last one)",
+            )
+        return Subnet(sid, net, aid, vid, n)
+
+
+def _build(data: Any, label: str, max_cache: int) -> Topology:
+    rd = _Reader(label)
+    top = rd.mapping(data, "", _TOP_KEYS, ("region", "vpcs"))
+    region = rd.ident(top["region"], "region")
+    vpcs, azs, subnets, where_of = _read_vpcs(rd, top["vpcs"])
+    _check_one_kind_per_id(rd, subnets, azs, vpcs)
+    _check_no_overlap(rd, subnets, where_of)
+    return Topology(
+        region=region,
+        vpcs={k: tuple(v) for k, v in vpcs.items()},
+        azs={k: tuple(v) for k, v in azs.items()},
+        subnets=subnets,
+        instances=_place_instances(subnets),
+        source=label,
+        max_cache=max_cache,
+    )
+
+
+def _read_vpcs(rd: _Reader, raw: Any) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, Subnet], dict[str, str]]:
+    """VPC -> AZs, AZ -> VPCs, subnets, and where in the file each id was defined."""
     vpcs: dict[str, list[str]] = {}
     azs: dict[str, list[str]] = {}
     subnets: dict[str, Subnet] = {}
     where_of: dict[str, str] = {}
-    for i, v in enumerate(seq(top["vpcs"], "vpcs")):
+    for i, v in enumerate(rd.seq(raw, "vpcs")):
         vw = f"vpcs[{i}]"
-        v = mapping(v, vw, _VPC_KEYS, ("id", "azs"))
-        vid = ident(v["id"], f"{vw}.id")
+        v = rd.mapping(v, vw, _VPC_KEYS, ("id", "azs"))
+        vid = rd.ident(v["id"], f"{vw}.id")
         if vid in vpcs:
-            raise fail(f"{vw}.id", f"duplicate VPC id {vid!r} (also {where_of[vid]})")
+            raise rd.fail(f"{vw}.id", f"duplicate VPC id {vid!r} (also {where_of[vid]})")
         vpcs[vid], where_of[vid] = [], vw
-        for j, a in enumerate(seq(v["azs"], f"{vw}.azs")):
+        for j, a in enumerate(rd.seq(v["azs"], f"{vw}.azs")):
             aw = f"{vw}.azs[{j}]"
-            a = mapping(a, aw, _AZ_KEYS, ("id", "subnets"))
-            aid = ident(a["id"], f"{aw}.id")
+            a = rd.mapping(a, aw, _AZ_KEYS, ("id", "subnets"))
+            aid = rd.ident(a["id"], f"{aw}.id")
             if aid in vpcs[vid]:
-                raise fail(f"{aw}.id", f"duplicate AZ id {aid!r} in VPC {vid!r}")
+                raise rd.fail(f"{aw}.id", f"duplicate AZ id {aid!r} in VPC {vid!r}")
             vpcs[vid].append(aid)
             azs.setdefault(aid, []).append(vid)
-            for k, s in enumerate(seq(a["subnets"], f"{aw}.subnets")):
+            for k, s in enumerate(rd.seq(a["subnets"], f"{aw}.subnets")):
                 sw = f"{aw}.subnets[{k}]"
-                s = mapping(s, sw, _SUBNET_KEYS, ("id", "cidr"))
-                sid = ident(s["id"], f"{sw}.id")
-                if sid in subnets:
-                    raise fail(f"{sw}.id", f"duplicate subnet id {sid!r} (also {where_of[sid]})")
-                try:
-                    net = ipaddress.ip_network(str(s["cidr"]), strict=True)
-                except ValueError as e:
-                    raise fail(f"{sw}.cidr", f"invalid CIDR {s['cidr']!r}: {e}") from None
-                n = s.get("instances", 0)
-                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                    raise fail(f"{sw}.instances", f"expected a non-negative integer, got {n!r}")
-                cap = max(net.num_addresses - RESERVED_HEAD - 1, 0)
-                if n > cap:
-                    raise fail(
-                        f"{sw}.instances",
-                        f"{n} instances do not fit in {net} (max {cap}: AWS reserves the first 4 addresses and the last one)",
-                    )
-                subnets[sid], where_of[sid] = Subnet(sid, net, aid, vid, n), sw
+                sn = rd.subnet(s, sw, aid, vid, subnets, where_of)
+                subnets[sn.id], where_of[sn.id] = sn, sw
+    return vpcs, azs, subnets, where_of
 
-    # one id, one kind
+
+def _check_one_kind_per_id(rd: _Reader, subnets: Mapping[str, Subnet], azs: Mapping[str, Any],
+                           vpcs: Mapping[str, Any]) -> None:
     for kind_a, ids_a, kind_b, ids_b in (
         ("subnet", subnets, "AZ", azs), ("subnet", subnets, "VPC", vpcs), ("AZ", azs, "VPC", vpcs)
     ):
         clash = sorted(set(ids_a) & set(ids_b))
         if clash:
-            raise fail("ids", f"{kind_a} and {kind_b} share id(s) {clash}; every id must name one thing")
+            raise rd.fail("ids", f"{kind_a} and {kind_b} share id(s) {clash}; every id must name one thing")
 
-    # overlapping CIDRs (sort by start, compare with the furthest end seen so far)
+
+def _check_no_overlap(rd: _Reader, subnets: Mapping[str, Subnet], where_of: Mapping[str, str]) -> None:
+    """Overlapping CIDRs: sort by start, compare with the furthest end seen so far."""
     nets = sorted(subnets.values(), key=lambda s: (s.cidr.version, int(s.cidr.network_address)))
     prev: Subnet | None = None
     for s in nets:
         if prev is not None and prev.cidr.version == s.cidr.version and s.cidr.overlaps(prev.cidr):
-            raise fail(
+            raise rd.fail(
                 where_of[s.id] + ".cidr",
                 f"{s.id} {s.cidr} overlaps {prev.id} {prev.cidr} ({where_of[prev.id]})",
             )
         if prev is None or prev.cidr.version != s.cidr.version or int(s.cidr.broadcast_address) > int(prev.cidr.broadcast_address):
             prev = s
 
+
+def _place_instances(subnets: Mapping[str, Subnet]) -> dict[str, Placement]:
+    """``<subnet>/<n>`` at the subnet's n-th usable address (after the 4 AWS reserves)."""
     instances: dict[str, Placement] = {}
     for s in subnets.values():
         base = int(s.cidr.network_address) + RESERVED_HEAD
@@ -424,13 +461,4 @@ def _build(data: Any, label: str, max_cache: int) -> Topology:
         for n in range(s.n_instances):
             iid = f"{s.id}/{n}"
             instances[iid] = Placement(iid, str(make(base + n)), s.id, s.az, s.vpc)
-
-    return Topology(
-        region=region,
-        vpcs={k: tuple(v) for k, v in vpcs.items()},
-        azs={k: tuple(v) for k, v in azs.items()},
-        subnets=subnets,
-        instances=instances,
-        source=label,
-        max_cache=max_cache,
-    )
+    return instances
