@@ -1090,7 +1090,8 @@ def expand_variables(sql: str, values: dict[str, list[str] | None]) -> str:
 def migrated(chdb_dsn):
     from pipeline.clickhouse.client import connect
     from pipeline.clickhouse.migrations import migrate
-    from pipeline.clickhouse.writer import WindowSink, example_window
+    from pipeline.clickhouse.writer import WindowSink
+    from tests.support.records import example_window
 
     database = f"deploy_{uuid.uuid4().hex[:12]}"
     client = connect(chdb_dsn, database=database)
