@@ -82,12 +82,13 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A table of the schema: its columns in table order, sort key and version column."""
+    """A table of the schema: its columns in table order, sort key, version column and engine."""
 
     name: str
     columns: tuple[Column, ...]
     order_by: tuple[str, ...]
     version: str | None = None
+    engine: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -185,6 +186,9 @@ def parse_create_table(statement: str) -> Table:
     keeps them; ``tables`` strips them). The version column is the argument of
     ``ReplacingMergeTree(...)`` (None for other engines); ``ORDER BY`` must list plain
     column names.
+
+    >>> parse_create_table("CREATE TABLE t (a UInt8) ENGINE = Memory").engine
+    'Memory'
     """
     blank = _blank_literals(statement)
     m = _CREATE_TABLE_RE.match(blank)
@@ -195,10 +199,11 @@ def parse_create_table(statement: str) -> Table:
     body, body_blank = statement[m.end(): body_end - 1], blank[m.end(): body_end - 1]
     columns = tuple(_parse_column(part) for part in _split_top_level(body, body_blank) if not _NOT_COLUMN_RE.match(part))
     tail = blank[body_end:]
+    engine = re.search(r"ENGINE\s*=\s*(\w+)", tail, re.IGNORECASE)
     version = re.search(r"ENGINE\s*=\s*ReplacingMergeTree\s*\(\s*(\w*)\s*\)", tail, re.IGNORECASE)
     order = re.search(r"\bORDER\s+BY\s+(\([^)]*\)|\w+)", tail, re.IGNORECASE)
     return Table(name, columns, _tuple_of_names(order.group(1)) if order else (),
-                 (version.group(1) or None) if version else None)
+                 (version.group(1) or None) if version else None, engine.group(1) if engine else "")
 
 
 def apply_alter(table: Table, statement: str) -> Table:

@@ -66,7 +66,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
 
@@ -322,8 +322,7 @@ class WindowSink:
         problems: list[str] = []
         for name, target in self.targets.items():
             spec = SINK_TABLES[name]
-            table = Table(target, spec.table.columns, spec.table.order_by, spec.table.version)
-            problems += describe_differences(self.client, table, spec.columns)
+            problems += describe_differences(self.client, replace(spec.table, name=target), spec.columns)
         return problems
 
     def _write(self, name: str, records: list[dict[str, Any]]) -> int:
