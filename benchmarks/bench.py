@@ -343,7 +343,7 @@ def check_tree(env: dict[str, str], src: Path) -> str:
     checkout, and a worker silently running that one would compare a tree with itself.
     """
     if src not in _CHECKED_TREES:
-        code = "import pipeline, pipeline.cli, pipeline.config as c; print(pipeline.__file__, pipeline.cli.__file__)"
+        code = "import pipeline, pipeline.cli; print(pipeline.__file__, pipeline.cli.__file__)"
         out = subprocess.run([sys.executable, "-c", code], env=env, cwd=src, capture_output=True, text=True,
                              check=False)
         paths = out.stdout.split()
