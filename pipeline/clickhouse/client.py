@@ -172,7 +172,7 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
     Examples
     --------
     Opening chdb pins this process to the directory (see the module notes), so the
-    example is not run here; tests/test_sink.py runs it.
+    example is not run here; tests/clickhouse/test_sink.py runs it.
 
     >>> is_chdb("chdb://./flowmon-data/chdb")
     True

@@ -49,7 +49,7 @@ Limits
 
 Examples
 --------
-The owner of the chdb directory (see tests/test_sqlserve.py for runnable ones):
+The owner of the chdb directory (see tests/clickhouse/test_sqlserve.py for runnable ones):
 
 >>> from pipeline.clickhouse.client import connect  # doctest: +SKIP
 >>> server = SqlServer(connect("chdb://./flowmon-data/chdb")).start()  # doctest: +SKIP

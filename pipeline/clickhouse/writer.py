@@ -66,7 +66,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from operator import itemgetter
 from typing import Any
 
@@ -161,36 +161,34 @@ def _deadletter_row(r: dict[str, Any]) -> dict[str, Any]:
             "payload": payload, "payload_encoding": encoding}
 
 
-@dataclass(frozen=True)
 class SinkTable:
-    """How the sink fills one table: the table (from the SQL), and what each record needs first."""
+    """How the sink fills one table: the table (from the SQL), and what each record needs first.
 
-    table: Table
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ``prepare`` turns a record into a row (a dict holding every column) when some
+    columns are :data:`DERIVED`; otherwise the record is the row.
+    """
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The columns written, in table order."""
-        return self.table.insertable
+    def __init__(self, table: Table, prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        if table.version is None:
+            raise ValueError(f"{table.name}: the sink collapses rows like a ReplacingMergeTree(version)")
+        self.table = table
+        self.prepare = prepare
+        #: The columns written, in table order, and their ClickHouse types.
+        self.columns: tuple[str, ...] = table.insertable
+        self.types: tuple[str, ...] = table.types(self.columns)
+        self._version: str = table.version
+        self._key = _key_function(table)
+        self._plan = [(c, _converter(t)) for c, t in zip(self.columns, self.types)]
 
-    @property
-    def types(self) -> tuple[str, ...]:
-        """Their ClickHouse types, in the same order."""
-        return self.table.types(self.columns)
-
-    def __post_init__(self) -> None:
-        if self.table.version is None:
-            raise ValueError(f"{self.table.name}: the sink collapses rows like a ReplacingMergeTree(version)")
-        object.__setattr__(self, "_key", _key_function(self.table))
-        object.__setattr__(self, "_plan", [(c, _converter(t)) for c, t in zip(self.columns, self.types)])
+    def __repr__(self) -> str:
+        return f"SinkTable({self.table.name!r}, {len(self.columns)} columns)"
 
     def to_columns(self, records: Iterable[dict[str, Any]]) -> dict[str, list]:
         """Records → one list per column, one row per key (the greatest version wins), sorted by key."""
         rows = records if self.prepare is None else map(self.prepare, records)
-        latest = _latest(rows, self._key, self.table.version)  # type: ignore[attr-defined, arg-type]
+        latest = _latest(rows, self._key, self._version)
         ordered = [latest[k] for k in sorted(latest)]
-        return {c: [r[c] for r in ordered] if conv is None else [conv(r[c]) for r in ordered]
-                for c, conv in self._plan}  # type: ignore[attr-defined]
+        return {c: [r[c] for r in ordered] if conv is None else [conv(r[c]) for r in ordered] for c, conv in self._plan}
 
 
 #: The tables the sink writes, read from schemas/clickhouse at import.
