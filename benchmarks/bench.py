@@ -597,6 +597,21 @@ def _core(name: str, samples: int, partitions: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _workloads(names: list[str], samples: int, partitions: int) -> list[Workload]:
+    """Simulate each workload and time the pure core on it (logged)."""
+    workloads = []
+    for n in names:
+        wl = make_workload(n, samples)
+        wl.core = _core(n, samples, partitions)
+        workloads.append(wl)
+        console.log(f"workload {n}: {len(wl.reports):,} reports, {wl.samples:,} samples ({wl.per_report:.1f} per "
+                    f"report), {wl.expected_windows} windows over {wl.event_span_s / 60:.0f} min of event time "
+                    f"({wl.gen_s:.1f} s to simulate); core only: {wl.core_rate:,.0f} samples/s "
+                    f"(ingest {wl.core['ingest_s']:.2f} s, aggregate {wl.core['aggregate_s']:.2f} s; "
+                    f"{wl.core['pairs_messages']:,} pairs messages, {wl.partials:,} partials)")
+    return workloads
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--broker", choices=["tansu", "kafka", "both"], default="tansu")
@@ -630,16 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         console.log(f"[yellow]comparing: before = {trees[0][1]}, after = {after}[/]")
     elif after != REPO:
         console.log(f"[yellow]worker runs from {after}[/]")
-    workloads = []
-    for n in names:
-        wl = make_workload(n, a.samples)
-        wl.core = _core(n, a.samples, a.partitions)
-        workloads.append(wl)
-        console.log(f"workload {n}: {len(wl.reports):,} reports, {wl.samples:,} samples ({wl.per_report:.1f} per "
-                    f"report), {wl.expected_windows} windows over {wl.event_span_s / 60:.0f} min of event time "
-                    f"({wl.gen_s:.1f} s to simulate); core only: {wl.core_rate:,.0f} samples/s "
-                    f"(ingest {wl.core['ingest_s']:.2f} s, aggregate {wl.core['aggregate_s']:.2f} s; "
-                    f"{wl.core['pairs_messages']:,} pairs messages, {wl.partials:,} partials)")
+    workloads = _workloads(names, a.samples, a.partitions)
     workroot = Path(tempfile.mkdtemp(prefix="flowmon-bench-"))
     status = Status()
     results: list[Result] = []
