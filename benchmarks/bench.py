@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 import os
@@ -542,6 +541,7 @@ def compare_table(results: list[Result], before: Path, after: Path) -> Table:
 
     >>> runs = [Result("tansu", "fleet", n, 1, 100, 1, e2e_rate=rate, tree=tree)
     ...         for n, (b, a) in enumerate([(50e3, 60e3), (40e3, 44e3)], 1) for tree, rate in (("before", b), ("after", a))]
+    >>> import io
     >>> out = Console(width=100, record=True, file=io.StringIO())
     >>> out.print(compare_table(runs, Path("/b"), Path("/a")))
     >>> [line.split()[-2] for line in out.export_text().splitlines() if "tansu" in line]
