@@ -168,15 +168,14 @@ def _parse_column(definition: str) -> Column:
     return Column(_unquote(m.group(1)), normalize_type(type_text), kind.group(1).upper() if kind else "")
 
 
-def _tuple_of_names(expr: str) -> tuple[str, ...]:
+def _key_parts(expr: str) -> tuple[str, ...]:
+    """``(a, b)`` / ``a`` / ``tuple()`` → its parts: column names unquoted, expressions as written."""
     expr = expr.strip()
-    if expr.startswith("(") and expr.endswith(")"):
+    if expr.startswith("(") and _balanced(expr, 0) == len(expr):
         expr = expr[1:-1]
-    names = tuple(_unquote(p.strip()) for p in expr.split(",") if p.strip())
-    for n in names:
-        if not re.fullmatch(r"\w+", n):
-            raise ValueError(f"ORDER BY {expr!r}: only plain column names are supported here")
-    return names
+    elif re.fullmatch(r"tuple\(\s*\)", expr, re.IGNORECASE):
+        return ()
+    return tuple(_unquote(p) for p in _split_top_level(expr, _blank_literals(expr)))
 
 
 def parse_create_table(statement: str) -> Table:
@@ -184,8 +183,8 @@ def parse_create_table(statement: str) -> Table:
 
     Comments must be out already (:func:`pipeline.clickhouse.migrations.split_statements`
     keeps them; ``tables`` strips them). The version column is the argument of
-    ``ReplacingMergeTree(...)`` (None for other engines); ``ORDER BY`` must list plain
-    column names.
+    ``ReplacingMergeTree(...)`` (None for other engines); ``order_by`` holds the parts of
+    ``ORDER BY`` (column names, or expressions as written).
 
     >>> parse_create_table("CREATE TABLE t (a UInt8) ENGINE = Memory").engine
     'Memory'
@@ -201,8 +200,9 @@ def parse_create_table(statement: str) -> Table:
     tail = blank[body_end:]
     engine = re.search(r"ENGINE\s*=\s*(\w+)", tail, re.IGNORECASE)
     version = re.search(r"ENGINE\s*=\s*ReplacingMergeTree\s*\(\s*(\w*)\s*\)", tail, re.IGNORECASE)
-    order = re.search(r"\bORDER\s+BY\s+(\([^)]*\)|\w+)", tail, re.IGNORECASE)
-    return Table(name, columns, _tuple_of_names(order.group(1)) if order else (),
+    order = re.search(r"\bORDER\s+BY\s+(.+?)\s*(?:\bSETTINGS\b|\bTTL\b|\bPRIMARY\s+KEY\b|\bSAMPLE\s+BY\b|$)",
+                      tail, re.IGNORECASE | re.DOTALL)
+    return Table(name, columns, _key_parts(statement[body_end + order.start(1): body_end + order.end(1)]) if order else (),
                  (version.group(1) or None) if version else None, engine.group(1) if engine else "")
 
 

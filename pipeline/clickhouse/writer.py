@@ -171,6 +171,8 @@ class SinkTable:
     def __init__(self, table: Table, prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         if table.version is None:
             raise ValueError(f"{table.name}: the sink collapses rows like a ReplacingMergeTree(version)")
+        if not table.order_by or not set(table.order_by) <= set(table.names):
+            raise ValueError(f"{table.name}: the sink's dedup key is ORDER BY, which must list columns: {table.order_by}")
         self.table = table
         self.prepare = prepare
         #: The columns written, in table order, and their ClickHouse types.

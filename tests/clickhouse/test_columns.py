@@ -20,7 +20,7 @@ import pytest
 from pipeline.clickhouse.client import connect
 from pipeline.clickhouse.columns import Column, Table, apply_alter, describe_differences, parse_create_table, tables
 from pipeline.clickhouse.migrations import load_steps, migrate
-from pipeline.clickhouse.writer import DERIVED, SINK_TABLES, SOURCES, WindowSink
+from pipeline.clickhouse.writer import DERIVED, SINK_TABLES, SOURCES, SinkTable, WindowSink
 from pipeline.wire.contract import schema
 
 
@@ -161,8 +161,12 @@ def test_parse_create_table_edge_cases():
     assert t.name == "t" and t.version is None and t.order_by == ("c",)
     assert [(c.name, c.type, c.kind) for c in t.columns] == [
         ("a b", "Array(Tuple(x UInt8, y String))", ""), ("c", "Nullable(String)", "DEFAULT"), ("d", "UInt8", "ALIAS")]
-    with pytest.raises(ValueError, match="plain column names"):
-        parse_create_table("CREATE TABLE t (a DateTime) ENGINE = MergeTree ORDER BY (toDate(a), a)")
+    expr = parse_create_table("CREATE TABLE t (a DateTime, `b c` UInt8) ENGINE = ReplacingMergeTree(a) "
+                              "ORDER BY (toDate(a), `b c`) SETTINGS index_granularity = 8192")
+    assert expr.order_by == ("toDate(a)", "b c") and expr.version == "a"
+    with pytest.raises(ValueError, match="must list columns"):
+        SinkTable(expr)
+    assert parse_create_table("CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY tuple()").order_by == ()
     with pytest.raises(ValueError, match="only ADD/DROP/MODIFY COLUMN"):
         apply_alter(t, "ALTER TABLE t RENAME COLUMN c TO e")
     assert apply_alter(t, "ALTER TABLE t MODIFY SETTING x = 1") == t
