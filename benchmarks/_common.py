@@ -168,7 +168,7 @@ class Worker:
         cmd = [sys.executable]
         if profile_to is not None:
             cmd += ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile_to)]
-        cmd += ["-m", "pipeline.cli.app", "worker", "--loglevel", "info"]
+        cmd += ["-m", "pipeline.cli", "worker", "--loglevel", "info"]  # a module before the restructure, a package since
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the worker writes it until it exits
         self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)

@@ -1,7 +1,7 @@
 """Throughput of one flowmon worker against the raw consume+decode rate, on the same broker, side by side.
 
     python -m benchmarks.bench [--broker tansu|kafka|both] [--samples N] [--workload fleet|big|both]
-                               [--repeat K] [--profile] [--json FILE]
+                               [--repeat K] [--profile] [--json FILE] [--src DIR] [--compare SRC]
 
 For each broker and workload (``fleet``: tests/data/fleet_1000.yaml, ~5 samples per
 report; ``big``: benchmarks/scenarios/big_reports.yaml, 500 samples per report), one run:
@@ -24,6 +24,14 @@ main thread alone), and the CPU that processes other than ours used on the machi
 meanwhile (other tests on the 2 cores): figures from a busy machine are lower bounds.
 ``--profile`` runs the worker under pyinstrument and prints where its main thread's time
 went. Landed totals are checked: sum(samples) in ClickHouse must equal what was produced.
+
+``--compare SRC`` measures two source trees in one run: for each workload, on the same
+broker, the worker from SRC ("before") and from this tree, or ``--src`` ("after"),
+alternate (before, after, before, after, ... with ``--repeat``), and a last table gives
+each pair's end-to-end rates and the ratio after/before (with the median over pairs).
+Each worker runs with ``PYTHONPATH`` and working directory set to its tree, and a check
+before it starts makes sure ``import pipeline`` there resolves inside that tree (not in
+the virtualenv's editable install).
 """
 
 from __future__ import annotations
@@ -167,6 +175,7 @@ class Result:
     exact: bool | None = None
     deadletters: int = 0
     profiled: bool = False
+    tree: str = ""  # --compare: "before" (SRC) or "after" (this tree / --src)
     error: str | None = None
     profile_text: str | None = field(default=None, repr=False)
 
@@ -325,16 +334,38 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
         await offsets.__aexit__()
 
 
+_CHECKED_TREES: dict[Path, str] = {}
+
+
+def check_tree(env: dict[str, str], src: Path) -> str:
+    """Where ``pipeline`` is imported from by a process started like the worker (env, cwd = *src*).
+
+    Raises unless it is inside *src*: the virtualenv's editable install points at one
+    checkout, and a worker silently running that one would compare a tree with itself.
+    """
+    if src not in _CHECKED_TREES:
+        code = "import pipeline, pipeline.cli; print(pipeline.__file__, pipeline.cli.__file__)"
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=src, capture_output=True, text=True,
+                             check=False)
+        paths = out.stdout.split()
+        if out.returncode != 0 or len(paths) != 2 or not all(Path(p).resolve().is_relative_to(src) for p in paths):
+            raise RuntimeError(f"a worker started in {src} would not import its code: {out.stdout or out.stderr}")
+        _CHECKED_TREES[src] = paths[1]
+        console.log(f"worker from {src}: imports {paths[1]}")
+    return _CHECKED_TREES[src]
+
+
 def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run: int, partitions: int,
-            profile: bool, status: Status, workroot: Path, timeout_s: float, src: Path = REPO) -> Result:
+            profile: bool, status: Status, workroot: Path, timeout_s: float, src: Path = REPO,
+            tree: str = "") -> Result:
     res = Result(kind, wl.name, run, len(wl.reports), wl.samples, wl.expected_windows, profiled=profile,
-                 core_rate=wl.core_rate)
+                 core_rate=wl.core_rate, tree=tree)
     prefix = unique_name("bench")
     workdir = workroot / prefix
     workdir.mkdir(parents=True)
     topics = Topics.from_settings(Settings(topic_prefix=prefix, app_id=prefix, partitions=partitions))
     asyncio.run(ensure_topics(bootstrap, topics))
-    status.title = f"{kind} · {wl.name} ({wl.per_report:.0f} samples/report) · run {run}"
+    status.title = f"{kind} · {wl.name} ({wl.per_report:.0f} samples/report) · run {run}" + (f" · {tree}" if tree else "")
 
     # 1. produce everything first
     status.set("produce", 0, len(wl.reports))
@@ -362,8 +393,8 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
                      topology=wl.scenario, metrics_port=metrics_port)
     profile_to = workdir / "worker.pyisession" if profile else None
     status.set("worker", 0, len(wl.reports) + wl.expected_windows, state="starting")
-    if src != REPO:
-        env["PYTHONPATH"] = str(src)
+    env["PYTHONPATH"] = str(src)  # this tree's pipeline, not the parent's PYTHONPATH or the editable install
+    check_tree(env, src)
     w = Worker(env, workdir, profile_to=profile_to, cwd=src)
     try:
         asyncio.run(_watch_worker(w, bootstrap, topics, prefix, metrics_port, wl, res, status, timeout_s,
@@ -488,7 +519,8 @@ def results_table(results: list[Result]) -> Table:
     for col, just in cols:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in results:
-        head = [r.broker, r.workload + (" (prof)" if r.profiled else ""), str(r.run), f"{r.samples:,}",
+        head = [r.broker, r.workload + (" (prof)" if r.profiled else "") + (f" {r.tree}" if r.tree else ""),
+                str(r.run), f"{r.samples:,}",
                 f"{r.samples / r.reports:.0f}", _k(r.raw_rate), _k(r.raw_numpy_rate), _k(r.core_rate)]
         if r.error:
             t.add_row(*head, "[red]error[/]", *[""] * (len(cols) - len(head) - 1))
@@ -497,6 +529,52 @@ def results_table(results: list[Result]) -> Table:
                   f"{r.ingest_metric_s:.1f}/{r.aggregate_s:.1f}/{r.emitted_s:.1f}/{r.e2e_s:.1f}",
                   f"{r.worker_cpu_s:.1f} ({r.worker_main_cpu_s:.1f})", f"{r.other_cores:.2f}",
                   "[green]yes[/]" if r.exact else "[red]NO[/]", "[green]met[/]" if r.goal else "[red]not met[/]")
+    return t
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2) if n else float("nan")
+
+
+def compare_table(results: list[Result], before: Path, after: Path) -> Table:
+    """--compare: each before/after pair's end-to-end rate and the ratio after/before, per broker and workload.
+
+    >>> runs = [Result("tansu", "fleet", n, 1, 100, 1, e2e_rate=rate, tree=tree)
+    ...         for n, (b, a) in enumerate([(50e3, 60e3), (40e3, 44e3)], 1) for tree, rate in (("before", b), ("after", a))]
+    >>> import io
+    >>> out = Console(width=100, record=True, file=io.StringIO())
+    >>> out.print(compare_table(runs, Path("/b"), Path("/a")))
+    >>> [line.split()[-2] for line in out.export_text().splitlines() if "tansu" in line]
+    ['1.20', '1.10', '1.15']
+    """
+    t = Table(title=f"end to end, samples/s: before = {before}, after = {after}", title_justify="left")
+    for col in ("broker", "workload", "run", "before", "after", "after/before"):
+        t.add_column(col, justify="left" if col in ("broker", "workload") else "right")
+    groups: dict[tuple[str, str], dict[int, dict[str, Result]]] = {}
+    for r in results:
+        if r.tree:
+            groups.setdefault((r.broker, r.workload), {}).setdefault(r.run, {})[r.tree] = r
+    for (kind, workload), runs in groups.items():
+        ratios, rates = [], {"before": [], "after": []}
+        for run, pair in sorted(runs.items()):
+            cells = []
+            for tree in ("before", "after"):
+                r = pair.get(tree)
+                ok = r is not None and not r.error and r.e2e_rate > 0
+                cells.append(f"{r.e2e_rate:,.0f}" if ok else "[red]error[/]")
+                if ok:
+                    rates[tree].append(r.e2e_rate)
+            b, a = pair.get("before"), pair.get("after")
+            ratio = a.e2e_rate / b.e2e_rate if a and b and not a.error and not b.error and b.e2e_rate else None
+            if ratio is not None:
+                ratios.append(ratio)
+            t.add_row(kind, workload, str(run), *cells, f"{ratio:.2f}" if ratio is not None else "-")
+        if len(runs) > 1:
+            med = _median(ratios)
+            t.add_row(kind, workload, "median", f"{_median(rates['before']):,.0f}", f"{_median(rates['after']):,.0f}",
+                      f"[bold]{med:.2f}[/]" if ratios else "-", end_section=True)
     return t
 
 
@@ -521,6 +599,21 @@ def _core(name: str, samples: int, partitions: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _workloads(names: list[str], samples: int, partitions: int) -> list[Workload]:
+    """Simulate each workload and time the pure core on it (logged)."""
+    workloads = []
+    for n in names:
+        wl = make_workload(n, samples)
+        wl.core = _core(n, samples, partitions)
+        workloads.append(wl)
+        console.log(f"workload {n}: {len(wl.reports):,} reports, {wl.samples:,} samples ({wl.per_report:.1f} per "
+                    f"report), {wl.expected_windows} windows over {wl.event_span_s / 60:.0f} min of event time "
+                    f"({wl.gen_s:.1f} s to simulate); core only: {wl.core_rate:,.0f} samples/s "
+                    f"(ingest {wl.core['ingest_s']:.2f} s, aggregate {wl.core['aggregate_s']:.2f} s; "
+                    f"{wl.core['pairs_messages']:,} pairs messages, {wl.partials:,} partials)")
+    return workloads
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--broker", choices=["tansu", "kafka", "both"], default="tansu")
@@ -533,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--src", type=Path, default=REPO,
                     help="run the worker from this source tree (a private copy with a change to try; "
                          "default: this repository)")
+    ap.add_argument("--compare", type=Path, metavar="SRC",
+                    help="also run the worker from SRC (e.g. a checkout of the previous release), alternating with "
+                         "this tree's (or --src's) on the same broker; print the ratio after/before")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds one worker run may take")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (worker logs, profiles)")
@@ -544,18 +640,14 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     console.log(f"{os.cpu_count()} cores, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
                 "(other sessions' tests may share these cores: see 'other load' per run)")
-    if a.src.resolve() != REPO:
-        console.log(f"[yellow]worker runs from {a.src.resolve()}[/]")
-    workloads = []
-    for n in names:
-        wl = make_workload(n, a.samples)
-        wl.core = _core(n, a.samples, a.partitions)
-        workloads.append(wl)
-        console.log(f"workload {n}: {len(wl.reports):,} reports, {wl.samples:,} samples ({wl.per_report:.1f} per "
-                    f"report), {wl.expected_windows} windows over {wl.event_span_s / 60:.0f} min of event time "
-                    f"({wl.gen_s:.1f} s to simulate); core only: {wl.core_rate:,.0f} samples/s "
-                    f"(ingest {wl.core['ingest_s']:.2f} s, aggregate {wl.core['aggregate_s']:.2f} s; "
-                    f"{wl.core['pairs_messages']:,} pairs messages, {wl.partials:,} partials)")
+    after = a.src.resolve()
+    trees: list[tuple[str, Path]] = [("", after)]
+    if a.compare is not None:
+        trees = [("before", a.compare.resolve()), ("after", after)]
+        console.log(f"[yellow]comparing: before = {trees[0][1]}, after = {after}[/]")
+    elif after != REPO:
+        console.log(f"[yellow]worker runs from {after}[/]")
+    workloads = _workloads(names, a.samples, a.partitions)
     workroot = Path(tempfile.mkdtemp(prefix="flowmon-bench-"))
     status = Status()
     results: list[Result] = []
@@ -568,10 +660,11 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     for wl in workloads:
                         for run in range(1, a.repeat + 1):
-                            r = run_one(kind, b.bootstrap, b.pid, wl, run, a.partitions, a.profile, status,
-                                        workroot, a.timeout, a.src.resolve())
-                            results.append(r)
-                            status.results = results
+                            for label, tree in trees:  # --compare: before, after, before, after, ...
+                                r = run_one(kind, b.bootstrap, b.pid, wl, run, a.partitions, a.profile, status,
+                                            workroot, a.timeout, tree, label)
+                                results.append(r)
+                                status.results = results
                 finally:
                     b.stop()
     finally:
@@ -580,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             console.log(f"work directory kept: {workroot}")
     console.print(results_table(results))
+    if a.compare is not None:
+        console.print(compare_table(results, trees[0][1], after))
     load1 = os.getloadavg()
     console.print(LEGEND, markup=False, highlight=False)
     console.print(f"machine: {os.cpu_count()} cores; load average before {load0[0]:.2f}, after {load1[0]:.2f}. "

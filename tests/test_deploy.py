@@ -866,21 +866,18 @@ def _balanced(text: str, start: int) -> tuple[str, int]:
 
 
 def schema_objects() -> dict[str, dict[str, Any]]:
-    """name -> {'kind': 'table'|'view', 'columns': [...], 'engine': str}."""
-    objects: dict[str, dict[str, Any]] = {}
+    """name -> {'kind': 'table'|'view', 'columns': [...], 'engine': str}.
+
+    Tables as pipeline.clickhouse.columns reads them (the parser the sink uses); views
+    parsed here, in file order (a view may read a table or an earlier view)."""
+    from pipeline.clickhouse.columns import tables
+
+    objects: dict[str, dict[str, Any]] = {
+        t.name: {"kind": "table", "columns": list(t.names), "engine": t.engine} for t in tables().values()}
     files = sorted((SCHEMAS_DIR / "clickhouse").glob("*.sql"))
     assert files
     for f in files:
         sql = strip_sql(f.read_text())
-        for m in re.finditer(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _IDENT + r"\s*\(", sql, re.I):
-            body, end = _balanced(sql, m.end() - 1)
-            cols = []
-            for item in split_top_level(body):
-                if re.match(r"(INDEX|PROJECTION|CONSTRAINT|PRIMARY\s+KEY)\b", item, re.I):
-                    continue
-                cols.append(re.match(_IDENT, item).group(1))
-            engine = re.search(r"ENGINE\s*=\s*(\w+)", sql[end:], re.I).group(1)
-            objects[m.group(1)] = {"kind": "table", "columns": cols, "engine": engine}
         for m in re.finditer(r"CREATE\s+(?:MATERIALIZED\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _IDENT
                              + r"\s+AS\s+SELECT\s+(.*?)\s+FROM\s+" + _IDENT, sql, re.I | re.S):
             name, select_list, source = m.group(1), m.group(2), m.group(3)
@@ -1090,7 +1087,8 @@ def expand_variables(sql: str, values: dict[str, list[str] | None]) -> str:
 def migrated(chdb_dsn):
     from pipeline.clickhouse.client import connect
     from pipeline.clickhouse.migrations import migrate
-    from pipeline.clickhouse.writer import WindowSink, example_window
+    from pipeline.clickhouse.writer import WindowSink
+    from tests.support.records import example_window
 
     database = f"deploy_{uuid.uuid4().hex[:12]}"
     client = connect(chdb_dsn, database=database)

@@ -110,9 +110,20 @@ def chdb_path_in_use() -> str | None:
     True
     """
     for client, path in list(_chdb_clients.items()):
-        if not getattr(getattr(client, "_backend", None), "_closed", True):
+        if not _chdb_client_closed(client):
             return path
     return None
+
+
+def _chdb_client_closed(client: Client) -> bool:
+    """Whether a chdb client made by :func:`connect` has been closed.
+
+    The one place that reads clickhouse_connect internals (its chdb backend's
+    ``_closed`` flag): clickhouse_connect 1.12 has no public "is closed" for a client,
+    and ``client.ping()`` would run a query (and wait behind a long one in another
+    thread) rather than say whether the handle was released. Unknown layout → closed.
+    """
+    return bool(getattr(getattr(client, "_backend", None), "_closed", True))
 
 
 def _lock_owner(path: str) -> str | None:
@@ -161,7 +172,7 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
     Examples
     --------
     Opening chdb pins this process to the directory (see the module notes), so the
-    example is not run here; tests/test_sink.py runs it.
+    example is not run here; tests/clickhouse/test_sink.py runs it.
 
     >>> is_chdb("chdb://./flowmon-data/chdb")
     True

@@ -13,7 +13,7 @@ so one ClickHouse (or one chdb directory) can hold several independent databases
 
 Examples
 --------
-Pure helpers (the ``migrate`` call itself needs ClickHouse: see tests/test_migrate.py):
+Pure helpers (the ``migrate`` call itself needs ClickHouse: see tests/clickhouse/test_migrate.py and test_upgrade.py):
 
 >>> split_statements("CREATE TABLE a (x String DEFAULT ';'); -- done; really\\nSELECT 1;")
 ["CREATE TABLE a (x String DEFAULT ';')", '-- done; really\\nSELECT 1']

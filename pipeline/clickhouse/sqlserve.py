@@ -49,7 +49,7 @@ Limits
 
 Examples
 --------
-The owner of the chdb directory (see tests/test_sqlserve.py for runnable ones):
+The owner of the chdb directory (see tests/clickhouse/test_sqlserve.py for runnable ones):
 
 >>> from pipeline.clickhouse.client import connect  # doctest: +SKIP
 >>> server = SqlServer(connect("chdb://./flowmon-data/chdb")).start()  # doctest: +SKIP
@@ -205,14 +205,18 @@ def _decompress(data: bytes, encoding: str) -> bytes:
 
 
 def _engine_target(client_or_session: Any) -> str:
-    """The chdb connection string of a ChdbClient, a chdb Session, or a path."""
+    """The chdb connection string of a chdb-backed clickhouse_connect client, a chdb Session, or a path."""
     if isinstance(client_or_session, (str, os.PathLike)):
         text = os.fspath(client_or_session)
         return text if text.startswith((":memory:", "file:")) else os.path.realpath(text)
-    backend = getattr(client_or_session, "_backend", None)
-    conn_str = getattr(backend, "connection_string", None)  # clickhouse_connect ChdbClient
-    if conn_str is None:
-        conn_str = getattr(client_or_session, "_conn_str", None)  # chdb.session.Session
+    uri, path = getattr(client_or_session, "uri", None), getattr(client_or_session, "path", None)
+    if isinstance(uri, str) and uri.startswith("chdb://") and isinstance(path, str):
+        # A clickhouse_connect ChdbClient: its public ``path`` is the location as given,
+        # which its backend resolves like a path argument (realpath unless :memory:/file:).
+        return _engine_target(path)
+    # chdb.session.Session keeps its connection string in a private attribute only
+    # (chdb has no public accessor); isolated here, the one private read of this module.
+    conn_str = getattr(client_or_session, "_conn_str", None)
     if not isinstance(conn_str, str):
         raise TypeError(
             f"SqlServer needs a chdb-backed clickhouse_connect client, a chdb Session or a data path, "

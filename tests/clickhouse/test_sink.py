@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.clickhouse.client import ChdbPathConflict, connect, parse_chdb_dsn
 from pipeline.clickhouse.migrations import migrate
-from pipeline.clickhouse.writer import WINDOW_COLUMNS, WindowSink, example_window
+from pipeline.clickhouse.writer import WINDOW_COLUMNS, WindowSink
+from tests.support.records import example_window
 
 SUMMED = ("bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows", "samples", "rtt_count", "rtt_sum_us")
 

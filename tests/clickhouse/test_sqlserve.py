@@ -24,7 +24,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from pipeline.clickhouse.client import chdb_path_in_use, connect
 from pipeline.config import REPO_ROOT
 from pipeline.clickhouse.migrations import migrate
-from pipeline.clickhouse.writer import WindowSink, example_window
+from pipeline.clickhouse.writer import WindowSink
+from tests.support.records import example_window
 from pipeline.clickhouse.sqlserve import SqlServer, read_address_file
 
 
