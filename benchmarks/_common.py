@@ -20,7 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.runtime.brokers import BrokerLauncher, free_port, start_broker
+from pipeline.runtime.brokers import BrokerLauncher, free_port
+from tests.support.kafka import start_broker
 
 __all__ = [
     "REPO",
@@ -238,5 +239,5 @@ def run(coro: Any) -> Any:
 
 
 def broker(kind: str, workdir: Path) -> BrokerLauncher:
-    """Start a Tansu or Apache Kafka broker under ``workdir`` (pipeline.runtime.brokers)."""
+    """Start a Tansu or Apache Kafka broker under ``workdir`` (tests.support.kafka)."""
     return start_broker(kind, workdir)

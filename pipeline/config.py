@@ -14,7 +14,6 @@ Examples
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Literal
 

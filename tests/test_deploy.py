@@ -1110,7 +1110,7 @@ def migrated(chdb_dsn):
          "source": {"topic": "flow-reports-v1", "partition": 0, "offset": n}, "samples": 1,
          "payload": {"n": n}, "at": T0 + 60 * n + 0.5}
         for n, reason in enumerate(["malformed_json", "late", "late", "missing_field"])])
-    from pipeline.alerts.notify import example_event
+    from tests.support.events import example_event
     events = [example_event(alert_id=f"{n:016x}", src_subnet=ss, dst_subnet=ds, first_seen=T0 + 600 * n,
                             last_seen=T0 + 600 * n, at=T0 + 600 * n, window_start=T0 + 600 * n)
               for n, (ss, _, ds, _, _) in enumerate(pairs)]

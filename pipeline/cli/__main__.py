@@ -2,4 +2,6 @@
 
 from pipeline.cli import main
 
+__all__: list[str] = []
+
 main()

@@ -1,4 +1,4 @@
-"""Shell: ``flowmon demo`` — the whole pipeline on the embedded default, in one command.
+"""``flowmon demo``: the whole pipeline on the embedded default, in one command.
 
 Starts the bundled Tansu broker, a worker process (Faust agents + ClickHouse sink on
 chdb, with its SQL endpoint), runs the fleet simulator in simulated time, shows live
@@ -13,20 +13,22 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
+import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+if TYPE_CHECKING:  # rich.table and rich.progress load when the demo runs, not with every flowmon command
+    from rich.table import Table
+
+from pipeline.cli.options import console as stderr_console
+from pipeline.cli.options import make_settings
 from pipeline.config import Settings
-from pipeline.sim.scenario import DEMO_SCENARIO
 
-__all__ = ["run_demo", "summary_tables", "start_embedded"]
-
-DEFAULT_SCENARIO = DEMO_SCENARIO
+__all__ = ["demo", "run_demo", "summary_tables", "alerts_table", "start_embedded"]
 
 
 def start_embedded(data: Path, console: Console):
@@ -54,75 +56,45 @@ def _wait_file(path: Path, proc: subprocess.Popen, timeout: float) -> dict:
     raise TimeoutError(f"worker did not publish {path} within {timeout:.0f} s")
 
 
+def demo(scenario: Annotated[Optional[Path], typer.Option(help="Scenario/topology+traffic YAML")] = None,
+         duration: Annotated[str, typer.Option(help="Simulated time to run, e.g. 1h")] = "1h",
+         seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
+         follow: Annotated[bool, typer.Option(help="Keep broker and worker running afterwards")] = False) -> None:
+    """Run the whole pipeline on the embedded default: broker, worker, sink, simulator; print what landed."""
+    from pipeline.sim.scenario import DEMO_SCENARIO
+    raise typer.Exit(run_demo(make_settings(), scenario or DEMO_SCENARIO, duration, seed, follow, stderr_console))
+
+
+@dataclass
+class _Run:
+    """The simulated reports, the pair-windows the simulator's oracle expects of them, and their time span."""
+
+    reports: list[Any]
+    expected: dict[Any, Any]
+    lo: int  # first and last window start expected
+    hi: int
+
+
 def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console) -> int:
     import clickhouse_connect
 
-    from pipeline.runtime.produce import produce_reports
-    from pipeline.sim.scenario import parse_duration
-    from pipeline.sim.simulator import Simulator
-    from pipeline.runtime.topics import Topics, ensure_topics
+    from pipeline.runtime.topics import setup_topics
 
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     endpoint = data / "sql-endpoint.json"
     endpoint.unlink(missing_ok=True)
-    sim = Simulator.from_scenario(scenario, seed=seed)
-    dur = parse_duration(duration)
-    reports = list(sim.reports(dur))
-    expected = sim.expected_totals(reports, settings.window_s)
-    lo = min(k[2] for k in expected)
-    hi = max(k[2] for k in expected)
-    n_samples = sum(len(r["samples"]) for r in reports)
-    console.print(f"simulated [bold]{len(sim.topology.instances)}[/] hosts for {duration} from {scenario}: "
-                  f"{len(reports):,} reports, {n_samples:,} samples, {len(expected):,} pair-windows expected")
-
+    run = _simulate(scenario, duration, seed, settings.window_s, console)
     broker = start_embedded(data, console)
-    env = dict(os.environ, FLOWMON_BROKER=broker.bootstrap, FLOWMON_DATA_DIR=str(data),
-               FLOWMON_TOPOLOGY=str(scenario), FLOWMON_ROLES="pipeline,sink",
-               FLOWMON_CLICKHOUSE_DSN=settings.clickhouse_dsn, FLOWMON_WINDOW_S=str(settings.window_s),
-               FLOWMON_PARTITIONS=str(settings.partitions))
-    for k, v in (("FLOWMON_SESSION_TIMEOUT_S", "4"), ("FLOWMON_REBALANCE_TIMEOUT_S", "4"),
-                 ("FLOWMON_SOURCE_IDLE_S", "2")):
-        env.setdefault(k, v)
     log_path = data / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"], env=env,
-                              stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    worker = _start_worker(settings, broker.bootstrap, data, scenario, log_path)
     try:
-        asyncio.run(ensure_topics(broker.bootstrap, Topics.from_settings(settings)))
+        topics = setup_topics(settings, broker.bootstrap)
         info = _wait_file(endpoint, worker, 120)
         client = clickhouse_connect.get_client(host="127.0.0.1", port=info["port"])
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console)
-        with progress:
-            t_prod = progress.add_task("produce reports", total=len(reports))
-            t_land = progress.add_task("windows landed", total=len(expected))
-            asyncio.run(produce_reports(
-                broker.bootstrap, Topics.from_settings(settings).reports, reports, progress_every=200,
-                progress=lambda st: progress.update(t_prod, completed=st.reports)))
-            progress.update(t_prod, completed=len(reports))
-            deadline = time.time() + 180
-            landed = 0
-            while landed < len(expected) and time.time() < deadline:
-                if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
-                landed = client.command(
-                    "SELECT count() FROM flow_windows FINAL WHERE window_start BETWEEN "
-                    "toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')",
-                    parameters={"lo": lo, "hi": hi})
-                progress.update(t_land, completed=landed)
-                time.sleep(0.5)
-        for table in summary_tables(client, lo, hi):
-            console.print(table)
-        dead = client.query("SELECT reason, sum(samples) FROM deadletter FINAL GROUP BY reason").result_rows
-        console.print(f"dead letters: {dict(dead) if dead else 'none'}")
-        console.print(alerts_table(client, lo, hi))
-        try:
-            from pipeline.views.plot import plot_windows
-            png = plot_windows(client, data / "demo-windows.png", title=f"flowmon demo: {scenario.name}")
-            console.print(f"plot: {png}")
-        except Exception as exc:  # a plot is a convenience; never fail the demo on it
-            console.print(f"[yellow]no plot: {exc}[/]")
-        console.print(f"\n[bold]{landed}/{len(expected)}[/] pair-windows landed. ClickHouse data: "
+        landed = _produce_and_land(client, worker, log_path, broker.bootstrap, topics.reports, run, console)
+        _show_results(client, run, data / "demo-windows.png", scenario, console)
+        console.print(f"\n[bold]{landed}/{len(run.expected)}[/] pair-windows landed. ClickHouse data: "
                       f"[bold]{settings.clickhouse_dsn}[/] (in-process chdb); worker log: {log_path}")
         if follow:
             console.print(f"\n[green]following[/]: broker {broker.bootstrap}, SQL http://127.0.0.1:{info['port']}/ — "
@@ -131,20 +103,100 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
                 worker.wait()
             except KeyboardInterrupt:
                 pass
-        return 0 if landed == len(expected) else 1
+        return 0 if landed == len(run.expected) else 1
     finally:
-        if worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        _stop_worker(worker)
         broker.stop()
         (data / "broker.json").unlink(missing_ok=True)
 
 
+def _simulate(scenario: Path, duration: str, seed: int, window_s: int, console: Console) -> _Run:
+    """Run the fleet simulator for ``duration`` of simulated time; say what it made."""
+    from pipeline.sim.scenario import parse_duration
+    from pipeline.sim.simulator import Simulator
+
+    sim = Simulator.from_scenario(scenario, seed=seed)
+    reports = list(sim.reports(parse_duration(duration)))
+    expected = sim.expected_totals(reports, window_s)
+    lo, hi = min(k[2] for k in expected), max(k[2] for k in expected)
+    n_samples = sum(len(r["samples"]) for r in reports)
+    console.print(f"simulated [bold]{len(sim.topology.instances)}[/] hosts for {duration} from {scenario}: "
+                  f"{len(reports):,} reports, {n_samples:,} samples, {len(expected):,} pair-windows expected")
+    return _Run(reports, expected, lo, hi)
+
+
+def _start_worker(settings: Settings, bootstrap: str, data: Path, scenario: Path, log_path: Path) -> subprocess.Popen:
+    """``flowmon worker`` (pipeline and sink) in a subprocess on the embedded broker, logging to ``log_path``."""
+    env = dict(os.environ, FLOWMON_BROKER=bootstrap, FLOWMON_DATA_DIR=str(data),
+               FLOWMON_TOPOLOGY=str(scenario), FLOWMON_ROLES="pipeline,sink",
+               FLOWMON_CLICKHOUSE_DSN=settings.clickhouse_dsn, FLOWMON_WINDOW_S=str(settings.window_s),
+               FLOWMON_PARTITIONS=str(settings.partitions))
+    for k, v in (("FLOWMON_SESSION_TIMEOUT_S", "4"), ("FLOWMON_REBALANCE_TIMEOUT_S", "4"),
+                 ("FLOWMON_SOURCE_IDLE_S", "2")):
+        env.setdefault(k, v)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"], env=env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+
+
+def _produce_and_land(client: Any, worker: subprocess.Popen, log_path: Path, bootstrap: str, topic: str, run: _Run,
+                      console: Console) -> int:
+    """Produce the reports, then wait (at most 180 s) until every expected window landed; live progress of
+    both. Returns how many landed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.runtime.produce import produce_reports
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)
+    with progress:
+        t_prod = progress.add_task("produce reports", total=len(run.reports))
+        t_land = progress.add_task("windows landed", total=len(run.expected))
+        asyncio.run(produce_reports(
+            bootstrap, topic, run.reports, progress_every=200,
+            progress=lambda st: progress.update(t_prod, completed=st.reports)))
+        progress.update(t_prod, completed=len(run.reports))
+        deadline = time.time() + 180
+        landed = 0
+        while landed < len(run.expected) and time.time() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
+            landed = client.command(
+                "SELECT count() FROM flow_windows FINAL WHERE window_start BETWEEN "
+                "toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')",
+                parameters={"lo": run.lo, "hi": run.hi})
+            progress.update(t_land, completed=landed)
+            time.sleep(0.5)
+    return landed
+
+
+def _show_results(client: Any, run: _Run, png: Path, scenario: Path, console: Console) -> None:
+    """What landed: the summary tables, dead letters, the alerts opened, a plot."""
+    for table in summary_tables(client, run.lo, run.hi):
+        console.print(table)
+    dead = client.query("SELECT reason, sum(samples) FROM deadletter FINAL GROUP BY reason").result_rows
+    console.print(f"dead letters: {dict(dead) if dead else 'none'}")
+    console.print(alerts_table(client, run.lo, run.hi))
+    try:
+        from pipeline.views.plot import plot_windows
+        png = plot_windows(client, png, title=f"flowmon demo: {scenario.name}")
+        console.print(f"plot: {png}")
+    except Exception as exc:  # a plot is a convenience; never fail the demo on it
+        console.print(f"[yellow]no plot: {exc}[/]")
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
 def alerts_table(client: Any, lo: int, hi: int) -> Table | str:
     """Alerts opened in the run, with their attribution (or a line saying there were none)."""
+    from rich.table import Table
+
     rows = client.query(
         "SELECT first_seen, scope, concat(src_subnet, ' -> ', dst_subnet, if(instance IS NULL, '', concat(' [', "
         "instance, ']'))), metric, severity, cause, ifNull(element, '') FROM alerts_attributed "
@@ -163,6 +215,8 @@ def alerts_table(client: Any, lo: int, hi: int) -> Table | str:
 
 def summary_tables(client: Any, lo: int, hi: int) -> list[Table]:
     """Per-pair and per-AZ views of the windows in [lo, hi] (what a dashboard would show)."""
+    from rich.table import Table
+
     rows = client.query(
         """SELECT src_subnet, dst_subnet, src_az = dst_az AS same_az, count() AS windows,
                   sum(bytes) / count() AS bytes_per_window, sum(retransmissions), sum(timeouts),

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from pipeline.ingest.topology import EXTERNAL  # placement of an address outside every known CIDR
 from pipeline.wire.contract import LIMITS, SAMPLE_COUNTERS, WIRE_VERSION
 
 __all__ = ["Validator", "Report", "Rejection", "EXTERNAL"]
@@ -48,8 +49,6 @@ __all__ = ["Validator", "Report", "Rejection", "EXTERNAL"]
 _STR_OR_NONE = {str, type(None)}
 _INT = {int}
 
-#: Placement of an address outside every known CIDR.
-EXTERNAL = "external"
 _UNKNOWN = "unknown"
 
 

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from pipeline.config import Settings
+from pipeline.runtime import kafka
 from pipeline.runtime.metrics import Metrics
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.runtime.topics import Topics
@@ -41,13 +41,10 @@ class Lander:
 
     async def run(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            self.topics.windows, self.topics.deadletter, self.topics.anomalies, self.topics.attributions,
-            self.topics.nhi,
-            bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}-sink", enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout_s * 1000),
-            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000), heartbeat_interval_ms=int(s.heartbeat_s * 1000),
-            max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
+        consumer = kafka.consumer(
+            self.bootstrap, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
+            self.topics.attributions, self.topics.nhi, group=f"{s.app_id}-sink", **kafka.group_timings(s),
+            auto_offset_reset="earliest", max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
         )
         await consumer.start()
         loop = asyncio.get_running_loop()

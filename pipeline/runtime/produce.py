@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.partitioner import murmur2
+
+from pipeline.runtime import kafka
 
 __all__ = ["ProduceStats", "load_jsonl_samples", "produce_reports"]
 
@@ -95,66 +98,21 @@ async def produce_reports(
     arguments go to ``AIOKafkaProducer``. The topic must exist (or the broker must
     auto-create it). Raises the first delivery error after the others are settled.
     """
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.partitioner import murmur2
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id=client_id,
-        linger_ms=linger_ms,
-        max_batch_size=max_batch_size,
-        max_request_size=max_request_size,
-        compression_type=compression_type,
-        acks=acks,
-        **producer_kwargs,
-    )
+    producer = kafka.producer(bootstrap, client_id=client_id, linger_ms=linger_ms, max_batch_size=max_batch_size,
+                              max_request_size=max_request_size, compression_type=compression_type, acks=acks,
+                              **producer_kwargs)
     stats = ProduceStats()
-    dumps, now = orjson.dumps, time.monotonic
-    linger = linger_ms / 1000.0
-    pending: list[asyncio.Future[Any]] = []
+    dumps = orjson.dumps
     await producer.start()
     try:
-        parts = sorted(await producer.partitions_for(topic))
-        n_parts = len(parts)
-        part_of: dict[bytes, int] = {}
-        rr = itertools.cycle(parts)
-        builders: dict[int, Any] = {}
-        born: dict[int, float] = {}
+        batches = _Batches(producer, topic, sorted(await producer.partitions_for(topic)), linger_ms / 1000.0)
         next_progress = progress_every
-
-        async def ship(p: int) -> None:
-            pending.append(await producer.send_batch(builders.pop(p), topic, partition=p))
-            if len(pending) >= 256:
-                done = [f for f in pending if f.done()]
-                for f in done:
-                    f.result()  # raise delivery errors early
-                pending[:] = [f for f in pending if not f.done()]
 
         async def put(report: Any) -> None:
             nonlocal next_progress
             value = dumps(report)
             inst = report.get("instance") if isinstance(report, dict) else None
-            if isinstance(inst, str):
-                key: bytes | None = inst.encode()
-                p = part_of.get(key)  # type: ignore[arg-type]
-                if p is None:
-                    p = part_of[key] = parts[(murmur2(key) & 0x7FFFFFFF) % n_parts]  # type: ignore[index]
-            else:
-                key, p = None, next(rr)
-            b = builders.get(p)
-            if b is None:
-                b = builders[p] = producer.create_batch()
-                born[p] = now()
-            elif b.append(key=key, value=value, timestamp=None) is not None:
-                b = None
-            else:  # full: ship it, start a new one
-                await ship(p)
-                b = builders[p] = producer.create_batch()
-                born[p] = now()
-            if b is not None:
-                b.append(key=key, value=value, timestamp=None)
-            if now() - born[p] >= linger:
-                await ship(p)
+            await batches.add(inst.encode() if isinstance(inst, str) else None, value)
             stats.reports += 1
             stats.samples += _count_samples(report)
             stats.bytes += len(value)
@@ -169,18 +127,81 @@ async def produce_reports(
         else:
             for report in reports:
                 await put(report)
-        for p in list(builders):
-            await ship(p)
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
+        await batches.close()
     finally:
         await producer.stop()
     stats.seconds = time.perf_counter() - stats._t0
     if progress is not None:
         progress(stats)
     return stats
+
+
+class _Batches:
+    """The record batches being filled, one per partition (see the module docstring).
+
+    A keyed message goes to the Java client's partition for its key (murmur2, cached per
+    key), an unkeyed one round-robin. A batch is shipped when full, when it is ``linger_s``
+    old as the next message for its partition arrives, and at :meth:`close`.
+    """
+
+    def __init__(self, producer: Any, topic: str, partitions: list[int], linger_s: float) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partitions = partitions
+        self.linger_s = linger_s
+        self._part_of: dict[bytes, int] = {}
+        self._round_robin = itertools.cycle(partitions)
+        self._builders: dict[int, Any] = {}
+        self._born: dict[int, float] = {}
+        self._pending: list[asyncio.Future[Any]] = []
+
+    def _place(self, key: bytes) -> int:
+        p = self._part_of[key] = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+        return p
+
+    async def add(self, key: bytes | None, value: bytes) -> None:
+        """Append one message to its partition's batch, shipping that batch when full or old enough."""
+        if key is None:
+            p = next(self._round_robin)
+        else:  # the hot path: no method call for a known key
+            p = self._part_of.get(key)
+            if p is None:
+                p = self._place(key)
+        b = self._builders.get(p)
+        if b is None:
+            b = self._open(p)
+        elif b.append(key=key, value=value, timestamp=None) is not None:
+            b = None
+        else:  # full: ship it, start a new one
+            await self._ship(p)
+            b = self._open(p)
+        if b is not None:
+            b.append(key=key, value=value, timestamp=None)
+        if time.monotonic() - self._born[p] >= self.linger_s:
+            await self._ship(p)
+
+    async def close(self) -> None:
+        """Ship what is left and wait for every delivery; raise the first error after all settled."""
+        for p in list(self._builders):
+            await self._ship(p)
+        results = await asyncio.gather(*self._pending, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    def _open(self, p: int) -> Any:
+        b = self._builders[p] = self.producer.create_batch()
+        self._born[p] = time.monotonic()
+        return b
+
+    async def _ship(self, p: int) -> None:
+        pending = self._pending
+        pending.append(await self.producer.send_batch(self._builders.pop(p), self.topic, partition=p))
+        if len(pending) >= 256:
+            for f in pending:
+                if f.done():
+                    f.result()  # raise delivery errors early
+            pending[:] = [f for f in pending if not f.done()]
 
 
 def load_jsonl_samples(

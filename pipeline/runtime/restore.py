@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline.detect.detection import Detection
 from pipeline.aggregate.windows import PartitionWindows
+from pipeline.runtime import kafka
 
 __all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "DETECT_KEY"]
 
@@ -72,9 +73,7 @@ async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows
     if not stores:
         return []
     tps = [TopicPartition(topic, st.partition) for st in stores]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes,
-                                fetch_max_wait_ms=50)
+    consumer = kafka.reader(bootstrap, max_bytes, auto_offset_reset="earliest")
     await consumer.start()
     latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
     try:
@@ -140,8 +139,7 @@ async def restore_stage(bootstrap: str, state_topic: str, health_topic: str, sta
     if start >= first_offset:
         return 0, recs, nhi
     tp = TopicPartition(health_topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=50)
+    consumer = kafka.reader(bootstrap, 8 << 20)
     await consumer.start()
     n = 0
     try:

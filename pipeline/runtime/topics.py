@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.config import Settings
+from pipeline.runtime import kafka
 from pipeline.wire.contract import topic_name
 
-__all__ = ["Topics", "ensure_topics"]
+__all__ = ["Topics", "ensure_topics", "setup_topics"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Topics:
 
 async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:
     """Create flowmon's topics with the configured partitions if they do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = kafka.admin(bootstrap, timeout_s)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -77,3 +78,11 @@ async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0)
         raise TimeoutError(f"topics {topics.all()} not visible after creation")
     finally:
         await admin.close()
+
+
+def setup_topics(s: Settings, bootstrap: str) -> Topics:
+    """Create the topics of ``s`` on ``bootstrap`` if they do not exist yet (blocking: runs its own
+    event loop, for commands outside one); return their names."""
+    topics = Topics.from_settings(s)
+    asyncio.run(ensure_topics(bootstrap, topics))
+    return topics

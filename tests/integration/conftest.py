@@ -3,7 +3,7 @@
 Fixtures:
 
 - ``tansu_broker`` (session): a started :class:`pipeline.runtime.brokers.EmbeddedTansu`.
-- ``kafka_broker`` (session): a started :class:`pipeline.runtime.brokers.ApacheKafka` (JVM, jars
+- ``kafka_broker`` (session): a started :class:`tests.support.kafka.ApacheKafka` (JVM, jars
   from the Maven cache; first use runs ``mvn``).
 - ``broker``: parametrized over ``tansu`` and ``kafka`` (test ids ``[tansu]``/``[kafka]``,
   the latter also marked ``kafka``); gives the bootstrap string ``"127.0.0.1:PORT"``.
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 from tests.support.helpers import unique_name
+from tests.support.kafka import ApacheKafka
 
-from pipeline.runtime.brokers import ApacheKafka, BrokerError, BrokerLauncher, EmbeddedTansu
+from pipeline.runtime.brokers import BrokerError, BrokerLauncher, EmbeddedTansu
 
 __all__ = ["unique_name"]
 

@@ -16,31 +16,20 @@ import threading
 import time
 from collections import Counter
 
-import jsonschema
 import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from tests.support.events import valid_event as valid
 from tests.support.helpers import unique_name
+from pipeline.alerts.render import format_event
 from pipeline.config import Settings
-from pipeline.alerts.notify import alerts_command, example_event, format_event, subscribe
+from pipeline.runtime.follow import subscribe
 from pipeline.runtime.topics import Topics, ensure_topics
-from pipeline.wire.contract import schema
 
-# TODO(lead): flip to True once pipeline/cli.py registers `cli.command(name="alerts")(alerts_command)`:
-# the tests then run the real `python -m pipeline.cli.app alerts ...` in a subprocess instead of a local typer app.
-VIA_SUBPROCESS = True
-
-SCHEMA = jsonschema.Draft202012Validator(schema("flow_anomaly"))
 PARTITIONS = 4
 A, B = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
-
-
-def valid(**fields) -> dict:
-    e = example_event(**fields)
-    SCHEMA.validate(e)
-    return e
 
 
 # alert A: subnet pair web -> db, retransmissions, critical; opened, updated, resolved
@@ -103,20 +92,9 @@ def run_alerts(bootstrap: str, prefix: str, *args: str, timeout: float = 120) ->
            # short group timings, as in harness.Deployment (Tansu answers a join after half the session timeout)
            "FLOWMON_SESSION_TIMEOUT_S": "6", "FLOWMON_REBALANCE_TIMEOUT_S": "6", "FLOWMON_HEARTBEAT_S": "1"}
     argv = ["alerts", "--broker", bootstrap, *args]
-    if VIA_SUBPROCESS:
-        p = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env=dict(os.environ, **env),
-                           capture_output=True, text=True, timeout=timeout)
-        return p.returncode, p.stdout, p.stderr
-    import typer
-    from typer.testing import CliRunner
-
-    app = typer.Typer()
-    app.command(name="alerts")(alerts_command)
-    app.command(name="noop")(lambda: None)  # two commands: 'alerts' stays a subcommand, as in flowmon
-    r = CliRunner().invoke(app, argv, env=env)
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stdout, r.stderr
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env=dict(os.environ, **env),
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
 
 
 def json_lines(stdout: str) -> list[dict]:

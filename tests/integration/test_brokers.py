@@ -1,4 +1,5 @@
-"""The launchers in ``pipeline.runtime.brokers`` give brokers that aiokafka and Faust really work with.
+"""The launchers (``pipeline.runtime.brokers``, ``tests.support.kafka``) give brokers that aiokafka and Faust
+really work with.
 
 Each test runs on Tansu and on Apache Kafka (``broker`` fixture).
 """
@@ -17,8 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import StreamT, TableT
 from tests.support.helpers import unique_name
+from tests.support.kafka import ApacheKafka, start_broker
 
-from pipeline.runtime.brokers import ApacheKafka, BrokerError, EmbeddedTansu, probe_metadata, start_broker
+from pipeline.runtime.brokers import BrokerError, EmbeddedTansu, probe_metadata
 
 # Tansu answers JoinGroup after ~half the session timeout (and ApacheKafka allows >= 1 s)
 GROUP = {"session_timeout_ms": 4000, "rebalance_timeout_ms": 4000, "heartbeat_interval_ms": 1000}

@@ -1,0 +1,44 @@
+"""``flowmon sql`` and ``flowmon plot``: read what landed in ClickHouse."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.cli.options import console, make_settings
+from pipeline.config import Settings
+
+__all__ = ["sql", "plot"]
+
+
+def _client(s: Settings) -> Any:
+    """A ClickHouse client: the live worker's SQL endpoint if one answers, else the DSN directly."""
+    import clickhouse_connect
+
+    from pipeline.clickhouse.sqlserve import read_address_file
+    info = read_address_file(s.data_dir / "sql-endpoint.json")
+    if info is not None:
+        return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
+    from pipeline.clickhouse.client import connect
+    return connect(s.clickhouse_dsn)
+
+
+def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
+        fmt: Annotated[str, typer.Option("--format", "-f", help="ClickHouse output format")] = "PrettyCompact") -> None:
+    """Run SQL against flowmon's ClickHouse: the live worker's endpoint if one runs, else the DSN directly."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+    try:
+        sys.stdout.write(_client(make_settings()).raw_query(query, fmt=fmt).decode())
+    except ClickHouseError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)
+
+
+def plot(out: Annotated[Path, typer.Option(help="PNG to write")] = Path("flowmon-windows.png"),
+         top: Annotated[int, typer.Option(help="How many subnet pairs (largest by bytes)")] = 8) -> None:
+    """Plot data, retransmissions and RTT per subnet pair over time (PNG)."""
+    from pipeline.views.plot import plot_windows
+    console.print(f"wrote {plot_windows(_client(make_settings()), out, top)}")
