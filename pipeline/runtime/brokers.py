@@ -290,6 +290,7 @@ class EmbeddedTansu(BrokerLauncher):
     that stops stays in the group until its session times out; the next member's join
     then waits for that, plus one more rebalance.
 
+    >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d, EmbeddedTansu(Path(d)) as t:
     ...     t.bootstrap.startswith("127.0.0.1:"), t.log_path.name
     (True, 'tansu.log')
