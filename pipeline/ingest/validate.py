@@ -258,6 +258,12 @@ class Validator:
         """
         code = self._place_code.get(key)
         if code is None:
+            # the fast path checked only the types: lengths here, once per distinct endpoint
+            # (the slow path's _endpoint then names the field and the reason)
+            ip, hi = key[0], LIMITS["place_max_len"]
+            if not LIMITS["ip_min_len"] <= len(ip) <= LIMITS["ip_max_len"] or any(
+                    x is not None and not 1 <= len(x) <= hi for x in key[1:]):
+                raise _Bad("out_of_range", None, "endpoint field length")
             placed = self._resolve(*key)
             if placed is None:
                 placed = (EXTERNAL, EXTERNAL, EXTERNAL)

@@ -90,6 +90,10 @@ def test_oversize_message_and_sample_count():
     ("rtt_us", [1000, "fast"], "wrong_type"),
     ("rtt_us", [0], "out_of_range"),
     ("remote", {"ip": "not-an-ip"}, "wrong_type"),
+    # placement lengths, as the schema says (minLength 1, maxLength 64): the fast path once let these through
+    ("remote", {"ip": "10.0.2.9", "subnet": ""}, "out_of_range"),
+    ("remote", {"ip": "10.0.2.9", "subnet": "s-1d", "az": "a" * 65}, "out_of_range"),
+    ("remote", {"ip": "10.0.2.9", "vpc": ""}, "out_of_range"),
 ])
 def test_one_bad_sample_refused_alone(field, value, reason):
     m = good()
