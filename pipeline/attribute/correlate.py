@@ -241,16 +241,16 @@ class Attributor:
 
     def _all(self, health: Iterable[KeyHealth | Mapping[str, Any]],
              pairs: bool) -> dict[tuple[str, str, str], Finding]:
-        entries = [e for e in map(_as_health, health) if e.pair == pairs]
-        inst_of_ip = {} if pairs else {e.ip: e.key for e in entries if e.ip}
+        entries = [(e, e.key) for e in map(_as_health, health) if (e.reporter is None) == pairs]
+        inst_of_ip = {} if pairs else {e.ip: r for e, r in entries if e.ip}
         out: dict[tuple[str, str, str], Finding] = {}
         crossed: dict[int, list[Element]] = {}  # per entry, computed once for every family
         for fam in FAMILIES:
-            if not any(e.level(fam) for e in entries):
+            if not any(getattr(e, fam) for e, _ in entries):  # KeyHealth's fields are named by family
                 continue
             keys: dict[Key, _K] = {}
-            for e in entries:
-                v = e.level(fam)
+            for e, r in entries:
+                v = getattr(e, fam)
                 if v is None:
                     continue
                 bad = bool(v)
@@ -258,7 +258,6 @@ class Attributor:
                 els = crossed.get(id(e))
                 if els is None:
                     els = crossed[id(e)] = _elements(e.src, e.dst)
-                r = e.key
                 k = _K((r, e.dst[0]), r, e.src[0], e.dst[0], bad, bad and fam not in e.weak, top or None,
                        e.ip or None, els)
                 keys[k.id] = k
@@ -498,7 +497,7 @@ class AttributionStage:
         """:meth:`apply`, typed."""
         for h in msg.health:
             if h.t > self.done_upto:
-                self.pending[h.t][(h.key, h.dst[0], h.pair)] = h
+                self.pending[h.t][(h.key, h.dst[0], h.reporter is None)] = h
                 if offset is not None:
                     self.first_offset.setdefault(h.t, offset)
         for e in msg.opened:

@@ -218,7 +218,8 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
           detector: Annotated[str, typer.Option(help="Detection model: baseline | gaussian | hst | page_hinkley")]
           = "baseline",
           param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Detection parameter override "
-                                                             "NAME=VALUE (see detect.DEFAULTS); repeatable")] = None,
+                                                             "NAME=VALUE (see detect.BaselineParams); "
+                                                             "repeatable")] = None,
           events: Annotated[Optional[Path], typer.Option(help="Also write every alert event (JSON lines) here")]
           = None,
           realism: Annotated[Optional[str], typer.Option(help="smooth | realistic: overrides every scenario's own "
@@ -231,16 +232,24 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from pipeline.detect.detection import DEFAULTS
+    from pipeline.detect.contract import params_dict, params_from
+    from pipeline.detect.detection import DEFAULTS, MODELS
     from pipeline.sim.evaluate import evaluate, suite_summary
 
+    known = params_dict(MODELS[detector].Params()) if detector in MODELS else DEFAULTS  # what this model reads
     params: dict[str, float] = {}
     for item in param or []:
         name, _, value = item.partition("=")
-        if name not in DEFAULTS or not value:
-            console.print(f"[red]--param {item!r}:[/] expected NAME=VALUE with NAME one of {', '.join(DEFAULTS)}")
+        if name not in known or not value:
+            console.print(f"[red]--param {item!r}:[/] expected NAME=VALUE with NAME one of {', '.join(known)}")
             raise typer.Exit(2)
         params[name] = float(value)
+    if detector in MODELS:
+        try:
+            params_from(MODELS[detector].Params, params)
+        except ValueError as exc:
+            console.print(f"[red]--param:[/] {exc}")
+            raise typer.Exit(2)
     if realism is not None and realism not in ("smooth", "realistic"):
         console.print(f"[red]--realism {realism!r}:[/] expected smooth or realistic")
         raise typer.Exit(2)

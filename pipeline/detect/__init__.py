@@ -9,10 +9,10 @@ the state topic names a model class by it, so a state survives moving the class 
 package's modules (it is also the name states carried before the package was split).
 """
 
-from pipeline.detect.baseline import Baseline, BaselineParams
+from pipeline.detect.baseline import DEFAULTS, Baseline, BaselineParams
 from pipeline.detect.candidates import CandidateParams, GaussianCandidate, HalfSpaceCandidate, PageHinkleyCandidate
 
-__all__ = ["Baseline", "BaselineParams", "CandidateParams", "GaussianCandidate", "HalfSpaceCandidate",
+__all__ = ["DEFAULTS", "Baseline", "BaselineParams", "CandidateParams", "GaussianCandidate", "HalfSpaceCandidate",
            "PageHinkleyCandidate"]
 
 for _cls in (Baseline, GaussianCandidate, HalfSpaceCandidate, PageHinkleyCandidate):

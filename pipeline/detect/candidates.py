@@ -48,7 +48,8 @@ def _scorable(o: Observation, p: CandidateParams) -> list[tuple[str, float]]:
 
 
 class GaussianCandidate(Detector):
-    """river ``anomaly.GaussianScorer`` per metric (window 60), flag when the score >= 1 - 2 Phi(-z) on the high side."""
+    """river ``anomaly.GaussianScorer`` per metric (window 60); flags when the score >= 1 - 2 Phi(-z), on the
+    high side."""
 
     Params = CandidateParams
     params: CandidateParams

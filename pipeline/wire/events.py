@@ -87,8 +87,10 @@ def pair_key(src_subnet: str, dst_subnet: str) -> str:
 
 
 def _place(x: Sequence[str]) -> Place:
-    a, b, c = x
-    return (a, b, c)
+    p = tuple(x)
+    if len(p) != 3:
+        raise ValueError(f"a place is [subnet, az, vpc], not {x!r}")
+    return p  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------
@@ -176,8 +178,8 @@ class KeyHealth:
         return self.reporter if self.reporter is not None else pair_key(self.src[0], self.dst[0])
 
     def level(self, family: str) -> int | None:
-        """1, 0 or None for a family (see the class)."""
-        return self.retrans if family == "retrans" else self.timeouts if family == "timeouts" else self.lat
+        """1, 0 or None for a family (see the class): the field of that name."""
+        return getattr(self, family)  # type: ignore[no-any-return]
 
     def top_of(self, family: str) -> str | None:
         return self.top[FAMILIES.index(family)] if self.top is not None else None
@@ -197,11 +199,11 @@ class KeyHealth:
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> KeyHealth:
         """Absent optional fields (``weak``, ``top``, ``ip``, a family) read as unknown."""
-        top = d.get("top")
-        return cls(d["t"], _place(d["src"]), _place(d["dst"]), None if d.get("pair") else d["r"],
-                   d.get("retrans"), d.get("timeouts"), d.get("lat"), tuple(d.get("weak") or ()),
-                   None if top is None else tuple(top.get(f) for f in FAMILIES),  # type: ignore[arg-type]
-                   d.get("ip"))
+        get = d.get
+        top, weak = get("top"), get("weak")
+        return cls(d["t"], _place(d["src"]), _place(d["dst"]), None if get("pair") else d["r"], get("retrans"),
+                   get("timeouts"), get("lat"), tuple(weak) if weak else (),
+                   None if top is None else (top.get("retrans"), top.get("timeouts"), top.get("lat")), get("ip"))
 
 
 @dataclass(frozen=True, slots=True)
