@@ -31,7 +31,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -84,13 +84,6 @@ def pair_key(src_subnet: str, dst_subnet: str) -> str:
     's1>s2'
     """
     return f"{src_subnet}>{dst_subnet}"
-
-
-def _place(x: Sequence[str]) -> Place:
-    p = tuple(x)
-    if len(p) != 3:
-        raise ValueError(f"a place is [subnet, az, vpc], not {x!r}")
-    return p  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------
@@ -199,10 +192,10 @@ class KeyHealth:
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> KeyHealth:
         """Absent optional fields (``weak``, ``top``, ``ip``, a family) read as unknown."""
-        get = d.get
+        get = d.get  # (one per scored key and interval: kept cheap)
         top, weak = get("top"), get("weak")
-        return cls(d["t"], _place(d["src"]), _place(d["dst"]), None if get("pair") else d["r"], get("retrans"),
-                   get("timeouts"), get("lat"), tuple(weak) if weak else (),
+        return cls(d["t"], tuple(d["src"]), tuple(d["dst"]), None if get("pair") else d["r"],  # type: ignore[arg-type]
+                   get("retrans"), get("timeouts"), get("lat"), tuple(weak) if weak else (),
                    None if top is None else (top.get("retrans"), top.get("timeouts"), top.get("lat")), get("ip"))
 
 
@@ -226,9 +219,10 @@ class HealthBatch:
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> HealthBatch:
         """Health entries and events may already be records (an in-process run hands them over as they are)."""
+        decode = KeyHealth.from_wire
         return cls(int(d["p"]), d.get("upto"),
-                   tuple(h if isinstance(h, KeyHealth) else KeyHealth.from_wire(h) for h in d.get("health", ())),
-                   tuple(e if isinstance(e, AnomalyEvent) else AnomalyEvent.from_wire(e) for e in d.get("opened", ())))
+                   tuple([h if type(h) is KeyHealth else decode(h) for h in d.get("health", ())]),
+                   tuple([e if isinstance(e, AnomalyEvent) else AnomalyEvent.from_wire(e) for e in d.get("opened", ())]))
 
 
 # ------------------------------------------------------------------------------------
