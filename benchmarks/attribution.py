@@ -22,6 +22,7 @@ import time
 import tracemalloc
 
 from pipeline.attribute.correlate import AttributionStage
+from pipeline.wire.events import AnomalyEvent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             bad = fault and ({az, daz} == {"az0", "az1"} or r == keys[0][0])
             parts[i % a.partitions].append({"t": t, "r": r, "src": [s, az, "v"], "dst": [d, daz, "v"],
                                             "retrans": int(bad), "timeouts": 0, "lat": int(bad and r == keys[0][0])})
-        opened = [{"alert_id": f"{k:016x}", "at": t, "scope": "instance", "instance": keys[0][0],
-                   "src_subnet": keys[0][1], "dst_subnet": keys[0][3], "metric": "retrans_rate"}] if fault else []
+        opened = [AnomalyEvent(f"{k:016x}", "opened", 0, "instance", keys[0][0], (keys[0][1], keys[0][2], "v"),
+                               (keys[0][3], keys[0][4], "v"), "retrans_rate", 0.05, 0.0001, 9.0, "warning", t, t, t,
+                               30, t // 600 * 600).to_wire()] if fault else []
         for p in range(a.partitions - 1):
             stage.apply({"p": p, "upto": t, "health": parts[p], "opened": []})
         pending_peak = max(pending_peak, tracemalloc.get_traced_memory()[0])

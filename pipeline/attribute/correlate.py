@@ -5,8 +5,9 @@ scored (``detect.Detection`` emits it: one entry per reporter and remote subnet,
 whether its loss metrics and its latency metrics were degraded), it correlates them across
 the whole fleet and explains the degraded keys with the fewest, smallest elements.
 
-A health entry: ``{"t", "r", "src": [subnet, az, vpc], "dst": [...], "retrans", "timeouts",
-"lat"}`` with per family 1 (degraded), 0 (scored, healthy) or None (no evidence), and
+A health entry (``wire.events.KeyHealth``, or its wire dict): ``{"t", "r", "src": [subnet,
+az, vpc], "dst": [...], "retrans", "timeouts", "lat"}`` with per family 1 (degraded), 0
+(scored, healthy) or None (no evidence), and
 optionally ``"weak": [families]`` (degraded only by being *elevated*, no metric flagged;
 absent: every degraded family counts as flagged), ``"top": {family: IP or None}`` (the
 remote endpoint that contributed most to the key's degradation) and ``"ip"`` (the
@@ -63,7 +64,7 @@ timeout rate; ``lat``: RTT mean and p90) and interval, separately:
    path: the path and the host cannot be told apart).
 
 Confidence = purity × (1 − 1/(1 + n)) with n the degraded reporters (infrastructure)
-or the exonerating reporters (workload). A verdict's ``detail`` (in-process, not in the
+or the exonerating reporters (workload). A :class:`Finding`'s ``detail`` (in-process, not in the
 record) says which rule, how many reporters were flagged, which elements were chosen
 before it, and the remote IP. ``AttributionStage`` lets an infrastructure verdict move NHI
 only when at least ``nhi_min_flagged`` (default ``min_reporters``) of its reporters were
@@ -77,7 +78,7 @@ the path az1-az2 is at fault, not subnet s2.
 
 >>> a = Attributor()
 >>> def key(r, sr, ar, sd, ad, loss):
-...     return {"r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "retrans": loss, "timeouts": 0, "lat": 0}
+...     return {"t": 0, "r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "retrans": loss, "timeouts": 0, "lat": 0}
 >>> health = [key(f"s1/{i}", "s1", "az1", "s2", "az2", 1) for i in range(3)]
 >>> health += [key(f"s1/{i}", "s1", "az1", "s1", "az1", 0) for i in range(3)]
 >>> health += [key(f"s1/{i}", "s1", "az1", "s3", "az3", 0) for i in range(3, 6)]
@@ -86,7 +87,7 @@ the path az1-az2 is at fault, not subnet s2.
 >>> sorted({(x.cause, x.element) for x in v.values()})
 [('infrastructure', ('az_pair', 'az1|az2'))]
 >>> x = v[("retrans", "s1/0", "s2")]
->>> x.evidence["reporters_degraded"], x.evidence["reporters_crossing"], round(x.confidence, 2)
+>>> x.evidence.reporters_degraded, x.evidence.reporters_crossing, round(x.confidence, 2)
 (3, 3, 0.75)
 
 Were s2 itself slow, the az3 reporters would suffer too and ``subnet s2`` would win.
@@ -94,50 +95,53 @@ Were s2 itself slow, the az3 reporters would suffer too and ``subnet s2`` would 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Attributor", "AttributionStage", "Verdict", "FAMILIES", "ELEMENT_RANK", "family_of"]
+from pipeline.attribute.nhi import NetworkHealth
+from pipeline.wire.events import (FAMILIES, AnomalyEvent, Attribution, Evidence, HealthBatch, KeyHealth, NhiPeriod,
+                                  family_of, pair_key)
 
-FAMILIES = ("retrans", "timeouts", "lat")
-_FAMILY_OF = {"retrans_rate": "retrans", "timeout_rate": "timeouts", "rtt_p50": "lat", "rtt_mean": "lat", "rtt_p90": "lat"}
+__all__ = ["Attributor", "AttributionStage", "Finding", "FAMILIES", "ELEMENT_RANK", "family_of"]
+
 ELEMENT_RANK = {"instance": 0, "subnet": 1, "az_pair": 2, "az": 3, "vpc": 4}
 
-
-def family_of(metric: str) -> str:
-    """``loss`` or ``lat`` (latency) for a detection metric.
-
-    >>> family_of("timeout_rate"), family_of("rtt_p90")
-    ('timeouts', 'lat')
-    """
-    return _FAMILY_OF[metric]
+Element = tuple[str, str]  # (kind, id); az_pair ids are 'A|B' sorted
+Key = tuple[str, str]  # (reporter, remote subnet)
 
 
-@dataclass(slots=True)
-class Verdict:
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What correlation concluded about one degraded key (or, by majority, about an alert)."""
+
     cause: str  # infrastructure | workload | undetermined
-    element: tuple[str, str] | None  # (kind, id); az_pair ids are 'A|B' sorted
+    element: Element | None
     confidence: float
-    evidence: dict[str, Any] = field(default_factory=dict)  # the record's fields (flow_attribution.v1)
+    evidence: Evidence = Evidence()  # the record's fields (flow_attribution.v1)
     #: in-process only (not in the record): ``rule`` (infrastructure | own | remote | own+remote),
     #: ``reporters_flagged``, ``keys_explained_away``, ``after`` (elements chosen before), ``remote_ip``,
     #: ``keys_pointing``
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"cause": self.cause, "element_kind": self.element[0] if self.element else None,
-                "element": self.element[1] if self.element else None, "confidence": round(self.confidence, 4),
-                **self.evidence}
+    @property
+    def element_kind(self) -> str | None:
+        return self.element[0] if self.element else None
+
+    @property
+    def element_id(self) -> str | None:
+        return self.element[1] if self.element else None
 
 
-Key = tuple[str, str]  # (reporter, remote subnet)
+def _as_health(h: KeyHealth | Mapping[str, Any]) -> KeyHealth:
+    return h if isinstance(h, KeyHealth) else KeyHealth.from_wire(h)
 
 
-def _elements(k: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _elements(src: tuple[str, str, str], dst: tuple[str, str, str]) -> list[Element]:
     """Infrastructure elements a key crosses."""
-    (ss, sa, sv), (ds, da, dv) = k["src"], k["dst"]
+    (ss, sa, sv), (ds, da, dv) = src, dst
     out = [("subnet", ss), ("az", sa), ("vpc", sv), ("az_pair", "|".join(sorted((sa, da))))]
     if ds != ss:
         out.append(("subnet", ds))
@@ -160,16 +164,16 @@ class _K:
     strong: bool  # flagged (not merely elevated)
     top: str | None  # remote IP that contributed most to the degradation (None: unknown, or healthy)
     me: str | None  # the reporter's own IP (None: unknown)
-    els: list[tuple[str, str]]  # infrastructure elements crossed
+    els: list[Element]  # infrastructure elements crossed
 
 
 @dataclass(slots=True)
 class _Cand:
-    el: tuple[str, str]
+    el: Element
     keys: set[Key]  # the not yet explained degraded keys it would explain
     purity: float
     conf: float
-    ev: dict[str, Any]
+    ev: Evidence
     detail: dict[str, Any]
 
     def rank(self) -> tuple:
@@ -223,211 +227,225 @@ class Attributor:
         self.min_purity = min_purity
         self.max_listed = max_listed
 
-    def attribute(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
-        """Verdicts for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Verdict}``."""
+    def attribute(self, t: int, health: Iterable[KeyHealth | Mapping[str, Any]]) -> dict[tuple[str, str, str], Finding]:
+        """Findings for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Finding}``."""
         return self._all(health, pairs=False)
 
-    def attribute_pairs(self, t: int, health: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Verdict]:
-        """The same method on the *pair* keys only (``{(family, "src>dst", dst): Verdict}``), infrastructure
+    def attribute_pairs(self, t: int,
+                        health: Iterable[KeyHealth | Mapping[str, Any]]) -> dict[tuple[str, str, str], Finding]:
+        """The same method on the *pair* keys only (``{(family, "src>dst", dst): Finding}``), infrastructure
         elements only: the fallback for a pair alert none of whose reporters' keys could be attributed
         (each reporter's signal too weak on its own, e.g. a slow degradation). A pair key stands for
         all its reporters, so ``min_reporters`` pair keys are asked for, one of them flagged."""
         return self._all(health, pairs=True)
 
-    def _all(self, health: Iterable[Mapping[str, Any]], pairs: bool) -> dict[tuple[str, str, str], Verdict]:
-        entries = [e for e in health if bool(e.get("pair")) == pairs]
-        inst_of_ip = {} if pairs else {e["ip"]: e["r"] for e in entries if e.get("ip")}
-        out: dict[tuple[str, str, str], Verdict] = {}
-        crossed: dict[int, list[tuple[str, str]]] = {}  # per entry, computed once for every family
+    def _all(self, health: Iterable[KeyHealth | Mapping[str, Any]],
+             pairs: bool) -> dict[tuple[str, str, str], Finding]:
+        entries = [(e, e.key) for e in map(_as_health, health) if (e.reporter is None) == pairs]
+        inst_of_ip = {} if pairs else {e.ip: r for e, r in entries if e.ip}
+        out: dict[tuple[str, str, str], Finding] = {}
+        crossed: dict[int, list[Element]] = {}  # per entry, computed once for every family
         for fam in FAMILIES:
-            if not any(e.get(fam) for e in entries):
+            if not any(getattr(e, fam) for e, _ in entries):  # KeyHealth's fields are named by family
                 continue
             keys: dict[Key, _K] = {}
-            for e in entries:
-                v = e.get(fam)
+            for e, r in entries:
+                v = getattr(e, fam)
                 if v is None:
                     continue
                 bad = bool(v)
-                top = (e.get("top") or {}).get(fam) if bad else None
+                top = e.top_of(fam) if bad else None
                 els = crossed.get(id(e))
                 if els is None:
-                    els = crossed[id(e)] = _elements(e)
-                k = _K((e["r"], e["dst"][0]), e["r"], e["src"][0], e["dst"][0], bad,
-                       bad and fam not in (e.get("weak") or ()), top or None, e.get("ip") or None, els)
+                    els = crossed[id(e)] = _elements(e.src, e.dst)
+                k = _K((r, e.dst[0]), r, e.src[0], e.dst[0], bad, bad and fam not in e.weak, top or None,
+                       e.ip or None, els)
                 keys[k.id] = k
-            for (r, sd), v in self._family(list(keys.values()), inst_of_ip, instances=not pairs).items():
+            for (r, sd), v in _Cover(self, list(keys.values()), inst_of_ip, instances=not pairs).run().items():
                 out[(fam, r, sd)] = v
         return out
 
-    def _family(self, scored: list[_K], inst_of_ip: Mapping[str, str], instances: bool = True) -> dict[Key, Verdict]:
-        subnet_of = {k.r: k.sr for k in scored}
-        ip_of = {r: ip for ip, r in inst_of_ip.items()}
-        cross: dict[tuple[str, str], list[_K]] = defaultdict(list)
-        own: dict[str, list[_K]] = defaultdict(list)
-        towards: dict[str, list[_K]] = defaultdict(list)
-        outward: dict[str, list[_K]] = defaultdict(list)  # keys towards *other* subnets
-        members: dict[str, set[str]] = defaultdict(set)
-        pointing: dict[str, list[_K]] = defaultdict(list)  # degraded keys naming an IP as their top remote
+
+class _Cover:
+    """The method on one family's scored keys: candidates, rules, greedy cover with explaining away."""
+
+    def __init__(self, a: Attributor, scored: list[_K], inst_of_ip: Mapping[str, str], instances: bool) -> None:
+        self.a = a
+        self.instances = instances
+        self.inst_of_ip = inst_of_ip
+        self.subnet_of = {k.r: k.sr for k in scored}
+        self.ip_of = {r: ip for ip, r in inst_of_ip.items()}
+        self.cross: dict[Element, list[_K]] = defaultdict(list)
+        self.own: dict[str, list[_K]] = defaultdict(list)
+        self.towards: dict[str, list[_K]] = defaultdict(list)
+        self.outward: dict[str, list[_K]] = defaultdict(list)  # keys towards *other* subnets
+        self.members: dict[str, set[str]] = defaultdict(set)
+        self.pointing: dict[str, list[_K]] = defaultdict(list)  # degraded keys naming an IP as their top remote
         for k in scored:
             for el in k.els:
-                cross[el].append(k)
-            own[k.r].append(k)
-            towards[k.sd].append(k)
-            members[k.sr].add(k.r)
+                self.cross[el].append(k)
+            self.own[k.r].append(k)
+            self.towards[k.sd].append(k)
+            self.members[k.sr].add(k.r)
             if k.sd != k.sr:
-                outward[k.r].append(k)
+                self.outward[k.r].append(k)
             if k.top:
-                pointing[k.top].append(k)
+                self.pointing[k.top].append(k)
         # an instance known only by its IP (no health entry of its own): its subnet is where it is pointed at
-        ip_subnet: dict[str, str] = {}
-        for ip, ks in pointing.items():
+        self.ip_subnet: dict[str, str] = {}
+        for ip, ks in self.pointing.items():
             by: dict[str, int] = defaultdict(int)
             for k in ks:
                 by[k.sd] += 1
-            ip_subnet[ip] = min(by, key=lambda s: (-by[s], s))
-        degraded = [k for k in scored if k.bad]
-        explained: set[Key] = set()
-        min_flagged = 1 if not instances else self.min_flagged
+            self.ip_subnet[ip] = min(by, key=lambda s: (-by[s], s))
+        self.degraded = [k for k in scored if k.bad]
+        self.explained: set[Key] = set()
+        self.min_flagged = 1 if not instances else a.min_flagged
+        self.clear_memo: dict[str, bool] = {}
+        self.clear_subnet: dict[str, list[str]] = {}
 
-        def infra(el: tuple[str, str]) -> _Cand | None:
-            ks = [k for k in cross[el] if k.id not in explained]
-            bad = [k for k in ks if k.bad]
-            if not bad:
-                return None
-            purity = len(bad) / len(ks)
-            rep_bad = sorted({k.r for k in bad})
-            flagged = {k.r for k in bad if k.strong}
-            if (purity < self.min_purity or len(rep_bad) < self.min_reporters or len(flagged) < min_flagged
-                    or _one_remote(bad) is not None):
-                return None
-            rep_all = {k.r for k in ks}
-            conf = purity * (1 - 1 / (1 + len(rep_bad)))
-            ev = {"purity": purity, "reporters_crossing": len(rep_all), "reporters_degraded": len(rep_bad),
-                  "degraded": rep_bad[: self.max_listed], "keys_scored": len(ks), "keys_degraded": len(bad),
-                  "exonerating": len(rep_all) - len(rep_bad), "exonerating_reporters": []}
-            detail = {"rule": "infrastructure", "reporters_flagged": len(flagged),
-                      "keys_explained_away": len(cross[el]) - len(ks)}
-            return _Cand(el, {k.id for k in bad}, purity, conf, ev, detail)
+    # --- the rules ---------------------------------------------------------------------------
+    def infra(self, el: Element) -> _Cand | None:
+        """An infrastructure element: pure enough, enough reporters (flagged ones), not one remote instance."""
+        a = self.a
+        ks = [k for k in self.cross[el] if k.id not in self.explained]
+        bad = [k for k in ks if k.bad]
+        if not bad:
+            return None
+        purity = len(bad) / len(ks)
+        rep_bad = sorted({k.r for k in bad})
+        flagged = {k.r for k in bad if k.strong}
+        if (purity < a.min_purity or len(rep_bad) < a.min_reporters or len(flagged) < self.min_flagged
+                or _one_remote(bad) is not None):
+            return None
+        rep_all = {k.r for k in ks}
+        conf = purity * (1 - 1 / (1 + len(rep_bad)))
+        ev = Evidence(purity, len(rep_all), len(rep_bad), tuple(rep_bad[: a.max_listed]), len(ks), len(bad),
+                      len(rep_all) - len(rep_bad), ())
+        detail = {"rule": "infrastructure", "reporters_flagged": len(flagged),
+                  "keys_explained_away": len(self.cross[el]) - len(ks)}
+        return _Cand(el, {k.id for k in bad}, purity, conf, ev, detail)
 
-        clear_memo: dict[str, bool] = {}
+    def clear(self, r: str) -> bool:
+        """Reporter ``r`` is healthy towards every other subnet: none of its keys there still unexplained
+        is flagged (merely elevated ones do not count against it), and at least one is healthy."""
+        c = self.clear_memo.get(r)
+        if c is None:
+            ks = [k for k in self.outward.get(r, ()) if k.id not in self.explained]
+            c = self.clear_memo[r] = any(not k.bad for k in ks) and not any(k.strong for k in ks)
+        return c
 
-        def clear(r: str) -> bool:
-            """Reporter ``r`` is healthy towards every other subnet: none of its keys there still unexplained
-            is flagged (merely elevated ones do not count against it), and at least one is healthy."""
-            c = clear_memo.get(r)
-            if c is None:
-                ks = [k for k in outward.get(r, ()) if k.id not in explained]
-                c = clear_memo[r] = any(not k.bad for k in ks) and not any(k.strong for k in ks)
-            return c
+    def clear_in(self, sx: str) -> list[str]:
+        c = self.clear_subnet.get(sx)
+        if c is None:
+            c = self.clear_subnet[sx] = sorted(r for r in self.members[sx] if self.clear(r))
+        return c
 
-        clear_subnet: dict[str, list[str]] = {}
+    def instance(self, el: Element) -> _Cand | None:
+        """An instance: by its own keys (subnet-mates exonerate its paths), or as a remote many name."""
+        a, x = self.a, el[1]
+        reporter = x in self.subnet_of  # it has keys of this family (else: known by its address, or silent here)
+        ip = self.ip_of.get(x) if reporter or x in self.ip_of else x
+        sx = self.subnet_of.get(x) or (self.ip_subnet.get(ip) if ip else None)
+        if sx is None:
+            return None
+        mine = [k for k in self.own.get(x, ()) if k.id not in self.explained]
+        bad = [k for k in mine if k.bad]
+        own_p = len(bad) / len(mine) if mine else 0.0
+        own_ok = bool(bad) and own_p >= a.min_own
+        pts = [k for k in self.pointing.get(ip, ()) if k.id not in self.explained and k.r != x] if ip else []
+        pt_reps = {k.r for k in pts}
+        if not own_ok and len(pt_reps) < a.min_pointing:
+            return None
+        # rule 1 (own): its own keys degraded, and subnet-mates healthy towards every other subnet
+        mates = [r for r in self.clear_in(sx) if r != x] if reporter else []
+        by_own = own_ok and len(mates) >= a.min_exonerating
+        # rule 2 (remote): reporters name it as their top remote, while others talk to its subnet unharmed
+        others: list[str] = []
+        if len(pt_reps) >= a.min_pointing:
+            others = sorted({k.r for k in self.towards[sx] if k.id not in self.explained and k.r != x
+                             and k.r not in pt_reps and (not k.bad or (not k.strong and k.top and k.top != ip))})
+        by_remote = len(pt_reps) >= a.min_pointing and len(others) >= a.min_exonerating
+        if not (by_own or by_remote):
+            return None
+        keys = {k.id for k in bad} if own_ok or by_remote else set()
+        keys |= {k.id for k in pts}
+        if by_own:  # keys towards its subnet may be about it, unless they name another remote
+            keys |= {k.id for k in self.towards[sx] if k.bad and k.r != x and k.id not in self.explained
+                     and (k.top is None or ip is None or k.top == ip)}
+        if not keys:
+            return None
+        if not ({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}):
+            return None  # weak (elevated) keys alone blame nobody: no more a workload than an infrastructure
+        known = [k for k in self.towards[sx] if k.bad and k.top and k.id not in self.explained]
+        concentration = len(pts) / len(known) if known else 0.0
+        purity = max(own_p if by_own else 0.0, concentration if by_remote else 0.0)
+        exon = sorted(set(mates if by_own else []) | set(others if by_remote else []))
+        conf = purity * (1 - 1 / (1 + len(exon)))
+        if by_own or mine:
+            n_rep, listed, ks, kb = 1, [x], len(mine), len(bad)
+        else:
+            n_rep, listed, ks, kb = len(pt_reps), sorted(pt_reps), len(known), len(pts)
+        ev = Evidence(purity, n_rep, n_rep, tuple(listed[: a.max_listed]), ks, kb, len(exon),
+                      tuple(exon[: a.max_listed]))
+        detail = {"rule": "+".join(r for r, on in (("own", by_own), ("remote", by_remote)) if on),
+                  "remote_ip": ip, "keys_pointing": len(pts), "reporters_pointing": len(pt_reps),
+                  "reporters_flagged": len({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}),
+                  "keys_explained_away": len(self.own.get(x, ())) - len(mine)}
+        return _Cand(el, keys, purity, conf, ev, detail)
 
-        def clear_in(sx: str) -> list[str]:
-            c = clear_subnet.get(sx)
-            if c is None:
-                c = clear_subnet[sx] = sorted(r for r in members[sx] if clear(r))
-            return c
+    def evaluate(self, el: Element) -> _Cand | None:
+        return self.instance(el) if el[0] == "instance" else self.infra(el)
 
-        def instance(el: tuple[str, str]) -> _Cand | None:
-            x = el[1]
-            reporter = x in subnet_of  # it has keys of this family (else: known by its address, or silent here)
-            ip = ip_of.get(x) if reporter or x in ip_of else x
-            sx = subnet_of.get(x) or (ip_subnet.get(ip) if ip else None)
-            if sx is None:
-                return None
-            mine = [k for k in own.get(x, ()) if k.id not in explained]
-            bad = [k for k in mine if k.bad]
-            own_p = len(bad) / len(mine) if mine else 0.0
-            own_ok = bool(bad) and own_p >= self.min_own
-            pts = [k for k in pointing.get(ip, ()) if k.id not in explained and k.r != x] if ip else []
-            pt_reps = {k.r for k in pts}
-            if not own_ok and len(pt_reps) < self.min_pointing:
-                return None
-            # rule 1 (own): its own keys degraded, and subnet-mates healthy towards every other subnet
-            mates = [r for r in clear_in(sx) if r != x] if reporter else []
-            by_own = own_ok and len(mates) >= self.min_exonerating
-            # rule 2 (remote): reporters name it as their top remote, while others talk to its subnet unharmed
-            others: list[str] = []
-            if len(pt_reps) >= self.min_pointing:
-                others = sorted({k.r for k in towards[sx] if k.id not in explained and k.r != x
-                                 and k.r not in pt_reps and (not k.bad or (not k.strong and k.top and k.top != ip))})
-            by_remote = len(pt_reps) >= self.min_pointing and len(others) >= self.min_exonerating
-            if not (by_own or by_remote):
-                return None
-            keys = {k.id for k in bad} if own_ok or by_remote else set()
-            keys |= {k.id for k in pts}
-            if by_own:  # keys towards its subnet may be about it, unless they name another remote
-                keys |= {k.id for k in towards[sx] if k.bad and k.r != x and k.id not in explained
-                         and (k.top is None or ip is None or k.top == ip)}
-            if not keys:
-                return None
-            if not ({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}):
-                return None  # weak (elevated) keys alone blame nobody: no more a workload than an infrastructure
-            known = [k for k in towards[sx] if k.bad and k.top and k.id not in explained]
-            concentration = len(pts) / len(known) if known else 0.0
-            purity = max(own_p if by_own else 0.0, concentration if by_remote else 0.0)
-            exon = sorted(set(mates if by_own else []) | set(others if by_remote else []))
-            conf = purity * (1 - 1 / (1 + len(exon)))
-            if by_own or mine:
-                n_rep, listed, ks, kb = 1, [x], len(mine), len(bad)
-            else:
-                n_rep, listed, ks, kb = len(pt_reps), sorted(pt_reps), len(known), len(pts)
-            ev = {"purity": purity, "reporters_crossing": n_rep, "reporters_degraded": n_rep,
-                  "degraded": listed[: self.max_listed], "keys_scored": ks, "keys_degraded": kb,
-                  "exonerating": len(exon), "exonerating_reporters": exon[: self.max_listed]}
-            detail = {"rule": "+".join(r for r, on in (("own", by_own), ("remote", by_remote)) if on),
-                      "remote_ip": ip, "keys_pointing": len(pts), "reporters_pointing": len(pt_reps),
-                      "reporters_flagged": len({k.r for k in bad if k.strong} | {k.r for k in pts if k.strong}),
-                      "keys_explained_away": len(own.get(x, ())) - len(mine)}
-            return _Cand(el, keys, purity, conf, ev, detail)
-
-        def evaluate(el: tuple[str, str]) -> _Cand | None:
-            return instance(el) if el[0] == "instance" else infra(el)
-
-        # candidates: every element a degraded key crosses; instances: its reporter, and its top remote
-        # (by instance id when some entry carries that IP, else by the IP)
-        cands: set[tuple[str, str]] = set()
-        for k in degraded:
+    # --- the cover ---------------------------------------------------------------------------
+    def candidates(self) -> set[Element]:
+        """Every element a degraded key crosses; instances: its reporter, and its top remote (by instance
+        id when some entry carries that IP, else by the IP)."""
+        cands: set[Element] = set()
+        for k in self.degraded:
             cands.update(k.els)
-            if instances:
+            if self.instances:
                 cands.add(("instance", k.r))
                 if k.top:
-                    cands.add(("instance", inst_of_ip.get(k.top, k.top)))
-        subnet_of_cand = {el: subnet_of.get(el[1]) or ip_subnet.get(ip_of.get(el[1], el[1]))
-                          for el in cands if el[0] == "instance"}
-        current = {el: evaluate(el) for el in cands}
+                    cands.add(("instance", self.inst_of_ip.get(k.top, k.top)))
+        return cands
 
-        verdicts: dict[Key, Verdict] = {}
-        chosen: list[tuple[str, str]] = []
+    def run(self) -> dict[Key, Finding]:
+        """Greedy cover: the best qualifying candidate explains its keys; what they touched is evaluated
+        again (explaining away); what no candidate explains is undetermined."""
+        cands = self.candidates()
+        subnet_of_cand = {el: self.subnet_of.get(el[1]) or self.ip_subnet.get(self.ip_of.get(el[1], el[1]))
+                          for el in cands if el[0] == "instance"}
+        current = {el: self.evaluate(el) for el in cands}
+        findings: dict[Key, Finding] = {}
+        chosen: list[Element] = []
         while True:
             live = [c for c in current.values() if c is not None and c.keys]
             if not live:
                 break
             best = max(live, key=_Cand.rank)
             cause = "workload" if best.el[0] == "instance" else "infrastructure"
-            v = Verdict(cause, best.el, best.conf, best.ev, {**best.detail, "after": [f"{a}:{b}" for a, b in chosen]})
+            f = Finding(cause, best.el, best.conf, best.ev, {**best.detail, "after": [f"{a}:{b}" for a, b in chosen]})
             for kid in best.keys:
-                verdicts[kid] = v
-            explained |= best.keys
+                findings[kid] = f
+            self.explained |= best.keys
             chosen.append(best.el)
             del current[best.el]
             # explaining away: re-evaluate what the newly explained keys touched
-            gone = [k for k in degraded if k.id in best.keys]
+            gone = [k for k in self.degraded if k.id in best.keys]
             dirty_els = {el for k in gone for el in k.els}
             dirty_subnets = {s for k in gone for s in (k.sr, k.sd)}
             for r in {k.r for k in gone}:
-                clear_memo.pop(r, None)
-                clear_subnet.pop(subnet_of[r], None)
+                self.clear_memo.pop(r, None)
+                self.clear_subnet.pop(self.subnet_of[r], None)
             for el in current:
                 if el in dirty_els or (el[0] == "instance" and subnet_of_cand.get(el) in dirty_subnets):
-                    current[el] = evaluate(el)
-        for k in degraded:
-            if k.id not in explained:
-                verdicts[k.id] = Verdict("undetermined", None, 0.0, {
-                    "purity": 0.0, "reporters_crossing": len({q.r for q in towards[k.sd]}),
-                    "reporters_degraded": 1, "degraded": [k.r], "keys_scored": 0,
-                    "keys_degraded": 1, "exonerating": 0, "exonerating_reporters": []})
-        return verdicts
+                    current[el] = self.evaluate(el)
+        for k in self.degraded:
+            if k.id not in self.explained:
+                findings[k.id] = Finding("undetermined", None, 0.0, Evidence(
+                    0.0, len({q.r for q in self.towards[k.sd]}), 1, (k.r,), 0, 1, 0, ()))
+        return findings
 
 
 # ------------------------------------------------------------------------------------
@@ -437,21 +455,24 @@ class AttributionStage:
     """Collects the per-interval health from every pairs partition; attributes an interval once
     every partition has passed it.
 
-    Input messages (topic ``flow-health-v1``; one per pairs partition and batch)::
+    Input messages (topic ``flow-health-v1``; one per pairs partition and batch;
+    ``wire.events.HealthBatch``, as its wire dict or as the record)::
 
         {"p": partition, "upto": t_max, "health": [...], "opened": [alert events]}
 
     ``upto``: the partition has handed over every interval starting at or before it. The
     health entries and the ``opened`` alert events of interval ``t`` wait until every one
     of the ``partitions`` has ``upto >= t``; then ``Attributor`` decides them all at once
-    (fleet-wide), each opened alert gets a verdict record, and ``nhi.NetworkHealth`` is
+    (fleet-wide), each opened alert gets an attribution, and ``nhi.NetworkHealth`` is
     updated. No interval waits for more than the slowest partition's next batch.
+
+    :meth:`apply` and :meth:`finish` return wire dicts (``Attribution.to_wire()``,
+    ``NhiPeriod.to_wire()``), which the runtime encodes as they are; :meth:`apply_batch` and
+    :meth:`finish_records` are their typed forms.
     """
 
     def __init__(self, partitions: int, interval_s: int = 30, attributor: Attributor | None = None,
                  recover_after: int = 4, nhi_min_flagged: int | None = None) -> None:
-        from pipeline.attribute.nhi import NetworkHealth
-
         self.partitions = partitions
         self.attributor = attributor or Attributor()
         #: distinct reporters with *flagged* keys an infrastructure verdict needs to touch NHI
@@ -459,69 +480,87 @@ class AttributionStage:
         self.nhi = NetworkHealth(interval_s, recover_after)
         self.upto: dict[int, int] = {}
         # by interval; keyed so that a replayed message (at-least-once) counts once
-        self.pending: dict[int, dict[tuple, dict[str, Any]]] = defaultdict(dict)
-        self.opened: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.pending: dict[int, dict[tuple[str, str, bool], KeyHealth]] = defaultdict(dict)
+        self.opened: dict[int, dict[str, AnomalyEvent]] = defaultdict(dict)
         self.first_offset: dict[int, int] = {}  # interval -> earliest input offset holding it
         self.done_upto = -1  # every interval up to here is attributed
 
-    def apply(self, msg: Mapping[str, Any], now: float = 0.0,
+    def apply(self, msg: HealthBatch | Mapping[str, Any], now: float = 0.0,
               offset: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """One message in; (attribution records, NHI records) out. ``offset``: its position in the
-        input topic (for :meth:`replay_from`)."""
-        for h in msg.get("health", ()):
-            t = h["t"]
-            if t > self.done_upto:
-                self.pending[t][(h["r"], h["dst"][0], bool(h.get("pair")))] = h
+        """One message in; (attribution records, NHI records) out, as wire dicts. ``offset``: its position
+        in the input topic (for :meth:`replay_from`)."""
+        recs, nhi = self.apply_batch(msg if isinstance(msg, HealthBatch) else HealthBatch.from_wire(msg), now, offset)
+        return [r.to_wire() for r in recs], [n.to_wire() for n in nhi]
+
+    def apply_batch(self, msg: HealthBatch, now: float = 0.0,
+                    offset: int | None = None) -> tuple[list[Attribution], list[NhiPeriod]]:
+        """:meth:`apply`, typed."""
+        for h in msg.health:
+            if h.t > self.done_upto:
+                self.pending[h.t][(h.key, h.dst[0], h.reporter is None)] = h
                 if offset is not None:
-                    self.first_offset.setdefault(t, offset)
-        for e in msg.get("opened", ()):
-            t = e["at"]
-            if t > self.done_upto:
-                self.opened[t][e["alert_id"]] = e
+                    self.first_offset.setdefault(h.t, offset)
+        for e in msg.opened:
+            if e.at > self.done_upto:
+                self.opened[e.at][e.alert_id] = e
                 if offset is not None:
-                    self.first_offset.setdefault(t, offset)
-        p, up = int(msg["p"]), msg.get("upto")
+                    self.first_offset.setdefault(e.at, offset)
+        p, up = msg.partition, msg.upto
         if up is not None and up > self.upto.get(p, -1):
             self.upto[p] = up
         if len(self.upto) < self.partitions:
             return [], []
-        ready = min(self.upto.values())
-        return self._flush(ready, now)
+        return self._flush(min(self.upto.values()), now)
 
     def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Attribute everything pending (end of a finite run) and close the NHI periods."""
+        """Attribute everything pending (end of a finite run) and close the NHI periods; wire dicts."""
+        recs, nhi = self.finish_records(now)
+        return [r.to_wire() for r in recs], [n.to_wire() for n in nhi]
+
+    def finish_records(self, now: float = 0.0) -> tuple[list[Attribution], list[NhiPeriod]]:
+        """:meth:`finish`, typed."""
         ts = list(self.pending) + list(self.opened)
         recs, nhi = self._flush(max(ts) if ts else -1, now)
         return recs, nhi + self.nhi.close_all(now)
 
-    def _flush(self, ready: int, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        recs: list[dict[str, Any]] = []
-        nhi: list[dict[str, Any]] = []
+    def _flush(self, ready: int, now: float) -> tuple[list[Attribution], list[NhiPeriod]]:
+        recs: list[Attribution] = []
+        nhi: list[NhiPeriod] = []
         for t in sorted(set(self.pending) | set(self.opened)):
             if t > ready:
                 break
             health = list(self.pending.pop(t, {}).values())
             self.first_offset.pop(t, None)
-            verdicts = self.attributor.attribute(t, health)
-            pair_verdicts: dict[tuple[str, str, str], Verdict] | None = None
-            subnet_az = {h["src"][0]: h["src"][1] for h in health}
-            subnet_az.update({h["dst"][0]: h["dst"][1] for h in health})
-            src_of = {h["r"]: h["src"][0] for h in health}
-            for e in self.opened.pop(t, {}).values():
-                rec = self._record(e, verdicts, src_of, now)
-                if rec["cause"] == "undetermined" and e["scope"] == "pair":
-                    if pair_verdicts is None:
-                        pair_verdicts = self.attributor.attribute_pairs(t, health)
-                    v = pair_verdicts.get((rec["family"], f"{e['src_subnet']}>{e['dst_subnet']}", e["dst_subnet"]))
-                    if v is not None and v.cause == "infrastructure":
-                        rec.update(v.as_dict(), evidence_level="pair")
-                recs.append(rec)
+            findings = self.attributor.attribute(t, health)
+            recs += self._attribute_opened(t, health, findings, now)
             # NHI moves on strong evidence only: flagged keys (not merely elevated) from enough reporters
-            blamed = {v.element for v in verdicts.values() if v.cause == "infrastructure" and v.element
-                      and v.detail.get("reporters_flagged", self.nhi_min_flagged) >= self.nhi_min_flagged}
+            blamed = {f.element for f in findings.values() if f.cause == "infrastructure" and f.element
+                      and f.detail.get("reporters_flagged", self.nhi_min_flagged) >= self.nhi_min_flagged}
+            subnet_az = {h.src[0]: h.src[1] for h in health}
+            subnet_az.update({h.dst[0]: h.dst[1] for h in health})
             nhi += self.nhi.update(t, blamed, subnet_az, now)
             self.done_upto = t
         return recs, nhi
+
+    def _attribute_opened(self, t: int, health: list[KeyHealth], findings: Mapping[tuple[str, str, str], Finding],
+                          now: float) -> list[Attribution]:
+        """An attribution per alert opened in interval ``t``; a pair alert none of whose reporters' keys
+        could be attributed falls back on the pair keys (infrastructure only)."""
+        out = []
+        pair_findings: dict[tuple[str, str, str], Finding] | None = None
+        src_of = {h.key: h.src[0] for h in health}
+        for e in self.opened.pop(t, {}).values():
+            rec = self._record(e, findings, src_of, now)
+            if rec.cause == "undetermined" and e.scope == "pair":
+                if pair_findings is None:
+                    pair_findings = self.attributor.attribute_pairs(t, health)
+                f = pair_findings.get((rec.family, pair_key(e.src[0], e.dst[0]), e.dst[0]))
+                if f is not None and f.cause == "infrastructure":
+                    rec = dataclasses.replace(rec, cause=f.cause, element_kind=f.element_kind,
+                                              element=f.element_id, confidence=round(f.confidence, 4),
+                                              evidence=f.evidence, evidence_level="pair")
+            out.append(rec)
+        return out
 
     # --- restart ------------------------------------------------------------------------
     def replay_from(self) -> int | None:
@@ -537,30 +576,27 @@ class AttributionStage:
         self.nhi.load(s["nhi"])
 
     @staticmethod
-    def _record(e: Mapping[str, Any], verdicts: Mapping[tuple[str, str, str], Verdict], src_of: Mapping[str, str],
-                now: float) -> dict[str, Any]:
-        fam = family_of(e["metric"])
-        if e["scope"] == "instance":
-            vs = [verdicts[k]] if (k := (fam, e["instance"], e["dst_subnet"])) in verdicts else []
+    def _record(e: AnomalyEvent, findings: Mapping[tuple[str, str, str], Finding], src_of: Mapping[str, str],
+                now: float) -> Attribution:
+        fam = family_of(e.metric)
+        dst = e.dst[0]
+        if e.scope == "instance":
+            fs = [findings[k]] if (k := (fam, e.instance, dst)) in findings else []
         else:  # a pair alert: what its reporters' keys were attributed to
-            vs = [v for (f, r, d), v in sorted(verdicts.items())
-                  if f == fam and d == e["dst_subnet"] and src_of.get(r) == e["src_subnet"]]
-        v = _majority(vs)
-        return {"version": 1, "alert_id": e["alert_id"], "at": e["at"], "scope": e["scope"],
-                "instance": e["instance"], "src_subnet": e["src_subnet"], "dst_subnet": e["dst_subnet"],
-                "metric": e["metric"], "family": fam, **v.as_dict(), "keys_attributed": len(vs),
-                "evidence_level": "instance", "attributed_at": now}
+            fs = [f for (fm, r, d), f in sorted(findings.items())
+                  if fm == fam and d == dst and src_of.get(r) == e.src[0]]
+        f = _majority(fs)
+        return Attribution(e.alert_id, e.at, e.scope, e.instance, e.src[0], dst, e.metric, fam, f.cause,
+                           f.element_kind, f.element_id, round(f.confidence, 4), f.evidence, len(fs), "instance", now)
 
 
-def _majority(vs: list[Verdict]) -> Verdict:
-    """The verdict most keys got (ties: infrastructure, then workload); undetermined if none."""
-    if not vs:
-        return Verdict("undetermined", None, 0.0, {"purity": 0.0, "reporters_crossing": 0, "reporters_degraded": 0,
-                                                   "degraded": [], "keys_scored": 0, "keys_degraded": 0,
-                                                   "exonerating": 0, "exonerating_reporters": []})
-    by: dict[tuple[str, Any], list[Verdict]] = defaultdict(list)
-    for v in vs:
-        by[(v.cause, v.element)].append(v)
+def _majority(fs: list[Finding]) -> Finding:
+    """The finding most keys got (ties: infrastructure, then workload); undetermined if none."""
+    if not fs:
+        return Finding("undetermined", None, 0.0, Evidence())
+    by: dict[tuple[str, Any], list[Finding]] = defaultdict(list)
+    for f in fs:
+        by[(f.cause, f.element)].append(f)
     order = {"infrastructure": 0, "workload": 1, "undetermined": 2}
     (cause, el), group = min(by.items(), key=lambda kv: (-len(kv[1]), order[kv[0][0]], str(kv[0][1])))
     return group[0]

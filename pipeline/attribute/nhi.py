@@ -9,19 +9,19 @@ marks degraded the scopes it affects:
 * ``az`` A → AZ A; ``vpc`` V → VPC V.
 
 A degraded scope turns healthy again after ``recover_after`` intervals (default 4) with no
-infrastructure verdict on it. Every change is a record ``{"scope_kind", "scope",
-"status", "start", "end", "element", "updated"}``: a degraded period is emitted when it
-starts (``end`` null) and again when it ends, with the same ``(scope_kind, scope,
-start)`` (the ClickHouse table keeps the latest).
+infrastructure verdict on it. Every change is a ``wire.events.NhiPeriod`` (``flow_nhi.v1``:
+``scope_kind``, ``scope``, ``status``, ``start``, ``end``, ``element``, ``updated``): a degraded
+period is emitted when it starts (``end`` None) and again when it ends, with the same
+``(scope_kind, scope, start)`` (the ClickHouse table keeps the latest).
 
 Examples
 --------
 >>> n = NetworkHealth(interval_s=30, subnet_az={"s1": "az1"})
->>> [(r["scope_kind"], r["scope"], r["end"]) for r in n.update(600, [("subnet", "s1")])]
+>>> [(r.scope_kind, r.scope, r.end) for r in n.update(600, [("subnet", "s1")])]
 [('az', 'az1', None), ('subnet', 's1', None)]
 >>> n.update(630, [("subnet", "s1")])
 []
->>> [(r["scope"], r["start"], r["end"]) for r in n.update(780, [])]
+>>> [(r.scope, r.start, r.end) for r in n.update(780, [])]
 [('az1', 600, 660), ('s1', 600, 660)]
 """
 
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from pipeline.wire.events import NhiPeriod
 
 __all__ = ["NetworkHealth", "scopes_of"]
 
@@ -58,11 +60,11 @@ class NetworkHealth:
         self.degraded: dict[tuple[str, str], dict[str, Any]] = {}  # scope -> {start, last, element}
 
     def update(self, t: int, blamed: Iterable[tuple[str, str]], subnet_az: Mapping[str, str] | None = None,
-               now: float = 0.0) -> list[dict[str, Any]]:
+               now: float = 0.0) -> list[NhiPeriod]:
         """Interval ``t`` is attributed; ``blamed``: infrastructure elements blamed in it."""
         if subnet_az:
             self.subnet_az.update(subnet_az)
-        out: list[dict[str, Any]] = []
+        out: list[NhiPeriod] = []
         hit: dict[tuple[str, str], str] = {}
         for el in sorted(set(blamed)):
             for sc in scopes_of(el, self.subnet_az):
@@ -81,16 +83,15 @@ class NetworkHealth:
                 del self.degraded[sc]
         return out
 
-    def close_all(self, now: float = 0.0) -> list[dict[str, Any]]:
+    def close_all(self, now: float = 0.0) -> list[NhiPeriod]:
         """End every open degraded period at its last degraded interval (end of a finite run)."""
         out = [self._record(sc, d, d["last"] + self.interval_s, now) for sc, d in sorted(self.degraded.items())]
         self.degraded.clear()
         return out
 
     @staticmethod
-    def _record(sc: tuple[str, str], d: Mapping[str, Any], end: int | None, now: float) -> dict[str, Any]:
-        return {"version": 1, "scope_kind": sc[0], "scope": sc[1], "status": "degraded", "start": d["start"],
-                "end": end, "element": d["element"], "updated": now}
+    def _record(sc: tuple[str, str], d: Mapping[str, Any], end: int | None, now: float) -> NhiPeriod:
+        return NhiPeriod(sc[0], sc[1], d["start"], end, d["element"], now)
 
     def state(self) -> dict[str, Any]:
         return {"degraded": [[k, s, d] for (k, s), d in self.degraded.items()], "subnet_az": self.subnet_az}

@@ -21,7 +21,8 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
           detector: Annotated[str, typer.Option(help="Detection model: baseline | gaussian | hst | page_hinkley")]
           = "baseline",
           param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Detection parameter override "
-                                                             "NAME=VALUE (see detect.DEFAULTS); repeatable")] = None,
+                                                             "NAME=VALUE (see detect.BaselineParams); "
+                                                             "repeatable")] = None,
           events: Annotated[Optional[Path], typer.Option(help="Also write every alert event (JSON lines) here")]
           = None,
           realism: Annotated[Optional[str], typer.Option(help="smooth | realistic: overrides every scenario's own "
@@ -31,16 +32,9 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
 
     Exit status 0 when every run completed, whatever the scores; 2 on a bad scenario file.
     """
-    from pipeline.detect.detection import DEFAULTS
     from pipeline.sim.evaluate import suite_summary
 
-    params: dict[str, float] = {}
-    for item in param or []:
-        name, _, value = item.partition("=")
-        if name not in DEFAULTS or not value:
-            console.print(f"[red]--param {item!r}:[/] expected NAME=VALUE with NAME one of {', '.join(DEFAULTS)}")
-            raise typer.Exit(2)
-        params[name] = float(value)
+    params = _params(detector, param or [])
     if realism is not None and realism not in ("smooth", "realistic"):
         console.print(f"[red]--realism {realism!r}:[/] expected smooth or realistic")
         raise typer.Exit(2)
@@ -60,6 +54,28 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
         _print_result(out, r)
     if len(results) > 1:
         _print_suite(out, suite_summary(results))
+
+
+def _params(detector: str, items: list[str]) -> dict[str, float]:
+    """``--param NAME=VALUE`` items -> overrides, checked against what the chosen model reads (exit 2 if not)."""
+    from pipeline.detect.contract import params_dict, params_from
+    from pipeline.detect.detection import DEFAULTS, MODELS
+
+    known = params_dict(MODELS[detector].Params()) if detector in MODELS else DEFAULTS  # what this model reads
+    params: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in known or not value:
+            console.print(f"[red]--param {item!r}:[/] expected NAME=VALUE with NAME one of {', '.join(known)}")
+            raise typer.Exit(2)
+        params[name] = float(value)
+    if detector in MODELS:
+        try:
+            params_from(MODELS[detector].Params, params)
+        except ValueError as exc:
+            console.print(f"[red]--param:[/] {exc}")
+            raise typer.Exit(2)
+    return params
 
 
 def _evaluate_all(scenarios: list[Path], detector: str, params: dict[str, float], realism: str | None) -> list[Any]:

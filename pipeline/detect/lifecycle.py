@@ -1,4 +1,4 @@
-"""Alert lifecycle of one key: per metric, flags in, ``opened``/``updated``/``resolved`` out.
+"""Alert lifecycle of one key: per metric, verdicts in, ``opened``/``updated``/``resolved`` out.
 
 Pure state machine (no Kafka), fed once per scored interval by ``detect.Detection``:
 
@@ -17,25 +17,28 @@ alert (same ``alert_id``, next ``seq``) instead of opening it again.
 Examples
 --------
 >>> book = AlertBook()
->>> v = lambda f, s: {"rtt_p50": (f, s, 9000.0 if f else 800.0, 800.0, "critical" if f else "warning", 0)}
->>> [e["event"] for e in book.step(0, v(True, 40.0), 5.0, 2, 600)]
+>>> v = lambda f, s: {"rtt_p50": Verdict(f, s, 9000.0 if f else 800.0, 800.0, f, 2 if f else 0)}
+>>> [e.event for e in book.step(0, v(True, 40.0), {}, 5.0, 2, 600)]
 ['opened']
->>> book.step(30, v(True, 50.0), 5.0, 2, 600)     # same window: no update
+>>> book.step(30, v(True, 50.0), {}, 5.0, 2, 600)     # same window: no update
 []
->>> [(e["event"], e["score"]) for e in book.step(600, v(True, 45.0), 5.0, 2, 600)]
+>>> [(e.event, e.score) for e in book.step(600, v(True, 45.0), {}, 5.0, 2, 600)]
 [('updated', 50.0)]
->>> book.step(630, v(False, 0.1), 5.0, 2, 600)
+>>> book.step(630, v(False, 0.1), {}, 5.0, 2, 600)
 []
->>> [(e["event"], e["reason"], e["seq"]) for e in book.step(660, v(False, 0.2), 5.0, 2, 600)]
+>>> [(e.event, e.reason, e.seq) for e in book.step(660, v(False, 0.2), {}, 5.0, 2, 600)]
 [('resolved', 'normal', 2)]
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AlertBook", "CALM_FRACTION"]
+from pipeline.detect.contract import Verdict
+
+__all__ = ["AlertBook", "AlertChange", "CALM_FRACTION", "severity"]
 
 #: A non-flagged interval counts towards resolution only if its score is under this fraction of the threshold.
 CALM_FRACTION = 0.6
@@ -43,8 +46,46 @@ CALM_FRACTION = 0.6
 _SEV = {"warning": 0, "critical": 1}
 
 
+def severity(metric: str, v: Verdict) -> str:
+    """'critical' when the deviation hurts any application *and* has lasted two intervals or more,
+    so a one-interval burst never is.
+
+    >>> severity("retrans_rate", Verdict(True, 9.0, 0.05, 0.0001, True, 1))
+    'warning'
+    >>> severity("retrans_rate", Verdict(True, 9.0, 0.05, 0.0001, True, 2))
+    'critical'
+    >>> severity("rtt_p50", Verdict(True, 9.0, 5000.0, 1000.0, True, 3))
+    'critical'
+    """
+    if v.streak < 2:
+        return "warning"
+    x, e = v.observed, v.expected
+    if metric == "retrans_rate":
+        return "critical" if x - e >= 0.01 else "warning"
+    if metric == "timeout_rate":
+        return "critical" if x - e >= 0.5 else "warning"
+    return "critical" if e > 0 and x >= 3 * e else "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """One step of one metric's alert (``Detection`` adds the key's identity: a ``wire.events.AnomalyEvent``)."""
+
+    event: str  # opened | updated | resolved
+    metric: str
+    seq: int
+    observed: float
+    expected: float
+    score: float
+    severity: str
+    first_seen: int
+    last_seen: int
+    at: int
+    reason: str | None = None  # for 'resolved': normal | silent
+
+
 class AlertBook:
-    """Open alerts of one key, by metric."""
+    """Open alerts of one key, by metric (each a dict: it is the key's persisted state as it is)."""
 
     __slots__ = ("alerts",)
 
@@ -55,57 +96,56 @@ class AlertBook:
     def open(self) -> bool:
         return bool(self.alerts)
 
-    def step(self, t: int, verdicts: Mapping[str, tuple[bool, float, float, float, str, int]], z: float,
-             resolve_after: int, window_s: int) -> list[dict[str, Any]]:
-        """One interval: ``verdicts[metric] = (flagged, score, observed, expected, severity, since)``;
-        ``since``: the first interval of the deviation that is flagged now (it may have had to
-        last a few intervals before it counted: the alert's ``first_seen``)."""
-        out: list[dict[str, Any]] = []
-        for metric, (flagged, score, observed, expected, severity, since) in verdicts.items():
+    def step(self, t: int, verdicts: Mapping[str, Verdict], since: Mapping[str, int], z: float,
+             resolve_after: int, window_s: int) -> list[AlertChange]:
+        """One interval's verdicts. ``since[metric]``: the first interval of the deviation flagged now (it
+        may have had to last a few intervals before it counted: the alert's ``first_seen``; default ``t``)."""
+        out: list[AlertChange] = []
+        for metric, v in verdicts.items():
             a = self.alerts.get(metric)
             if a is None:
-                if flagged:
-                    a = self.alerts[metric] = {"first_seen": min(since, t), "last_seen": t, "seq": 0, "score": score,
-                                               "severity": severity, "calm": 0, "win": t // window_s,
-                                               "observed": observed, "expected": expected}
-                    out.append(self._event(metric, a, "opened", t))
+                if v.flagged:
+                    a = self.alerts[metric] = {"first_seen": min(since.get(metric, t), t), "last_seen": t, "seq": 0,
+                                               "score": v.score, "severity": severity(metric, v), "calm": 0,
+                                               "win": t // window_s, "observed": v.observed, "expected": v.expected}
+                    out.append(self._change(metric, a, "opened", t))
                 continue
-            if flagged:
+            if v.flagged:
                 a["last_seen"] = t
                 a["calm"] = 0
-                a["observed"], a["expected"] = observed, expected
-                a["score"] = max(a["score"], score)
-                rises = _SEV[severity] > _SEV[a["severity"]]
+                a["observed"], a["expected"] = v.observed, v.expected
+                a["score"] = max(a["score"], v.score)
+                sev = severity(metric, v)
+                rises = _SEV[sev] > _SEV[a["severity"]]
                 if rises:
-                    a["severity"] = severity
+                    a["severity"] = sev
                 if t // window_s > a["win"] or rises:
                     a["win"] = t // window_s
                     a["seq"] += 1
-                    out.append(self._event(metric, a, "updated", t))
+                    out.append(self._change(metric, a, "updated", t))
             else:
-                a["observed"], a["expected"] = observed, expected
-                if score < CALM_FRACTION * z:
+                a["observed"], a["expected"] = v.observed, v.expected
+                if v.score < CALM_FRACTION * z:
                     a["calm"] += 1
                 if a["calm"] >= resolve_after:
                     a["seq"] += 1
-                    out.append(self._event(metric, a, "resolved", t, "normal"))
+                    out.append(self._change(metric, a, "resolved", t, "normal"))
                     del self.alerts[metric]
         return out
 
-    def silence(self, t: int) -> list[dict[str, Any]]:
+    def silence(self, t: int) -> list[AlertChange]:
         """Resolve every open alert because the key stopped reporting."""
         out = []
         for metric, a in sorted(self.alerts.items()):
             a["seq"] += 1
-            out.append(self._event(metric, a, "resolved", t, "silent"))
+            out.append(self._change(metric, a, "resolved", t, "silent"))
         self.alerts.clear()
         return out
 
     @staticmethod
-    def _event(metric: str, a: Mapping[str, Any], event: str, t: int, reason: str | None = None) -> dict[str, Any]:
-        return {"event": event, "metric": metric, "seq": a["seq"], "observed": a["observed"],
-                "expected": a["expected"], "score": a["score"], "severity": a["severity"],
-                "first_seen": a["first_seen"], "last_seen": a["last_seen"], "at": t, "reason": reason}
+    def _change(metric: str, a: Mapping[str, Any], event: str, t: int, reason: str | None = None) -> AlertChange:
+        return AlertChange(event, metric, a["seq"], a["observed"], a["expected"], a["score"], a["severity"],
+                           a["first_seen"], a["last_seen"], t, reason)
 
     def state(self) -> dict[str, dict[str, Any]]:
         return self.alerts

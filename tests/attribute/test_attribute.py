@@ -6,6 +6,7 @@ import orjson
 
 from pipeline.attribute.correlate import AttributionStage, Attributor
 from pipeline.attribute.nhi import NetworkHealth
+from pipeline.wire.events import AnomalyEvent
 
 
 def key(r, sr, ar, sd, ad, lat=0, retrans=None):
@@ -45,7 +46,7 @@ def test_one_sick_host_is_workload_even_with_many_peers():
     v = Attributor().attribute(0, fleet(lambda r, d: r == "a1/0" or (d == "a1" and not r.startswith("a1/"))))
     assert causes(v) == {("workload", ("instance", "a1/0"))}
     ev = next(iter(v.values())).evidence
-    assert ev["exonerating"] == 3 and ev["keys_degraded"] == ev["keys_scored"] == 4
+    assert ev.exonerating == 3 and ev.keys_degraded == ev.keys_scored == 4
 
 
 def test_one_reporter_on_a_path_is_undetermined():
@@ -70,8 +71,9 @@ def _msg(p, upto, health=(), opened=()):
 
 
 def _opened(alert_id, r, sr, sd, t=0):
-    return {"alert_id": alert_id, "at": t, "scope": "instance", "instance": r, "src_subnet": sr, "dst_subnet": sd,
-            "metric": "rtt_mean"}
+    """An 'opened' anomaly event as the detectors send it (the stage reads its key, metric and interval)."""
+    return AnomalyEvent(alert_id, "opened", 0, "instance", r, (sr, "az", "v"), (sd, "az", "v"), "rtt_mean",
+                        9000.0, 800.0, 9.0, "warning", t, t, t, 30, t // 600 * 600).to_wire()
 
 
 def test_stage_waits_for_every_partition_and_counts_replays_once():
@@ -109,10 +111,10 @@ def test_stage_restart_from_state_and_replay_point():
 def test_nhi_ignores_workload_and_recovers():
     n = NetworkHealth(interval_s=30, recover_after=2, subnet_az={"b1": "az2"})
     assert n.update(0, []) == []
-    assert {r["scope"] for r in n.update(30, [("az_pair", "az1|az2")])} == {"az1|az2", "az1", "az2"}
+    assert {r.scope for r in n.update(30, [("az_pair", "az1|az2")])} == {"az1|az2", "az1", "az2"}
     assert n.update(60, []) == []
     ends = n.update(90, [])
-    assert {(r["scope"], r["start"], r["end"]) for r in ends} == {("az1|az2", 30, 60), ("az1", 30, 60), ("az2", 30, 60)}
+    assert {(r.scope, r.start, r.end) for r in ends} == {("az1|az2", 30, 60), ("az1", 30, 60), ("az2", 30, 60)}
     assert n.degraded == {}
 
 
@@ -131,7 +133,7 @@ def test_overlapping_subnet_fault_and_host_fault_each_get_their_cause():
         ("lat", "c1/0", "a1"), ("lat", "c1/1", "a1"), ("lat", "c1/2", "a1"), ("lat", "c1/3", "a1")}
     assert v[("lat", "a1/0", "b1")].element == b1 and v[("lat", "b1/0", "a1")].element == b1
     w = v[("lat", "a1/0", "c1")]
-    assert w.evidence["exonerating"] == 3 and w.detail["after"] == ["subnet:b1"]
+    assert w.evidence.exonerating == 3 and w.detail["after"] == ["subnet:b1"]
     assert v[("lat", "b1/0", "c1")].detail["reporters_flagged"] == 16
 
 
@@ -156,7 +158,7 @@ def test_a_weakly_elevated_neighbour_still_exonerates_a_stalled_server():
     assert ("workload", ("instance", "srv/0")) in causes(v)
     assert not [x for x in v.values() if x.cause == "infrastructure"]
     x = v[("lat", "a1/0", "srv")]
-    assert x.evidence["exonerating"] == 2 and x.evidence["exonerating_reporters"] == ["srv/1", "srv/2"]
+    assert x.evidence.exonerating == 2 and x.evidence.exonerating_reporters == ("srv/1", "srv/2")
     assert v[("lat", "srv/1", "a1")].cause == "undetermined"  # the weak key alone explains nothing
     # and NHI stays healthy through the stage
     st = AttributionStage(partitions=1)
@@ -207,7 +209,7 @@ def test_one_remote_instance_is_not_the_az_pair():
     assert causes(v) == {("workload", ("instance", "b1/0"))}
     x = v[("lat", "a1/0", "b1")]
     assert x.detail["remote_ip"] == "10.0.1.10" and x.detail["reporters_pointing"] == 8
-    assert x.evidence["exonerating"] >= 2 and set(x.evidence["exonerating_reporters"]) >= {"c1/0", "c1/1"}
+    assert x.evidence.exonerating >= 2 and set(x.evidence.exonerating_reporters) >= {"c1/0", "c1/1"}
     assert v[("lat", "b1/0", "a1")].element == ("instance", "b1/0")
     # a server with no latency evidence of its own is still found (by its address) and named by its id
     silent = _one_server(with_ips=True)

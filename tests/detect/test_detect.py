@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-import pickle
-
 import numpy as np
 import orjson
 import pytest
 
+from pipeline.detect.contract import Verdict
 from pipeline.detect.lifecycle import AlertBook
-from pipeline.detect.detection import DEFAULTS, MODELS, Detection, Observation, load_model, dump_model, observe
+from pipeline.detect.detection import DEFAULTS, Detection, observe
 from pipeline.wire.rtt import bucket, quantile
 from pipeline.aggregate.windows import PartitionWindows
 
@@ -32,34 +30,8 @@ def _feed(d: Detection, ivs) -> list[dict]:
     return [e for iv in ivs for e in d.interval(iv)]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_contract(name):
-    """Every model: input not mutated, state survives a round trip, same input -> same scores."""
-    p = dict(DEFAULTS)
-    frozen = copy.deepcopy(p)
-    a, b = MODELS[name](p), MODELS[name](p)
-    obs = [Observation(10_000, k % 3, 0, 3, 12, 800.0 + k % 7, 900.0 + k % 5) for k in range(40)]
-    snapshot = copy.deepcopy(obs)
-    for o in obs[:30]:
-        a.learn(o, a.score(o))
-        b.learn(o, b.score(o))
-    assert obs == snapshot  # inputs unchanged
-    # what the state topic carries (HalfSpaceTrees and PageHinkley pickles need getattr, which the
-    # state loader refuses: they run in flowmon eval only)
-    c = load_model(dump_model(a)) if name in ("baseline", "gaussian") else pickle.loads(pickle.dumps(a))
-    for o in obs[30:]:
-        va, vb, vc = a.score(o), b.score(o), c.score(o)
-        assert va == vb == vc
-        for m in (a, b, c):
-            m.learn(o, m.score(o))
-    assert p == frozen  # defaults untouched
-    assert pickle.loads(pickle.dumps(a)).score(obs[0]) == a.score(obs[0])
-
-
-def test_state_refuses_foreign_pickles():
-    evil = __import__("base64").b64encode(pickle.dumps(print)).decode()
-    with pytest.raises(pickle.UnpicklingError):
-        load_model(evil)
+# the model contract (input not mutated, state round trip, same input -> same scores, foreign pickles
+# refused) is checked on every model in tests/detect/test_contract.py
 
 
 def test_baseline_never_learns_from_flagged_intervals():
@@ -141,10 +113,10 @@ def test_restored_detection_continues_and_skips_replayed_intervals():
 
 def test_alertbook_hysteresis():
     book = AlertBook()
-    v = lambda f, s: {"rtt_p50": (f, s, 1.0, 1.0, "warning", 0)}
-    assert book.step(0, v(True, 9.0), 5.0, 2, 600)[0]["event"] == "opened"
+    v = lambda f, s: {"rtt_p50": Verdict(f, s, 1.0, 1.0, f, int(f))}
+    assert book.step(0, v(True, 9.0), {}, 5.0, 2, 600)[0].event == "opened"
     for t in range(30, 300, 30):  # hovering just under the threshold: not calm, never resolves
-        assert book.step(t, v(False, 4.0), 5.0, 2, 600) == []
+        assert book.step(t, v(False, 4.0), {}, 5.0, 2, 600) == []
     assert book.open
 
 
@@ -301,8 +273,8 @@ def test_overdispersed_background_is_learned_not_alarmed():
 def test_a_model_learned_by_an_older_version_is_learned_again():
     """Detector state from before the median and the confirmation (no streaks, other metrics) is not
     trusted: the key starts learning again instead of failing on every interval."""
-    from pipeline.detect.detection import Baseline, dump_model
-    old = Baseline(DEFAULTS)
+    from pipeline.detect.detection import Baseline, BaselineParams, dump_model
+    old = Baseline(BaselineParams())
     del old.streak
     old.seen = {"retrans_rate": 40, "timeout_rate": 40, "rtt_mean": 40, "rtt_p90": 40}
     d = Detection()

@@ -1,0 +1,158 @@
+"""The detector contract (``detect.contract``), checked on every model in ``MODELS`` (river's habit:
+one conformance suite for every estimator)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import pytest
+
+from pipeline.detect.contract import METRICS, Detector, Verdict, params_dict, params_from
+from pipeline.detect.detection import DEFAULTS, MODELS, Detection, dump_model, load_model
+from pipeline.detect.observe import Observation
+
+#: Models whose state the state topic may carry (the loader refuses what the others' pickles need:
+#: they run in ``flowmon eval`` only).
+STATE_MODELS = ("baseline", "gaussian")
+
+
+def _normal(k: int) -> Observation:
+    return Observation(10_000, k % 3, 0, 3, 12, 800.0 + k % 7, 900.0 + k % 5, rtt_samples=3)
+
+
+def _spike() -> Observation:
+    # loss spread over several reporters and remotes (broad evidence), and every RTT four times higher
+    return Observation(10_000, 400, 0, 3, 12, 4000.0, 4500.0, 20, 0, 20, 0, rtt_samples=12, rtt_p50_rest=4000.0,
+                       one_reporter=False)
+
+
+def _trained(name: str, n: int = 60) -> Detector:
+    cls = MODELS[name]
+    m = cls(cls.Params())
+    for k in range(n):
+        o = _normal(k)
+        m.learn(o, m.score(o))
+    return m
+
+
+def _roundtrip(name: str, m: Detector) -> Detector:
+    """What the state topic carries (or, for eval-only models, a plain pickle)."""
+    return load_model(dump_model(m)) if name in STATE_MODELS else pickle.loads(pickle.dumps(m))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_is_a_detector_with_frozen_default_params(name):
+    cls = MODELS[name]
+    assert issubclass(cls, Detector)
+    p = cls.Params()
+    for f in ("z", "warmup", "resolve_after", "silent_after"):  # what Detection reads (ModelParams)
+        assert getattr(p, f) == DEFAULTS[f]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.z = 1.0  # type: ignore[misc]
+    assert cls.Params() == p  # defaults untouched
+    # every model's parameters carry the baseline's names and defaults
+    assert {k: v for k, v in DEFAULTS.items() if k in params_dict(p)} == params_dict(p)
+    with pytest.raises(TypeError):
+        DEFAULTS["z"] = 1.0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_input_not_mutated_and_same_input_same_scores(name):
+    """Every model: input not mutated, same input (and river seeds fixed) -> same scores."""
+    cls = MODELS[name]
+    a, b = cls(cls.Params()), cls(cls.Params())
+    obs = [_normal(k) for k in range(40)]
+    snapshot = copy.deepcopy(obs)
+    for o in obs:
+        va, vb = a.score(o), b.score(o)
+        assert va == vb
+        assert set(va) <= set(METRICS) and all(isinstance(v, Verdict) for v in va.values())
+        frozen = dict(va)
+        a.learn(o, va)
+        b.learn(o, vb)
+        assert va == frozen  # the verdicts handed back are not changed either
+    assert obs == snapshot  # inputs unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obs[0].retrans = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_state_round_trips_and_scores_identically(name):
+    a = _trained(name, 30)
+    b = _trained(name, 30)
+    c = _roundtrip(name, a)
+    assert type(c) is type(a) and c.params == a.params
+    for k in range(30, 60):
+        o = _normal(k)
+        va, vb, vc = a.score(o), b.score(o), c.score(o)
+        assert va == vb == vc
+        for m in (a, b, c):
+            m.learn(o, m.score(o))
+    assert pickle.loads(pickle.dumps(a)).score(_normal(0)) == a.score(_normal(0))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_does_not_learn_what_it_flagged(name):
+    """An interval's flagged metrics leave the learned baseline (a verdict's ``expected``) where it was."""
+    m = _trained(name, 120)
+    for _ in range(20):  # the spike lasts until the model flags it (Page-Hinkley accumulates)
+        v = m.score(_spike())
+        flagged = {k for k, x in v.items() if x.flagged}
+        if flagged:
+            break
+        m.learn(_spike(), v)
+    assert flagged, name
+    learned, skipped = copy.deepcopy(m), copy.deepcopy(m)
+    learned.learn(_spike(), v)
+    after, without = learned.score(_normal(0)), skipped.score(_normal(0))
+    for metric in flagged:
+        assert after[metric].expected == without[metric].expected, (name, metric)
+
+
+def test_baseline_does_not_learn_a_hot_interval_it_did_not_flag():
+    """The baseline's contract is stronger: hot (not yet confirmed) is not learned either."""
+    m = _trained("baseline", 60)
+    burst = Observation(10_000, 60, 0, 3, 12, 800.0, 900.0, 58, 0, 58, 0, rtt_samples=3)  # one connection
+    v = m.score(burst)
+    assert v["retrans_rate"].hot and not v["retrans_rate"].flagged
+    seen = dict(m.seen)
+    learned = copy.deepcopy(m)
+    learned.learn(burst, v)
+    assert learned.seen["retrans_rate"] == seen["retrans_rate"] and learned.streak["retrans_rate"] == 1
+    assert learned.score(_normal(0))["retrans_rate"].expected == m.score(_normal(0))["retrans_rate"].expected
+
+
+def test_params_from_overrides():
+    """The boundary from ``flowmon eval --param`` and the benchmarks: names checked, integers kept integers."""
+    p = params_from(MODELS["baseline"].Params, {"confirm_after": 1.0, "z": 4})
+    assert (p.confirm_after, p.z) == (1, 4.0) and isinstance(p.confirm_after, int)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['nope'\]"):
+        params_from(MODELS["baseline"].Params, {"nope": 1.0})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        Detection(params={"zz": 1.0})
+    with pytest.raises(ValueError, match="integer"):
+        Detection(params={"warmup": 2.5})
+    with pytest.raises(ValueError, match="unknown parameter"):  # a candidate reads only its own parameters
+        Detection(model="gaussian", params={"confirm_after": 1.0})
+    assert Detection(model="gaussian", params={"z": 4.0}).params.z == 4.0
+
+
+def test_state_refuses_foreign_pickles():
+    evil = __import__("base64").b64encode(pickle.dumps(print)).decode()
+    with pytest.raises(pickle.UnpicklingError):
+        load_model(evil)
+
+
+def test_models_are_pickled_by_the_package_name():
+    """States name a model ``pipeline.detect.<Model>`` (as before the package was split), with its
+    parameters as a plain dict: a state from either side of the split loads."""
+    m = _trained("baseline", 5)
+    raw = pickle.dumps(m, protocol=5)
+    assert b"pipeline.detect\x94" in raw and b"BaselineParams" not in raw
+    assert load_model(dump_model(m)).params == m.params
+    # the name states got between the split and this change
+    legacy = raw.replace(b"\x8c\x0fpipeline.detect\x94", b"\x8c\x19pipeline.detect.detection\x94")
+    assert legacy != raw
+    assert load_model(__import__("base64").b64encode(legacy).decode()).score(_normal(1)) == m.score(_normal(1))
