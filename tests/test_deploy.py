@@ -21,7 +21,7 @@ example topology) cannot be run here, so this module parses them and checks what
   ReplacingMergeTree tables with FINAL, and actually runs on chdb against the migrated
   schema with sample rows (macros and variables expanded as the plugin does);
 * Prometheus scrapes the workers' metrics port; the pipeline dashboard's PromQL names
-  metrics that pipeline/metrics.py exports;
+  metrics that pipeline/runtime/metrics.py exports;
 * Dockerfile: python:3.11-slim, editable install keeping schemas/ next to pipeline/,
   entrypoint = the console script of pyproject.toml, default command = a CLI command.
 """

@@ -178,7 +178,7 @@ def test_faust_table_counts_and_restore(broker: str, tmp_path: Path, request: py
             # Not on Tansu: the restore timed out in one of six full CI runs (2026-11-25). Likely cause,
             # not proven: Tansu's ListOffsets answers the last record batch's base offset + 1, not the
             # log end, and Faust's changelog recovery reads up to what ListOffsets says. flowmon keeps
-            # no state in Faust tables (pipeline/state.py reads its own state topic by whole batches).
+            # no state in Faust tables (pipeline/runtime/restore.py reads its own state topic by whole batches).
             return
         # a second worker with an empty memory store must rebuild the table from the changelog
         app2, counts2, _, seen2 = make_app(tmp_path / "w2")
