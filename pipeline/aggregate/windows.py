@@ -141,21 +141,21 @@ class WindowAgg:
 
     src: list[str]
     dst: list[str]
-    ws: int
-    c: list[int] = field(default_factory=zero_counters)  # PARTIAL_COUNTERS order
-    h: dict[int, int] = field(default_factory=dict)  # RTT histogram
+    window_start: int
+    counters: list[int] = field(default_factory=zero_counters)  # PARTIAL_COUNTERS order
+    rtt_hist: dict[int, int] = field(default_factory=dict)
     hosts: set[str] = field(default_factory=set)
     ids: set[int] = field(default_factory=set)  # identities of the reports applied
-    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> host sums
+    intervals: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> host sums
 
     def add(self, part: Partial, t: int | None = None) -> None:
         """Add a partial; with ``t`` (its report's grid interval) also to that interval's per-host sums."""
-        self.c[:] = map(add, self.c, part.counters)
-        merge_into(self.h, part.rtt_hist)
+        self.counters[:] = map(add, self.counters, part.counters)
+        merge_into(self.rtt_hist, part.rtt_hist)
         host = part.host
         self.hosts.add(host)
         if t is not None:
-            per_host = self.iv.setdefault(t, {})
+            per_host = self.intervals.setdefault(t, {})
             entry = host_sums(part)
             cur = per_host.get(host)
             if cur is None:
@@ -167,21 +167,21 @@ class WindowAgg:
         """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: host sums}}`` (the
         host sums are ``wire.records.host_sums``: counters, RTT histogram, one-sample maxima, top
         remotes, the reporter's address, and the histogram of its samples' median RTTs)."""
-        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.iv.pop(t)}
+        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.intervals.pop(t)}
 
     def record(self, window_s: int) -> FlowWindow:
         """The closed-window record (``schemas/wire/flow_window.v1.json``)."""
-        c, h, src, dst = self.c, self.h, self.src, self.dst
+        c, h, src, dst = self.counters, self.rtt_hist, self.src, self.dst
         bs, br, rc, rsum = c[BYTES_SENT], c[BYTES_RECEIVED], c[RTT_COUNT], c[RTT_SUM_US]
         return FlowWindow(
-            WIRE_VERSION, src[0], src[1], src[2], dst[0], dst[1], dst[2], self.ws, window_s,
+            WIRE_VERSION, src[0], src[1], src[2], dst[0], dst[1], dst[2], self.window_start, window_s,
             bs, br, bs + br, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], c[SAMPLES], len(self.hosts),
             rc, rsum, rsum / rc if rc else 0.0, quantile(h, 0.5), quantile(h, 0.9), quantile(h, 0.99),
             {str(b): n for b, n in sorted(h.items())}, time.time())
 
     def state(self) -> dict[str, Any]:
-        return encode_window_state(WindowState(self.src, self.dst, self.ws, self.c, self.h, sorted(self.hosts),
-                                               sorted(self.ids), self.iv))
+        return encode_window_state(WindowState(self.src, self.dst, self.window_start, self.counters, self.rtt_hist,
+                                               sorted(self.hosts), sorted(self.ids), self.intervals))
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
@@ -348,7 +348,7 @@ class PartitionWindows:
             cut = threshold - self._iv_delay
             done: dict[tuple[int, str, str], dict[str, Any]] = {}
             for key, agg in self.open.items():
-                ts = [t for t in agg.iv if t <= cut]
+                ts = [t for t in agg.intervals if t <= cut]
                 for t in ts:
                     iv = agg.take_interval(t)
                     k = (t, iv["src"][0], iv["dst"][0])

@@ -171,6 +171,10 @@ def encode_mark(mark: ProgressMark) -> bytes:
     return encode(out)
 
 
+_new_origin = functools.partial(tuple.__new__, Origin)
+_new_pairs = functools.partial(tuple.__new__, PairsMessage)
+
+
 def encode_pairs_message(msg: PairsMessage) -> bytes:
     return encode_pairs(msg.origin, msg.start, msg.grid, msg.parts)
 
@@ -188,10 +192,9 @@ def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
         src, t = mark
         idle = d.get("idle")
         return ProgressMark(int(src), None if t is None else int(t), None if idle is None else int(idle))
-    src, offset = d["o"]
     t = d.get("t")
-    return PairsMessage(Origin(src, offset), None if t is None else int(t), d.get("g", t),
-                        [decode_partial(p) for p in d["parts"]])
+    return _new_pairs((_new_origin(d["o"]), None if t is None else int(t), d.get("g", t),
+                       [decode_partial(p) for p in d["parts"]]))
 
 
 def decode_pairs(value: bytes) -> list[PairsMessage | ProgressMark]:
