@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipeline.ingest.preagg import partials
 from pipeline.ingest.progress import SourceProgress

@@ -40,8 +40,8 @@ b'{"mark":[0,1000],"idle":1080}'
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
@@ -49,12 +49,20 @@ import orjson
 from pipeline.wire.contract import WIRE_VERSION
 
 __all__ = [
+    # counters and the positions in a partial's lists
     "PARTIAL_COUNTERS", "BYTES_SENT", "BYTES_RECEIVED", "RETRANSMISSIONS", "TIMEOUTS", "FLOWS", "SAMPLES",
     "RTT_COUNT", "RTT_SUM_US", "MAX_RETRANSMISSIONS", "MAX_TIMEOUTS", "TOP_RETRANSMISSIONS", "TOP_TIMEOUTS",
-    "TOP_RTT", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS",
-    "Origin", "Partial", "DeadLetter", "DeadLetterSource", "encode_deadletter", "PairsMessage", "ProgressMark", "LatePartial", "FlowWindow",
-    "encode_pairs_batch", "chunks", "HealthUpdate", "encode_health", "encode", "encode_mark", "encode_partial", "new_partial", "encode_pairs", "decode_partial", "encode_pairs_message", "decode_message", "decode_pairs",
-    "WindowState", "encode_window_state", "decode_window_state", "zero_counters", "no_maxima", "no_top", "host_sums", "host_sums_from_state",
+    "TOP_RTT", "zero_counters", "no_maxima", "no_top",
+    # records
+    "Partial", "Origin", "PairsMessage", "ProgressMark", "LatePartial", "DeadLetter", "DeadLetterSource",
+    "FlowWindow", "HealthUpdate", "WindowState",
+    # codec
+    "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
+    "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
+    "encode_window_state", "decode_window_state", "chunks",
+    # an interval's per-host sums
+    "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
+    "host_sums_from_state",
 ]
 
 _OPTS = orjson.OPT_NON_STR_KEYS
