@@ -198,8 +198,7 @@ def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
     mark = d.get("mark")
     if mark is not None:
         src, t = mark
-        idle = d.get("idle")
-        return ProgressMark(int(src), None if t is None else int(t), None if idle is None else int(idle))
+        return ProgressMark(int(src), None if t is None else int(t), d.get("idle"))
     t = d.get("t")
     return _new_pairs((_new_origin(d["o"]), None if t is None else int(t), d.get("g", t),
                        [decode_partial(p) for p in d["parts"]]))
