@@ -117,16 +117,22 @@ _MAXIMA = ((MAX_RETRANSMISSIONS, TOP_RETRANSMISSIONS), (MAX_TIMEOUTS, TOP_TIMEOU
 def merge_host(cur: list, other: list) -> None:
     """Fold one host's interval sums ``other`` into ``cur`` (both ``wire.records.host_sums``): counters
     and histograms add up; the one-sample maxima take the larger, with the top IP that goes with it.
+    ``cur``'s elements are replaced, never changed in place (they may be a partial's own lists).
 
     >>> a = [[1, 0, 5, 0], {3: 1}, [5, 0], ["10.0.0.1", None, "10.0.0.1"], "10.0.0.9", {3: 1}]
+    >>> first = list(a)   # the same element objects
     >>> merge_host(a, [[2, 0, 9, 1], {3: 2}, [9, 1], ["10.0.0.2", "10.0.0.2", "10.0.0.2"], "10.0.0.9", {3: 1}])
     >>> a
     [[3, 0, 14, 1], {3: 3}, [9, 1], ['10.0.0.2', '10.0.0.2', '10.0.0.1'], '10.0.0.9', {3: 2}]
+    >>> first   # left as they were
+    [[1, 0, 5, 0], {3: 1}, [5, 0], ['10.0.0.1', None, '10.0.0.1'], '10.0.0.9', {3: 1}]
     """
     cur[HOST_COUNTERS] = [a + b for a, b in zip(cur[HOST_COUNTERS], other[HOST_COUNTERS])]
-    merge_into(cur[HOST_RTT_HIST], other[HOST_RTT_HIST])
-    merge_into(cur[HOST_MEDIANS], other[HOST_MEDIANS])
-    cmax, omax, ctop, otop = cur[HOST_MAXIMA], other[HOST_MAXIMA], cur[HOST_TOP], other[HOST_TOP]
+    cur[HOST_RTT_HIST] = merge_into(dict(cur[HOST_RTT_HIST]), other[HOST_RTT_HIST])
+    cur[HOST_MEDIANS] = merge_into(dict(cur[HOST_MEDIANS]), other[HOST_MEDIANS])
+    cmax = cur[HOST_MAXIMA] = list(cur[HOST_MAXIMA])
+    ctop = cur[HOST_TOP] = list(cur[HOST_TOP])
+    omax, otop = other[HOST_MAXIMA], other[HOST_TOP]
     for mi, ti in _MAXIMA:
         if omax[mi] > cmax[mi]:
             cmax[mi] = omax[mi]
