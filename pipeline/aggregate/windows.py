@@ -3,17 +3,16 @@
 Pure state machine, no Kafka: ``PartitionWindows.apply(message)`` takes what arrives
 on one partition of the pairs topic, in order, and says what to emit.
 
-Messages (the pairs topic carries both kinds, in one order per partition):
+Messages (the pairs topic carries both kinds, in one order per partition; the records and
+their JSON are ``wire.records``; ``apply`` also takes a message's decoded JSON):
 
-* data: ``{"o": [src_partition, src_offset], "t": report_start, "g": grid_interval,
-  "parts": [partial, ...]}`` where each partial comes from ``preagg.partials`` (its ``id``
-  is the report's identity, ``validate.report_identity``), ``o`` says where the report was
-  read (for dead letters) and ``g`` is the fleet-wide grid interval the report belongs to
-  (``ingest.grid_interval``: the one containing the middle of the agent's own interval);
-* progress marks: ``{"mark": [src_partition, event_time], "idle": clock}``: the ingest stage
-  promises it has sent everything it has read from that reports partition up to that event
-  time (``null`` if nothing yet); ``idle`` (optional) says the partition is caught up and
-  quiet, with the wall clock less a lag.
+* data, ``PairsMessage``: one report's partials (``preagg.partials``; each carries the
+  report's identity, ``validate.report_identity``), its ``origin`` (where the report was
+  read, for dead letters), its ``start`` and the fleet-wide ``grid`` interval it belongs to
+  (``ingest.step.grid_interval``: the one containing the middle of the agent's own interval);
+* ``ProgressMark``: the ingest stage promises it has sent everything it has read from that
+  reports partition up to that event time (``None`` if nothing yet); ``idle`` (optional)
+  says the partition is caught up and quiet, with the wall clock less a lag.
 
 Watermark. Each reports partition (a *source*) progresses at its own pace; the
 partition's watermark is the minimum over the *active* sources of the largest event time
@@ -34,8 +33,8 @@ duplicate, counted and skipped. Two *different* reports of one host and interval
 agent that splits an interval) have different identities: both count.
 
 Lateness. A partial for a window that has already closed is *late*: it is handed back
-in ``Outcome.late`` (the shell dead-letters it with its origin); it never changes an
-emitted window.
+in ``Outcome.late`` with its origin (``aggregate.step`` dead-letters it); it never changes
+an emitted window.
 
 Detection intervals. Next to each window, the per-host sums of every grid interval ``g``
 are kept until the closing threshold passes ``g + grid_s/2 + interval_lateness_s``; then
@@ -47,19 +46,19 @@ window, not in detection (``Outcome.late_for_detection``).
 Examples
 --------
 >>> w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
->>> part = {"src": ["s1", "a1", "v1"], "dst": ["s2", "a2", "v1"], "ws": 0, "host": "h1",
-...         "c": [100, 0, 1, 0, 1, 1, 1, 900], "h": {157: 1}, "x": [1, 0], "top": [None, None, None], "id": 7}
->>> w.apply({"o": [0, 10], "t": 0, "g": 0, "parts": [part]}).closed
+>>> part = Partial(["s1", "a1", "v1"], ["s2", "a2", "v1"], 0, "h1", [100, 0, 1, 0, 1, 1, 1, 900], {157: 1},
+...                [1, 0], [None, None, None], None, 7, {})
+>>> w.apply(PairsMessage(Origin(0, 10), 0, 0, [part])).closed
 []
->>> w.apply({"o": [0, 10], "t": 0, "g": 0, "parts": [part]}).duplicates   # replayed: skipped
+>>> w.apply(PairsMessage(Origin(0, 10), 0, 0, [part])).duplicates   # replayed: skipped
 1
->>> w.apply({"o": [0, 99], "t": 0, "g": 0, "parts": [part]}).duplicates   # re-sent by the agent: skipped
+>>> w.apply(PairsMessage(Origin(0, 99), 0, 0, [part])).duplicates   # re-sent by the agent: skipped
 1
->>> out = w.apply({"mark": [0, 660]})
->>> [(r["src_subnet"], r["dst_subnet"], r["window_start"], r["bytes"], r["hosts"]) for r in out.closed]
+>>> out = w.apply(ProgressMark(0, 660))
+>>> [(r.src_subnet, r.dst_subnet, r.window_start, r.bytes, r.hosts) for r in out.closed]
 [('s1', 's2', 0, 100, 1)]
->>> len(w.apply({"o": [0, 11], "t": 30, "g": 30, "parts": [part | {"id": 8}]}).late)
-1
+>>> w.apply(PairsMessage(Origin(0, 11), 30, 30, [part._replace(report_id=8)])).late[0].origin
+Origin(partition=0, offset=11)
 """
 
 from __future__ import annotations
@@ -68,36 +67,78 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from operator import add
+
 import orjson
 
-from pipeline.ingest.preagg import PARTIAL_COUNTERS
+from pipeline.wire.contract import WIRE_VERSION
+from pipeline.wire.records import (
+    BYTES_RECEIVED,
+    BYTES_SENT,
+    FLOWS,
+    HOST_COUNTERS,
+    HOST_MAXIMA,
+    HOST_MEDIANS,
+    HOST_RTT_HIST,
+    HOST_TOP,
+    MAX_RETRANSMISSIONS,
+    MAX_TIMEOUTS,
+    RETRANSMISSIONS,
+    RTT_COUNT,
+    RTT_SUM_US,
+    SAMPLES,
+    TIMEOUTS,
+    TOP_RETRANSMISSIONS,
+    TOP_RTT,
+    TOP_TIMEOUTS,
+    FlowWindow,
+    LatePartial,
+    Origin,
+    PairsMessage,
+    Partial,
+    ProgressMark,
+    WindowState,
+    decode_message,
+    decode_window_state,
+    encode_window_state,
+    host_sums,
+    zero_counters,
+)
 from pipeline.wire.rtt import merge_into, quantile
 
-__all__ = ["PartitionWindows", "Outcome", "WindowAgg", "PROGRESS_KEY"]
+__all__ = ["PartitionWindows", "Outcome", "WindowAgg", "PROGRESS_KEY", "merge_host"]
 
 PROGRESS_KEY = "__progress__"
-_N = len(PARTIAL_COUNTERS)
+
+#: The one-sample maxima compared across reports, each with the position of the top remote IP that goes with it.
+_MAXIMA = ((MAX_RETRANSMISSIONS, TOP_RETRANSMISSIONS), (MAX_TIMEOUTS, TOP_TIMEOUTS))
 
 
 def merge_host(cur: list, other: list) -> None:
-    """Fold one host's interval sums ``other`` into ``cur`` (both ``[c, h, x, top, ip, m]``): counters
-    and histograms add up; the one-sample maxima ``x`` take the larger, with the ``top`` IP that goes
-    with it.
+    """Fold one host's interval sums ``other`` into ``cur`` (both ``wire.records.host_sums``): counters
+    and histograms add up; the one-sample maxima take the larger, with the top IP that goes with it.
+    ``cur``'s elements are replaced, never changed in place (they may be a partial's own lists).
 
     >>> a = [[1, 0, 5, 0], {3: 1}, [5, 0], ["10.0.0.1", None, "10.0.0.1"], "10.0.0.9", {3: 1}]
+    >>> first = list(a)   # the same element objects
     >>> merge_host(a, [[2, 0, 9, 1], {3: 2}, [9, 1], ["10.0.0.2", "10.0.0.2", "10.0.0.2"], "10.0.0.9", {3: 1}])
     >>> a
     [[3, 0, 14, 1], {3: 3}, [9, 1], ['10.0.0.2', '10.0.0.2', '10.0.0.1'], '10.0.0.9', {3: 2}]
+    >>> first   # left as they were
+    [[1, 0, 5, 0], {3: 1}, [5, 0], ['10.0.0.1', None, '10.0.0.1'], '10.0.0.9', {3: 1}]
     """
-    cur[0] = [a + b for a, b in zip(cur[0], other[0])]
-    merge_into(cur[1], other[1])
-    merge_into(cur[5], other[5])
-    for i in range(2):
-        if other[2][i] > cur[2][i]:
-            cur[2][i] = other[2][i]
-            cur[3][i] = other[3][i]
-    if cur[3][2] is None:  # the highest-RTT remote: no comparison across reports possible, keep the first
-        cur[3][2] = other[3][2]
+    cur[HOST_COUNTERS] = [a + b for a, b in zip(cur[HOST_COUNTERS], other[HOST_COUNTERS])]
+    cur[HOST_RTT_HIST] = merge_into(dict(cur[HOST_RTT_HIST]), other[HOST_RTT_HIST])
+    cur[HOST_MEDIANS] = merge_into(dict(cur[HOST_MEDIANS]), other[HOST_MEDIANS])
+    cmax = cur[HOST_MAXIMA] = list(cur[HOST_MAXIMA])
+    ctop = cur[HOST_TOP] = list(cur[HOST_TOP])
+    omax, otop = other[HOST_MAXIMA], other[HOST_TOP]
+    for mi, ti in _MAXIMA:
+        if omax[mi] > cmax[mi]:
+            cmax[mi] = omax[mi]
+            ctop[ti] = otop[ti]
+    if ctop[TOP_RTT] is None:  # the highest-RTT remote: no comparison across reports possible, keep the first
+        ctop[TOP_RTT] = otop[TOP_RTT]
 
 
 @dataclass(slots=True)
@@ -106,27 +147,22 @@ class WindowAgg:
 
     src: list[str]
     dst: list[str]
-    ws: int
-    c: list[int] = field(default_factory=lambda: [0] * _N)
-    h: dict[int, int] = field(default_factory=dict)
+    window_start: int
+    counters: list[int] = field(default_factory=zero_counters)  # PARTIAL_COUNTERS order
+    rtt_hist: dict[int, int] = field(default_factory=dict)
     hosts: set[str] = field(default_factory=set)
     ids: set[int] = field(default_factory=set)  # identities of the reports applied
-    iv: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> [c, h, x, top, ip, m]
+    intervals: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> host sums
 
-    def add(self, part: dict, t: int | None = None) -> None:
+    def add(self, part: Partial, t: int | None = None) -> None:
         """Add a partial; with ``t`` (its report's grid interval) also to that interval's per-host sums."""
-        c = self.c
-        pc = part["c"]
-        for i, x in enumerate(pc):
-            c[i] += x
-        h = {int(b): n for b, n in part["h"].items()}
-        merge_into(self.h, h)
-        host = part["host"]
+        self.counters[:] = map(add, self.counters, part.counters)
+        merge_into(self.rtt_hist, part.rtt_hist)
+        host = part.host
         self.hosts.add(host)
         if t is not None:
-            per_host = self.iv.setdefault(t, {})
-            entry = [list(pc), h, list(part.get("x") or (0, 0)), list(part.get("top") or (None, None, None)),
-                     part.get("ip"), {int(b): n for b, n in (part.get("m") or {}).items()}]
+            per_host = self.intervals.setdefault(t, {})
+            entry = host_sums(part)
             cur = per_host.get(host)
             if cur is None:
                 per_host[host] = entry
@@ -134,51 +170,38 @@ class WindowAgg:
                 merge_host(cur, entry)
 
     def take_interval(self, t: int) -> dict[str, Any]:
-        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: [c, h, x, top, ip, m]}}``:
-        counters, RTT histogram, one-sample maxima, top remotes, the reporter's address, and the
-        histogram of its samples' median RTTs (see ``preagg``)."""
-        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.iv.pop(t)}
+        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: host sums}}`` (the
+        host sums are ``wire.records.host_sums``: counters, RTT histogram, one-sample maxima, top
+        remotes, the reporter's address, and the histogram of its samples' median RTTs)."""
+        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.intervals.pop(t)}
 
-    def record(self, window_s: int) -> dict[str, Any]:
+    def record(self, window_s: int) -> FlowWindow:
         """The closed-window record (``schemas/wire/flow_window.v1.json``)."""
-        bs, br, rt, to, fl, ns, rc, rsum = self.c
-        return {
-            "version": 1,
-            "src_subnet": self.src[0], "src_az": self.src[1], "src_vpc": self.src[2],
-            "dst_subnet": self.dst[0], "dst_az": self.dst[1], "dst_vpc": self.dst[2],
-            "window_start": self.ws, "window_s": window_s,
-            "bytes_sent": bs, "bytes_received": br, "bytes": bs + br,
-            "retransmissions": rt, "timeouts": to, "flows": fl, "samples": ns, "hosts": len(self.hosts),
-            "rtt_count": rc, "rtt_sum_us": rsum, "rtt_mean_us": rsum / rc if rc else 0.0,
-            "rtt_p50_us": quantile(self.h, 0.5), "rtt_p90_us": quantile(self.h, 0.9),
-            "rtt_p99_us": quantile(self.h, 0.99),
-            "rtt_hist": {str(b): n for b, n in sorted(self.h.items())},
-            "closed_at": time.time(),
-        }
+        c, h, src, dst = self.counters, self.rtt_hist, self.src, self.dst
+        bs, br, rc, rsum = c[BYTES_SENT], c[BYTES_RECEIVED], c[RTT_COUNT], c[RTT_SUM_US]
+        return FlowWindow(
+            WIRE_VERSION, src[0], src[1], src[2], dst[0], dst[1], dst[2], self.window_start, window_s,
+            bs, br, bs + br, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], c[SAMPLES], len(self.hosts),
+            rc, rsum, rsum / rc if rc else 0.0, quantile(h, 0.5), quantile(h, 0.9), quantile(h, 0.99),
+            {str(b): n for b, n in sorted(h.items())}, time.time())
 
     def state(self) -> dict[str, Any]:
-        return {"src": self.src, "dst": self.dst, "ws": self.ws, "c": self.c, "h": self.h,
-                "hosts": sorted(self.hosts), "ids": sorted(self.ids), "iv": self.iv}
+        return encode_window_state(WindowState(self.src, self.dst, self.window_start, self.counters, self.rtt_hist,
+                                               sorted(self.hosts), sorted(self.ids), self.intervals))
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
-        # state written before report identities and detection extras existed restores with none of them
-        iv = {int(t): {host: [list(e[0]), {int(b): n for b, n in e[1].items()},
-                              list(e[2]) if len(e) > 2 else [0, 0], list(e[3]) if len(e) > 3 else [None] * 3,
-                              e[4] if len(e) > 4 else None,
-                              {int(b): n for b, n in e[5].items()} if len(e) > 5 else {}]
-                       for host, e in hosts.items()}
-              for t, hosts in s.get("iv", {}).items()}
-        return cls(s["src"], s["dst"], s["ws"], list(s["c"]), {int(b): n for b, n in s["h"].items()},
-                   set(s["hosts"]), set(s.get("ids", ())), iv)
+        w = decode_window_state(s)
+        return cls(w.src, w.dst, w.window_start, w.counters, w.rtt_hist, set(w.hosts), set(w.report_ids),
+                   w.intervals)
 
 
 @dataclass(slots=True)
 class Outcome:
     """What one ``apply`` produced."""
 
-    closed: list[dict] = field(default_factory=list)  # window records to emit
-    late: list[tuple[dict, list[int]]] = field(default_factory=list)  # (partial, origin) to dead-letter
+    closed: list[FlowWindow] = field(default_factory=list)  # window records to emit
+    late: list[LatePartial] = field(default_factory=list)  # (partial, origin) to dead-letter
     intervals: list[dict] = field(default_factory=list)  # complete intervals per pair, to score (detect.py)
     applied: int = 0
     duplicates: int = 0
@@ -227,22 +250,25 @@ class PartitionWindows:
         self._watermark: int | None = None
 
     # --- the one entry point ------------------------------------------------------------
-    def apply(self, msg: dict) -> Outcome:
+    def apply(self, msg: PairsMessage | ProgressMark | dict[str, Any]) -> Outcome:
+        """Apply one pairs-topic message (a record, or its decoded JSON) and say what to emit."""
+        if type(msg) is dict:
+            msg = decode_message(msg)
         out = Outcome()
-        if "mark" in msg:
-            src, t = msg["mark"]
-            self._mark(int(src), None if t is None else int(t), msg.get("idle"), out)
+        if type(msg) is ProgressMark:
+            self._mark(msg.source, msg.event_time, msg.idle, out)
             return out
-        src, offset = msg["o"]
-        g = msg.get("g", msg.get("t"))
+        origin: Origin = msg.origin
+        g = msg.grid
         ivt = self._iv_threshold
         if g is not None and ivt is not None and g + self._iv_delay <= ivt:
             g = None  # its interval was already scored: windows only
-            out.late_for_detection += len(msg["parts"])
+            out.late_for_detection += len(msg.parts)
         now: dict[tuple[int, str, str], int] = {}
-        for part in msg["parts"]:
-            key = (part["ws"], part["src"][0], part["dst"][0])
-            rid = part["id"]
+        for part in msg.parts:
+            ws = part.window_start
+            key = (ws, part.src[0], part.dst[0])
+            rid = part.report_id
             agg = self.open.get(key)
             if agg is None:
                 ids = self.closed.get(key)
@@ -250,12 +276,12 @@ class PartitionWindows:
                     if rid in ids:
                         out.duplicates += 1
                     else:
-                        out.late.append((part, [src, offset]))
+                        out.late.append(LatePartial(part, origin))
                     continue
-                if self._is_closed(part["ws"]):
-                    out.late.append((part, [src, offset]))
+                if self._is_closed(ws):
+                    out.late.append(LatePartial(part, origin))
                     continue
-                agg = self.open[key] = WindowAgg(part["src"], part["dst"], part["ws"])
+                agg = self.open[key] = WindowAgg(part.src, part.dst, ws)
             elif rid in agg.ids and now.get(key) != rid:
                 out.duplicates += 1
                 continue
@@ -267,8 +293,8 @@ class PartitionWindows:
         # its identity is recorded once the whole message is applied, so they all count
         for key, rid in now.items():
             self.open[key].ids.add(rid)
-        if "t" in msg:
-            self._mark(src, int(msg["t"]), None, out)
+        if msg.start is not None:
+            self._mark(origin.partition, msg.start, None, out)
         return out
 
     # --- watermark ------------------------------------------------------------------------
@@ -328,7 +354,7 @@ class PartitionWindows:
             cut = threshold - self._iv_delay
             done: dict[tuple[int, str, str], dict[str, Any]] = {}
             for key, agg in self.open.items():
-                ts = [t for t in agg.iv if t <= cut]
+                ts = [t for t in agg.intervals if t <= cut]
                 for t in ts:
                     iv = agg.take_interval(t)
                     k = (t, iv["src"][0], iv["dst"][0])
@@ -355,9 +381,9 @@ class PartitionWindows:
                 del self.closed[key]
                 self.dirty.add(key)
 
-    # --- persistence (the shell writes these to a Faust table) ------------------------------
+    # --- persistence (the aggregate agent writes these to the state topic, ``runtime.restore``) ---
     def key_str(self, key: tuple[int, str, str] | str) -> str:
-        """Table key: JSON ``[partition, "__progress__"]`` or ``[partition, ws, src, dst]``."""
+        """State key: JSON ``[partition, "__progress__"]`` or ``[partition, ws, src, dst]``."""
         if key == PROGRESS_KEY:
             return orjson.dumps([self.partition, PROGRESS_KEY]).decode()
         return orjson.dumps([self.partition, *key]).decode()

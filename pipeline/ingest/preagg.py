@@ -5,23 +5,20 @@ source subnet and the window; grouping by destination placement gives the partia
 Done with numpy (sort + ``reduceat``), never a Python loop per sample. Sums stay in
 int64, so totals are exact.
 
-A partial is a plain dict, JSON-ready (it travels on the pairs topic)::
+A partial is a ``wire.records.Partial`` (its JSON form, on the pairs topic, is in that
+module): source and destination places, window start, the reporting host, the counters
+(``PARTIAL_COUNTERS``), the RTT histogram ``{rtt_bucket: count}``, the one-sample maxima,
+the top remotes, the reporter's address, the report's identity and the median histogram.
 
-    {"src": [subnet, az, vpc], "dst": [subnet, az, vpc], "ws": window_start,
-     "host": instance, "c": [bytes_sent, bytes_received, retransmissions, timeouts,
-     flows, samples, rtt_count, rtt_sum_us], "h": {rtt_bucket: count},
-     "x": [retrans_max, timeouts_max], "top": [ip, ip, ip], "ip": reporter_ip, "id": report_identity,
-     "m": {rtt_bucket: samples}}
-
-``x`` holds the largest retransmission and timeout counts of any *one* sample (one remote
+``maxima`` holds the largest retransmission and timeout counts of any *one* sample (one remote
 endpoint) in the partial, so detection can tell a burst on one connection from a
-degradation spread over many (``detect.py``); ``top`` names the remote IP of the sample
+degradation spread over many (``detect.detection``); ``top`` names the remote IP of the sample
 with the most retransmissions, the most timeouts and the highest RTT observation (``None``
 when there were none), which attribution uses to tell one sick remote instance from a
-shared element. ``m`` is the histogram of the samples' own median RTTs (one entry per
+shared element. ``medians`` is the histogram of the samples' own median RTTs (one entry per
 sample with RTT observations): a median over it counts every remote endpoint once, however
 many observations one flow contributed, so one flow's spike does not move it. A sample
-that moved no bytes in the interval is left out of ``m``: the kernel's smoothed RTT is only
+that moved no bytes in the interval is left out of ``medians``: the kernel's smoothed RTT is only
 updated by ACKs, so an idle connection reports a stale value (its last spike, say).
 
 Examples
@@ -34,9 +31,9 @@ Examples
 ...     ips=["10.0.1.4", "10.0.2.4", "10.0.1.5"])
 >>> places = [("s2", "a2", "v1"), ("s3", "a3", "v1")]
 >>> parts = partials(rep, places, window_s=600)
->>> [(p["dst"][0], p["ws"], p["c"], p["h"]) for p in parts]
+>>> [(p.dst[0], p.window_start, p.counters, p.rtt_hist) for p in parts]
 [('s2', 1764000000, [12, 0, 1, 0, 3, 2, 2, 2000], {159: 2}), ('s3', 1764000000, [1, 0, 0, 0, 1, 1, 1, 2000], {175: 1})]
->>> [(p["x"], p["top"], p["m"]) for p in parts]
+>>> [(p.maxima, p.top, p.medians) for p in parts]
 [([1, 0], ['10.0.1.4', None, '10.0.1.4'], {159: 2}), ([0, 0], [None, None, '10.0.2.4'], {175: 1})]
 """
 
@@ -46,21 +43,35 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.wire.rtt import bucket
 from pipeline.ingest.validate import Report
+from pipeline.wire.records import (
+    BYTES_RECEIVED,
+    BYTES_SENT,
+    MAX_RETRANSMISSIONS,
+    MAX_TIMEOUTS,
+    PARTIAL_COUNTERS,
+    RETRANSMISSIONS,
+    RTT_COUNT,
+    RTT_SUM_US,
+    SAMPLES,
+    TIMEOUTS,
+    TOP_RETRANSMISSIONS,
+    TOP_RTT,
+    TOP_TIMEOUTS,
+    Partial,
+    new_partial,
+    zero_counters,
+)
+from pipeline.wire.rtt import bucket
 
 __all__ = ["partials", "PARTIAL_COUNTERS"]
-
-#: Order of the counters in a partial's ``c`` list.
-PARTIAL_COUNTERS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows",
-                    "samples", "rtt_count", "rtt_sum_us")
 
 
 #: Below this many samples a plain loop beats numpy's per-call overhead (same result, tested).
 SMALL = 16
 
 
-def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: int) -> list[dict]:
+def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: int) -> list[Partial]:
     """Per-destination partial sums of one report (see module doc for the shape)."""
     n = report.n
     if n == 0:
@@ -91,13 +102,13 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
     # per group: the largest one-sample retransmissions / timeouts / RTT, and whose they were
     ips = report.ips
     idx = np.arange(n)
-    best_r, arg_r = _group_max(report.counters[2], inverse, g, idx)
-    best_t, arg_t = _group_max(report.counters[3], inverse, g, idx)
+    best_r, arg_r = _group_max(report.counters[RETRANSMISSIONS], inverse, g, idx)
+    best_t, arg_t = _group_max(report.counters[TIMEOUTS], inverse, g, idx)
     top_lat: list[str | None] = [None] * g
     med_hists: list[dict[int, int]] = [{} for _ in range(g)]
     if report.rtt.size:
         owners, med = _sample_medians(report.rtt, report.rtt_owner, n)
-        moved = (report.counters[0] + report.counters[1])[owners] > 0  # an idle sample's RTT is stale
+        moved = (report.counters[BYTES_SENT] + report.counters[BYTES_RECEIVED])[owners] > 0  # an idle sample's RTT is stale
         owners, med = owners[moved], med[moved]
         med_hists = _group_hists(inverse[owners], med, g)
         rtt_max = np.full(n, -1, dtype=np.int64)
@@ -114,13 +125,12 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
     for k, place in enumerate(groups.tolist()):
         c = sums_l[k]
         c.extend((int(nsamples[k]), int(rtt_count[k]), int(rtt_sum[k])))
-        out.append({"src": src, "dst": list(places[place]), "ws": ws, "host": report.instance, "c": c,
-                    "h": hists[k], "x": x_rows[k], "top": tops[k], "ip": report.local_ip, "id": report.rid,
-                    "m": med_hists[k]})
+        out.append(new_partial((src, list(places[place]), ws, report.instance, c, hists[k], x_rows[k], tops[k],
+                                report.local_ip, report.rid, med_hists[k])))
     return out
 
 
-def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: int) -> list[dict]:
+def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: int) -> list[Partial]:
     """The same as the numpy path, for a handful of samples (agents with few peers)."""
     dst = report.dst.tolist()
     cols = report.counters.tolist()
@@ -133,26 +143,26 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
     for i, d in enumerate(dst):
         g = groups.get(d)
         if g is None:
-            g = groups[d] = [0] * len(PARTIAL_COUNTERS)
+            g = groups[d] = zero_counters()
             hists[d] = {}
             xs[d] = [-1, -1]
             tops[d] = [None, None, None]
         for k, col in enumerate(cols):
             g[k] += col[i]
-        g[5] += 1
+        g[SAMPLES] += 1
         x, top = xs[d], tops[d]
-        if cols[2][i] > x[0]:
-            x[0] = cols[2][i]
-            top[0] = ips[i] if ips and x[0] > 0 else None
-        if cols[3][i] > x[1]:
-            x[1] = cols[3][i]
-            top[1] = ips[i] if ips and x[1] > 0 else None
+        if cols[RETRANSMISSIONS][i] > x[MAX_RETRANSMISSIONS]:
+            x[MAX_RETRANSMISSIONS] = cols[RETRANSMISSIONS][i]
+            top[TOP_RETRANSMISSIONS] = ips[i] if ips and x[MAX_RETRANSMISSIONS] > 0 else None
+        if cols[TIMEOUTS][i] > x[MAX_TIMEOUTS]:
+            x[MAX_TIMEOUTS] = cols[TIMEOUTS][i]
+            top[TOP_TIMEOUTS] = ips[i] if ips and x[MAX_TIMEOUTS] > 0 else None
     meds: dict[int, dict[int, int]] = {d: {} for d in groups}
     if report.rtt.size:
         per_sample: dict[int, list[int]] = {}
         for o, v in zip(report.rtt_owner.tolist(), report.rtt.tolist()):
             per_sample.setdefault(o, []).append(v)
-        owners = [o for o in sorted(per_sample) if cols[0][o] + cols[1][o] > 0]  # an idle sample's RTT is stale
+        owners = [o for o in sorted(per_sample) if cols[BYTES_SENT][o] + cols[BYTES_RECEIVED][o] > 0]  # an idle sample's RTT is stale
         med_b = bucket(np.array([sorted(per_sample[o])[(len(per_sample[o]) - 1) // 2] for o in owners])).tolist()
         for o, b in zip(owners, med_b):
             mh = meds[dst[o]]
@@ -160,16 +170,16 @@ def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: 
         for o, v, b in zip(report.rtt_owner.tolist(), report.rtt.tolist(), bucket(report.rtt).tolist()):
             d = dst[o]
             g = groups[d]
-            g[6] += 1
-            g[7] += v
+            g[RTT_COUNT] += 1
+            g[RTT_SUM_US] += v
             h = hists[d]
             h[b] = h.get(b, 0) + 1
             if v > lat.get(d, -1):
                 lat[d] = v
-                tops[d][2] = ips[o] if ips else None
+                tops[d][TOP_RTT] = ips[o] if ips else None
     src = list(report.src)
-    return [{"src": src, "dst": list(places[d]), "ws": ws, "host": report.instance, "c": groups[d], "h": hists[d],
-             "x": xs[d], "top": tops[d], "ip": report.local_ip, "id": report.rid, "m": meds[d]} for d in sorted(groups)]
+    return [new_partial((src, list(places[d]), ws, report.instance, groups[d], hists[d], xs[d], tops[d],
+                         report.local_ip, report.rid, meds[d])) for d in sorted(groups)]
 
 
 def _group_hists(group: np.ndarray, rtt: np.ndarray, g: int) -> list[dict[int, int]]:

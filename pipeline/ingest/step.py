@@ -1,7 +1,8 @@
-"""Ingest stage core: one raw report -> pairs-topic messages and dead letters; source progress.
+"""Ingest stage core: one raw report -> pairs-topic messages and dead letters.
 
-Pure: no Kafka. ``agents.py`` feeds it what it reads from the reports topic and sends
-what it returns. The pairs topic is partitioned by directional subnet pair
+Pure: no Kafka. The ingest agent (``runtime.agents.ingest``) feeds it what it reads from
+the reports topic and sends what it returns; how far it got per reports partition is
+``ingest.progress``. The pairs topic is partitioned by directional subnet pair
 (``wire.pair_partition``), so one message per destination partition carries all the
 report's partials for that partition: per-message costs are paid per report, not per
 sample or per pair.
@@ -16,11 +17,11 @@ Examples
 >>> res = ing.process(orjson.dumps(msg), "flow-reports-v1", 3, 42, now=1764000100)
 >>> res.accepted, res.rejected, list(res.messages) == [pair_partition("s1", "s2", 4)]
 (1, 0, True)
->>> orjson.loads(next(iter(res.messages.values())))["o"]
-[3, 42]
+>>> decode_pairs(next(iter(res.messages.values())))[0].origin
+Origin(partition=3, offset=42)
 >>> res = ing.process(b"{not json", "flow-reports-v1", 3, 43, now=1764000100)
->>> res.deadletters[0]["reason"], res.deadletters[0]["source"]
-('malformed_json', {'topic': 'flow-reports-v1', 'partition': 3, 'offset': 43})
+>>> res.deadletters[0].reason, res.deadletters[0].source
+('malformed_json', DeadLetterSource(topic='flow-reports-v1', partition=3, offset=43))
 """
 
 from __future__ import annotations
@@ -28,22 +29,22 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from pipeline.ingest.preagg import partials
+from pipeline.ingest.progress import SourceProgress
 from pipeline.ingest.validate import Rejection, Validator
-from pipeline.wire.contract import WIRE_VERSION, pair_partition
+from pipeline.wire.contract import pair_partition
+from pipeline.wire.records import (
+    DeadLetter,
+    DeadLetterSource,
+    Origin,
+    Partial,
+    decode_pairs,
+    encode,
+    encode_pairs,
+)
 
-__all__ = ["Ingest", "IngestResult", "SourceProgress", "deadletter", "encode", "grid_interval"]
-
-_OPTS = orjson.OPT_NON_STR_KEYS
-
-
-def encode(obj: Any) -> bytes:
-    """JSON bytes as they go on every flowmon topic (int dict keys allowed)."""
-    return orjson.dumps(obj, option=_OPTS)
+__all__ = ["Ingest", "IngestResult", "SourceProgress", "deadletter", "encode", "grid_interval", "decode_pairs"]
 
 
 def grid_interval(start: int, interval_s: int, grid_s: int) -> int:
@@ -69,37 +70,29 @@ TRUNCATED_PAYLOAD = 64 * 1024
 
 
 def deadletter(rej: Rejection, stage: str, topic: str, partition: int, offset: int,
-               now: float | None = None) -> dict[str, Any]:
-    """A dead-letter record (``schemas/wire/deadletter.v1.json``) for one rejection.
+               now: float | None = None) -> DeadLetter:
+    """The dead-letter record (``schemas/wire/deadletter.v1.json``) for one rejection.
 
     >>> big = Rejection("oversize", "too big", raw=b"x" * 300_000)
     >>> rec = deadletter(big, "ingest", "r", 0, 7, now=0)
-    >>> rec["payload_truncated"], len(base64.b64decode(rec["payload_b64"]))
+    >>> rec.payload_truncated, len(base64.b64decode(rec.payload_b64))
     (True, 65536)
     """
-    rec: dict[str, Any] = {
-        "version": WIRE_VERSION, "reason": rej.reason, "field": rej.field, "detail": rej.detail, "stage": stage,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "sample_index": rej.sample_index, "samples": rej.samples,
-        "at": time.time() if now is None else now,
-    }
-    if rej.raw is not None:
-        rec["payload_b64"] = base64.b64encode(rej.raw).decode()
-    else:
-        rec["payload"] = rej.payload
-    if len(rec.get("payload_b64", "")) > MAX_DEADLETTER_BYTES or (
-            "payload" in rec and len(encode(rec["payload"])) > MAX_DEADLETTER_BYTES):
+    b64 = None if rej.raw is None else base64.b64encode(rej.raw).decode()
+    truncated = (len(b64) > MAX_DEADLETTER_BYTES if b64 is not None
+                 else len(encode(rej.payload)) > MAX_DEADLETTER_BYTES)
+    if truncated:
         raw = rej.raw if rej.raw is not None else encode(rej.payload)
-        rec.pop("payload", None)
-        rec["payload_b64"] = base64.b64encode(raw[:TRUNCATED_PAYLOAD]).decode()
-        rec["payload_truncated"] = True
-    return rec
+        b64 = base64.b64encode(raw[:TRUNCATED_PAYLOAD]).decode()
+    return DeadLetter(rej.reason, rej.field, rej.detail, stage, DeadLetterSource(topic, partition, offset),
+                      rej.sample_index, rej.samples, time.time() if now is None else now,
+                      payload=None if b64 is not None else rej.payload, payload_b64=b64, payload_truncated=truncated)
 
 
 @dataclass(slots=True)
 class IngestResult:
     messages: dict[int, bytes] = field(default_factory=dict)  # pairs partition -> message
-    deadletters: list[dict] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0  # samples
     rejected: int = 0  # samples (whole-message rejections count the samples they held)
     start: int | None = None  # event time of the report, when accepted
@@ -124,68 +117,12 @@ class Ingest:
             return res
         res.accepted = report.n
         res.start = report.start
-        by_part: dict[int, list[dict]] = {}
+        by_part: dict[int, list[Partial]] = {}
         for part in partials(report, self.validator.places, self.window_s):
-            p = pair_partition(part["src"][0], part["dst"][0], self.partitions)
+            p = pair_partition(part.src[0], part.dst[0], self.partitions)
             by_part.setdefault(p, []).append(part)
-        origin = [partition, offset]
+        origin = Origin(partition, offset)
         g = grid_interval(report.start, report.interval_s, self.grid_s)
         for p, parts in by_part.items():
-            res.messages[p] = encode({"o": origin, "t": report.start, "g": g, "parts": parts})
+            res.messages[p] = encode_pairs(origin, report.start, g, parts)
         return res
-
-
-class SourceProgress:
-    """How far the ingest stage got on each reports partition it owns (for progress marks).
-
-    A partition's mark carries the largest event time processed on it. When the partition
-    is idle (caught up, nothing new for ``idle_s`` wall seconds) the mark also says so, with
-    the wall clock less ``idle_lag_s``: the aggregator then stops waiting for it, and once
-    every partition is idle it closes windows older than that clock (a finished stream).
-
-    >>> sp = SourceProgress(idle_s=5, idle_lag_s=120)
-    >>> sp.mark(0, now=1.0, caught_up=True) is None   # nothing seen, not idle yet: nothing to promise
-    True
-    >>> sp.processed(0, offset=9, start=1000, now=50.0)
-    >>> sp.mark(0, now=51.0, caught_up=True)
-    {'mark': [0, 1000]}
-    >>> sp.mark(0, now=1200.0, caught_up=True)
-    {'mark': [0, 1000], 'idle': 1080}
-    >>> sp.mark(0, now=1200.0, caught_up=False)
-    {'mark': [0, 1000]}
-    """
-
-    def __init__(self, idle_s: float, idle_lag_s: float) -> None:
-        self.idle_s = idle_s
-        self.idle_lag_s = idle_lag_s
-        self.max_start: dict[int, int] = {}
-        self.last_offset: dict[int, int] = {}
-        self.last_seen: dict[int, float] = {}
-
-    def processed(self, partition: int, offset: int, start: int | None, now: float) -> None:
-        self.last_offset[partition] = offset
-        self.last_seen[partition] = now
-        if start is not None and start > self.max_start.get(partition, -1):
-            self.max_start[partition] = start
-
-    def assigned(self, partition: int, now: float) -> None:
-        self.last_seen.setdefault(partition, now)
-
-    def revoked(self, partition: int) -> None:
-        for d in (self.max_start, self.last_offset, self.last_seen):
-            d.pop(partition, None)
-
-    def idle(self, partition: int, now: float) -> bool:
-        """Nothing processed on ``partition`` for ``idle_s`` (a candidate: the caller checks it is caught up)."""
-        return now - self.last_seen.get(partition, now) >= self.idle_s
-
-    def mark(self, partition: int, now: float, caught_up: bool) -> dict | None:
-        """The progress mark to send for ``partition`` now, or ``None`` (nothing to promise yet)."""
-        best = self.max_start.get(partition)
-        idle = caught_up and self.idle(partition, now)
-        if best is None and not idle:
-            return None
-        msg: dict = {"mark": [partition, best]}
-        if idle:
-            msg["idle"] = int(now - self.idle_lag_s)
-        return msg

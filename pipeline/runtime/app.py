@@ -1,16 +1,16 @@
-"""Shell: the Faust app and its topics. Agents are wired in ``agents.py``.
+"""Shell: the Faust app and its topics. Agents are wired in ``runtime.agents``.
 
 Window state is not a Faust ``Table``: Faust's assignor placed the table's changelog
 partitions independently of the pairs partitions once a worker was replaced (seen in
 the SIGKILL test: a worker owning pairs partitions 1 and 3 restored changelog partition
 0 only), so a restarted worker lost state. The state lives instead in its own compacted
 topic, partition p holding pairs partition p's windows, written through the same
-producer (flushed before every offset commit) and read back by ``state.py`` whenever a
+producer (flushed before every offset commit) and read back by ``runtime.restore`` whenever a
 partition is (re)assigned.
 
-Every worker runs the same Faust topology (ingest + aggregate) in one consumer group,
-``<app_id>``; the ClickHouse sink is a separate consumer group (``land.py``), run by
-the processes whose ``roles`` include ``sink``.
+Every worker runs the same Faust topology (ingest, aggregate, attribute) in one consumer
+group, ``<app_id>``; the ClickHouse sink is a separate consumer group (``runtime.land``), run
+by the processes whose ``roles`` include ``sink``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Shell: read back the window state of pairs partitions from their compacted topic.
+"""Shell: the state of pairs partitions in their compacted topic, and reading it back.
 
-The aggregate agent writes every changed key of ``windows.PartitionWindows`` and of
-``detect.Detection`` (``PartitionState`` joins them; JSON value, or a tombstone) to partition p of the state topic, through the worker's
-producer, before the events that caused the change are acknowledged. Whoever is
+The aggregate agent writes every changed key of a partition's ``aggregate.step.PartitionStep``
+(its ``windows.PartitionWindows`` and ``detect.Detection``; ``PartitionState`` names the
+keys, ``StateKey``; JSON value, or a tombstone) to partition p of the state topic, through
+the worker's producer, before the events that caused the change are acknowledged. Whoever is
 assigned pairs partition p next replays state partition p up to its end and rebuilds
 the store; per-source offsets inside the state absorb any replay of the pairs topic.
 """
@@ -11,36 +12,74 @@ from __future__ import annotations
 
 import time
 
+from typing import Any, NamedTuple
+
 import orjson
 from aiokafka import TopicPartition
 
-from pipeline.detect.detection import Detection
+from pipeline.aggregate.step import PartitionStep
 from pipeline.aggregate.windows import PartitionWindows
+from pipeline.detect.detection import Detection
 from pipeline.runtime import kafka
+from pipeline.wire.records import encode
 
-__all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "DETECT_KEY"]
+__all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY"]
 
 #: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
 DETECT_KEY = "__detect__"
 
 
+class StateKey(NamedTuple):
+    """A state-topic key: JSON ``[partition, "__detect__", scope, a, b]`` for a detector key, else
+    a windows key (``windows.PartitionWindows.key_str``).
+
+    >>> k = StateKey.detector(3, ("pair", "s1", "s2"))
+    >>> k.text, StateKey.parse(k.text) == k
+    ('[3,"__detect__","pair","s1","s2"]', True)
+    >>> StateKey.parse('[3,"__progress__"]').detector_key is None
+    True
+    """
+
+    partition: int
+    detector_key: tuple[str, ...] | None  # the detector's key, or None: a windows key
+    text: str
+
+    @classmethod
+    def detector(cls, partition: int, key: tuple[str, ...]) -> StateKey:
+        return cls(partition, tuple(key), orjson.dumps([partition, DETECT_KEY, *key]).decode())
+
+    @classmethod
+    def parse(cls, text: str) -> StateKey:
+        parts = orjson.loads(text)
+        return cls(parts[0], tuple(parts[2:]) if parts[1] == DETECT_KEY else None, text)
+
+
+class StateWrite(NamedTuple):
+    """One record for the state topic: key, JSON value or None (a tombstone)."""
+
+    key: StateKey
+    value: bytes | None
+
+
 class PartitionState:
-    """What one pairs partition keeps: its windows and, optionally, its detectors (one state topic partition)."""
+    """What one pairs partition keeps (one state topic partition): its step, i.e. its windows and,
+    optionally, its detectors."""
 
     def __init__(self, windows: PartitionWindows, detection: Detection | None = None) -> None:
+        self.step = PartitionStep(windows, detection)
         self.windows = windows
         self.detection = detection
         self.partition = windows.partition
 
-    def load(self, key: str, val: dict) -> None:
-        parts = orjson.loads(key)
-        if parts[1] == DETECT_KEY:
+    def load(self, key: str, val: dict[str, Any]) -> None:
+        k = StateKey.parse(key)
+        if k.detector_key is not None:
             if self.detection is not None:
-                self.detection.load(parts[2:], val)
+                self.detection.load(k.detector_key, val)
         else:
             self.windows.load(key, val)
 
-    def take_dirty(self) -> dict[str, dict | None]:
+    def take_dirty(self) -> list[StateWrite]:
         """Changed keys, detector keys first.
 
         The writes of one partition arrive in order, so if a crash loses the tail of a
@@ -48,11 +87,12 @@ class PartitionState:
         holds it unscored; it is then scored again on restart, and ``Detection`` skips it
         (each key remembers the last interval it scored). The reverse order would lose it.
         """
-        out: dict[str, dict | None] = {}
+        out: list[StateWrite] = []
         if self.detection is not None:
             for k, v in self.detection.take_dirty().items():
-                out[orjson.dumps([self.partition, DETECT_KEY, *k]).decode()] = v
-        out.update(self.windows.take_dirty())
+                out.append(StateWrite(StateKey.detector(self.partition, k), encode(v)))
+        for text, v in self.windows.take_dirty().items():
+            out.append(StateWrite(StateKey(self.partition, None, text), None if v is None else encode(v)))
         return out
 
 

@@ -1,10 +1,12 @@
 """Scenario evaluation: run a scenario through the detection code in simulated time and score it.
 
 ``flowmon eval SCENARIO.yaml [--json]``. In-process, no broker: the simulator's reports
-go through the very cores the Faust agents run (``ingest.Ingest`` → pairs messages →
-``windows.PartitionWindows`` → complete intervals → ``detect.Detection``), one source,
-marks after every interval, so the alerts are those the Kafka path emits
-(``tests/integration/test_detection.py`` checks it on a scenario, on both brokers).
+go through the very cores the Faust agents run (``ingest.step.Ingest`` → pairs messages →
+``aggregate.step.PartitionStep``: windows → complete intervals → ``detect.Detection`` →
+health → ``attribute.correlate.AttributionStage``), one source, a mark whenever the
+largest report start rises, so the alerts are those the Kafka path emits
+(``tests/integration/test_detection.py`` checks it on a scenario, on both brokers). The
+scoring functions are in ``sim.score``.
 
 Matching alerts to faults (the ground truth under ``faults:``):
 
@@ -46,23 +48,33 @@ from typing import Any
 
 import orjson
 
+from pipeline.aggregate.step import PartitionStep, StepOutput
+from pipeline.aggregate.windows import PartitionWindows
 from pipeline.attribute.correlate import AttributionStage
 from pipeline.detect.detection import Detection
 from pipeline.ingest.step import Ingest
-from pipeline.ingest.preagg import PARTIAL_COUNTERS
-from pipeline.sim.scenario import load_scenario
-from pipeline.sim.simulator import Fault, Simulator
-from pipeline.sim.totals import TOTAL_FIELDS as _TOTAL_FIELDS, TotalsAccumulator
 from pipeline.ingest.topology import load_topology
 from pipeline.ingest.validate import Validator
-from pipeline.aggregate.windows import PartitionWindows
+from pipeline.sim.score import (
+    confusion,
+    credit,
+    false_alarms,
+    fault_free_windows,
+    fault_outcomes,
+    match,
+    nhi_false_degraded_minutes,
+    nhi_periods,
+    window_totals,
+)
+from pipeline.sim.scenario import load_scenario
+from pipeline.sim.simulator import Fault, Simulator
+from pipeline.sim.totals import TotalsAccumulator
+from pipeline.wire.records import SAMPLES, FlowWindow, ProgressMark, decode_pairs
 
 __all__ = ["EPOCH", "EvalResult", "evaluate", "evaluate_stream", "suite_summary", "match"]
 
 #: Simulated time of every scenario's start: 2025-11-25 00:00 UTC (a midnight, so ``diurnal`` peaks at 12:00).
 EPOCH = 1764028800
-
-_SAMPLES = PARTIAL_COUNTERS.index("samples")
 
 
 @dataclass
@@ -96,7 +108,7 @@ class EvalResult:
         return {
             "accuracy": len(right) / len(det) if det else None,
             "detected_faults": len(det), "right": len(right),
-            "confusion": _confusion(det),
+            "confusion": confusion(det),
             "nhi_false_degraded_minutes": self.nhi_false_degraded_minutes,
             "nhi_degraded_periods": len(self.nhi),
             "nhi_delay_intervals_max": max(nd) if nd else None,
@@ -128,42 +140,13 @@ class EvalResult:
 
 
 def _fault_keys(sim: Simulator, f: Fault) -> set[tuple[str, str, str]]:
-    ids, t = sim._ids, sim.topology
+    ids, t = sim.instance_ids, sim.topology
     sub = [t.instances[i].subnet for i in ids]
     keys: set[tuple[str, str, str]] = set()
     for a, b in f.touched:
         keys |= {("pair", sub[a], sub[b]), ("pair", sub[b], sub[a]),
                  ("instance", ids[a], sub[b]), ("instance", ids[b], sub[a])}
     return keys
-
-
-def _key(e: Mapping[str, Any]) -> tuple[str, str, str]:
-    if e["scope"] == "pair":
-        return ("pair", e["src_subnet"], e["dst_subnet"])
-    return ("instance", e["instance"], e["dst_subnet"])
-
-
-def match(alerts: list[Mapping[str, Any]], faults: list[dict[str, Any]], interval_s: int) -> dict[str, int | None]:
-    """``alert_id -> index of the credited fault (or None)``; ``faults`` items need start/end (Unix s) and keys.
-
-    >>> f = [{"start": 100, "end": 200, "keys": {("pair", "a", "b")}},
-    ...      {"start": 150, "end": 300, "keys": {("pair", "a", "b"), ("pair", "c", "d")}}]
-    >>> al = [{"alert_id": "x", "scope": "pair", "src_subnet": "a", "dst_subnet": "b", "first_seen": 160},
-    ...       {"alert_id": "y", "scope": "pair", "src_subnet": "c", "dst_subnet": "d", "first_seen": 110},
-    ...       {"alert_id": "z", "scope": "pair", "src_subnet": "e", "dst_subnet": "f", "first_seen": 160}]
-    >>> match(al, f, 30)
-    {'x': 1, 'y': None, 'z': None}
-    """
-    out: dict[str, int | None] = {}
-    for a in alerts:
-        k, t = _key(a), a["first_seen"]
-        best = None
-        for i, f in enumerate(faults):
-            if k in f["keys"] and f["start"] - interval_s <= t < f["end"] + 2 * interval_s:
-                if best is None or f["start"] > faults[best]["start"]:
-                    best = i
-        out[a["alert_id"]] = best
-    return out
 
 
 def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baseline",
@@ -215,8 +198,8 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
 
     ``deliveries``: ``(arrival time, report dict or its bytes)`` in arrival order, as one
     reports partition carries them. After each report, when the largest ``start`` processed
-    so far rose, a progress mark ``{"mark": [0, max_start]}`` follows (what
-    ``ingest.SourceProgress`` promises); at the end an idle mark closes everything.
+    so far rose, a progress mark ``ProgressMark(0, max_start)`` follows (what
+    ``ingest.progress.SourceProgress`` promises); at the end an idle mark closes everything.
     ``faults``: dicts with ``name, kind, target, start, end`` (Unix s), ``cause`` and ``keys``
     (a set of ``("pair", src_subnet, dst_subnet)`` / ``("instance", instance, dst_subnet)``);
     read after the stream is exhausted. ``start``/``duration_s``: the simulated span
@@ -229,67 +212,16 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
     """
     topo = load_topology(topology)
     iv_s = int(interval_s)
-    core = Ingest(Validator(topo, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1, grid_s=iv_s)
-    pw = PartitionWindows(0, window_s, lateness_s, 1, grid_s=iv_s)
-    det = Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params)
-    stage = AttributionStage(1, iv_s)
-    events: list[dict[str, Any]] = []
-    attributions: list[dict[str, Any]] = []
-    nhi: list[dict[str, Any]] = []
-    pair_windows: set[tuple[str, str, int]] = set()
-    closed: dict[tuple[str, str, int], dict[str, Any]] = {}
-    expected = TotalsAccumulator(window_s, topo)
-    seen: set[tuple[Any, ...]] = set()
-    late_samples = late_partials = duplicates = 0
+    run = _Run(topo, iv_s, window_s, lateness_s, detector, params)
     n_iv = -(-int(duration_s) // iv_s)
     t_start = time.perf_counter()
-    reports = samples = 0
-
-    def feed(msg: dict) -> None:
-        nonlocal late_samples, late_partials
-        out = pw.apply(msg)
-        new: list[dict[str, Any]] = []
-        for iv in out.intervals:
-            new.extend(det.interval(iv))
-        events.extend(new)
-        if out.intervals:
-            recs, changes = stage.apply({"p": 0, "upto": max(iv["t"] for iv in out.intervals),
-                                         "health": det.take_health(),
-                                         "opened": [e for e in new if e["event"] == "opened"]})
-            attributions.extend(recs)
-            nhi.extend(changes)
-        for rec in out.closed:
-            pair_windows.add((rec["src_subnet"], rec["dst_subnet"], rec["window_start"]))
-            closed[(rec["src_subnet"], rec["dst_subnet"], rec["window_start"])] = rec
-        late_partials += len(out.late)
-        late_samples += sum(part["c"][_SAMPLES] for part, _ in out.late)
-
     max_start: int | None = None
     shown = 0
     for arrival, item in deliveries:
-        if isinstance(item, bytes | bytearray | memoryview):
-            raw = bytes(item)
-            r = orjson.loads(raw)
-        else:
-            r = item
-            raw = orjson.dumps(r)
-        res = core.process(raw, "sim", 0, reports, arrival)
-        if res.deadletters:
-            raise RuntimeError(f"stream {name}: report {reports} is invalid: {res.deadletters[0]}")
-        ident = _identity(r)
-        if ident in seen:
-            duplicates += 1
-        else:
-            seen.add(ident)
-            expected.add(r)
-        reports += 1
-        samples += res.accepted
-        for payload in res.messages.values():
-            feed(orjson.loads(payload))
-        t = res.start if res.start is not None else int(r["start"])
+        t = run.report(arrival, item, name)
         if max_start is None or t > max_start:
             max_start = t
-            feed({"mark": [0, max_start]})
+            run.feed(ProgressMark(0, max_start))
             if progress:
                 done = min(n_iv, max(0, (max_start - start) // iv_s + 1))
                 if done != shown:
@@ -297,104 +229,97 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
                     progress(done, n_iv)
     end = start + n_iv * iv_s
     last = max(end, max_start if max_start is not None else end)
-    feed({"mark": [0, last], "idle": last + window_s + lateness_s})  # the stream is over: close everything
-    recs, changes = stage.finish()
-    attributions.extend(recs)
-    nhi.extend(changes)
+    run.feed(ProgressMark(0, last, idle=last + window_s + lateness_s))  # the stream is over: close everything
+    recs, changes = run.stage.finish()
+    run.attributions.extend(recs)
+    run.nhi.extend(changes)
     if progress:
         progress(n_iv, n_iv)
     seconds = time.perf_counter() - t_start
+    return _score(run, faults, name=name, source=source, interval_s=iv_s, start=start, window_s=window_s,
+                  intervals=n_iv, seconds=seconds)
 
-    # --- totals: closed windows against the unique reports ------------------------------
-    want = expected.result()
-    keys = want.keys() | closed.keys()
-    exact = sum(1 for k in keys if k in want and k in closed
-                and all(closed[k][f] == want[k][f] for f in _TOTAL_FIELDS))
-    totals = {"windows": len(keys), "exact": exact, "wrong": len(keys) - exact,
-              "missing": len(want.keys() - closed.keys()), "unexpected": len(closed.keys() - want.keys()),
-              "late_samples": late_samples, "late_partials": late_partials,
-              "unique_reports": len(seen), "duplicate_reports": duplicates}
 
-    # --- score -----------------------------------------------------------------------
-    opened = [e for e in events if e["event"] == "opened"]
-    credit = match(opened, faults, iv_s)
-    per_fault: list[list[dict]] = [[] for _ in faults]
-    for a in opened:
-        i = credit[a["alert_id"]]
-        if i is not None:
-            per_fault[i].append(a)
-    busy = [(f["start"] - iv_s, f["end"] + 2 * iv_s) for f in faults]
+class _Run:
+    """One stream through the worker's cores: ingest, one pairs partition's step, attribution."""
 
-    def fault_free(ws: int) -> bool:
-        return all(ws + window_s <= s or ws >= e for s, e in busy)
+    def __init__(self, topo: Any, iv_s: int, window_s: int, lateness_s: int, detector: str,
+                 params: Mapping[str, float] | None) -> None:
+        self.core = Ingest(Validator(topo, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1, grid_s=iv_s)
+        self.step = PartitionStep(PartitionWindows(0, window_s, lateness_s, 1, grid_s=iv_s),
+                                  Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params))
+        self.stage = AttributionStage(1, iv_s)
+        self.events: list[dict[str, Any]] = []
+        self.attributions: list[dict[str, Any]] = []
+        self.nhi: list[dict[str, Any]] = []
+        self.closed: dict[tuple[str, str, int], FlowWindow] = {}
+        self.expected = TotalsAccumulator(window_s, topo)
+        self.seen: set[tuple[Any, ...]] = set()
+        self.late_samples = self.late_partials = self.duplicates = 0
+        self.reports = self.samples = 0
 
-    free_windows = sum(1 for (_, _, ws) in pair_windows if fault_free(ws))
-    false_alarms = sum(1 for a in opened if credit[a["alert_id"]] is None
-                       and fault_free(a["first_seen"] // window_s * window_s))
-    cause_of = {a["alert_id"]: a for a in attributions}
-    periods = _nhi_periods(nhi)
-    infra = [(f["start"], f["end"] + 2 * iv_s + 4 * iv_s) for f in faults if f["cause"] == "infrastructure"]
-    false_min = sum(_outside(s0, e0, infra) for _, _, s0, e0 in periods) / 60.0
-    fault_out = []
-    for f, credited in zip(faults, per_fault):
-        first = min((a["at"] for a in credited), default=None)  # when it was flagged (first_seen may be earlier)
-        causes = [cause_of[a["alert_id"]]["cause"] for a in credited if a["alert_id"] in cause_of]
-        given = _majority_cause(causes) if credited else None
-        nhi_first = min((s0 for _, _, s0, e0 in periods if f["start"] <= s0 < f["end"] + 2 * iv_s), default=None)
-        fault_out.append({
-            "name": f["name"], "kind": f["kind"], "target": f["target"], "start_s": f["start"] - start,
-            "end_s": f["end"] - start, "detected": bool(credited),
-            "delay_intervals": None if first is None else max(1, (first - f["start"]) // iv_s + 1),
-            "alerts": len(credited), "metrics": sorted({a["metric"] for a in credited}),
-            "cause_truth": f["cause"], "cause_given": given,
-            "causes_of_alerts": {c: causes.count(c) for c in sorted(set(causes))},
-            "nhi_delay_intervals": None if nhi_first is None or first is None else (nhi_first - first) // iv_s,
-        })
-    res = EvalResult(name, source, iv_s, events, fault_out, len(opened), sum(len(c) for c in per_fault),
-                     false_alarms, free_windows, n_iv, reports, samples, seconds, det.state_bytes())
-    res.attributions = attributions
+    def report(self, arrival: float, item: Mapping[str, Any] | bytes, name: str) -> int:
+        """Ingest one delivered report and feed its pairs messages; returns its start."""
+        if isinstance(item, bytes | bytearray | memoryview):
+            raw = bytes(item)
+            r = orjson.loads(raw)
+        else:
+            r = item
+            raw = orjson.dumps(r)
+        res = self.core.process(raw, "sim", 0, self.reports, arrival)
+        if res.deadletters:
+            raise RuntimeError(f"stream {name}: report {self.reports} is invalid: {res.deadletters[0]}")
+        ident = _identity(r)
+        if ident in self.seen:
+            self.duplicates += 1
+        else:
+            self.seen.add(ident)
+            self.expected.add(r)
+        self.reports += 1
+        self.samples += res.accepted
+        for payload in res.messages.values():
+            for msg in decode_pairs(payload):
+                self.feed(msg)
+        return res.start if res.start is not None else int(r["start"])
+
+    def feed(self, msg: Any) -> None:
+        """One pairs message through the step; its health to the attribution stage."""
+        out: StepOutput = self.step.apply(msg)
+        if out.detect_errors:
+            raise RuntimeError("detection failed (see the log)")
+        self.events.extend(out.alerts)
+        update = self.step.take_health()
+        if update is not None:
+            recs, changes = self.stage.apply(update.message())
+            self.attributions.extend(recs)
+            self.nhi.extend(changes)
+        for rec in out.closed:
+            self.closed[(rec.src_subnet, rec.dst_subnet, rec.window_start)] = rec
+        self.late_partials += len(out.late)
+        self.late_samples += sum(lp.partial.counters[SAMPLES] for lp in out.late)
+
+
+def _score(run: _Run, faults: list[dict[str, Any]], *, name: str, source: str, interval_s: int, start: int,
+           window_s: int, intervals: int, seconds: float) -> EvalResult:
+    """The run's ``EvalResult``: totals, then detection and attribution scores (``sim.score``)."""
+    totals = window_totals(run.expected.result(), run.closed)
+    totals.update(late_samples=run.late_samples, late_partials=run.late_partials,
+                  unique_reports=len(run.seen), duplicate_reports=run.duplicates)
+    opened = [e for e in run.events if e["event"] == "opened"]
+    credited, per_fault = credit(opened, faults, interval_s)
+    periods = nhi_periods(run.nhi)
+    res = EvalResult(name, source, interval_s, run.events,
+                     fault_outcomes(faults, per_fault, run.attributions, periods, interval_s, start),
+                     len(opened), sum(len(c) for c in per_fault),
+                     false_alarms(opened, credited, faults, interval_s, window_s),
+                     fault_free_windows(run.closed, faults, interval_s, window_s), intervals, run.reports,
+                     run.samples, seconds, run.step.detection.state_bytes() if run.step.detection else {})
+    res.attributions = run.attributions
     res.nhi = periods
-    res.nhi_false_degraded_minutes = false_min
+    res.nhi_false_degraded_minutes = nhi_false_degraded_minutes(periods, faults, interval_s)
     res.totals = totals
     res.start = start
     return res
-
-
-def _majority_cause(causes: list[str]) -> str:
-    """The cause most credited alerts got, undetermined ones aside unless they are all there is."""
-    determined = [c for c in causes if c != "undetermined"] or causes
-    if not determined:
-        return "undetermined"
-    order = {"infrastructure": 0, "workload": 1, "undetermined": 2}
-    return min(set(determined), key=lambda c: (-determined.count(c), order[c]))
-
-
-def _nhi_periods(records: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
-    """Final (scope_kind, scope, start, end) of every degraded period (the latest record of each wins)."""
-    last: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for r in records:
-        last[(r["scope_kind"], r["scope"], r["start"])] = r
-    return sorted((k, s, st, r["end"] if r["end"] is not None else st) for (k, s, st), r in last.items())
-
-
-def _outside(start: int, end: int, spans: list[tuple[int, int]]) -> int:
-    """Seconds of [start, end) not covered by any span."""
-    cuts = sorted((max(a, start), min(b, end)) for a, b in spans if b > start and a < end)
-    covered, cur = 0, start
-    for a, b in cuts:
-        if b > cur:
-            covered += b - max(a, cur)
-            cur = b
-    return (end - start) - covered
-
-
-def _confusion(faults: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """truth -> given -> count, over detected faults."""
-    out: dict[str, dict[str, int]] = {}
-    for f in faults:
-        row = out.setdefault(str(f["cause_truth"]), {})
-        row[str(f["cause_given"])] = row.get(str(f["cause_given"]), 0) + 1
-    return out
 
 
 def suite_summary(results: Iterable[EvalResult]) -> dict[str, Any]:
@@ -415,7 +340,7 @@ def suite_summary(results: Iterable[EvalResult]) -> dict[str, Any]:
         "max_state_bytes_per_key": max((r.state.get("max", 0) for r in rs), default=0),
         "attribution_accuracy": (sum(f["cause_given"] == f["cause_truth"] for f in faults if f["detected"])
                                  / max(1, sum(f["detected"] for f in faults))),
-        "confusion": _confusion([f for f in faults if f["detected"]]),
+        "confusion": confusion([f for f in faults if f["detected"]]),
         "nhi_false_degraded_minutes_workload_only": sum(
             r.nhi_false_degraded_minutes for r in rs if r.faults and all(f["cause_truth"] != "infrastructure"
                                                                          for f in r.faults)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import random
 
@@ -58,9 +59,9 @@ def run(msgs: list[dict], pw: PartitionWindows | None = None, sources: int = 3):
 def totals(closed: list[dict]) -> dict:
     t: dict = {}
     for r in closed:
-        k = (r["dst_subnet"], r["window_start"])
+        k = (r.dst_subnet, r.window_start)
         assert k not in t, f"window {k} emitted twice"
-        t[k] = r["bytes_sent"]
+        t[k] = r.bytes_sent
     return t
 
 
@@ -114,7 +115,7 @@ def test_watermark_is_the_slowest_source():
     out = pw.apply({"mark": [1, W + LATE - 1]})
     assert out.closed == [] and pw.watermark == W + LATE - 1
     out = pw.apply({"mark": [1, W + LATE]})
-    assert [r["window_start"] for r in out.closed] == [0]
+    assert [r.window_start for r in out.closed] == [0]
 
 
 def test_late_partial_is_handed_back_not_merged():
@@ -122,8 +123,8 @@ def test_late_partial_is_handed_back_not_merged():
     pw.apply({"o": [0, 1], "t": 0, "parts": [part("d", 0, 5)]})
     closed = pw.apply({"mark": [0, 2 * W]}).closed
     out = pw.apply({"o": [0, 2], "t": 30, "parts": [part("d", 0, 7)]})
-    assert len(closed) == 1 and closed[0]["bytes_sent"] == 5
-    assert len(out.late) == 1 and out.late[0][1] == [0, 2] and out.closed == []
+    assert len(closed) == 1 and closed[0].bytes_sent == 5
+    assert len(out.late) == 1 and out.late[0].origin == (0, 2) and out.closed == []
     # after two more windows the closed window is forgotten (bounded memory) and still late
     pw.apply({"mark": [0, 5 * W]})
     assert pw.closed == {}
@@ -141,7 +142,7 @@ def test_inputs_not_mutated_and_state_pickles():
 def test_deterministic():
     a = run(stream(11))[1]
     b = run(stream(11))[1]
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "closed_at"} for r in rs]  # noqa: E731
+    strip = lambda rs: [dataclasses.replace(r, closed_at=0.0) for r in rs]  # noqa: E731
     assert strip(a) == strip(b)
 
 
@@ -152,8 +153,8 @@ def test_hosts_are_distinct_reporters_and_rtt_percentiles():
         p["h"] = {159: 1} if i < 3 else {266: 1}  # three ~1 ms, one ~100 ms
         pw.apply({"o": [0, i], "t": 0, "parts": [p]})
     (rec,) = pw.apply({"mark": [0, W + LATE]}).closed
-    assert rec["hosts"] == 3 and rec["samples"] == 4
-    assert 950 < rec["rtt_p50_us"] < 1050 and rec["rtt_p99_us"] > 90_000
+    assert rec.hosts == 3 and rec.samples == 4
+    assert 950 < rec.rtt_p50_us < 1050 and rec.rtt_p99_us > 90_000
 
 
 @settings(max_examples=50, deadline=None)
@@ -177,7 +178,7 @@ def test_backfill_into_an_idle_partition_is_not_late():
     # source 0 is active again: its data holds the watermark, nothing closes yet
     assert pw.apply({"mark": [0, 30]}).closed == []
     closed = pw.apply({"mark": [0, 30], "idle": clock}).closed  # both idle again: the stream is over
-    assert [(r["window_start"], r["bytes_sent"]) for r in closed] == [(0, 9)]
+    assert [(r.window_start, r.bytes_sent) for r in closed] == [(0, 9)]
 
 
 def test_idle_source_does_not_hold_the_watermark_back():
@@ -185,7 +186,7 @@ def test_idle_source_does_not_hold_the_watermark_back():
     pw.apply({"o": [0, 1], "t": 0, "parts": [part("d", 0, 5)]})
     pw.apply({"mark": [1, None], "idle": 50})  # source 1 has nothing, and is quiet
     out = pw.apply({"mark": [0, W + LATE]})
-    assert [r["window_start"] for r in out.closed] == [0] and pw.watermark == W + LATE
+    assert [r.window_start for r in out.closed] == [0] and pw.watermark == W + LATE
 
 
 def test_all_idle_closes_only_windows_older_than_the_clock():
@@ -233,7 +234,7 @@ def test_two_partials_of_one_key_in_one_report_both_count():
     assert (out.applied, out.duplicates) == (2, 0)
     assert w.apply({"o": [0, 7], "t": 0, "parts": [a, b]}).duplicates == 2  # the replay: both skipped
     closed = w.apply({"mark": [0, 660]}).closed
-    assert [(r["bytes_sent"], r["samples"]) for r in closed] == [(150, 2)]
+    assert [(r.bytes_sent, r.samples) for r in closed] == [(150, 2)]
 
 
 def test_a_report_sent_again_counts_once_and_a_split_one_twice():
@@ -247,7 +248,7 @@ def test_a_report_sent_again_counts_once_and_a_split_one_twice():
     assert w.apply({"o": [0, 4], "t": 0, "g": 0, "parts": [part("d", 0, 5, "h1", rid=12)]}).applied == 1  # split
     w.apply({"mark": [1, 0]})
     closed = w.apply({"mark": [0, 660]}).closed + w.apply({"mark": [1, 660]}).closed
-    assert [(r["bytes_sent"], r["samples"], r["hosts"]) for r in closed] == [(10, 2, 1)]
+    assert [(r.bytes_sent, r.samples, r.hosts) for r in closed] == [(10, 2, 1)]
     again = w.apply({"o": [1, 41], "t": 0, "g": 0, "parts": [dict(first)]})
     assert (again.duplicates, again.late) == (1, [])  # not late: a duplicate, counted and skipped
     other = w.apply({"o": [1, 42], "t": 0, "g": 0, "parts": [part("d", 0, 6, "h1", rid=13)]})
@@ -268,4 +269,4 @@ def test_state_from_before_report_identities_restores():
     out = w.apply({"mark": [0, W + LATE]})
     assert [iv["t"] for iv in first.intervals + out.intervals] == [0, 30]
     assert first.intervals[0]["hosts"]["h"][2:] == [[0, 0], [None, None, None], None, {}]
-    assert [(r["bytes_sent"], r["hosts"]) for r in out.closed] == [(12, 2)]
+    assert [(r.bytes_sent, r.hosts) for r in out.closed] == [(12, 2)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-import pytest
 
 from pipeline.detect.contract import Verdict
 from pipeline.detect.lifecycle import AlertBook

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pipeline.ingest.step import Ingest
 from pipeline.ingest.preagg import PARTIAL_COUNTERS, partials
+from pipeline.wire.records import RTT_COUNT, RTT_SUM_US, SAMPLES, decode_pairs
 from pipeline.wire.rtt import bucket
 from pipeline.ingest.validate import Validator
 from pipeline.wire.contract import pair_partition
@@ -27,11 +28,11 @@ def naive(msg: dict, v: Validator) -> dict:
         c = out.setdefault(dst, [0] * len(PARTIAL_COUNTERS) + [{}])
         for i, k in enumerate(("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows")):
             c[i] += s[k]
-        c[5] += 1
-        c[6] += len(s["rtt_us"])
-        c[7] += sum(s["rtt_us"])
+        c[SAMPLES] += 1
+        c[RTT_COUNT] += len(s["rtt_us"])
+        c[RTT_SUM_US] += sum(s["rtt_us"])
         for b in bucket(np.array(s["rtt_us"], dtype=np.int64)).tolist():
-            c[8][b] = c[8].get(b, 0) + 1
+            c[-1][b] = c[-1].get(b, 0) + 1
     return out
 
 
@@ -41,9 +42,9 @@ def test_partials_equal_naive_loop(msg):
     v = Validator(TOPO)
     rep, rejected = v.check(orjson.dumps(msg), now=time.time())
     assert not rejected
-    got = {p["dst"][0]: p["c"] + [p["h"]] for p in partials(rep, v.places, 600)}
+    got = {p.dst[0]: p.counters + [p.rtt_hist] for p in partials(rep, v.places, 600)}
     assert got == naive(msg, v)
-    assert {p["ws"] for p in partials(rep, v.places, 600)} == {msg["start"] - msg["start"] % 600}
+    assert {p.window_start for p in partials(rep, v.places, 600)} == {msg["start"] - msg["start"] % 600}
 
 
 @settings(max_examples=100, deadline=None)
@@ -53,13 +54,15 @@ def test_ingest_routes_each_pair_to_its_partition_once(msg, partitions):
     res = ing.process(orjson.dumps(msg), "r", 0, 9, now=time.time())
     seen = set()
     for p, raw in res.messages.items():
-        m = orjson.loads(raw)
-        assert m["o"] == [0, 9] and m["t"] == msg["start"]
-        for part in m["parts"]:
-            key = (part["src"][0], part["dst"][0])
+        (m,) = decode_pairs(raw)
+        assert m.origin == (0, 9) and m.start == msg["start"]
+        assert orjson.loads(raw)["o"] == [0, 9]  # on the wire, as always
+        for part in m.parts:
+            key = (part.src[0], part.dst[0])
             assert pair_partition(*key, partitions) == p and key not in seen
             seen.add(key)
-    assert res.accepted == sum(part["c"][5] for raw in res.messages.values() for part in orjson.loads(raw)["parts"])
+    assert res.accepted == sum(part.counters[SAMPLES] for raw in res.messages.values()
+                               for part in decode_pairs(raw)[0].parts)
 
 
 @settings(max_examples=100, deadline=None)
@@ -100,8 +103,8 @@ def test_detection_extras_one_sample_maxima_remotes_and_fresh_medians():
         for small in (16, 0):  # the plain loop and the numpy path
             preagg.SMALL = small
             (p,) = partials(rep, v.places, 600)
-            assert p["x"] == [40, 2] and p["top"] == ["10.0.1.5", "10.0.1.5", "10.0.1.6"], small
-            assert p["m"] == {int(bucket(np.array([900]))[0]): 1, int(bucket(np.array([700]))[0]): 1}, small
-            assert p["c"][6] == 6  # the window still counts every observation
+            assert p.maxima == [40, 2] and p.top == ["10.0.1.5", "10.0.1.5", "10.0.1.6"], small
+            assert p.medians == {int(bucket(np.array([900]))[0]): 1, int(bucket(np.array([700]))[0]): 1}, small
+            assert p.counters[RTT_COUNT] == 6  # the window still counts every observation
     finally:
         preagg.SMALL = old

@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.support.helpers import unique_name
 from pipeline.config import Settings
-from pipeline.ingest.step import encode
+from pipeline.wire.records import encode
 from pipeline.runtime.restore import restore
 from pipeline.runtime.topics import Topics, ensure_topics
 from pipeline.aggregate.windows import PartitionWindows

@@ -1,0 +1,118 @@
+"""The aggregate agent: pairs messages -> each partition's ``PartitionStep`` -> windows, dead letters,
+alerts, health and state, all sent (and delivered) before the batch is acked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pipeline.aggregate.step import StepOutput
+from pipeline.aggregate.windows import PartitionWindows
+from pipeline.detect.detection import Detection
+from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context
+from pipeline.runtime.agents.ingest import send_deadletter
+from pipeline.runtime.restore import PartitionState, restore_many
+from pipeline.wire.contract import pair_partition
+from pipeline.wire.records import DeadLetter, decode_pairs, encode, encode_health
+
+__all__ = ["install", "store", "new_state"]
+
+log = logging.getLogger("flowmon.agents")
+
+
+def new_state(ctx: Context, q: int) -> PartitionState:
+    """An empty state for pairs partition ``q``: its windows and detectors."""
+    s = ctx.settings
+    return PartitionState(
+        PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions, interval_lateness_s=s.interval_lateness_s,
+                         grid_s=s.interval_s),
+        Detection(interval_s=s.interval_s, window_s=s.window_s, model=s.detector, instances=s.detect_instances))
+
+
+async def store(ctx: Context, p: int) -> PartitionState:
+    """Pairs partition ``p``'s state; on first use after a rebalance, every assigned pairs
+    partition not restored yet is restored from the state topic, with one consumer."""
+    ps = ctx.stores.get(p)
+    if ps is None:
+        app = ctx.flow.app
+        await app.producer.flush()  # our own last writes must be readable
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.pairs} | {p}
+        todo = [new_state(ctx, q) for q in sorted(mine) if q not in ctx.stores]
+        for q_ps, n in zip(todo, await restore_many(ctx.flow.bootstrap, ctx.topics.state, todo)):
+            ctx.stores[q_ps.partition] = q_ps
+            q_pw = q_ps.windows
+            log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "
+                     "watermark %s", q_ps.partition, n, len(q_pw.open), len(q_pw.closed),
+                     len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark)
+        ps = ctx.stores[p]
+    return ps
+
+
+async def _emit(ctx: Context, out: StepOutput, late: list[DeadLetter], touched: dict[int, PartitionState]) -> list:
+    """Send what a batch produced (windows, dead letters, alerts, health); returns the delivery futures."""
+    t, s, m = ctx.topics, ctx.settings, ctx.metrics
+    pending = []
+    for rec in out.closed:
+        key = f"{rec.src_subnet}|{rec.dst_subnet}".encode()
+        pending.append(await ctx.send(t.windows, encode(rec), pair_partition(rec.src_subnet, rec.dst_subnet,
+                                                                              s.partitions), key))
+    for dl in late:
+        pending.append(await send_deadletter(ctx, dl))
+    now = time.time()
+    for a in out.alerts:  # an alert's events keep their order: keyed by alert_id
+        a["emitted_at"] = now
+        pending.append(await ctx.send(t.anomalies, encode(a), key=a["alert_id"].encode()))
+        m.anomalies.labels(event=a["event"], metric=a["metric"]).inc()
+    # the health of every scored key, and the alerts opened, to the attribution stage
+    for p, ps in touched.items():
+        update = ps.step.take_health()
+        if update is not None:
+            for msg in encode_health(update, PAIRS_MESSAGE_BYTES):
+                pending.append(await ctx.send(t.health, msg, 0, str(p).encode()))
+    return pending
+
+
+async def _write_state(ctx: Context, touched: dict[int, PartitionState]) -> None:
+    """The changed state of every partition the batch touched, then the gauges."""
+    m = ctx.metrics
+    biggest = 0
+    for p, ps in touched.items():
+        for w in ps.take_dirty():
+            await ctx.send(ctx.topics.state, w.value, p, w.key.text.encode())
+            if w.value is not None and w.key.detector_key is not None:
+                biggest = max(biggest, len(w.value))
+    m.open_windows.set(sum(len(ps.windows.open) for ps in ctx.stores.values()))
+    m.detector_keys.set(sum(len(ps.detection.keys) for ps in ctx.stores.values() if ps.detection))
+    if biggest:
+        m.detector_state_bytes.set(biggest)
+
+
+def install(ctx: Context) -> None:
+    flow, m = ctx.flow, ctx.metrics
+
+    @flow.app.agent(flow.pairs, name="aggregate")
+    async def aggregate(stream):
+        async for events in stream.take_events(1000, within=0.05):
+            # everything below happens before these events are acked (take_events acks after)
+            out = StepOutput()
+            late: list[DeadLetter] = []
+            touched: dict[int, PartitionState] = {}
+            for event in events:
+                p = event.message.partition
+                ps = touched.get(p) or await store(ctx, p)
+                touched[p] = ps
+                for msg in decode_pairs(event.value):  # ingest batches; marks come alone
+                    n = len(out.late)
+                    ps.step.apply(msg, out)
+                    late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
+            m.intervals.inc(out.intervals)
+            m.detect_errors.inc(out.detect_errors)
+            m.late_for_detection.inc(out.late_for_detection)
+            m.partials.inc(out.applied)
+            m.duplicates.inc(out.duplicates)
+            pending = await _emit(ctx, out, late, touched)
+            if pending:  # closed windows (and alerts, health) must be durable before the state says so
+                await asyncio.gather(*pending)
+            m.windows.inc(len(out.closed))
+            await _write_state(ctx, touched)

@@ -1,0 +1,56 @@
+"""What the agents share: the flow, the cores they feed, and the per-worker state they keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.attribute.correlate import AttributionStage
+from pipeline.config import Settings
+from pipeline.ingest.progress import SourceProgress
+from pipeline.ingest.step import Ingest
+from pipeline.ingest.topology import Topology
+from pipeline.ingest.validate import Validator
+from pipeline.runtime.app import Flow
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.restore import PartitionState
+from pipeline.runtime.topics import Topics
+
+__all__ = ["Context", "PAIRS_MESSAGE_BYTES"]
+
+#: Largest pairs (or health) message a stage sends (a batch's messages for one partition are split above it).
+PAIRS_MESSAGE_BYTES = 512 * 1024
+
+
+@dataclass
+class Context:
+    """The flow, the ingest core and the worker's state: pairs partitions' steps (``stores``,
+    rebuilt after every rebalance), reports partitions' progress, the attribution stage."""
+
+    flow: Flow
+    core: Ingest
+    progress: SourceProgress
+    stores: dict[int, PartitionState] = field(default_factory=dict)
+    stage: AttributionStage | None = None  # restored on its first batch (the health topic's one partition)
+
+    @classmethod
+    def create(cls, flow: Flow, topology: Topology | None = None) -> Context:
+        s = flow.settings
+        core = Ingest(Validator(topology, max_future_s=s.max_future_s, max_message_bytes=s.max_message_bytes,
+                                max_samples=s.max_samples_per_report), s.window_s, s.partitions, grid_s=s.interval_s)
+        return cls(flow, core, SourceProgress(s.source_idle_s, s.source_idle_lag_s))
+
+    @property
+    def settings(self) -> Settings:
+        return self.flow.settings
+
+    @property
+    def topics(self) -> Topics:
+        return self.flow.topics
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.flow.metrics
+
+    async def send(self, topic: str, value: bytes | None, partition: int | None = None, key: bytes | None = None):
+        """Send through the worker's producer; returns the delivery future."""
+        return await self.flow.app.producer.send(topic, key, value, partition, None, None)

@@ -1,0 +1,403 @@
+"""The records of the pairs path, and their codec: the one place that knows their compact JSON.
+
+The ingest stage cuts each report into *partials* (one per destination subnet, see
+``ingest.preagg``) and sends them, one *pairs message* per pairs partition, on the pairs
+topic, with *progress marks* in between (``ingest.progress``). The aggregate stage
+(``aggregate.windows``) turns them into *closed windows* (the windows topic) and hands
+back *late partials* (dead-lettered with their origin).
+
+On the topics these records are compact JSON; the bytes do not change with this module
+(the window state, the sink and older workers read them):
+
+* partial: ``{"src": [subnet, az, vpc], "dst": [...], "ws": window_start, "host": instance,
+  "c": counters, "h": rtt_hist, "x": maxima, "top": top_ips, "ip": reporter_ip, "id": report_id,
+  "m": median_hist}``
+* pairs message: ``{"o": [src_partition, src_offset], "t": report_start, "g": grid_interval,
+  "parts": [partial, ...]}``; the ingest stage sends a JSON array of them per batch
+* progress mark: ``{"mark": [src_partition, event_time], "idle": clock}`` (``idle`` optional)
+* closed window: ``schemas/wire/flow_window.v1.json``
+
+Positions inside the counters, maxima and top lists are named by the constants below;
+nothing outside this module indexes them by number or reads the one-letter keys.
+
+Examples
+--------
+>>> p = Partial(["s1", "a1", "v"], ["s2", "a2", "v"], 600, "h1", [10, 20, 0, 0, 1, 1, 1, 800],
+...             {157: 1}, [0, 0], [None, None, "10.0.1.4"], "10.0.0.4", 7, {157: 1})
+>>> p.counters[SAMPLES], p.top[TOP_RTT]
+(1, '10.0.1.4')
+>>> raw = encode_pairs_message(PairsMessage(Origin(3, 42), 630, 630, [p]))
+>>> raw[:40]
+b'{"o":[3,42],"t":630,"g":630,"parts":[{"s'
+>>> decode_pairs(b"[" + raw + b"]") == [PairsMessage(Origin(3, 42), 630, 630, [p])]
+True
+>>> encode_mark(ProgressMark(0, 1000, idle=1080))
+b'{"mark":[0,1000],"idle":1080}'
+>>> decode_pairs(b'{"mark":[0,null]}')
+[ProgressMark(source=0, event_time=None, idle=None)]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+from pipeline.wire.contract import WIRE_VERSION
+
+__all__ = [
+    # counters and the positions in a partial's lists
+    "PARTIAL_COUNTERS", "BYTES_SENT", "BYTES_RECEIVED", "RETRANSMISSIONS", "TIMEOUTS", "FLOWS", "SAMPLES",
+    "RTT_COUNT", "RTT_SUM_US", "MAX_RETRANSMISSIONS", "MAX_TIMEOUTS", "TOP_RETRANSMISSIONS", "TOP_TIMEOUTS",
+    "TOP_RTT", "zero_counters", "no_maxima", "no_top",
+    # records
+    "Partial", "Origin", "PairsMessage", "ProgressMark", "LatePartial", "DeadLetter", "DeadLetterSource",
+    "FlowWindow", "HealthUpdate", "WindowState",
+    # codec
+    "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
+    "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
+    "encode_window_state", "decode_window_state", "chunks",
+    # an interval's per-host sums
+    "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
+    "host_sums_from_state",
+]
+
+_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def encode(obj: Any) -> bytes:
+    """JSON bytes as they go on every flowmon topic (int dict keys allowed; records by their codec).
+
+    >>> encode({"a": {1: 2}})
+    b'{"a":{"1":2}}'
+    """
+    return orjson.dumps(obj, default=_default, option=_OPTS)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Partial):
+        return encode_partial(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+# --- counters --------------------------------------------------------------------------------
+#: Order of the counters in a partial (and a window, and an interval's host sums).
+PARTIAL_COUNTERS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows",
+                    "samples", "rtt_count", "rtt_sum_us")
+BYTES_SENT, BYTES_RECEIVED, RETRANSMISSIONS, TIMEOUTS, FLOWS, SAMPLES, RTT_COUNT, RTT_SUM_US = range(8)
+#: The one-sample maxima of a partial: ``[retransmissions, timeouts]``.
+MAX_RETRANSMISSIONS, MAX_TIMEOUTS = range(2)
+#: The remote IPs that go with them, and the remote of the highest RTT: ``[retrans, timeouts, rtt]``.
+TOP_RETRANSMISSIONS, TOP_TIMEOUTS, TOP_RTT = range(3)
+
+
+def zero_counters() -> list[int]:
+    """A fresh list of zero counters (``PARTIAL_COUNTERS`` order)."""
+    return [0] * len(PARTIAL_COUNTERS)
+
+
+def no_maxima() -> list[int]:
+    return [0, 0]
+
+
+def no_top() -> list[str | None]:
+    return [None, None, None]
+
+
+# --- partial ---------------------------------------------------------------------------------
+class Partial(NamedTuple):
+    """One report's sums towards one destination subnet (``ingest.preagg``)."""
+
+    src: list[str]  # [subnet, az, vpc] of the reporter
+    dst: list[str]  # [subnet, az, vpc] of the remotes
+    window_start: int
+    host: str  # the reporting instance
+    counters: list[int]  # PARTIAL_COUNTERS order
+    rtt_hist: dict[int, int]  # rtt.bucket -> observations
+    maxima: list[int]  # [MAX_RETRANSMISSIONS, MAX_TIMEOUTS]: largest one-sample values
+    top: list[str | None]  # [TOP_RETRANSMISSIONS, TOP_TIMEOUTS, TOP_RTT]: whose they were
+    ip: str | None  # the reporter's own address
+    report_id: int  # the report's identity (validate.report_identity)
+    medians: dict[int, int]  # rtt.bucket -> samples, of each sample's median RTT
+
+
+#: ``new_partial((src, dst, ...))``: a ``Partial`` from a tuple of its fields, without the Python-level
+#: ``__new__`` of a NamedTuple (the hot paths build one per partial).
+new_partial = functools.partial(tuple.__new__, Partial)
+
+
+def encode_partial(p: Partial) -> dict[str, Any]:
+    """The wire dict of a partial (its keys in the order they always had)."""
+    return {"src": p.src, "dst": p.dst, "ws": p.window_start, "host": p.host, "c": p.counters, "h": p.rtt_hist,
+            "x": p.maxima, "top": p.top, "ip": p.ip, "id": p.report_id, "m": p.medians}
+
+
+def decode_partial(d: dict[str, Any]) -> Partial:
+    """A partial from its decoded JSON (histogram keys back to ints; absent extras default)."""
+    m = d.get("m")
+    return new_partial((d["src"], d["dst"], d["ws"], d["host"], d["c"], {int(b): n for b, n in d["h"].items()},
+                        d.get("x") or [0, 0], d.get("top") or [None, None, None], d.get("ip"), d["id"],
+                        {int(b): n for b, n in m.items()} if m else {}))
+
+
+# --- pairs topic -----------------------------------------------------------------------------
+class Origin(NamedTuple):
+    """Where a report was read: reports partition and offset (for dead letters)."""
+
+    partition: int
+    offset: int
+
+
+class PairsMessage(NamedTuple):
+    """One report's partials for one pairs partition."""
+
+    origin: Origin
+    start: int | None  # the report's start (event time); None: no progress to record
+    grid: int | None  # the fleet-wide grid interval the report belongs to (ingest.grid_interval)
+    parts: list[Partial]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressMark:
+    """The ingest stage has sent everything it read from reports partition ``source`` up to
+    ``event_time`` (None: nothing yet); ``idle``: the partition is caught up and quiet (wall clock
+    less a lag)."""
+
+    source: int
+    event_time: int | None
+    idle: int | None = None
+
+
+
+def encode_mark(mark: ProgressMark) -> bytes:
+    out: dict[str, Any] = {"mark": [mark.source, mark.event_time]}
+    if mark.idle is not None:
+        out["idle"] = mark.idle
+    return encode(out)
+
+
+_new_origin = functools.partial(tuple.__new__, Origin)
+_new_pairs = functools.partial(tuple.__new__, PairsMessage)
+
+
+def encode_pairs_message(msg: PairsMessage) -> bytes:
+    return encode_pairs(msg.origin, msg.start, msg.grid, msg.parts)
+
+
+def encode_pairs(origin: Origin, start: int | None, grid: int | None, parts: list[Partial]) -> bytes:
+    """``encode_pairs_message`` from the fields (the ingest hot path builds no ``PairsMessage``)."""
+    return orjson.dumps({"o": [origin[0], origin[1]], "t": start, "g": grid,
+                         "parts": [encode_partial(p) for p in parts]}, option=_OPTS)
+
+
+def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
+    """One decoded pairs-topic message as its record (older data messages may lack ``g`` or ``t``)."""
+    mark = d.get("mark")
+    if mark is not None:
+        src, t = mark
+        return ProgressMark(int(src), None if t is None else int(t), d.get("idle"))
+    t = d.get("t")
+    return _new_pairs((_new_origin(d["o"]), None if t is None else int(t), d.get("g", t),
+                       [decode_partial(p) for p in d["parts"]]))
+
+
+def decode_pairs(value: bytes) -> list[PairsMessage | ProgressMark]:
+    """A pairs-topic value: the ingest stage's batch (a JSON array) or a lone mark."""
+    val = orjson.loads(value)
+    return [decode_message(m) for m in (val if type(val) is list else (val,))]
+
+
+def encode_pairs_batch(messages: list[bytes]) -> bytes:
+    """One pairs-topic value carrying several encoded data messages (the ingest stage's batch)."""
+    return b"[" + b",".join(messages) + b"]"
+
+
+def chunks(payloads: list[bytes], limit: int) -> Iterator[list[bytes]]:
+    """Consecutive runs of ``payloads`` whose joined size stays under ``limit`` (at least one each).
+
+    >>> list(chunks([b"aa", b"bb", b"cc"], 6))
+    [[b'aa', b'bb'], [b'cc']]
+    """
+    chunk: list[bytes] = []
+    size = 0
+    for b in payloads:
+        if chunk and size + len(b) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(b)
+        size += len(b) + 1
+    if chunk:
+        yield chunk
+
+
+# --- health topic --------------------------------------------------------------------------------
+class HealthUpdate(NamedTuple):
+    """What one pairs partition tells the attribution stage: the health of the keys scored since
+    its last update, the alerts opened meanwhile, and ``upto``: every grid interval up to it has
+    been scored there (None: none yet). The health entries and alert events are ``detect.Detection``'s."""
+
+    partition: int
+    upto: int | None
+    health: list[dict[str, Any]]
+    opened: list[dict[str, Any]]
+
+    def message(self) -> dict[str, Any]:
+        """The health-topic message, decoded (what ``attribute.AttributionStage.apply`` takes)."""
+        return {"p": self.partition, "upto": self.upto, "health": self.health, "opened": self.opened}
+
+
+def encode_health(update: HealthUpdate, limit: int) -> list[bytes]:
+    """The health-topic messages of one update: its health entries split to stay under ``limit``
+    bytes; only the last message carries ``upto`` and the opened alerts.
+
+    >>> encode_health(HealthUpdate(2, 60, [{"t": 30}, {"t": 60}], []), limit=10)
+    [b'{"p":2,"upto":null,"health":[{"t":30}],"opened":[]}', b'{"p":2,"upto":60,"health":[{"t":60}],"opened":[]}']
+    """
+    parts = list(chunks([encode(h) for h in update.health], limit)) or [[]]
+    out = []
+    for i, chunk in enumerate(parts):
+        last = i == len(parts) - 1
+        upto = b"null" if update.upto is None or not last else b"%d" % update.upto
+        out.append(b'{"p":%d,"upto":%s,"health":[' % (update.partition, upto) + b",".join(chunk)
+                   + b'],"opened":' + (encode(update.opened) if last else b"[]") + b"}")
+    return out
+
+
+# --- late partials -----------------------------------------------------------------------------
+class LatePartial(NamedTuple):
+    """A partial whose window had closed when it arrived, and where its report was read."""
+
+    partial: Partial
+    origin: Origin
+
+
+# --- dead letters ------------------------------------------------------------------------------
+class DeadLetterSource(NamedTuple):
+    """Where the refused input was read."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Refused input and why (``schemas/wire/deadletter.v1.json``): the decoded ``payload``
+    (a late ``Partial``, or a report's JSON), else its raw bytes in ``payload_b64``."""
+
+    reason: str
+    field: str | None
+    detail: str
+    stage: str
+    source: DeadLetterSource
+    sample_index: int | None
+    samples: int
+    at: float
+    payload: Any = None
+    payload_b64: str | None = None
+    payload_truncated: bool = False
+
+
+def encode_deadletter(dl: DeadLetter) -> bytes:
+    """The dead-letter record's JSON: ``payload_b64`` when there are raw bytes, else ``payload``.
+
+    >>> encode_deadletter(DeadLetter("late", None, "closed", "aggregate", DeadLetterSource("r", 0, 7), None, 1, 0.0,
+    ...                              payload={"a": 1}))
+    b'{"version":1,"reason":"late","field":null,"detail":"closed","stage":"aggregate","source":{"topic":"r","partition":0,"offset":7},"sample_index":null,"samples":1,"at":0.0,"payload":{"a":1}}'
+    """
+    src = dl.source
+    rec: dict[str, Any] = {
+        "version": WIRE_VERSION, "reason": dl.reason, "field": dl.field, "detail": dl.detail, "stage": dl.stage,
+        "source": {"topic": src.topic, "partition": src.partition, "offset": src.offset},
+        "sample_index": dl.sample_index, "samples": dl.samples, "at": dl.at,
+    }
+    if dl.payload_b64 is not None:
+        rec["payload_b64"] = dl.payload_b64
+    else:
+        rec["payload"] = dl.payload
+    if dl.payload_truncated:
+        rec["payload_truncated"] = True
+    return encode(rec)
+
+
+# --- interval host sums (inside the windows, handed to detection) ------------------------------
+#: Positions in one host's sums of one grid interval: ``[counters, rtt_hist, maxima, top, ip, medians]``.
+HOST_COUNTERS, HOST_RTT_HIST, HOST_MAXIMA, HOST_TOP, HOST_IP, HOST_MEDIANS = range(6)
+
+
+def host_sums(p: Partial) -> list:
+    """A host's interval sums started from one partial: its own lists, not copied (the hot path);
+    ``aggregate.windows.merge_host`` replaces an element rather than change it in place."""
+    return [p.counters, p.rtt_hist, p.maxima, p.top, p.ip, p.medians]
+
+
+def host_sums_from_state(e: list) -> list:
+    """Host sums as the window state stores them (older state lacks the trailing extras)."""
+    n = len(e)
+    return [list(e[HOST_COUNTERS]), {int(b): c for b, c in e[HOST_RTT_HIST].items()},
+            list(e[HOST_MAXIMA]) if n > HOST_MAXIMA else no_maxima(),
+            list(e[HOST_TOP]) if n > HOST_TOP else no_top(),
+            e[HOST_IP] if n > HOST_IP else None,
+            {int(b): c for b, c in e[HOST_MEDIANS].items()} if n > HOST_MEDIANS else {}]
+
+
+# --- window state ------------------------------------------------------------------------------
+class WindowState(NamedTuple):
+    """What the state topic keeps of one open window (``aggregate.windows.WindowAgg``)."""
+
+    src: list[str]
+    dst: list[str]
+    window_start: int
+    counters: list[int]
+    rtt_hist: dict[int, int]
+    hosts: list[str]  # sorted
+    report_ids: list[int]  # sorted
+    intervals: dict[int, dict[str, list]]  # grid interval -> host -> host sums
+
+
+def encode_window_state(w: WindowState) -> dict[str, Any]:
+    """The JSON-ready dict of an open window's state (the key order it always had)."""
+    return {"src": w.src, "dst": w.dst, "ws": w.window_start, "c": w.counters, "h": w.rtt_hist,
+            "hosts": w.hosts, "ids": w.report_ids, "iv": w.intervals}
+
+
+def decode_window_state(d: dict[str, Any]) -> WindowState:
+    """An open window's state back (state written before report identities or interval sums existed has none)."""
+    iv = {int(t): {host: host_sums_from_state(e) for host, e in hosts.items()} for t, hosts in d.get("iv", {}).items()}
+    return WindowState(d["src"], d["dst"], d["ws"], list(d["c"]), {int(b): n for b, n in d["h"].items()},
+                       d["hosts"], d.get("ids", []), iv)
+
+
+# --- closed windows ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FlowWindow:
+    """A closed window (``schemas/wire/flow_window.v1.json``); ``encode`` writes its fields in this order."""
+
+    version: int
+    src_subnet: str
+    src_az: str
+    src_vpc: str
+    dst_subnet: str
+    dst_az: str
+    dst_vpc: str
+    window_start: int
+    window_s: int
+    bytes_sent: int
+    bytes_received: int
+    bytes: int
+    retransmissions: int
+    timeouts: int
+    flows: int
+    samples: int
+    hosts: int
+    rtt_count: int
+    rtt_sum_us: int
+    rtt_mean_us: float
+    rtt_p50_us: float
+    rtt_p90_us: float
+    rtt_p99_us: float
+    rtt_hist: dict[str, int]
+    closed_at: float

@@ -1,0 +1,42 @@
+"""The state a pairs partition writes: typed keys, detector keys first, and read back by kind."""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline.aggregate.windows import PartitionWindows
+from pipeline.detect.detection import Detection
+from pipeline.runtime.restore import DETECT_KEY, PartitionState, StateKey
+from pipeline.wire.records import Origin, PairsMessage, Partial, ProgressMark
+
+
+def _state() -> PartitionState:
+    return PartitionState(PartitionWindows(2, 600, 60, 1), Detection(interval_s=30, window_s=600))
+
+
+def _feed(ps: PartitionState) -> None:
+    for i in range(4):
+        part = Partial(["s1", "a1", "v"], ["s2", "a2", "v"], 0, f"h{i % 2}", [1000, 10, 0, 0, 1, 1, 1, 900],
+                       {157: 1}, [0, 0], [None, None, None], None, i, {157: 1})
+        ps.step.apply(PairsMessage(Origin(0, i), 30 * i, 30 * i, [part]))
+    ps.step.apply(ProgressMark(0, 200))
+
+
+def test_detector_keys_first_typed_and_restored_by_kind():
+    ps = _state()
+    _feed(ps)
+    writes = ps.take_dirty()
+    kinds = [w.key.detector_key is not None for w in writes]
+    assert any(kinds) and not all(kinds)
+    assert kinds == sorted(kinds, reverse=True)  # detector keys first
+    for w in writes:
+        parts = orjson.loads(w.key.text)
+        assert parts[0] == 2 and StateKey.parse(w.key.text) == w.key
+        assert (parts[1] == DETECT_KEY) == (w.key.detector_key is not None)
+    back = _state()
+    for w in writes:
+        if w.value is not None:
+            back.load(w.key.text, orjson.loads(w.value))
+    assert set(back.detection.keys) == set(ps.detection.keys)
+    assert back.windows.watermark == ps.windows.watermark and back.windows.open.keys() == ps.windows.open.keys()
+    assert ps.take_dirty() == []

@@ -1,0 +1,133 @@
+"""The pairs-path records encode to the very bytes the dict-based code wrote (state restore, the
+sink and older workers read them), and decode back to equal records."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+from hypothesis import given, settings
+
+from pipeline.aggregate.windows import PartitionWindows, WindowAgg
+from pipeline.ingest.step import Ingest, deadletter
+from pipeline.ingest.validate import Rejection, Validator
+from pipeline.wire.records import (
+    FlowWindow,
+    LatePartial,
+    Origin,
+    PairsMessage,
+    ProgressMark,
+    decode_message,
+    decode_pairs,
+    decode_partial,
+    encode,
+    encode_deadletter,
+    encode_mark,
+    encode_pairs_message,
+    encode_partial,
+)
+from tests.ingest.test_validate import TOPO
+from tests.support.strategies import reports
+
+_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def _old_partial(p) -> dict:
+    """A partial as ``preagg`` built it before the records (a dict, in this key order)."""
+    return {"src": p.src, "dst": p.dst, "ws": p.window_start, "host": p.host, "c": p.counters, "h": p.rtt_hist,
+            "x": p.maxima, "top": p.top, "ip": p.ip, "id": p.report_id, "m": p.medians}
+
+
+@settings(max_examples=100, deadline=None)
+@given(reports(max_samples=40))
+def test_pairs_messages_keep_their_bytes_and_round_trip(msg):
+    res = Ingest(Validator(TOPO), window_s=600, partitions=4).process(orjson.dumps(msg), "r", 2, 9, now=time.time())
+    for raw in res.messages.values():
+        (m,) = decode_pairs(raw)
+        old = orjson.dumps({"o": [2, 9], "t": msg["start"], "g": m.grid, "parts": [_old_partial(p) for p in m.parts]},
+                           option=_OPTS)
+        assert raw == old
+        assert encode_pairs_message(m) == raw
+        assert decode_message(orjson.loads(raw)) == m
+        for p in m.parts:
+            assert decode_partial(orjson.loads(encode(encode_partial(p)))) == p
+
+
+def test_marks_keep_their_bytes():
+    assert encode_mark(ProgressMark(3, 1000)) == orjson.dumps({"mark": [3, 1000]})
+    assert encode_mark(ProgressMark(3, None, idle=50)) == orjson.dumps({"mark": [3, None], "idle": 50})
+    for m in (ProgressMark(3, 1000), ProgressMark(3, None, idle=50)):
+        assert decode_pairs(encode_mark(m)) == [m]
+
+
+def test_closed_window_keeps_its_bytes():
+    agg = WindowAgg(["s1", "a1", "v"], ["s2", "a2", "v"], 600, [10, 20, 3, 1, 2, 4, 3, 3300], {159: 2, 175: 1},
+                    {"h1", "h2"})
+    rec = agg.record(600)
+    assert isinstance(rec, FlowWindow)
+    old = {"version": 1, "src_subnet": "s1", "src_az": "a1", "src_vpc": "v", "dst_subnet": "s2", "dst_az": "a2",
+           "dst_vpc": "v", "window_start": 600, "window_s": 600, "bytes_sent": 10, "bytes_received": 20,
+           "bytes": 30, "retransmissions": 3, "timeouts": 1, "flows": 2, "samples": 4, "hosts": 2,
+           "rtt_count": 3, "rtt_sum_us": 3300, "rtt_mean_us": 1100.0, "rtt_p50_us": rec.rtt_p50_us,
+           "rtt_p90_us": rec.rtt_p90_us, "rtt_p99_us": rec.rtt_p99_us, "rtt_hist": {"159": 2, "175": 1},
+           "closed_at": rec.closed_at}
+    assert encode(rec) == orjson.dumps(old, option=_OPTS)
+
+
+def _old_deadletter(rej: Rejection, stage, topic, partition, offset, now) -> dict:
+    """``ingest.deadletter`` as it was, building the dict."""
+    rec = {"version": 1, "reason": rej.reason, "field": rej.field, "detail": rej.detail, "stage": stage,
+           "source": {"topic": topic, "partition": partition, "offset": offset},
+           "sample_index": rej.sample_index, "samples": rej.samples, "at": now}
+    if rej.raw is not None:
+        rec["payload_b64"] = base64.b64encode(rej.raw).decode()
+    else:
+        rec["payload"] = rej.payload
+    if len(rec.get("payload_b64", "")) > 256 * 1024 or (
+            "payload" in rec and len(orjson.dumps(rec["payload"], option=_OPTS)) > 256 * 1024):
+        raw = rej.raw if rej.raw is not None else orjson.dumps(rej.payload, option=_OPTS)
+        rec.pop("payload", None)
+        rec["payload_b64"] = base64.b64encode(raw[:64 * 1024]).decode()
+        rec["payload_truncated"] = True
+    return rec
+
+
+def test_deadletters_keep_their_bytes():
+    big = {"samples": ["x" * 1000] * 400}
+    for rej in (Rejection("malformed_json", "bad", raw=b"{not json"),
+                Rejection("oversize", "too big", raw=b"x" * 300_000),
+                Rejection("bad_field", "no", field="start", sample_index=2, samples=3, payload={"a": 1}),
+                Rejection("bad_field", "big", payload=big),
+                Rejection("schema", "none", payload=None)):
+        new = encode_deadletter(deadletter(rej, "ingest", "r", 1, 7, now=5.0))
+        assert new == orjson.dumps(_old_deadletter(rej, "ingest", "r", 1, 7, 5.0), option=_OPTS)
+
+
+def test_late_partial_deadletter_carries_the_partial_as_it_came():
+    part = {"src": ["s", "a", "v"], "dst": ["d", "b", "v"], "ws": 0, "host": "h", "c": [1, 0, 0, 0, 1, 2, 1, 900],
+            "h": {"157": 1}, "x": [0, 0], "top": [None, None, "10.0.1.4"], "ip": "10.0.0.4", "id": 5, "m": {}}
+    pw = PartitionWindows(0, 600, 60, sources=1)
+    pw.apply({"mark": [0, 5000]})
+    (late,) = pw.apply({"o": [0, 3], "t": 30, "g": 30, "parts": [part]}).late
+    assert isinstance(late, LatePartial) and late.origin == Origin(0, 3)
+    dl = deadletter(Rejection("late", "closed", samples=2, payload=late.partial), "aggregate", "r", 0, 3, now=1.0)
+    assert orjson.loads(encode_deadletter(dl))["payload"] == part
+
+
+def test_window_state_keeps_its_shape():
+    part = {"src": ["s", "a", "v"], "dst": ["d", "b", "v"], "ws": 0, "host": "h", "c": [1, 0, 0, 0, 1, 2, 1, 900],
+            "h": {"157": 1}, "x": [3, 0], "top": ["10.0.1.9", None, "10.0.1.4"], "ip": "10.0.0.4", "id": 5,
+            "m": {"157": 1}}
+    pw = PartitionWindows(0, 600, 60, sources=1)
+    pw.apply(PairsMessage(Origin(0, 1), 0, 0, [decode_partial(part)]))
+    (state,) = [v for k, v in pw.take_dirty().items() if "__progress__" not in k]
+    assert orjson.loads(encode(state)) == {
+        "src": ["s", "a", "v"], "dst": ["d", "b", "v"], "ws": 0, "c": [1, 0, 0, 0, 1, 2, 1, 900], "h": {"157": 1},
+        "hosts": ["h"], "ids": [5],
+        "iv": {"0": {"h": [[1, 0, 0, 0, 1, 2, 1, 900], {"157": 1}, [3, 0], ["10.0.1.9", None, "10.0.1.4"],
+                           "10.0.0.4", {"157": 1}]}}}
+    assert list(state) == ["src", "dst", "ws", "c", "h", "hosts", "ids", "iv"]
+    assert WindowAgg.from_state(orjson.loads(encode(state))).state() == orjson.loads(encode(state)) | {
+        "h": {157: 1}, "iv": {0: {"h": [[1, 0, 0, 0, 1, 2, 1, 900], {157: 1}, [3, 0],
+                                      ["10.0.1.9", None, "10.0.1.4"], "10.0.0.4", {157: 1}]}}}
