@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import time
 import uuid
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from pipeline.clickhouse.client import ChdbPathConflict, connect, parse_chdb_dsn
 from pipeline.clickhouse.migrations import migrate
 from pipeline.clickhouse.writer import WINDOW_COLUMNS, WindowSink
-from tests.support.records import example_window
+from tests.support.records import example_window, make_windows
 
 SUMMED = ("bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows", "samples", "rtt_count", "rtt_sum_us")
 
@@ -28,29 +26,6 @@ def client(chdb_dsn):
     yield c
     c.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
     c.close()
-
-
-def make_windows(n: int, seed: int = 0, window_start: int = 1_700_000_400) -> list[dict]:
-    """n distinct windows (subnet pairs) with random counters."""
-    rng = random.Random(seed)
-    subnets = [f"subnet-{i}" for i in range(max(2, int(n**0.5) + 1))]
-    out = []
-    for i in range(n):
-        sent, received = rng.randrange(10**9), rng.randrange(10**9)
-        hist = {str(b): rng.randrange(1, 50) for b in rng.sample(range(100, 300), 12)}
-        count = sum(hist.values())
-        rtt_sum = rng.randrange(count, count * 100_000)
-        src, dst = subnets[i % len(subnets)], subnets[i // len(subnets)]
-        out.append(
-            example_window(
-                src_subnet=src, dst_subnet=dst, src_az=f"az-{i % 3}", dst_az=f"az-{(i // 7) % 3}",
-                window_start=window_start, bytes_sent=sent, bytes_received=received, bytes=sent + received,
-                retransmissions=rng.randrange(100), timeouts=rng.randrange(5), flows=rng.randrange(1, 1000),
-                samples=rng.randrange(1, 1000), hosts=rng.randrange(1, 20), rtt_count=count, rtt_sum_us=rtt_sum,
-                rtt_mean_us=rtt_sum / count, rtt_hist=hist, closed_at=window_start + 660 + rng.random(),
-            )  # fmt: skip
-        )
-    return out
 
 
 def totals(client, table: str = "flow_windows FINAL") -> dict[str, int]:
@@ -174,18 +149,13 @@ def test_empty_batches(client):
     assert sink.batches_written == 0
 
 
-def test_ten_thousand_windows_well_under_a_second(client, capsys):
+def test_ten_thousand_windows_per_call(client):
+    """Three calls of 10,000 windows each all land (their speed: ``python -m benchmarks.micro``)."""
     sink = WindowSink(client)
-    timings = []
     for k in range(3):
         windows = make_windows(10_000, seed=10 + k, window_start=1_700_000_400 + 600 * k)
-        t0 = time.perf_counter()
         assert sink.write_windows(windows) == 10_000
-        timings.append(time.perf_counter() - t0)
     assert client.command("SELECT count() FROM flow_windows") == 30_000
-    with capsys.disabled():
-        print(f"\n[sink] 10,000 windows per write_windows on chdb: {', '.join(f'{t * 1e3:.0f} ms' for t in timings)}")
-    assert max(timings) < 1.0
 
 
 def test_connect_resolves_relative_paths(chdb_dsn, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -96,18 +95,12 @@ def test_cache_is_bounded() -> None:
         assert len(t._cache) <= 100
 
 
-def test_locate_cost() -> None:
+def test_locate_answers_every_instance_from_the_cache() -> None:
+    """Every instance's address resolves to its own subnet, and again from the cache (cost: benchmarks.micro)."""
     t = load_topology(FLEET)
-    ips = [p.ip for p in t.instances.values()] * 50
-    loc = t.locate
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter_ns()
-        for ip in ips:
-            loc(ip)
-        best = min(best, (time.perf_counter_ns() - t0) / len(ips))
-    print(f"locate: {best:.0f} ns per cached lookup")
-    assert best < 2000  # ~55 ns measured; loose bound for busy CI machines
+    for _ in range(2):
+        for p in t.instances.values():
+            assert t.locate(p.ip).subnet == p.subnet
 
 
 def test_category() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 from typing import Any
 
-__all__ = ["example_window"]
+__all__ = ["example_window", "make_windows"]
 
 
 def example_window(**overrides: Any) -> dict[str, Any]:
@@ -28,3 +30,26 @@ def example_window(**overrides: Any) -> dict[str, Any]:
     }  # fmt: skip
     w.update(overrides)
     return w
+
+
+def make_windows(n: int, seed: int = 0, window_start: int = 1_700_000_400) -> list[dict]:
+    """n distinct windows (subnet pairs) with random counters."""
+    rng = random.Random(seed)
+    subnets = [f"subnet-{i}" for i in range(max(2, int(n**0.5) + 1))]
+    out = []
+    for i in range(n):
+        sent, received = rng.randrange(10**9), rng.randrange(10**9)
+        hist = {str(b): rng.randrange(1, 50) for b in rng.sample(range(100, 300), 12)}
+        count = sum(hist.values())
+        rtt_sum = rng.randrange(count, count * 100_000)
+        src, dst = subnets[i % len(subnets)], subnets[i // len(subnets)]
+        out.append(
+            example_window(
+                src_subnet=src, dst_subnet=dst, src_az=f"az-{i % 3}", dst_az=f"az-{(i // 7) % 3}",
+                window_start=window_start, bytes_sent=sent, bytes_received=received, bytes=sent + received,
+                retransmissions=rng.randrange(100), timeouts=rng.randrange(5), flows=rng.randrange(1, 1000),
+                samples=rng.randrange(1, 1000), hosts=rng.randrange(1, 20), rtt_count=count, rtt_sum_us=rtt_sum,
+                rtt_mean_us=rtt_sum / count, rtt_hist=hist, closed_at=window_start + 660 + rng.random(),
+            )  # fmt: skip
+        )
+    return out
