@@ -99,7 +99,7 @@ class PartitionStep:
                 try:
                     new = det.interval(iv)
                 except Exception:  # a detector bug must not stop the windows
-                    log.exception("detection failed on %s->%s at %s", iv["src"][0], iv["dst"][0], iv["t"])
+                    log.exception("detection failed on %s->%s at %s", iv.src[0], iv.dst[0], iv.t)
                     out.detect_errors += 1
                     continue
                 out.alerts += new

@@ -75,6 +75,7 @@ from pipeline.wire.contract import WIRE_VERSION
 from pipeline.wire.records import (
     BYTES_RECEIVED,
     BYTES_SENT,
+    GridInterval,
     FLOWS,
     HOST_COUNTERS,
     HOST_MAXIMA,
@@ -169,11 +170,11 @@ class WindowAgg:
             else:  # two reports of one host for one interval: sum them
                 merge_host(cur, entry)
 
-    def take_interval(self, t: int) -> dict[str, Any]:
-        """Remove and return interval ``t``: ``{"t", "src", "dst", "hosts": {host: host sums}}`` (the
-        host sums are ``wire.records.host_sums``: counters, RTT histogram, one-sample maxima, top
-        remotes, the reporter's address, and the histogram of its samples' median RTTs)."""
-        return {"t": t, "src": self.src, "dst": self.dst, "hosts": self.intervals.pop(t)}
+    def take_interval(self, t: int) -> GridInterval:
+        """Remove and return interval ``t`` (the host sums are ``wire.records.host_sums``: counters,
+        RTT histogram, one-sample maxima, top remotes, the reporter's address, and the histogram of
+        its samples' median RTTs)."""
+        return GridInterval(t, self.src, self.dst, self.intervals.pop(t))
 
     def record(self, window_s: int) -> FlowWindow:
         """The closed-window record (``schemas/wire/flow_window.v1.json``)."""
@@ -202,7 +203,7 @@ class Outcome:
 
     closed: list[FlowWindow] = field(default_factory=list)  # window records to emit
     late: list[LatePartial] = field(default_factory=list)  # (partial, origin) to dead-letter
-    intervals: list[dict] = field(default_factory=list)  # complete intervals per pair, to score (detect.py)
+    intervals: list[GridInterval] = field(default_factory=list)  # complete intervals per pair, to score (detect/)
     applied: int = 0
     duplicates: int = 0
     late_for_detection: int = 0  # partials applied to their window after their interval was scored
@@ -352,21 +353,21 @@ class PartitionWindows:
             self._iv_threshold = threshold
             self.dirty.add(PROGRESS_KEY)
             cut = threshold - self._iv_delay
-            done: dict[tuple[int, str, str], dict[str, Any]] = {}
+            done: dict[tuple[int, str, str], GridInterval] = {}
             for key, agg in self.open.items():
                 ts = [t for t in agg.intervals if t <= cut]
                 for t in ts:
                     iv = agg.take_interval(t)
-                    k = (t, iv["src"][0], iv["dst"][0])
+                    k = (t, iv.src[0], iv.dst[0])
                     have = done.get(k)
                     if have is None:
                         done[k] = iv
                     else:  # the grid interval's reports fell in two windows (placed by their own start)
-                        for host, entry in iv["hosts"].items():
-                            if host in have["hosts"]:
-                                merge_host(have["hosts"][host], entry)
+                        for host, entry in iv.hosts.items():
+                            if host in have.hosts:
+                                merge_host(have.hosts[host], entry)
                             else:
-                                have["hosts"][host] = entry
+                                have.hosts[host] = entry
                 if ts:
                     self.dirty.add(key)
             out.intervals.extend(done[k] for k in sorted(done))

@@ -26,10 +26,10 @@ intervals, dated from the first (one connection's evidence would need ``confirm_
 
 >>> d = Detection(interval_s=30, window_s=600)
 >>> def iv(t, rtt_us, retrans=0):
-...     c = [15_000_000, 150_000, retrans, 0, 3, 3, 3, 3 * rtt_us]   # preagg.PARTIAL_COUNTERS
+...     c = [15_000_000, 150_000, retrans, 0, 3, 3, 3, 3 * rtt_us]   # wire.records.PARTIAL_COUNTERS
 ...     x = [retrans // 3, 0]                                           # the largest one-sample counts
 ...     host = lambda i: [c, {}, x, [f"10.0.1.{i}", None, None], f"10.0.0.{i}", {}]
-...     return {"t": t, "src": ["s1", "a1", "v"], "dst": ["s2", "a2", "v"], "hosts": {"s1/0": host(4), "s1/1": host(5)}}
+...     return GridInterval(t, ["s1", "a1", "v"], ["s2", "a2", "v"], {"s1/0": host(4), "s1/1": host(5)})
 >>> events = [e for k in range(40) for e in d.interval(iv(30 * k, 800 + 10 * (k % 3)))]
 >>> events
 []
@@ -59,6 +59,22 @@ from pipeline.detect.contract import FAMILY_METRICS, METRICS, Detector, Verdict,
 from pipeline.detect.lifecycle import AlertBook, AlertChange
 from pipeline.detect.observe import MSS, Observation, observe
 from pipeline.wire.events import AnomalyEvent, KeyHealth, Place
+from pipeline.wire.records import (
+    HOST_COUNTERS,
+    HOST_IP,
+    HOST_MAXIMA,
+    HOST_MEDIANS,
+    HOST_RTT_HIST,
+    HOST_TOP,
+    MAX_RETRANSMISSIONS,
+    MAX_TIMEOUTS,
+    RETRANSMISSIONS,
+    TIMEOUTS,
+    TOP_RETRANSMISSIONS,
+    TOP_TIMEOUTS,
+    GridInterval,
+    zero_counters,
+)
 from pipeline.wire.rtt import merge_into, quantile
 
 __all__ = ["METRICS", "MSS", "Observation", "observe", "Baseline", "BaselineParams", "MODELS", "Detection", "DEFAULTS",
@@ -68,8 +84,8 @@ __all__ = ["METRICS", "MSS", "Observation", "observe", "Baseline", "BaselinePara
 MODELS: dict[str, type[Detector]] = {"baseline": Baseline, "gaussian": GaussianCandidate, "hst": HalfSpaceCandidate,
                                      "page_hinkley": PageHinkleyCandidate}
 
-# counters layout of preagg partials: retransmissions, then timeouts
-_RT = 2
+#: Retransmissions and timeouts: their positions in the counters, the one-sample maxima and the top remotes.
+_COUNTS = ((RETRANSMISSIONS, MAX_RETRANSMISSIONS, TOP_RETRANSMISSIONS), (TIMEOUTS, MAX_TIMEOUTS, TOP_TIMEOUTS))
 
 
 # ------------------------------------------------------------------------------------
@@ -162,21 +178,23 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
 def _pair_observation(hosts: Mapping[str, list]) -> Observation:
     """The pair key's observation: every host's counters summed, and what one reporter, one remote
     endpoint or the worst reporter's RTT can explain."""
-    total = [0] * 8
+    total = zero_counters()
     hist: dict[int, int] = {}
     meds: dict[int, int] = {}
     by_remote: list[dict[str, int]] = [{}, {}]  # retransmissions / timeouts of each host's top remote, summed
     by_host = [0, 0]
     worst_med, worst = -1.0, None
-    for c, h, x, top, _ip, m in hosts.values():
+    for e in hosts.values():
+        c, m = e[HOST_COUNTERS], e[HOST_MEDIANS]
         for i, v in enumerate(c):
             total[i] += v
-        merge_into(hist, h)
+        merge_into(hist, e[HOST_RTT_HIST])
         merge_into(meds, m)
-        for j in range(2):
-            by_host[j] = max(by_host[j], c[_RT + j])
-            if top[j] is not None:
-                by_remote[j][top[j]] = by_remote[j].get(top[j], 0) + x[j]
+        x, top = e[HOST_MAXIMA], e[HOST_TOP]
+        for j, (counter, most, remote) in enumerate(_COUNTS):
+            by_host[j] = max(by_host[j], c[counter])
+            if top[remote] is not None:
+                by_remote[j][top[remote]] = by_remote[j].get(top[remote], 0) + x[most]
         if m and (q := quantile(m, 0.5)) > worst_med:
             worst_med, worst = q, m
     remote_max = [max(by_remote[j].values(), default=0) for j in range(2)]
@@ -228,22 +246,21 @@ class Detection:
             ks = self.keys[key] = KeyState(scope, instance, list(src), list(dst), MODELS[self.model_name](self.params))
         return ks
 
-    def interval(self, iv: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def interval(self, iv: GridInterval) -> list[dict[str, Any]]:
         """Score one complete interval of one pair (``windows.Outcome.intervals`` item); alert events out,
         as wire dicts (``flow_anomaly.v1``)."""
         return [e.to_wire() for e in self.score_interval(iv)]
 
-    def score_interval(self, iv: Mapping[str, Any]) -> list[AnomalyEvent]:
+    def score_interval(self, iv: GridInterval) -> list[AnomalyEvent]:
         """:meth:`interval`, the events as records."""
-        t = int(iv["t"])
-        src, dst = iv["src"], iv["dst"]
-        hosts: Mapping[str, list] = iv["hosts"]
+        t, src, dst, hosts = iv.t, iv.src, iv.dst, iv.hosts
         events = self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, _pair_observation(hosts))
         if self.instances:
             for host in sorted(hosts):
-                c, h, x, top, ip, m = hosts[host]
+                e = hosts[host]
                 events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t,
-                                      observe(c, h, x, m), top, ip)
+                                      observe(e[HOST_COUNTERS], e[HOST_RTT_HIST], e[HOST_MAXIMA], e[HOST_MEDIANS]),
+                                      e[HOST_TOP], e[HOST_IP])
         events += self.sweep(t)
         return events
 

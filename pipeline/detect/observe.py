@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pipeline.wire.records import BYTES_SENT, FLOWS, MAX_RETRANSMISSIONS, MAX_TIMEOUTS, RETRANSMISSIONS, RTT_COUNT, \
+    RTT_SUM_US, TIMEOUTS
 from pipeline.wire.rtt import quantile
 
 __all__ = ["MSS", "Observation", "observe"]
@@ -24,7 +26,6 @@ __all__ = ["MSS", "Observation", "observe"]
 MSS = 1448
 
 # counters layout of preagg partials
-_BS, _BR, _RT, _TO, _FL, _NS, _RC, _RSUM = range(8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +84,11 @@ def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] =
     >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_p50, o.retrans_max
     (10000.0, 0.002, 0.25, 1000.0, 12)
     """
-    rc = c[_RC]
-    mean = c[_RSUM] / rc if rc else 0.0
+    rc = c[RTT_COUNT]
+    mean = c[RTT_SUM_US] / rc if rc else 0.0
     ns = sum(m.values()) if m else 0
-    return Observation(c[_BS] / MSS, c[_RT], c[_TO], c[_FL], rc,
+    rx, tx = int(x[MAX_RETRANSMISSIONS]), int(x[MAX_TIMEOUTS])
+    return Observation(c[BYTES_SENT] / MSS, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], rc,
                        quantile(m, 0.5) if ns else (quantile(h, 0.5) if rc and h else mean),
-                       quantile(h, 0.9) if rc and h else mean, int(x[0]), int(x[1]), int(x[0]), int(x[1]),
+                       quantile(h, 0.9) if rc and h else mean, rx, tx, rx, tx,
                        ns if ns else min(rc, 1))

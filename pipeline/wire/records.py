@@ -61,7 +61,7 @@ __all__ = [
     "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
     "encode_window_state", "decode_window_state", "chunks",
     # an interval's per-host sums
-    "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
+    "GridInterval", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
     "host_sums_from_state",
 ]
 
@@ -326,6 +326,20 @@ def encode_deadletter(dl: DeadLetter) -> bytes:
 # --- interval host sums (inside the windows, handed to detection) ------------------------------
 #: Positions in one host's sums of one grid interval: ``[counters, rtt_hist, maxima, top, ip, medians]``.
 HOST_COUNTERS, HOST_RTT_HIST, HOST_MAXIMA, HOST_TOP, HOST_IP, HOST_MEDIANS = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class GridInterval:
+    """One complete grid interval of one subnet pair, handed by the windows to detection.
+
+    ``src``/``dst``: ``[subnet, az, vpc]``; ``hosts``: reporting instance -> its sums for the
+    interval (``[counters, rtt_hist, maxima, top, ip, medians]``, read with the ``HOST_*`` positions).
+    """
+
+    t: int
+    src: list[str]
+    dst: list[str]
+    hosts: dict[str, list]
 
 
 def host_sums(p: Partial) -> list:

@@ -267,6 +267,6 @@ def test_state_from_before_report_identities_restores():
     first = w.apply({"o": [0, 4], "t": 30, "g": 30, "parts": [part("d", 0, 7, "h2")]})
     assert first.applied == 1
     out = w.apply({"mark": [0, W + LATE]})
-    assert [iv["t"] for iv in first.intervals + out.intervals] == [0, 30]
-    assert first.intervals[0]["hosts"]["h"][2:] == [[0, 0], [None, None, None], None, {}]
+    assert [iv.t for iv in first.intervals + out.intervals] == [0, 30]
+    assert first.intervals[0].hosts["h"][2:] == [[0, 0], [None, None, None], None, {}]
     assert [(r.bytes_sent, r.hosts) for r in out.closed] == [(12, 2)]

@@ -10,19 +10,20 @@ from pipeline.detect.lifecycle import AlertBook
 from pipeline.detect.detection import DEFAULTS, Detection, observe
 from pipeline.wire.rtt import bucket, quantile
 from pipeline.aggregate.windows import PartitionWindows
+from pipeline.wire.records import GridInterval
 
 SRC, DST = ["s1", "a1", "v"], ["s2", "a2", "v"]
 
 
 def _iv(t: int, *, rtt_us: float = 800.0, retrans: int = 1, timeouts: int = 0, hosts=("h0", "h1"),
-        sent: int = 15_000_000) -> dict:
+        sent: int = 15_000_000) -> GridInterval:
     out = {}
     for i, h in enumerate(hosts):
         c = [sent, sent // 100, retrans, timeouts, 3, 3, 12, int(12 * rtt_us * (1 + 0.01 * ((t // 30 + i) % 5)))]
         # three samples (remotes) per host, the counts spread evenly over them
         b = int(bucket(np.array([c[7] // 12]))[0])  # three samples, their observations all near the mean
         out[h] = [c, {b: 12}, [-(-retrans // 3), -(-timeouts // 3)], [None, None, None], f"10.0.0.{i + 4}", {b: 3}]
-    return {"t": t, "src": SRC, "dst": DST, "hosts": out}
+    return GridInterval(t, SRC, DST, out)
 
 
 def _feed(d: Detection, ivs) -> list[dict]:
@@ -78,8 +79,8 @@ def test_silent_key_resolves():
     opened = _feed(d, [_iv(1200, rtt_us=20_000)])
     assert {e["event"] for e in opened} == {"opened"}
     # h0/h1 stop reporting; another pair keeps the partition's clock going
-    other = lambda t: {"t": t, "src": DST, "dst": SRC,
-                       "hosts": {"x": [[1000, 0, 0, 0, 1, 1, 1, 800], {}, [0, 0], [None, None, None], None, {}]}}
+    other = lambda t: GridInterval(t, DST, SRC,
+                                   {"x": [[1000, 0, 0, 0, 1, 1, 1, 800], {}, [0, 0], [None, None, None], None, {}]})
     ev = _feed(d, [other(1200 + 30 * k) for k in range(1, 30)])
     resolved = [e for e in ev if e["event"] == "resolved"]
     assert {e["reason"] for e in resolved} == {"silent"}
@@ -142,7 +143,7 @@ def test_windows_hand_over_complete_intervals_once():
     assert pw.apply({"o": [0, 1], "t": 0, "g": 0, "parts": [_part("h0", 5, 1)]}).intervals == []
     assert pw.apply({"o": [0, 2], "t": 0, "g": 0, "parts": [_part("h1", 7, 2)]}).intervals == []
     out = pw.apply({"o": [0, 3], "t": 30, "g": 30, "parts": [_part("h0", 1, 3)]})
-    assert out.intervals == [{"t": 0, "src": SRC, "dst": DST, "hosts": {"h0": _entry(5), "h1": _entry(7)}}]
+    assert out.intervals == [GridInterval(0, SRC, DST, {"h0": _entry(5), "h1": _entry(7)})]
     # a report for interval 0 arriving now is counted in its window, not scored again
     late = pw.apply({"o": [0, 4], "t": 0, "g": 0, "parts": [_part("h2", 9, 4)]})
     assert late.late_for_detection == 1 and late.applied == 1
@@ -154,7 +155,7 @@ def test_windows_hand_over_complete_intervals_once():
         if v is not None:
             pw2.load(k, orjson.loads(orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS)))
     out2 = pw2.apply({"mark": [0, 60]})
-    assert [iv["t"] for iv in out2.intervals] == [30]
+    assert [iv.t for iv in out2.intervals] == [30]
     assert pw2.apply({"o": [0, 9], "t": 0, "g": 0, "parts": [_part("h3", 1, 9)]}).late_for_detection == 1
     assert pw2.apply({"o": [0, 3], "t": 30, "g": 30, "parts": [_part("h0", 1, 3)]}).duplicates == 1  # still known
 
@@ -167,7 +168,7 @@ def test_grid_interval_meets_across_windows():
     pw.apply({"o": [0, 1], "t": 590, "g": 600, "parts": [_part("h0", 5, 1)]})
     pw.apply({"o": [0, 2], "t": 605, "g": 600, "parts": [_part("h1", 7, 2, ws=600)]})
     out = pw.apply({"mark": [0, 630]})
-    assert out.intervals == [{"t": 600, "src": SRC, "dst": DST, "hosts": {"h0": _entry(5), "h1": _entry(7)}}]
+    assert out.intervals == [GridInterval(600, SRC, DST, {"h0": _entry(5), "h1": _entry(7)})]
 
 
 # --- robustness: what real hosts do that a fault does not -------------------------------------------
@@ -190,8 +191,8 @@ def _host(retrans: int = 1, worst: int | None = None, rtts=(800,) * 6, flows: in
     return [c, hist(rtts), [retrans if worst is None else worst, timeouts], top, None, medians]
 
 
-def _pair(t: int, **hosts) -> dict:
-    return {"t": t, "src": SRC, "dst": DST, "hosts": dict(hosts)}
+def _pair(t: int, **hosts) -> GridInterval:
+    return GridInterval(t, SRC, DST, dict(hosts))
 
 
 def _learned(d: Detection, n: int = 40) -> None:

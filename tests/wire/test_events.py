@@ -12,6 +12,7 @@ from pipeline.detect.detection import Detection
 from pipeline.wire.contract import schema
 from pipeline.wire.events import (FAMILIES, FAMILY_OF, METRICS, AnomalyEvent, Attribution, HealthBatch, KeyHealth,
                                   NhiPeriod, family_of)
+from pipeline.wire.records import GridInterval
 
 SUBNETS = {"a1": "az1", "a2": "az1", "b1": "az2", "c1": "az3"}
 
@@ -23,7 +24,7 @@ def _iv(t: int, src: str, dst: str, *, retrans: int = 1) -> dict:
         c = [15_000_000, 150_000, retrans, 0, 3, 3, 12, 12 * (800 + 10 * ((t // 30 + i) % 4))]
         hosts[f"{src}/{i}"] = [c, {150: 12}, [-(-retrans // 3), 0], [f"10.9.{i}.1", None, None], f"10.0.{i}.4",
                                {150: 3}]
-    return {"t": t, "src": [src, SUBNETS[src], "v"], "dst": [dst, SUBNETS[dst], "v"], "hosts": hosts}
+    return GridInterval(t, [src, SUBNETS[src], "v"], [dst, SUBNETS[dst], "v"], hosts)
 
 
 @pytest.fixture(scope="module")
