@@ -1,8 +1,31 @@
-"""flowmon: TCP flow health per subnet pair, from agents through Kafka to ClickHouse.
+"""flowmon: TCP flow health per subnet pair, from host agents through Kafka to ClickHouse.
 
-Follow a sample: ``validate`` (refuse or accept) -> ``topology`` (place endpoints) ->
-``preagg`` (one report -> per-pair partials) -> ``windows`` (10-minute event-time
-windows per subnet pair) -> ``sink`` (ClickHouse). ``agents`` wires them to Kafka.
+The package follows a sample, one subpackage per stage (only ``runtime/`` and ``cli/``
+import Kafka or Faust; everything else is plain Python and numpy, tested without a broker)::
+
+    wire/        the contract: topic names and versions (contract), the pairs-path records and their
+                 compact JSON (records), what leaves detection and attribution (events), RTT histograms (rtt)
+    ingest/      report bytes -> validate -> place endpoints (topology) -> per-pair partials (preagg);
+                 the stage's core (step) and the progress marks it promises (progress)
+    aggregate/   one pairs partition: 10-minute windows per subnet pair (windows), and the one
+                 orchestration (step: windows -> detection -> health) the worker and `flowmon eval` both run
+    detect/      per key and grid interval: observations (observe), the model contract (contract), the model
+                 the pipeline runs (baseline), eval-only candidates (candidates), keys and health
+                 (detection), opened/updated/resolved (lifecycle)
+    attribute/   fleet-wide correlation: infrastructure or workload (correlate), Network Health Indicator (nhi)
+    clickhouse/  client (chdb:// or http://), tables read from schemas/clickhouse (columns), migrations,
+                 the sink's writer, the embedded SQL endpoint (sqlserve)
+    runtime/     the Kafka/Faust shell: the app, one module per agent (agents/), state restore, topics,
+                 Kafka clients (kafka), the sink's consumer (land), producing reports, following alerts,
+                 the embedded Tansu broker, metrics
+    alerts/      alerts for people: events, filters, rendering, deduplication, webhooks (no Kafka here)
+    sim/         scenarios, the simulator and its realism model, the totals oracle, evaluation and scoring
+    views/       what a person looks at: the static plot
+    cli/         the `flowmon` command, one module per command group
+    config.py    every setting, one frozen class (FLOWMON_* environment variables)
+
+Schemas live once, in ``schemas/`` (JSON Schema per topic, SQL per ClickHouse step; ``pipeline/schemas``
+links to it so an installed wheel carries them).
 """
 
 __all__ = ["__version__"]

@@ -1,1 +1,1 @@
-"""What a person looks at: the static plot of windows."""
+"""What a person looks at: the static plot of what landed in ClickHouse."""
