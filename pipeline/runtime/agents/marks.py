@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pipeline.runtime.agents.context import Context
 from pipeline.wire.records import encode_mark
 
 __all__ = ["install"]
+
+
+def _committed(consumer: Any, tp: Any) -> int:
+    """Where the group committed ``tp``, as Faust last read or wrote it (0 if never).
+
+    Faust keeps it in ``Consumer._committed_offset`` and has no public accessor for it: the
+    public ``position()`` is the *fetch* position, which runs ahead of what was processed
+    (prefetched batches), and would declare a partition caught up before its buffered reports
+    were processed; ``committed()`` asks the broker every tick. The one private read, here.
+    """
+    return consumer._committed_offset.get(tp) or 0
 
 
 def install(ctx: Context) -> None:
@@ -30,7 +42,7 @@ def install(ctx: Context) -> None:
             if end is not None:
                 last = progress.last_offset.get(tp.partition)
                 # next offset to process: after what we processed, else where the group committed
-                nxt = last + 1 if last is not None else (app.consumer._committed_offset.get(tp) or 0)
+                nxt = last + 1 if last is not None else _committed(app.consumer, tp)
                 caught_up = nxt >= end
             mark = progress.mark(tp.partition, now, caught_up)
             if mark is None:
