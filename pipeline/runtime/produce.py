@@ -65,7 +65,9 @@ class ProduceStats:
                 f"{self.seconds:.2f} s ({self.reports_per_s:,.0f} reports/s, {self.samples_per_s:,.0f} samples/s)")
 
 
-def _count_samples(report: Any) -> int:
+def _samples_in(report: Any) -> int:
+    """Samples in a decoded report, for the progress line (a flat sample, or anything else, counts as one;
+    the worker's own count of a message it refuses is ``ingest.validate``'s, from the raw bytes)."""
     if isinstance(report, dict):
         s = report.get("samples")
         return len(s) if isinstance(s, list) else 1
@@ -114,7 +116,7 @@ async def produce_reports(
             inst = report.get("instance") if isinstance(report, dict) else None
             await batches.add(inst.encode() if isinstance(inst, str) else None, value)
             stats.reports += 1
-            stats.samples += _count_samples(report)
+            stats.samples += _samples_in(report)
             stats.bytes += len(value)
             if progress is not None and stats.reports >= next_progress:
                 next_progress += progress_every

@@ -189,6 +189,7 @@ from pipeline.ingest.topology import category, load_topology, read_yaml_source
 from pipeline.sim.realism import parse_realism
 from pipeline.sim.scenario import Scenario, load_scenario, parse_duration, parse_size
 from pipeline.sim.totals import expected_totals
+from pipeline.wire.contract import WIRE_VERSION
 
 __all__ = ["DEFAULT_RTT_MS", "Fault", "Simulator"]
 
@@ -692,7 +693,7 @@ class Simulator:
                 return  # the agent is not running
             if gap[i] and gap_at[i] <= k_first < gap_at[i] + R.gap_intervals:
                 return  # never sent (agent restart, lost)
-            r = {"version": 1, "instance": ids[i], "local": dict(local[i]), "start": s, "interval_s": rep_iv,
+            r = {"version": WIRE_VERSION, "instance": ids[i], "local": dict(local[i]), "start": s, "interval_s": rep_iv,
                  "report_id": f"{ids[i]}:{s}", "samples": samples}
             t = s + rep_iv - float(offset[i]) + jitter + (late if u[0] < R.late_frac else 0.0)
             heapq.heappush(heap, (t, seq, r, False))
@@ -798,7 +799,7 @@ class Simulator:
             r = g_rep[g]
             if r != cur:
                 if cur >= 0:
-                    yield {"version": 1, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
+                    yield {"version": WIRE_VERSION, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
                            "interval_s": interval, "samples": samples}
                 cur, samples = r, []
             m = g_rem[g]
@@ -812,7 +813,7 @@ class Simulator:
                 "flows": b - a,
                 "rtt_us": rtt_l[rb[g]:rb[g + 1]],
             })
-        yield {"version": 1, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
+        yield {"version": WIRE_VERSION, "instance": ids[cur], "local": dict(local[cur]), "start": t0,
                "interval_s": interval, "samples": samples}
 
     def expected_totals(self, reports: Iterable[Mapping[str, Any]], window_s: int) -> dict[tuple[str, str, int], dict[str, int]]:
