@@ -43,8 +43,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from dataclasses import fields
+from typing import Any, ClassVar, NamedTuple, Protocol, TYPE_CHECKING, TypeVar
 
 from pipeline.wire.events import FAMILIES, FAMILY_METRICS, FAMILY_OF, METRICS, family_of
 
@@ -55,8 +55,7 @@ __all__ = ["METRICS", "FAMILIES", "FAMILY_METRICS", "FAMILY_OF", "family_of", "V
            "params_from", "params_dict"]
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # immutable like the frozen records, ~4x cheaper to build: one per metric, key and interval
     """A model's judgement of one metric in one interval.
 
     ``hot``: the deviation passes the score and the absolute thresholds in this interval;

@@ -45,7 +45,6 @@ intervals, dated from the first (one connection's evidence would need ``confirm_
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import io
 import pickle
@@ -203,7 +202,7 @@ def _pair_observation(hosts: Mapping[str, list]) -> Observation:
     if worst is not None:
         others = {b: n - worst.get(b, 0) for b, n in meds.items() if n > worst.get(b, 0)}
         rest = quantile(others, 0.5) if others else 0.0
-    return dataclasses.replace(o, retrans_max_remote=remote_max[0], timeouts_max_remote=remote_max[1],
+    return o._replace(retrans_max_remote=remote_max[0], timeouts_max_remote=remote_max[1],
                                one_reporter=len(hosts) < 2, rtt_p50_rest=rest)
 
 

@@ -13,8 +13,9 @@ Metrics (see :meth:`Observation.value`):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from pipeline.wire.records import BYTES_SENT, FLOWS, MAX_RETRANSMISSIONS, MAX_TIMEOUTS, RETRANSMISSIONS, RTT_COUNT, \
     RTT_SUM_US, TIMEOUTS
@@ -28,8 +29,7 @@ MSS = 1448
 # counters layout of preagg partials
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):  # immutable like the frozen records, ~4x cheaper to build: one per key and interval
     """One key over one interval (inputs of the metrics).
 
     ``retrans_max`` / ``timeouts_max``: the largest part of the count that *one unit* explains

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
     "METRICS",
@@ -136,8 +136,7 @@ class AnomalyEvent:
                    d["last_seen"], d["at"], d["interval_s"], d["window_start"], d["reason"], d["emitted_at"])
 
 
-@dataclass(frozen=True, slots=True)
-class KeyHealth:
+class KeyHealth(NamedTuple):  # immutable like the frozen records, ~4x cheaper to build: one per key and interval, built on one side and read on the other
     """One scored key's interval, for attribution.
 
     Per family: 1 (degraded: flagged or elevated), 0 (scored, normal) or None (no evidence,
