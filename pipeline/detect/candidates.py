@@ -19,25 +19,29 @@ from dataclasses import dataclass
 
 from river import anomaly, drift, preprocessing, stats
 
+from pipeline.detect.baseline import BaselineParams
 from pipeline.detect.contract import METRICS, Detector, Verdict
 from pipeline.detect.observe import Observation
 
 __all__ = ["CandidateParams", "GaussianCandidate", "HalfSpaceCandidate", "PageHinkleyCandidate"]
 
 
+_B = BaselineParams()  # the candidates' shared parameters default to the baseline's
+
+
 @dataclass(frozen=True, slots=True)
 class CandidateParams:
     """What the candidates read (the baseline's names and defaults)."""
 
-    z: float = 5.0
+    z: float = _B.z
     """Score needed to flag (GaussianCandidate: its two-sided tail)."""
-    warmup: int = 20
+    warmup: int = _B.warmup
     """Intervals learned before a key may flag."""
-    min_segments: int = 500
+    min_segments: int = _B.min_segments
     """Fewer segments sent in an interval: retrans_rate not scored."""
-    resolve_after: int = 4
+    resolve_after: int = _B.resolve_after
     """Alerts: calm intervals before an alert resolves."""
-    silent_after: int = 20
+    silent_after: int = _B.silent_after
     """Alerts: intervals without data before an open alert resolves as 'silent'."""
 
 

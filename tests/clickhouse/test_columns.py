@@ -12,26 +12,14 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from dataclasses import replace
 
 import pytest
 
-from pipeline.clickhouse.client import connect
 from pipeline.clickhouse.columns import Column, Table, apply_alter, describe_differences, parse_create_table, tables
 from pipeline.clickhouse.migrations import load_steps, migrate
 from pipeline.clickhouse.writer import DERIVED, SINK_TABLES, SOURCES, SinkTable, WindowSink
 from pipeline.wire.contract import schema
-
-
-@pytest.fixture
-def client(chdb_dsn):
-    database = f"t_{uuid.uuid4().hex[:12]}"
-    c = connect(chdb_dsn, database=database)
-    migrate(c)
-    yield c
-    c.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
-    c.close()
 
 
 def described(client, table: str) -> list[tuple[str, str]]:

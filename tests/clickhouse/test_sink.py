@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import pytest
 
 from pipeline.clickhouse.client import ChdbPathConflict, connect, parse_chdb_dsn
-from pipeline.clickhouse.migrations import migrate
 from pipeline.clickhouse.writer import WINDOW_COLUMNS, WindowSink
 from tests.support.records import example_window, make_windows
 
 SUMMED = ("bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows", "samples", "rtt_count", "rtt_sum_us")
 
 
-
-
-@pytest.fixture
-def client(chdb_dsn):
-    database = f"t_{uuid.uuid4().hex[:12]}"
-    c = connect(chdb_dsn, database=database)
-    migrate(c)
-    yield c
-    c.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
-    c.close()
 
 
 def totals(client, table: str = "flow_windows FINAL") -> dict[str, int]:
