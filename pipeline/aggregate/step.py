@@ -43,6 +43,7 @@ from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
 from pipeline.ingest.step import deadletter
 from pipeline.ingest.validate import Rejection
+from pipeline.wire.events import AnomalyEvent
 from pipeline.wire.records import (
     SAMPLES,
     DeadLetter,
@@ -64,8 +65,8 @@ class StepOutput:
 
     closed: list[FlowWindow] = field(default_factory=list)  # closed windows, to the windows topic
     late: list[LatePartial] = field(default_factory=list)  # late partials with their origin, to dead-letter
-    alerts: list[dict[str, Any]] = field(default_factory=list)  # alert events, to the anomalies topic
-    opened: list[dict[str, Any]] = field(default_factory=list)  # the "opened" ones among them
+    alerts: list[AnomalyEvent] = field(default_factory=list)  # alert events, to the anomalies topic
+    opened: list[AnomalyEvent] = field(default_factory=list)  # the "opened" ones among them
     intervals: int = 0  # complete grid intervals handed to detection
     applied: int = 0  # partials applied to their window
     duplicates: int = 0  # partials of reports already applied
@@ -80,7 +81,7 @@ class PartitionStep:
         self.windows = windows
         self.detection = detection
         self.partition = windows.partition
-        self._opened: list[dict[str, Any]] = []  # opened since the last take_health
+        self._opened: list[AnomalyEvent] = []  # opened since the last take_health
         self._sent_upto: int | None = None  # the last upto take_health handed out
 
     def apply(self, msg: PairsMessage | ProgressMark | dict[str, Any], out: StepOutput | None = None) -> StepOutput:
@@ -97,13 +98,13 @@ class PartitionStep:
         if det is not None and res.intervals:
             for iv in res.intervals:
                 try:
-                    new = det.interval(iv)
+                    new = det.score_interval(iv)
                 except Exception:  # a detector bug must not stop the windows
                     log.exception("detection failed on %s->%s at %s", iv.src[0], iv.dst[0], iv.t)
                     out.detect_errors += 1
                     continue
                 out.alerts += new
-                opened = [e for e in new if e["event"] == "opened"]
+                opened = [e for e in new if e.event == "opened"]
                 out.opened += opened
                 self._opened += opened
             out.intervals += len(res.intervals)

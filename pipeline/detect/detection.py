@@ -38,7 +38,7 @@ intervals, dated from the first (one connection's evidence would need ``confirm_
 >>> [(e["event"], e["scope"], e["instance"], e["first_seen"], e["severity"])
 ...  for e in d.interval(iv(1230, 800, retrans=400))]
 [('updated', 'pair', None, 1200, 'critical'), ('opened', 'instance', 's1/0', 1200, 'critical'), ('opened', 'instance', 's1/1', 1200, 'critical')]
->>> [(h["r"], h["retrans"], h.get("pair"), h.get("top")) for h in d.take_health()[-3:]]
+>>> [(w["r"], w["retrans"], w.get("pair"), w.get("top")) for w in (h.to_wire() for h in d.take_health()[-3:])]
 [('s1>s2', 1, True, None), ('s1/0', 1, None, {'retrans': '10.0.1.4', 'timeouts': None, 'lat': None}), ('s1/1', 1, None, {'retrans': '10.0.1.5', 'timeouts': None, 'lat': None})]
 """
 
@@ -289,11 +289,11 @@ class Detection:
             self.open_keys.discard(key)
         return [self._event(ks, c) for c in changes]
 
-    def take_health(self) -> list[dict[str, Any]]:
-        """Health of the keys scored since the last call (``attribute.AttributionStage`` input), as wire
-        dicts (``wire.events.KeyHealth.to_wire``: pair keys carry ``"pair": true`` and ``r`` = ``"src>dst"``)."""
+    def take_health(self) -> list[KeyHealth]:
+        """Health of the keys scored since the last call (``attribute.AttributionStage`` input; on the
+        health topic as ``KeyHealth.to_wire``: pair keys carry ``"pair": true`` and ``r`` = ``"src>dst"``)."""
         out, self.health = self.health, []
-        return [h.to_wire() for h in out]
+        return out
 
     def sweep(self, t: int) -> list[AnomalyEvent]:
         """Resolve the open alerts of keys silent for ``silent_after`` intervals before ``t``."""

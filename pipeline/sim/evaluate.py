@@ -287,7 +287,7 @@ class _Run:
         out: StepOutput = self.step.apply(msg)
         if out.detect_errors:
             raise RuntimeError("detection failed (see the log)")
-        self.events.extend(out.alerts)
+        self.events.extend(e.to_wire() for e in out.alerts)
         update = self.step.take_health()
         if update is not None:
             recs, changes = self.stage.apply(update.message())

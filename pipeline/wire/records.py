@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipeline.wire.contract import WIRE_VERSION
+from pipeline.wire.events import AnomalyEvent, KeyHealth
 
 __all__ = [
     # counters and the positions in a partial's lists
@@ -241,28 +242,32 @@ class HealthUpdate(NamedTuple):
 
     partition: int
     upto: int | None
-    health: list[dict[str, Any]]
-    opened: list[dict[str, Any]]
+    health: list[KeyHealth]
+    opened: list[AnomalyEvent]
 
     def message(self) -> dict[str, Any]:
         """The health-topic message, decoded (what ``attribute.AttributionStage.apply`` takes)."""
         return {"p": self.partition, "upto": self.upto, "health": self.health, "opened": self.opened}
 
 
-def encode_health(update: HealthUpdate, limit: int) -> list[bytes]:
+def encode_health(update: HealthUpdate, limit: int, emitted_at: float = 0.0) -> list[bytes]:
     """The health-topic messages of one update: its health entries split to stay under ``limit``
-    bytes; only the last message carries ``upto`` and the opened alerts.
+    bytes; only the last message carries ``upto`` and the opened alerts (stamped ``emitted_at``,
+    as they went to the anomalies topic).
 
-    >>> encode_health(HealthUpdate(2, 60, [{"t": 30}, {"t": 60}], []), limit=10)
-    [b'{"p":2,"upto":null,"health":[{"t":30}],"opened":[]}', b'{"p":2,"upto":60,"health":[{"t":60}],"opened":[]}']
+    >>> h = [KeyHealth(t, ("s1", "a1", "v"), ("s2", "a2", "v"), "s1/0", retrans=0) for t in (30, 60)]
+    >>> msgs = encode_health(HealthUpdate(2, 60, h, []), limit=100)
+    >>> [(orjson.loads(m)["upto"], [(e["t"], e["r"]) for e in orjson.loads(m)["health"]]) for m in msgs]
+    [(None, [(30, 's1/0')]), (60, [(60, 's1/0')])]
     """
-    parts = list(chunks([encode(h) for h in update.health], limit)) or [[]]
+    parts = list(chunks([encode(h.to_wire()) for h in update.health], limit)) or [[]]
     out = []
     for i, chunk in enumerate(parts):
         last = i == len(parts) - 1
         upto = b"null" if update.upto is None or not last else b"%d" % update.upto
         out.append(b'{"p":%d,"upto":%s,"health":[' % (update.partition, upto) + b",".join(chunk)
-                   + b'],"opened":' + (encode(update.opened) if last else b"[]") + b"}")
+                   + b'],"opened":' + (encode([dict(e.to_wire(), emitted_at=emitted_at) for e in update.opened])
+                                       if last else b"[]") + b"}")
     return out
 
 

@@ -47,11 +47,11 @@ def test_step_is_windows_then_detection_as_wired_by_hand():
         closed += res.closed
         intervals += len(res.intervals)
         for iv in res.intervals:
-            alerts += det.interval(iv)
+            alerts += det.score_interval(iv)
     strip = lambda rs: [dataclasses.replace(r, closed_at=0.0) for r in rs]  # noqa: E731
     assert strip(out.closed) == strip(closed)
-    assert out.alerts == alerts and any(a["event"] == "opened" for a in alerts)
-    assert out.opened == [a for a in alerts if a["event"] == "opened"]
+    assert out.alerts == alerts and any(a.event == "opened" for a in alerts)
+    assert out.opened == [a for a in alerts if a.event == "opened"]
     assert out.applied == 120 and out.intervals == intervals == 59  # the last one is still open
     assert len(out.closed) == 2
 
@@ -68,8 +68,8 @@ def test_health_update_once_per_change_with_the_opened_alerts():
     uptos = [u.upto for u in updates if u.upto is not None]
     assert uptos == sorted(set(uptos))  # rises, each value once
     opened = [e for u in updates for e in u.opened]
-    assert opened and all(e["event"] == "opened" for e in opened)
-    assert all(h["t"] <= u.upto for u in updates for h in u.health)
+    assert opened and all(e.event == "opened" for e in opened)
+    assert all(h.t <= u.upto for u in updates for h in u.health)
     assert updates[-1].message().keys() == {"p", "upto", "health", "opened"}
 
 
@@ -79,7 +79,7 @@ def test_a_detector_error_is_counted_and_logged_not_raised(caplog):
     def broken(iv):
         raise ValueError("bug")
 
-    step.detection.interval = broken  # type: ignore[method-assign]
+    step.detection.score_interval = broken  # type: ignore[method-assign]
     out = StepOutput()
     with caplog.at_level(logging.ERROR, logger="flowmon.aggregate"):
         for msg in _stream(n=10):

@@ -40,7 +40,7 @@ def run() -> dict:
             for d in SUBNETS:
                 if s != d:
                     new += det.interval(_iv(t, s, d, retrans=400 if k >= 40 and "b1" in (s, d) else 1))
-        health = det.take_health()
+        health = [h.to_wire() for h in det.take_health()]
         msg = orjson.loads(orjson.dumps({"p": 0, "upto": t, "health": health,
                                          "opened": [e for e in new if e["event"] == "opened"]}))
         recs, nhi = stage.apply(msg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from pipeline.aggregate.step import StepOutput
 from pipeline.aggregate.windows import PartitionWindows
@@ -61,14 +62,14 @@ async def _emit(ctx: Context, out: StepOutput, late: list[DeadLetter], touched: 
         pending.append(await send_deadletter(ctx, dl))
     now = time.time()
     for a in out.alerts:  # an alert's events keep their order: keyed by alert_id
-        a["emitted_at"] = now
-        pending.append(await ctx.send(t.anomalies, encode(a), key=a["alert_id"].encode()))
-        m.anomalies.labels(event=a["event"], metric=a["metric"]).inc()
+        pending.append(await ctx.send(t.anomalies, encode(replace(a, emitted_at=now).to_wire()),
+                                      key=a.alert_id.encode()))
+        m.anomalies.labels(event=a.event, metric=a.metric).inc()
     # the health of every scored key, and the alerts opened, to the attribution stage
     for p, ps in touched.items():
         update = ps.step.take_health()
         if update is not None:
-            for msg in encode_health(update, PAIRS_MESSAGE_BYTES):
+            for msg in encode_health(update, PAIRS_MESSAGE_BYTES, emitted_at=now):
                 pending.append(await ctx.send(t.health, msg, 0, str(p).encode()))
     return pending
 
