@@ -53,6 +53,7 @@ class Deployment:
         self.env.update(env)
         self.procs: list[subprocess.Popen] = []
         self._client = None
+        self._killed: set[int] = set()
         asyncio.run(ensure_topics(bootstrap, self.topics))
 
     # --- processes ------------------------------------------------------------------------
@@ -66,6 +67,7 @@ class Deployment:
         return proc
 
     def kill(self, proc: subprocess.Popen) -> None:
+        self._killed.add(self.procs.index(proc))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
@@ -107,11 +109,19 @@ class Deployment:
         end = time.time() + timeout
         got = 0
         while time.time() < end:
+            self.check_alive()
             got = self.client.command("SELECT count() FROM flow_windows FINAL")
             if got >= n:
                 return got
             time.sleep(0.5)
         return got
+
+    def check_alive(self) -> None:
+        """Fail with the worker logs if a worker this test did not kill has exited."""
+        dead = [(i, p.returncode) for i, p in enumerate(self.procs)
+                if p.poll() is not None and i not in self._killed]
+        if dead:
+            raise AssertionError(f"worker(s) exited unexpectedly (index, status): {dead}\n" + self.logs())
 
     def landed(self) -> dict[tuple[str, str, int], dict[str, int]]:
         rows = self.client.query(
