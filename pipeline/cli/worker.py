@@ -81,4 +81,4 @@ def _install_sink(flow: Any) -> None:
 
     @flow.app.task
     async def land() -> None:
-        await Lander(s, flow.bootstrap, sink, executor, flow.metrics).run()
+        await Lander(s, flow.bootstrap, sink, executor, flow.metrics, repair=lambda: migrate(client)).run()

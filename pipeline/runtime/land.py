@@ -5,16 +5,26 @@ A plain aiokafka consumer rather than a Faust agent: the sink must commit offset
 the sink runs in the processes whose ``roles`` include ``sink`` and nowhere else.
 Writes are idempotent (``sink.WindowSink``), so a replay after a crash lands nothing twice.
 The ClickHouse client is synchronous: every call runs in one dedicated thread.
+
+Nothing ClickHouse or Kafka does stops the sink (the worker process keeps running its
+other roles): a write that fails is retried with backoff (:func:`backoff_delays`) until
+it succeeds, the batch held and its offsets not committed meanwhile; a table that has
+gone (``DROP TABLE``, a database restored without it) is re-created by the migrations
+before the retry; an offset commit refused (the group rebalanced while a write was
+retried) is logged, and the batch, read again by whoever owns the partition, is
+deduplicated on landing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from pipeline.config import Settings
 from pipeline.runtime import kafka
@@ -22,17 +32,47 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.runtime.topics import Topics
 
-__all__ = ["Lander"]
+__all__ = ["Lander", "backoff_delays", "is_missing_table"]
 
 log = logging.getLogger("flowmon.land")
+
+
+def backoff_delays(first_s: float = 0.5, cap_s: float = 30.0) -> Iterator[float]:
+    """Seconds to wait before each retry: doubling from ``first_s``, at most ``cap_s``, for ever.
+
+    >>> from itertools import islice
+    >>> list(islice(backoff_delays(0.5, 4), 6))
+    [0.5, 1.0, 2.0, 4, 4, 4]
+    """
+    delay = first_s
+    while True:
+        yield min(delay, cap_s)
+        delay *= 2
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """True when ClickHouse said a table or database does not exist (codes 60 and 81).
+
+    >>> is_missing_table(Exception("Code: 60. DB::Exception: Table default.flow_windows does not exist. (UNKNOWN_TABLE)"))
+    True
+    >>> is_missing_table(Exception("Connection refused"))
+    False
+    """
+    text = str(exc)
+    return "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text
 
 
 class Lander:
     """Consume the windows, anomalies and dead-letter topics; write batches; commit after each write."""
 
     def __init__(self, settings: Settings, bootstrap: str, sink: WindowSink, executor: ThreadPoolExecutor,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, repair: Callable[[], Any] | None = None,
+                 backoff: Callable[[], Iterator[float]] = backoff_delays) -> None:
+        """``repair`` (run in ``executor``) re-creates missing tables (the migrations); ``backoff`` gives the
+        waits between retries of a failed write."""
         self.settings = settings
+        self.repair = repair
+        self.backoff = backoff
         self.bootstrap = bootstrap
         self.sink = sink
         self.executor = executor
@@ -40,6 +80,19 @@ class Lander:
         self.topics = Topics.from_settings(settings)
 
     async def run(self) -> None:
+        """Land for ever; an unexpected failure of the consumer restarts it (after a backoff), never the worker."""
+        delays = self.backoff()
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a sink that stops would silently stall every dashboard
+                delay = next(delays)
+                log.error("sink: consumer failed (%s); restarting it in %.1f s", _first_line(exc), delay)
+                await asyncio.sleep(delay)
+
+    async def _consume(self) -> None:
         s = self.settings
         consumer = kafka.consumer(
             self.bootstrap, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
@@ -47,7 +100,6 @@ class Lander:
             auto_offset_reset="earliest", max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
         )
         await consumer.start()
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=int(s.sink_flush_s * 1000), max_records=s.sink_batch)
@@ -67,17 +119,51 @@ class Lander:
                             log.error("skipping undecodable message %s[%d]@%d", tp.topic, tp.partition, m.offset)
                 if not batch:
                     continue
+                for table, records in (("flow_windows", windows), ("deadletter", dead), ("flow_anomalies", anomalies),
+                                       ("flow_attributions", attributions), ("nhi", nhi)):
+                    if records:
+                        await self._write(table, records)
                 if windows:
-                    await loop.run_in_executor(self.executor, self.sink.write_windows, windows)
                     self.metrics.landed.inc(len(windows))
-                if dead:
-                    await loop.run_in_executor(self.executor, self.sink.write_deadletters, dead)
-                if anomalies:
-                    await loop.run_in_executor(self.executor, self.sink.write_anomalies, anomalies)
-                if attributions:
-                    await loop.run_in_executor(self.executor, self.sink.write_attributions, attributions)
-                if nhi:
-                    await loop.run_in_executor(self.executor, self.sink.write_nhi, nhi)
-                await consumer.commit()
+                try:
+                    await consumer.commit()
+                except KafkaError as exc:  # the group moved on (rebalance) while a write was retried
+                    log.warning("sink: offsets not committed (%s); the batch will be read again and deduplicated", exc)
         finally:
             await consumer.stop()
+
+    async def _write(self, table: str, records: list[dict[str, Any]]) -> None:
+        """Write ``records`` to ``table``, retrying with backoff until ClickHouse takes them."""
+        write = {"flow_windows": self.sink.write_windows, "deadletter": self.sink.write_deadletters,
+                 "flow_anomalies": self.sink.write_anomalies, "flow_attributions": self.sink.write_attributions,
+                 "nhi": self.sink.write_nhi}[table]
+        loop = asyncio.get_running_loop()
+        delays = self.backoff()
+        attempt = 0
+        while True:
+            try:
+                await loop.run_in_executor(self.executor, write, records)
+                if attempt:
+                    log.warning("sink: %d %s rows landed after %d failed attempts", len(records), table, attempt)
+                self.metrics.sink_healthy.set(1)
+                return
+            except Exception as exc:  # noqa: BLE001 - ClickHouse down, table dropped, ...: never lose the batch
+                attempt += 1
+                self.metrics.sink_errors.labels(table=table).inc()
+                self.metrics.sink_healthy.set(0)
+                if is_missing_table(exc) and self.repair is not None:
+                    log.error("sink: %s is missing (%s); re-creating the schema", table, _first_line(exc))
+                    try:
+                        await loop.run_in_executor(self.executor, self.repair)
+                        continue  # retry at once on the re-created table
+                    except Exception as repair_exc:  # noqa: BLE001
+                        exc = repair_exc
+                delay = next(delays)
+                log.error("sink: writing %d %s rows failed (attempt %d): %s; retrying in %.1f s",
+                          len(records), table, attempt, _first_line(exc), delay)
+                await asyncio.sleep(delay)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

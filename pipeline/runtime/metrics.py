@@ -31,6 +31,9 @@ class Metrics:
         self.windows = Counter("flowmon_windows_emitted", "Windows closed and emitted", registry=r)
         self.open_windows = Gauge("flowmon_open_windows", "Open (pair, window) states held", registry=r)
         self.landed = Counter("flowmon_windows_landed", "Windows written to ClickHouse", registry=r)
+        self.sink_errors = Counter("flowmon_sink_write_errors", "ClickHouse writes that failed and were retried",
+                                   ["table"], registry=r)
+        self.sink_healthy = Gauge("flowmon_sink_healthy", "1 when the last ClickHouse write succeeded", registry=r)
         self.intervals = Counter("flowmon_intervals_scored", "Complete (pair, agent interval) handed to detection",
                                  registry=r)
         self.late_for_detection = Counter("flowmon_partials_late_for_detection",

@@ -1,0 +1,102 @@
+"""A TCP proxy on loopback that a test can cut: ``down()`` resets every open connection and every new one
+until ``up()``. Stands between a client and a server to make the server unreachable without stopping it.
+
+>>> import socket, threading
+>>> srv = socket.create_server(("127.0.0.1", 0)); port = srv.getsockname()[1]
+>>> def echo():
+...     c, _ = srv.accept(); c.sendall(c.recv(10)); c.close()
+>>> t = threading.Thread(target=echo, daemon=True); t.start()
+>>> with TcpProxy("127.0.0.1", port) as p:
+...     s = socket.create_connection(("127.0.0.1", p.port)); s.sendall(b"hi"); s.recv(10)
+b'hi'
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+__all__ = ["TcpProxy"]
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0): the peer sees 'connection reset', as when a server vanishes."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+class TcpProxy:
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._up = True
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self.refused = 0  # connections reset while down
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def down(self) -> None:
+        with self._lock:
+            self._up = False
+            socks, self._open = list(self._open), set()
+        for s in socks:
+            _reset(s)
+
+    def up(self) -> None:
+        with self._lock:
+            self._up = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.down()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                up = self._up
+            if not up:
+                self.refused += 1
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self._open.update((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with self._lock:
+                    self._open.discard(s)
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
