@@ -27,10 +27,14 @@ A record may reach the sink twice (worker crash and re-emission, or a retried ba
    ``(src_subnet, dst_subnet, window_s, window_start)`` for windows) are collapsed
    before the insert (the one with the greatest version column, e.g. ``closed_at``, is
    kept);
-2. every insert carries ``insert_deduplication_token`` = a digest of the batch content
-   (rows sorted by key, emission times excluded), and the tables keep the tokens of
-   their recent blocks (``non_replicated_deduplication_window``): the same batch
-   inserted again, in any row order, is dropped by ClickHouse;
+2. every insert carries ``insert_deduplication_token`` = a digest of the whole batch
+   (rows sorted by key, every column including the version): the tables keep the tokens
+   of their recent blocks (``non_replicated_deduplication_window``), so the very same
+   batch inserted again (a retried write, a batch read again after its offsets were
+   not committed), in any row order, is dropped by ClickHouse. The version is part of
+   the digest so that a deduplicated insert can never leave other rows standing: a
+   record emitted again later (a re-emission after a crash, another run) carries a
+   later version, is inserted, and wins;
 3. anything else (the same record inside two different batches) collapses in the
    ReplacingMergeTree; exact totals are read with ``FINAL`` or the ``*_final`` views.
 
@@ -50,7 +54,9 @@ The conversion to columns is pure:
 >>> cols = window_columns([w, dict(w, closed_at=w["closed_at"] + 5)])  # a re-emitted copy
 >>> len(cols["src_subnet"]), cols["window_start"], cols["rtt_hist"], cols["closed_at"]
 (1, [1700000400], [{64: 3, 80: 1}], [1700001065250])
->>> batch_token(cols) == batch_token(window_columns([w]))
+>>> batch_token(cols) == batch_token(window_columns([w]))  # the version (closed_at) is part of the batch
+False
+>>> batch_token(window_columns([w])) == batch_token(window_columns([dict(w)]))
 True
 
 Writing needs ClickHouse (see tests/clickhouse/test_sink.py):
@@ -268,18 +274,19 @@ def deadletter_columns(records: Iterable[dict[str, Any]]) -> dict[str, list]:
     return SINK_TABLES["deadletter"].to_columns(records)
 
 
-def batch_token(columns: dict[str, list],
-                exclude: tuple[str, ...] = ("closed_at", "at", "emitted_at", "attributed_at", "updated")) -> str:
-    """Deterministic ``insert_deduplication_token`` of a batch: a digest of its columns.
+def batch_token(columns: dict[str, list]) -> str:
+    """Deterministic ``insert_deduplication_token`` of a batch: a digest of all its columns.
 
-    The time of emission (``closed_at`` / ``at`` / ...) is left out, so a re-emitted
-    identical batch gets the same token. Rows must already be in a canonical order
-    (the ``*_columns`` functions sort them by key).
+    Rows must already be in a canonical order (the ``*_columns`` functions sort them by
+    key). Every column counts, the version too: only the very same batch gets the same
+    token (see "Idempotency" above).
 
-    >>> batch_token({"a": [1, 2], "closed_at": [3, 4]}) == batch_token({"a": [1, 2], "closed_at": [0, 0]})
+    >>> batch_token({"a": [1, 2], "closed_at": [3, 4]}) == batch_token({"a": [1, 2], "closed_at": [3, 4]})
     True
+    >>> batch_token({"a": [1, 2], "closed_at": [3, 4]}) == batch_token({"a": [1, 2], "closed_at": [3, 5]})
+    False
     """
-    payload = orjson.dumps([[name, values] for name, values in columns.items() if name not in exclude], option=orjson.OPT_NON_STR_KEYS)
+    payload = orjson.dumps([[name, values] for name, values in columns.items()], option=orjson.OPT_NON_STR_KEYS)
     return "flowmon-" + hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 

@@ -74,6 +74,19 @@ def test_same_batch_three_times_lands_once(client):
     assert totals(client) == expected_totals(windows)
 
 
+def test_a_deduplicated_insert_never_leaves_other_rows(client):
+    """Content A, then B over the same keys, then A again emitted later: the table shows A (the latest)."""
+    a = make_windows(20, seed=6)
+    b = [dict(w, bytes=w["bytes"] + 1, closed_at=w["closed_at"] + 100) for w in a]
+    again = [dict(w, closed_at=w["closed_at"] + 200) for w in a]  # A's content, emitted after B
+    sink = WindowSink(client)
+    for batch in (a, b, again):
+        sink.write_windows(batch)
+    assert totals(client) == expected_totals(again)
+    sink.write_windows(b)  # B's very batch retried: dropped, or collapsed under A's later version
+    assert totals(client) == expected_totals(again)
+
+
 def test_reemitted_window_counts_once(client):
     windows = make_windows(50, seed=4)
     sink = WindowSink(client)
