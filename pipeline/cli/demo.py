@@ -2,7 +2,15 @@
 
 Starts the bundled Tansu broker, a worker process (Faust agents + ClickHouse sink on
 chdb, with its SQL endpoint), runs the fleet simulator in simulated time, shows live
-progress, waits until every window has landed, and prints what landed.
+progress, waits until every window has landed, checks the landed totals against the
+simulator's own, and prints what landed.
+
+A run never mixes with another: it refuses to start while a flowmon process runs in
+its data directory, or when its ClickHouse database already holds data (an earlier
+run, or real data); ``--fresh`` first moves the earlier data aside
+(``<data_dir>/previous/<time>/``), never deletes it. The worker's log is rotated
+(``worker.log``, ``worker.log.1`` ... ``.5``), and a worker that dies is reported with
+its status and the end of its log.
 """
 
 from __future__ import annotations
@@ -28,7 +36,93 @@ from pipeline.cli.options import console as stderr_console
 from pipeline.cli.options import make_settings
 from pipeline.config import Settings
 
-__all__ = ["demo", "run_demo", "summary_tables", "alerts_table", "start_embedded"]
+__all__ = ["demo", "run_demo", "summary_tables", "alerts_table", "start_embedded", "rotate", "DemoRefused"]
+
+#: Exit status of a demo that refuses to run (the data directory is in use or holds data).
+REFUSED = 2
+#: Exit status of a demo whose worker died, or whose windows did not all land with exact totals.
+FAILED = 1
+
+
+class DemoRefused(Exception):
+    """The demo will not run here; the message says why and what to do."""
+
+
+class WorkerDied(Exception):
+    """The demo's worker process exited; the message holds its status and the end of its log."""
+
+
+def rotate(path: Path, keep: int = 5) -> None:
+    """Shift ``path`` to ``path.1`` (``.1`` to ``.2`` ...), keeping ``keep`` old copies: a new run never
+    overwrites the log of the previous one.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); log = d / "worker.log"
+    >>> for run in "abc":
+    ...     rotate(log, keep=2); _ = log.write_text(run)
+    >>> sorted(p.name for p in d.iterdir()), log.read_text(), (d / "worker.log.2").read_text()
+    (['worker.log', 'worker.log.1', 'worker.log.2'], 'c', 'a')
+    """
+    for i in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{i + 1}"))
+    if path.exists():
+        path.replace(path.with_name(f"{path.name}.1"))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _live_owner(data: Path) -> str | None:
+    """What flowmon process runs in ``data`` (its embedded broker or SQL endpoint), or None."""
+    from pipeline.clickhouse.sqlserve import read_address_file
+
+    for name, what in (("broker.json", "embedded broker"), ("sql-endpoint.json", "ClickHouse owner")):
+        try:
+            info = json.loads((data / name).read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if name == "broker.json" or read_address_file(data / name) is not None:
+            return f"a flowmon process (pid {info['pid']}, {what})"
+    return None
+
+
+def _set_aside(settings: Settings, data: Path) -> Path | None:
+    """``--fresh``: move the earlier run's ClickHouse data to ``<data>/previous/<UTC time>/``; its path."""
+    import shutil
+
+    from pipeline.clickhouse.client import is_chdb, parse_chdb_dsn
+
+    if not is_chdb(settings.clickhouse_dsn):
+        raise DemoRefused(f"--fresh moves only in-process (chdb) data; {settings.clickhouse_dsn} is a ClickHouse "
+                          "server: point FLOWMON_CLICKHOUSE_DSN at an empty database instead")
+    path, _ = parse_chdb_dsn(settings.clickhouse_dsn)
+    chdb_dir = Path(path)
+    if path == ":memory:" or not chdb_dir.exists():
+        return None
+    target = data / "previous" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target.mkdir(parents=True, exist_ok=False)
+    shutil.move(str(chdb_dir), str(target / chdb_dir.name))
+    for name in ("demo-windows.png",):
+        if (data / name).exists():
+            (data / name).replace(target / name)
+    return target
+
+
+def _rows_held(client: Any) -> dict[str, int]:
+    """Rows already in the tables a run writes ({} for an empty database)."""
+    held = {}
+    for table in ("flow_windows", "deadletter", "flow_anomalies"):
+        n = int(client.command(f"SELECT count() FROM {table}"))
+        if n:
+            held[table] = n
+    return held
 
 
 def start_embedded(data: Path, console: Console):
@@ -42,27 +136,30 @@ def start_embedded(data: Path, console: Console):
     return broker
 
 
-def _wait_file(path: Path, proc: subprocess.Popen, timeout: float) -> dict:
+def _wait_file(path: Path, proc: subprocess.Popen, timeout: float, log_path: Path) -> dict:
     end = time.time() + timeout
     while time.time() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}; see its log")
+            raise WorkerDied(_death(proc, log_path))
         if path.exists():
             try:
                 return json.loads(path.read_text())
             except ValueError:
                 pass
         time.sleep(0.1)
-    raise TimeoutError(f"worker did not publish {path} within {timeout:.0f} s")
+    raise WorkerDied(f"the worker did not publish {path} within {timeout:.0f} s; see {log_path}")
 
 
 def demo(scenario: Annotated[Optional[Path], typer.Option(help="Scenario/topology+traffic YAML")] = None,
          duration: Annotated[str, typer.Option(help="Simulated time to run, e.g. 1h")] = "1h",
          seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
-         follow: Annotated[bool, typer.Option(help="Keep broker and worker running afterwards")] = False) -> None:
+         follow: Annotated[bool, typer.Option(help="Keep broker and worker running afterwards")] = False,
+         fresh: Annotated[bool, typer.Option(help="Move an earlier run's data aside (to DATA_DIR/previous/) first")]
+         = False) -> None:
     """Run the whole pipeline on the embedded default: broker, worker, sink, simulator; print what landed."""
     from pipeline.sim.scenario import DEMO_SCENARIO
-    raise typer.Exit(run_demo(make_settings(), scenario or DEMO_SCENARIO, duration, seed, follow, stderr_console))
+    raise typer.Exit(run_demo(make_settings(), scenario or DEMO_SCENARIO, duration, seed, follow, stderr_console,
+                              fresh=fresh))
 
 
 @dataclass
@@ -75,39 +172,119 @@ class _Run:
     hi: int
 
 
-def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console) -> int:
-    import clickhouse_connect
+def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console,
+             fresh: bool = False) -> int:
+    """The demo; returns its exit status (0: every window landed with the simulator's exact totals)."""
+    try:
+        return _run_demo(settings, scenario, duration, seed, follow, console, fresh)
+    except DemoRefused as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return REFUSED
+    except WorkerDied as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return FAILED
 
+
+def _run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console,
+              fresh: bool) -> int:
+    from pipeline.clickhouse.client import connect, is_chdb
     from pipeline.runtime.topics import setup_topics
 
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
+    owner = _live_owner(data)
+    if owner:
+        raise DemoRefused(f"{owner} is running in {data}; stop it first, or run the demo in another directory "
+                          "(FLOWMON_DATA_DIR=DIR and FLOWMON_CLICKHOUSE_DSN=chdb://DIR/chdb)")
+    if fresh:
+        moved = _set_aside(settings, data)
+        if moved:
+            console.print(f"--fresh: the earlier data is now in {moved}")
     endpoint = data / "sql-endpoint.json"
     endpoint.unlink(missing_ok=True)
     run = _simulate(scenario, duration, seed, settings.window_s, console)
     broker = start_embedded(data, console)
     log_path = data / "worker.log"
+    rotate(log_path)
     worker = _start_worker(settings, broker.bootstrap, data, scenario, log_path)
     try:
         topics = setup_topics(settings, broker.bootstrap)
-        info = _wait_file(endpoint, worker, 120)
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=info["port"])
+        if is_chdb(settings.clickhouse_dsn):
+            info = _wait_file(endpoint, worker, 120, log_path)
+            client = connect(f"http://127.0.0.1:{info['port']}")
+            where = f"{settings.clickhouse_dsn} (in-process chdb; SQL endpoint http://127.0.0.1:{info['port']}/)"
+        else:
+            client = connect(settings.clickhouse_dsn)
+            where = settings.clickhouse_dsn
+        _wait_schema(client, worker, log_path)
+        held = _rows_held(client)
+        if held:
+            rows = ", ".join(f"{n:,} rows in {t}" for t, n in held.items())
+            raise DemoRefused(f"the demo's ClickHouse already holds data ({rows}): runs would mix. Add --fresh to "
+                              f"move it aside (to {data / 'previous'}/), or run in another directory "
+                              "(FLOWMON_DATA_DIR=DIR and FLOWMON_CLICKHOUSE_DSN=chdb://DIR/chdb)")
         landed = _produce_and_land(client, worker, log_path, broker.bootstrap, topics.reports, run, console)
+        diffs = _compare(run.expected, _landed_totals(client, run))
         _show_results(client, run, data / "demo-windows.png", scenario, console)
-        console.print(f"\n[bold]{landed}/{len(run.expected)}[/] pair-windows landed. ClickHouse data: "
-                      f"[bold]{settings.clickhouse_dsn}[/] (in-process chdb); worker log: {log_path}")
+        exact = "totals exact" if not diffs else f"[red]{len(diffs)} pair-windows differ from the simulator[/]"
+        console.print(f"\n[bold]{landed}/{len(run.expected)}[/] pair-windows landed, {exact}. ClickHouse data: "
+                      f"[bold]{where}[/]; worker log: {log_path}")
+        for d in diffs[:5]:
+            console.print(f"  {d}", highlight=False)
         if follow:
-            console.print(f"\n[green]following[/]: broker {broker.bootstrap}, SQL http://127.0.0.1:{info['port']}/ — "
-                          "in another terminal: flowmon produce FILE, flowmon sql \"SELECT ...\"; Ctrl-C stops.")
+            console.print(f"\n[green]following[/]: broker {broker.bootstrap} — in another terminal: flowmon produce "
+                          "FILE, flowmon sql \"SELECT ...\", flowmon alerts; Ctrl-C stops.")
             try:
-                worker.wait()
+                status = worker.wait()
             except KeyboardInterrupt:
-                pass
-        return 0 if landed == len(run.expected) else 1
+                status = None
+            if status is not None:
+                raise WorkerDied(_death(worker, log_path))
+        return 0 if landed == len(run.expected) and not diffs else FAILED
     finally:
         _stop_worker(worker)
         broker.stop()
         (data / "broker.json").unlink(missing_ok=True)
+
+
+def _death(worker: subprocess.Popen, log_path: Path) -> str:
+    """One line on the worker's exit, then the end of its log."""
+    return (f"the worker exited with status {worker.returncode} at {time.strftime('%H:%M:%S')}; "
+            f"the end of {log_path}:\n{_tail(log_path)}")
+
+
+def _wait_schema(client: Any, worker: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    """Until the worker's migrations have made the tables the run reads."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if worker.poll() is not None:
+            raise WorkerDied(_death(worker, log_path))
+        names = {r[0] for r in client.query("SHOW TABLES").result_rows}
+        if {"flow_windows", "deadletter", "flow_anomalies"} <= names:
+            return
+        time.sleep(0.2)
+    raise WorkerDied(f"the worker did not create the ClickHouse tables within {timeout:.0f} s; see {log_path}")
+
+
+def _landed_totals(client: Any, run: _Run) -> dict[tuple[str, str, int], dict[str, int]]:
+    from pipeline.sim.totals import TOTAL_FIELDS as COUNTERS
+
+    rows = client.query(
+        f"SELECT src_subnet, dst_subnet, toUnixTimestamp(window_start), {', '.join(COUNTERS)} FROM flow_windows FINAL "
+        "WHERE window_start BETWEEN toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')",
+        parameters={"lo": run.lo, "hi": run.hi}).result_rows
+    return {(r[0], r[1], int(r[2])): dict(zip(COUNTERS, map(int, r[3:]))) for r in rows}
+
+
+def _compare(expected: dict, landed: dict) -> list[str]:
+    """Pair-windows whose landed totals differ from the simulator's (missing ones are counted by the caller)."""
+    out = []
+    for key in sorted(set(expected) & set(landed)):
+        bad = {c: (expected[key][c], landed[key][c]) for c in expected[key] if landed[key].get(c) != expected[key][c]}
+        if bad:
+            out.append(f"{key}: {bad} (expected, landed)")
+    out += [f"{key}: landed, not expected" for key in sorted(set(landed) - set(expected))]
+    return out
 
 
 def _simulate(scenario: Path, duration: str, seed: int, window_s: int, console: Console) -> _Run:
@@ -159,11 +336,8 @@ def _produce_and_land(client: Any, worker: subprocess.Popen, log_path: Path, boo
         landed = 0
         while landed < len(run.expected) and time.time() < deadline:
             if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
-            landed = client.command(
-                "SELECT count() FROM flow_windows FINAL WHERE window_start BETWEEN "
-                "toDateTime({lo:UInt32}, 'UTC') AND toDateTime({hi:UInt32}, 'UTC')",
-                parameters={"lo": run.lo, "hi": run.hi})
+                raise WorkerDied(_death(worker, log_path))
+            landed = len(set(_landed_totals(client, run)) & set(run.expected))  # this run's own pair-windows
             progress.update(t_land, completed=landed)
             time.sleep(0.5)
     return landed

@@ -10,16 +10,60 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_flowmon_demo(tmp_path):
+def _demo(tmp_path: Path, *args: str) -> tuple[int, str]:
     env = dict(os.environ, FLOWMON_DATA_DIR=str(tmp_path / "data"),
                FLOWMON_CLICKHOUSE_DSN=f"chdb://{tmp_path / 'data' / 'chdb'}", COLUMNS="160")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "1h"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "1h", *args], cwd=tmp_path,
                           env=env, capture_output=True, timeout=300)
-    out = proc.stdout.decode() + proc.stderr.decode()
-    assert proc.returncode == 0, out[-3000:]
-    assert "30/30 pair-windows landed" in out
+    return proc.returncode, proc.stdout.decode() + proc.stderr.decode()
+
+
+def test_flowmon_demo(tmp_path):
+    """The demo, then a second run in the same directory (refused: runs would mix), then --fresh (lands again)."""
+    status, out = _demo(tmp_path)
+    assert status == 0, out[-3000:]
+    assert "30/30 pair-windows landed, totals exact" in out
     assert "20.00" in out  # subnet-1a -> subnet-1a: 20 MB per window
     assert "dead letters: none" in out
     assert "alerts: none" in out  # the HTTP experiment has no fault: nothing may alarm
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleans up after itself
     assert (tmp_path / "data" / "demo-windows.png").stat().st_size > 10_000  # the plot
+
+    status, out = _demo(tmp_path)
+    assert status == 2, out[-3000:]
+    assert "already holds data" in out and "--fresh" in out and "Traceback" not in out
+    assert (tmp_path / "data" / "worker.log.1").exists()  # the first run's log is kept
+
+    status, out = _demo(tmp_path, "--fresh")
+    assert status == 0, out[-3000:]
+    assert "30/30 pair-windows landed, totals exact" in out
+    previous = list((tmp_path / "data" / "previous").iterdir())
+    assert len(previous) == 1 and (previous[0] / "chdb").is_dir()  # set aside, not deleted
+
+
+def test_demo_follow_says_when_its_worker_dies(tmp_path):
+    """`flowmon demo --follow`: the worker is killed; the demo says so, with its status and log, and exits 1."""
+    import json
+    import signal
+    import time
+
+    env = dict(os.environ, FLOWMON_DATA_DIR=str(tmp_path / "data"),
+               FLOWMON_CLICKHOUSE_DSN=f"chdb://{tmp_path / 'data' / 'chdb'}", COLUMNS="160")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "1h", "--follow"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        endpoint = tmp_path / "data" / "sql-endpoint.json"
+        end = time.time() + 240
+        out = b""
+        while b"following" not in out and time.time() < end:  # the run has landed; the demo now follows
+            out += proc.stdout.read1(65536)
+        assert b"following" in out, out.decode()[-3000:]
+        worker_pid = json.loads(endpoint.read_text())["pid"]
+        os.kill(worker_pid, signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (out + rest).decode()
+    assert proc.returncode == 1, text[-3000:]
+    assert "the worker exited with status -9" in text and "Traceback" not in text
