@@ -131,7 +131,8 @@ def start_embedded(data: Path, console: Console):
 
     broker = EmbeddedTansu(data / "tansu").start()
     data.mkdir(parents=True, exist_ok=True)
-    (data / "broker.json").write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid()}))
+    (data / "broker.json").write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid(),
+                                                  "broker_pid": broker.pid}))
     console.print(f"embedded Tansu broker on [bold]{broker.bootstrap}[/] (in memory: its topics vanish when it stops)")
     return broker
 
@@ -311,8 +312,9 @@ def _start_worker(settings: Settings, bootstrap: str, data: Path, scenario: Path
     for k, v in (("FLOWMON_SESSION_TIMEOUT_S", "4"), ("FLOWMON_REBALANCE_TIMEOUT_S", "4"),
                  ("FLOWMON_SOURCE_IDLE_S", "2")):
         env.setdefault(k, v)
+    from pipeline.runtime.process import die_with_parent
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"], env=env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
 
 
 def _produce_and_land(client: Any, worker: subprocess.Popen, log_path: Path, bootstrap: str, topic: str, run: _Run,

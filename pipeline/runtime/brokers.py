@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, NamedTuple, Self
 
+from pipeline.runtime.process import die_with_parent
+
 __all__ = [
     "BrokerError",
     "BrokerLauncher",
@@ -198,6 +200,7 @@ class BrokerLauncher:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it
+                preexec_fn=die_with_parent(),  # and if we are killed, so is the broker
             )
             self._wait_ready(port, t0 + self.start_timeout)
         except BaseException:
