@@ -179,10 +179,10 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
     try:
         return _run_demo(settings, scenario, duration, seed, follow, console, fresh)
     except DemoRefused as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return REFUSED
     except WorkerDied as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return FAILED
 
 

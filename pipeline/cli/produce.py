@@ -15,10 +15,31 @@ __all__ = ["produce", "simulate"]
 
 
 def produce(file: Annotated[Path, typer.Argument(help="JSON lines: reports or flat samples ('-' = stdin)")],
-            broker: BrokerOpt = None) -> None:
-    """Send your own samples (JSON lines) to the reports topic. The pipeline validates them."""
-    from pipeline.runtime.produce import load_jsonl_samples
-    _send(broker, load_jsonl_samples(str(file)))
+            broker: BrokerOpt = None,
+            strict: Annotated[bool, typer.Option(help="Send nothing unless every line is UTF-8 JSON (default: send "
+                                                      "every line; the pipeline dead-letters bad ones)")] = False,
+            ) -> None:
+    """Send your own samples (JSON lines) to the reports topic. Every line is sent; the pipeline validates them,
+    and a line it refuses becomes a dead letter with its reason (see `flowmon sql` on the deadletter table)."""
+    from pipeline.runtime.produce import LineCounts, read_lines
+    if str(file) != "-" and not file.is_file():
+        console.print(f"[red]error:[/] {file}: no such file; give a JSON-lines file, or '-' for standard input",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    counts = LineCounts()
+    if strict:
+        lines = list(read_lines(str(file), counts))
+        bad = [line for line in lines if line.kind != "json"]
+        if bad:
+            console.print(f"[red]error:[/] {file}:{bad[0].number}: {bad[0].problem}; nothing was sent "
+                          f"({len(bad):,} bad of {len(lines):,} lines). Fix the file, or drop --strict to send "
+                          "every line (bad ones become dead letters)", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        messages: Iterable[Any] = [line.value for line in lines]
+    else:
+        messages = (line.message() for line in read_lines(str(file), counts))
+    _send(broker, messages)
+    console.print(f"lines: {counts}", highlight=False, soft_wrap=True)
 
 
 def simulate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML (topology + traffic)")],

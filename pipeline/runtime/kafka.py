@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.config import Settings
 
-__all__ = ["group_timings", "consumer_options", "consumer", "reader", "producer", "admin"]
+__all__ = ["group_timings", "consumer_options", "consumer", "reader", "producer", "admin", "supports_idempotence"]
 
 _TIMINGS_MS = (("session_timeout_s", "session_timeout_ms"), ("heartbeat_s", "heartbeat_interval_ms"),
                ("rebalance_timeout_s", "rebalance_timeout_ms"))
@@ -78,3 +78,27 @@ def producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
 def admin(bootstrap: str, timeout_s: float = 30.0) -> AIOKafkaAdminClient:
     """An admin client (not started) whose requests time out after ``timeout_s``."""
     return AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+
+
+async def supports_idempotence(bootstrap: str, timeout_s: float = 10.0) -> bool:
+    """Whether the broker grants producer ids (InitProducerId), which the idempotent producer needs.
+
+    Apache Kafka does; the embedded Tansu answers an error (so its producers run with
+    ``acks=all`` and retries, without idempotence). One request on a short-lived client.
+    """
+    import asyncio
+
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.transaction import InitProducerIdRequest
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await client.bootstrap()
+        node = client.get_random_node()
+        resp = await asyncio.wait_for(
+            client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)), timeout_s)
+        return resp.error_code == 0
+    except Exception:  # noqa: BLE001 - any refusal means: do not rely on it
+        return False
+    finally:
+        await client.close()

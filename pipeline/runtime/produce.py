@@ -9,7 +9,15 @@ that is ~3-4x faster than per-message ``send`` (which costs ~15 µs of Python pe
 message). A batch goes out when it reaches ``max_batch_size`` bytes or is ``linger_ms``
 old when the next message arrives, and at the end. aiokafka keeps at most one batch in
 flight per partition, so order per key holds and a slow broker applies back-pressure.
-No validation here: the pipeline validates and dead-letters.
+No validation here: the pipeline validates and dead-letters. A user's file is sent line
+by line (:func:`read_lines`): a line that is not JSON, or not UTF-8, is sent as it is
+(:class:`Encoded`), so that the pipeline dead-letters it with its reason, like any other
+bad input; :class:`LineCounts` says how many lines were of each kind.
+
+Delivery: ``acks=all`` with aiokafka's retries (one batch in flight per partition, so a
+retry keeps the order), and the idempotent producer (no duplicate from a retried
+batch) when the broker grants producer ids (:func:`pipeline.runtime.kafka.supports_idempotence`;
+Apache Kafka does, the embedded Tansu does not).
 
 Examples
 --------
@@ -18,6 +26,9 @@ Examples
 ...     _ = f.write('{"version": 1, "instance": "a"}\\n\\n[1, 2]\\n')
 >>> list(load_jsonl_samples(f.name))
 [{'version': 1, 'instance': 'a'}, [1, 2]]
+>>> counts = LineCounts()
+>>> [line.kind for line in read_lines(f.name, counts)], counts.json, counts.blank
+(['json', 'json'], 2, 1)
 >>> os.unlink(f.name)
 """
 
@@ -32,14 +43,71 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
 
 from pipeline.runtime import kafka
 
-__all__ = ["ProduceStats", "load_jsonl_samples", "produce_reports"]
+__all__ = ["ProduceStats", "Encoded", "Line", "LineCounts", "read_lines", "load_jsonl_samples", "produce_reports"]
+
+
+class Encoded(NamedTuple):
+    """A message already in bytes (sent as it is): a user's line that is not JSON, or any pre-encoded report."""
+
+    value: bytes
+    key: bytes | None = None
+    samples: int = 1
+
+
+class Line(NamedTuple):
+    """One non-blank line of a user's file: its number, its bytes, and what it is.
+
+    ``kind``: ``json`` (``value`` is the decoded JSON), ``not_json`` or ``not_utf8``
+    (``problem`` says what is wrong; the line is sent as it is and dead-lettered).
+    """
+
+    number: int
+    raw: bytes
+    kind: str
+    value: Any = None
+    problem: str = ""
+
+    def message(self) -> Any:
+        """What to send: the decoded value (keyed by its instance), or the raw bytes."""
+        return self.value if self.kind == "json" else Encoded(self.raw, None, 1)
+
+
+@dataclass
+class LineCounts:
+    """Lines read from a user's file, by kind, with the first few bad line numbers."""
+
+    json: int = 0
+    not_json: int = 0
+    not_utf8: int = 0
+    blank: int = 0
+    bad_lines: list[int] = field(default_factory=list)
+
+    def add(self, line: Line) -> None:
+        setattr(self, line.kind, getattr(self, line.kind) + 1)
+        if line.kind != "json" and len(self.bad_lines) < 10:
+            self.bad_lines.append(line.number)
+
+    def __str__(self) -> str:
+        """
+        >>> str(LineCounts(json=5, not_json=1, blank=2, bad_lines=[4]))
+        '5 JSON lines; 1 not JSON (sent: the pipeline dead-letters them; lines 4); 2 blank lines skipped'
+        """
+        parts = [f"{self.json:,} JSON lines"]
+        bad = [f"{n:,} {what}" for n, what in ((self.not_json, "not JSON"), (self.not_utf8, "not UTF-8")) if n]
+        if bad:
+            more = "…" if len(self.bad_lines) < self.not_json + self.not_utf8 else ""
+            parts.append(f"{', '.join(bad)} (sent: the pipeline dead-letters them; lines "
+                         f"{', '.join(map(str, self.bad_lines))}{more})")
+        if self.blank:
+            parts.append(f"{self.blank:,} blank lines skipped")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -85,7 +153,8 @@ async def produce_reports(
     max_batch_size: int = 256 * 1024,
     max_request_size: int = 8 << 20,
     compression_type: str | None = None,
-    acks: int | str = 1,
+    acks: int | str = "all",
+    idempotent: bool | None = None,
     client_id: str = "flowmon-produce",
     **producer_kwargs: Any,
 ) -> ProduceStats:
@@ -99,10 +168,14 @@ async def produce_reports(
     pipeline better); ``compression_type`` needs aiokafka's optional codecs. Extra keyword
     arguments go to ``AIOKafkaProducer``. The topic must exist (or the broker must
     auto-create it). Raises the first delivery error after the others are settled.
+    An :class:`Encoded` item is sent as its bytes. ``idempotent``: use the idempotent
+    producer (``None``: when the broker supports it and ``acks`` is ``all``).
     """
+    if idempotent is None:
+        idempotent = acks in ("all", -1) and await kafka.supports_idempotence(bootstrap)
     producer = kafka.producer(bootstrap, client_id=client_id, linger_ms=linger_ms, max_batch_size=max_batch_size,
                               max_request_size=max_request_size, compression_type=compression_type, acks=acks,
-                              **producer_kwargs)
+                              enable_idempotence=idempotent, **producer_kwargs)
     stats = ProduceStats()
     dumps = orjson.dumps
     await producer.start()
@@ -112,11 +185,16 @@ async def produce_reports(
 
         async def put(report: Any) -> None:
             nonlocal next_progress
-            value = dumps(report)
-            inst = report.get("instance") if isinstance(report, dict) else None
-            await batches.add(inst.encode() if isinstance(inst, str) else None, value)
+            if isinstance(report, Encoded):
+                value = report.value
+                await batches.add(report.key, value)
+                stats.samples += report.samples
+            else:
+                value = dumps(report)
+                inst = report.get("instance") if isinstance(report, dict) else None
+                await batches.add(inst.encode() if isinstance(inst, str) else None, value)
+                stats.samples += _samples_in(report)
             stats.reports += 1
-            stats.samples += _samples_in(report)
             stats.bytes += len(value)
             if progress is not None and stats.reports >= next_progress:
                 next_progress += progress_every
@@ -204,6 +282,37 @@ class _Batches:
                 if f.done():
                     f.result()  # raise delivery errors early
             pending[:] = [f for f in pending if not f.done()]
+
+
+def _open_lines(path: str | Path) -> Any:
+    if str(path) == "-":  # stdin: read it, but leave it open
+        return contextlib.nullcontext(sys.stdin.buffer)
+    p = Path(path)
+    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+
+
+def read_lines(path: str | Path, counts: LineCounts | None = None) -> Iterator[Line]:
+    """Each non-blank line of a JSON-lines file (``.gz`` too; ``-`` = stdin), as a :class:`Line`; never raises
+    on content (a bad line is a ``not_json``/``not_utf8`` line). ``counts`` is updated as lines go by."""
+    with _open_lines(path) as fh:
+        for number, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                if counts is not None:
+                    counts.blank += 1
+                continue
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = Line(number, raw, "not_utf8", problem=f"not UTF-8 (byte {e.start})")
+            else:
+                try:
+                    line = Line(number, raw, "json", orjson.loads(raw))
+                except orjson.JSONDecodeError as e:
+                    line = Line(number, raw, "not_json", problem="not JSON (" + " ".join(str(e).split()) + ")")
+            if counts is not None:
+                counts.add(line)
+            yield line
 
 
 def load_jsonl_samples(
