@@ -1,5 +1,9 @@
 """``flowmon alerts``: follow the anomaly events, filter them, print them, forward them to a webhook.
 
+Two sources: the anomaly topic (live, ``--follow``, or a consumer ``--group``), and the
+history in ClickHouse (``--no-follow``: everything that landed, in time order, each
+alert's attribution under it; it outlives the broker, e.g. an embedded one that stopped).
+
 The pieces: :mod:`pipeline.alerts` (events, filters, render, dedup, webhook, stats) and the
 Kafka follower :mod:`pipeline.runtime.follow`; this module is the command: its options, the
 output (JSON lines, coloured lines on a terminal, plain lines otherwise), the exit status.
@@ -63,6 +67,9 @@ def alerts_command(
     webhook_backoff: Annotated[float, typer.Option(
         min=0.0, help="First retry delay, seconds; doubles each retry (at most 30 s).")] = 0.5,
     webhook_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per webhook attempt.")] = 10.0,
+    source: Annotated[str, typer.Option(
+        help="Where events come from: 'kafka' (the anomaly topic), 'clickhouse' (the history that landed), or "
+        "'auto': ClickHouse with --no-follow (unless --group or --from-latest is given), else Kafka.")] = "auto",
 ) -> None:
     """Show anomaly events (opened / updated / resolved) as they come, filtered; optionally POST them to a webhook.
 
@@ -73,10 +80,24 @@ def alerts_command(
 
     pairs = pair or []
     _check_filters(pairs, severity, scope, metric)
+    if source not in ("auto", "kafka", "clickhouse"):
+        raise typer.BadParameter(f"{source}: expected one of auto, kafka, clickhouse", param_hint="--source")
+    if source == "auto":
+        source = "clickhouse" if not follow and group is None and from_beginning is not False else "kafka"
+    if source == "clickhouse" and (follow or group is not None):
+        raise typer.BadParameter("the ClickHouse history is read once: use it with --no-follow and no --group",
+                                 param_hint="--source")
     hook = _webhook(webhook, webhook_retries, webhook_backoff, webhook_timeout)
     _log_to_console()
 
     s = make_settings(broker=broker)
+    if source == "clickhouse":
+        emit, emit_attr = _emitters(json_lines)
+        stats = AlertStats()
+        flt = {"pairs": pairs, "severity": severity, "scope": scope, "metric": metric}
+        code = _history(s, emit, emit_attr, hook, stats, flt, attribution)
+        _summary(stats, hook, code)
+        return
     bootstrap = resolve_bootstrap(s)
     emit, emit_attr = _emitters(json_lines)
     stats = AlertStats()
@@ -84,6 +105,11 @@ def alerts_command(
                        group=group, pairs=pairs, severity=severity, scope=scope, metric=metric, webhook=hook,
                        stats=stats, emit_attribution=emit_attr, **group_timings(s))
     code = _run(_follow(s, bootstrap, emit, attribution, hook, follow_opts), bootstrap)
+    _summary(stats, hook, code)
+
+
+def _summary(stats: AlertStats, hook: Webhook | None, code: int) -> None:
+    """The closing line (unless the source failed), and the exit status (1 if a webhook delivery failed)."""
     if code != 2:
         summary = str(stats)
         if hook is not None:
@@ -93,6 +119,54 @@ def alerts_command(
         console.print(summary, highlight=False, soft_wrap=True)
     if code:
         raise typer.Exit(code)
+
+
+def _history(s: Any, emit: Emit, emit_attr: Emit, hook: Webhook | None, stats: AlertStats,
+             flt: dict[str, Any], attribution: bool) -> int:
+    """Show the alert history that landed in ClickHouse (filtered; attributions under their shown alerts)."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from pipeline.alerts.filters import matches
+    from pipeline.alerts.history import history
+    from pipeline.cli.query import _client
+
+    try:
+        records = list(history(_client(s), attribution=attribution))
+    except (ClickHouseError, OSError) as exc:
+        console.print(f"[red]ClickHouse {escape(s.clickhouse_dsn)}:[/] {escape(str(exc).splitlines()[0])}",
+                      highlight=False, soft_wrap=True)
+        return 2
+
+    async def show() -> None:
+        opened: set[str] = set()
+        if hook is not None:
+            await hook.start()
+        try:
+            for rec in records:
+                if "event" not in rec:  # an attribution: under its alert, if that was shown
+                    if rec["alert_id"] in opened:
+                        emit_attr(rec)
+                        if hook is not None:
+                            await hook.send(rec)
+                    continue
+                if not matches(rec, **flt):
+                    stats.filtered += 1
+                    continue
+                stats.shown += 1
+                emit(rec)
+                if hook is not None:
+                    await hook.send(rec)
+                if rec["event"] == "opened":
+                    opened.add(rec["alert_id"])
+        finally:
+            if hook is not None:
+                await hook.close()
+
+    try:
+        asyncio.run(show())
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _check_filters(pairs: list[str], severity: str | None, scope: str | None, metric: list[str] | None) -> None:

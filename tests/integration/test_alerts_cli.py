@@ -91,7 +91,7 @@ def run_alerts(bootstrap: str, prefix: str, *args: str, timeout: float = 120) ->
     env = {"FLOWMON_TOPIC_PREFIX": prefix, "FLOWMON_PARTITIONS": str(PARTITIONS),
            # short group timings, as in harness.Deployment (Tansu answers a join after half the session timeout)
            "FLOWMON_SESSION_TIMEOUT_S": "6", "FLOWMON_REBALANCE_TIMEOUT_S": "6", "FLOWMON_HEARTBEAT_S": "1"}
-    argv = ["alerts", "--broker", bootstrap, *args]
+    argv = ["alerts", "--broker", bootstrap, *args, *(["--source", "kafka"] if "--no-follow" in args else [])]
     p = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], env=dict(os.environ, **env),
                        capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
