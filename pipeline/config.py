@@ -113,7 +113,12 @@ class Settings(BaseSettings):
     serve_port: int = Field(
         0, ge=0, description="Port of the SQL HTTP endpoint the chdb owner serves (0 = pick a free one)."
     )
-    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port (0 = disabled).")
+    metrics_port: int = Field(0, ge=0, description="Port of /metrics (Prometheus) and /healthz (0 = disabled).")
+    health_interval_s: float = Field(10.0, gt=0, description="How often the worker reads its consumer groups' lag "
+                                     "(flowmon_consumer_lag, /healthz).")
+    health_stuck_s: float = Field(
+        120.0, gt=0, description="/healthz turns unhealthy (503) when a consumer group has messages waiting and "
+        "has committed nothing for this long, or the lag cannot be read for this long.")
 
     # --- Kafka group timings --------------------------------------------------------
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout: how long a dead worker "

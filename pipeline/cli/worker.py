@@ -42,15 +42,41 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
 
     setup_topics(s, bootstrap)
     flow = create_app(s, bootstrap)
+    ctx = None
     if "pipeline" in s.role_set:
         from pipeline.runtime.agents import install
         from pipeline.ingest.topology import load_topology
-        install(flow, load_topology(s.topology) if s.topology else None)
+        ctx = install(flow, load_topology(s.topology) if s.topology else None)
     if "sink" in s.role_set:
         _install_sink(flow)
     if s.metrics_port:
-        flow.metrics.serve(s.metrics_port)
+        _install_health(flow, ctx)
     faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+
+
+def _install_health(flow: Any, ctx: Any) -> None:
+    """``/metrics`` and ``/healthz`` on the metrics port, and the task that reads the consumer groups' lag."""
+    from pipeline.runtime.health import LagMonitor, serve
+
+    s, t = flow.settings, flow.topics
+    # the whole pipeline's groups, whatever this worker's roles: a stalled stage is what a health check must see
+    groups = {s.app_id: [t.reports, t.pairs, t.health],
+              f"{s.app_id}-sink": [t.windows, t.deadletter, t.anomalies, t.attributions, t.nhi]}
+
+    def watermark() -> float | None:
+        marks = [ps.windows.watermark for ps in (ctx.stores.values() if ctx else ()) if ps.windows.watermark is not None]
+        return min(marks) if marks else None
+
+    def sink_failing() -> bool:
+        return "sink" in s.role_set and flow.metrics.value("flowmon_sink_healthy") == 0
+
+    monitor = LagMonitor(flow.bootstrap, groups, flow.metrics, interval_s=s.health_interval_s,
+                         stuck_after_s=s.health_stuck_s, watermark=watermark, sink_failing=sink_failing)
+    serve(s.metrics_port, monitor, flow.metrics.registry)
+
+    @flow.app.task
+    async def health() -> None:
+        await monitor.run()
 
 
 def _install_sink(flow: Any) -> None:

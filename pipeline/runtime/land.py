@@ -77,6 +77,7 @@ class Lander:
         self.sink = sink
         self.executor = executor
         self.metrics = metrics or Metrics()
+        self.metrics.sink_healthy.set(1)  # until a write fails
         self.topics = Topics.from_settings(settings)
 
     async def run(self) -> None:

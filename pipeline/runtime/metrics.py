@@ -33,6 +33,11 @@ class Metrics:
         self.landed = Counter("flowmon_windows_landed", "Windows written to ClickHouse", registry=r)
         self.sink_errors = Counter("flowmon_sink_write_errors", "ClickHouse writes that failed and were retried",
                                    ["table"], registry=r)
+        self.consumer_lag = Gauge("flowmon_consumer_lag", "Messages not yet committed by a consumer group, per topic",
+                                  ["group", "topic"], registry=r)
+        self.watermark_age = Gauge("flowmon_watermark_age_seconds", "Wall clock minus the oldest event-time "
+                                   "watermark of the pairs partitions this worker owns", registry=r)
+        self.healthy = Gauge("flowmon_healthy", "1 when /healthz says ok", registry=r)
         self.sink_healthy = Gauge("flowmon_sink_healthy", "1 when the last ClickHouse write succeeded", registry=r)
         self.intervals = Counter("flowmon_intervals_scored", "Complete (pair, agent interval) handed to detection",
                                  registry=r)

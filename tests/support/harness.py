@@ -57,10 +57,11 @@ class Deployment:
         asyncio.run(ensure_topics(bootstrap, self.topics))
 
     # --- processes ------------------------------------------------------------------------
-    def start(self, roles: str = "pipeline,sink") -> subprocess.Popen:
+    def start(self, roles: str = "pipeline,sink", **env: str) -> subprocess.Popen:
+        """Start a worker with these roles (``env``: more variables for this one)."""
         n = len(self.procs)
         log = open(self.workdir / f"worker-{n}.log", "wb")
-        env = dict(self.env, FLOWMON_ROLES=roles)
+        env = dict(self.env, FLOWMON_ROLES=roles, **env)
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.app", "worker", "--loglevel", "info"],
                                 env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
