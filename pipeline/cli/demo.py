@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # rich.table and rich.progress load when the demo runs, not w
     from rich.table import Table
 
 from pipeline.cli.options import console as stderr_console
-from pipeline.cli.options import make_settings
+from pipeline.cli.options import check_scenario, make_settings
 from pipeline.config import Settings
 
 __all__ = ["demo", "run_demo", "summary_tables", "alerts_table", "start_embedded"]
@@ -62,6 +62,7 @@ def demo(scenario: Annotated[Optional[Path], typer.Option(help="Scenario/topolog
          follow: Annotated[bool, typer.Option(help="Keep broker and worker running afterwards")] = False) -> None:
     """Run the whole pipeline on the embedded default: broker, worker, sink, simulator; print what landed."""
     from pipeline.sim.scenario import DEMO_SCENARIO
+    check_scenario(scenario or DEMO_SCENARIO, duration)
     raise typer.Exit(run_demo(make_settings(), scenario or DEMO_SCENARIO, duration, seed, follow, stderr_console))
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from pipeline.cli.options import BrokerOpt, console, make_settings, resolve_bootstrap
+from pipeline.cli.options import BrokerOpt, check_scenario, console, make_settings, resolve_bootstrap
 
 __all__ = ["produce", "simulate"]
 
@@ -18,6 +18,8 @@ def produce(file: Annotated[Path, typer.Argument(help="JSON lines: reports or fl
             broker: BrokerOpt = None) -> None:
     """Send your own samples (JSON lines) to the reports topic. The pipeline validates them."""
     from pipeline.runtime.produce import load_jsonl_samples
+    if str(file) != "-":
+        file.open("rb").close()  # a missing or unreadable file is said before any broker is contacted
     _send(broker, load_jsonl_samples(str(file)))
 
 
@@ -31,6 +33,9 @@ def simulate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML (topol
 
     from pipeline.sim.scenario import parse_duration
     from pipeline.sim.simulator import Simulator
+    check_scenario(scenario, duration)
+    if out is None:
+        resolve_bootstrap(make_settings(broker=broker))  # no broker: said before the simulation runs
     sim = Simulator.from_scenario(scenario, seed=seed)
     reports = sim.reports(parse_duration(duration))
     if out is not None:
