@@ -42,7 +42,8 @@ class FlowmonError(Exception):
 
     exit_code = 1
     #: the kind, as the exit-status table names it
-    kind = "the command ran but did not succeed, or an unexpected error (a bug: run with --debug and report it)"
+    kind = ("the command ran but did not succeed (demo: not every window landed; alerts: a webhook delivery failed), "
+            "or an unexpected error (a bug: run with --debug and report it)")
     hint = ""
 
     def __init__(self, message: str, hint: str | None = None) -> None:

@@ -62,12 +62,13 @@ def _mod(name: str) -> Any:
 
 
 def click_errors(name: str) -> tuple[type[BaseException], ...]:
-    """The exception class ``name`` of click and of the copy of click typer carries (``typer._click``).
+    """The exception class ``name`` of click, of the copy of click typer carries (``typer._click``) and of typer.
 
-    >>> [c.__module__ for c in click_errors("Abort")]
-    ['click.exceptions', 'typer._click.exceptions']
+    >>> import typer
+    >>> issubclass(typer.BadParameter, click_errors("ClickException")), issubclass(typer.Abort, click_errors("Abort"))
+    (True, True)
     """
-    mods = (_mod("click.exceptions"), _mod("typer._click.exceptions"))
+    mods = (_mod("click.exceptions"), _mod("typer._click.exceptions"), _mod("typer.exceptions"))
     return tuple(getattr(m, name) for m in mods if m is not None and hasattr(m, name))
 
 

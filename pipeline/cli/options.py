@@ -24,8 +24,8 @@ BrokerOpt = Annotated[Optional[str], typer.Option("--broker", "-b", help="Bootst
 
 #: seconds :func:`check_broker` waits for a broker's port to accept a connection
 BROKER_TIMEOUT_S = 10.0
-BROKER_HINT = ("point --broker (or FLOWMON_BROKER) at a running Kafka broker, host:port, or leave it 'embedded' "
-               "and start one with 'flowmon worker' or 'flowmon demo --follow'")
+BROKER_HINT = ("point --broker (or FLOWMON_BROKER) at a running Kafka broker, host:port, or use the bundled one: "
+               "'embedded' (the default), which 'flowmon worker' and 'flowmon demo --follow' start")
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -37,7 +37,7 @@ def make_settings(**overrides: Any) -> Settings:
     >>> make_settings(broker="localhost")
     Traceback (most recent call last):
     ...
-    pipeline.errors.ConfigError: --broker='localhost': 'localhost': expected host:port, e.g. 127.0.0.1:9092 (or 'embedded'; several brokers: host:port,host:port)
+    pipeline.errors.ConfigError: --broker='localhost': expected host:port, e.g. 127.0.0.1:9092 (or 'embedded'; several brokers: host:port,host:port)
     """
     from pydantic import ValidationError
 

@@ -90,7 +90,8 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
     if s.metrics_port:
         flow.metrics.serve(s.metrics_port)
     _announce(flow, status_every)
-    faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    # redirect_stdouts=False: the status lines stay plain lines, not log records
+    faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def _install_sink(flow: Any) -> None:
