@@ -52,7 +52,7 @@ FLOWMON_WINDOW_S ('flowmon config dump' shows every setting, 'flowmon config che
         problems.append(f"{name}={given!r}: {msg}" if isinstance(given, str | int | float) else f"{name}: {msg}")
         names.append(name)
     fix = " and ".join(dict.fromkeys(names))
-    hint = (f"fix {fix} (see 'flowmon COMMAND --help')" if all(n.startswith("--") for n in names) else
+    hint = (f"fix {fix} (see --help)" if all(n.startswith("--") for n in names) else
             f"fix or unset {fix} ('flowmon config dump' shows every setting, 'flowmon config check' checks them)")
     return ConfigError("; ".join(problems), hint=hint)
 

@@ -19,7 +19,7 @@ def worker(broker: BrokerOpt = None,
            roles: Annotated[Optional[str], typer.Option(help="pipeline,sink | pipeline | sink")] = None,
            loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning",
            status_every: Annotated[float, typer.Option(
-               help="Print a status line (reports read, windows closed and landed) every this many seconds; "
+               min=0.0, help="Print a status line (reports read, windows closed and landed) every this many seconds; "
                "0: never.")] = 30.0) -> None:
     """Run a pipeline worker: Faust agents (validate, pre-aggregate, windows) and/or the ClickHouse sink.
 
@@ -29,6 +29,9 @@ def worker(broker: BrokerOpt = None,
     """
     s = _sink_owner_check(make_settings(broker=broker, roles=roles),
                           explicit=roles is not None or "FLOWMON_ROLES" in os.environ)
+    if not isinstance(logging.getLevelName(loglevel.upper()), int):
+        raise typer.BadParameter(f"{loglevel!r}: expected debug, info, warning, error or critical",
+                                 param_hint="--loglevel")
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pipeline.cli.demo import start_embedded
     launched = None
