@@ -68,11 +68,11 @@ def _sink_owner_check(s: Settings, explicit: bool) -> Settings:
         return s
     where = f"process {owner.get('pid')} (SQL endpoint {owner.get('url', '?')})"
     if explicit or s.role_set == {"sink"}:
-        raise InUse(f"the sink of {s.clickhouse_dsn} already runs in {where}: chdb admits one process",
+        raise InUse(f"a sink already runs for {s.data_dir} in {where}: its chdb admits one process",
                     hint="run this worker with --roles pipeline (or FLOWMON_ROLES=pipeline), or give it its own "
                     "FLOWMON_DATA_DIR and FLOWMON_CLICKHOUSE_DSN")
-    console.print(f"the sink of {s.clickhouse_dsn} already runs in {where}: this worker runs the pipeline role "
-                  "only (--roles pipeline)", highlight=False, soft_wrap=True)
+    console.print(f"a sink already runs for {s.data_dir} in {where}: this worker runs the pipeline role only "
+                  "(--roles pipeline)", highlight=False, soft_wrap=True)
     return s.model_copy(update={"roles": "pipeline"})
 
 
