@@ -17,15 +17,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table", "unknown_env"]
+__all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table", "unknown_env", "parse_bootstrap"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The wire and ClickHouse schemas: package data (``pipeline/schemas`` is a link to the repository's
 #: ``schemas/`` in a checkout, and a copy of it in a wheel), so an installed flowmon never guesses a repo root.
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+def parse_bootstrap(value: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` pairs of a bootstrap list ``'host:port[,host:port]'`` (``[::1]:9092`` for IPv6);
+    ``ValueError`` saying what is wrong otherwise.
+
+    >>> parse_bootstrap("127.0.0.1:9092, kafka-2:9093")
+    [('127.0.0.1', 9092), ('kafka-2', 9093)]
+    >>> parse_bootstrap("[::1]:9092")
+    [('::1', 9092)]
+    >>> parse_bootstrap("localhost")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'localhost': expected host:port, e.g. 127.0.0.1:9092
+    >>> parse_bootstrap("kafka:99999")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'kafka:99999': the port must be a number from 1 to 65535
+    """
+    out = []
+    for item in str(value).split(","):
+        item = item.strip()
+        host, sep, port = item.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or any(c in host for c in " /[]@") or not port:
+            raise ValueError(f"{item!r}: expected host:port, e.g. 127.0.0.1:9092")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r}: the port must be a number from 1 to 65535")
+        out.append((host, int(port)))
+    return out
 
 
 class Settings(BaseSettings):
@@ -127,6 +158,16 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
 
+    @field_validator("broker")
+    @classmethod
+    def _broker_syntax(cls, v: str) -> str:
+        if v != "embedded":
+            try:
+                parse_bootstrap(v)
+            except ValueError as e:
+                raise ValueError(f"{e} (or 'embedded'; several brokers: host:port,host:port)") from None
+        return v
+
     @property
     def role_set(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
@@ -141,8 +182,9 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-#: FLOWMON_* variables that are not settings but are read elsewhere (broker jar cache; test knobs).
-OTHER_ENV = {"FLOWMON_CACHE_DIR", "FLOWMON_HYPOTHESIS_EXAMPLES"}
+#: FLOWMON_* variables that are not settings but are read elsewhere (broker jar cache; test knobs; the
+#: command's --debug).
+OTHER_ENV = {"FLOWMON_CACHE_DIR", "FLOWMON_HYPOTHESIS_EXAMPLES", "FLOWMON_DEBUG"}
 
 
 def unknown_env(environ: dict[str, str] | None = None) -> list[str]:

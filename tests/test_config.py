@@ -35,8 +35,8 @@ def test_check_refuses_bad_values_readably():
     env = _clean_env() | {"FLOWMON_WINDOW_S": "ten minutes"}
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
                          timeout=60)
-    assert out.returncode == 1
-    assert b"window_s" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.decode().startswith("error: FLOWMON_WINDOW_S='ten minutes': input should be a valid integer")
 
 
 def test_settings_are_frozen_and_unknown_fields_refused():
@@ -51,4 +51,4 @@ def test_check_refuses_unknown_variables():
     env = _clean_env() | {"FLOWMON_WINDOWS_S": "60"}
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
                          timeout=60)
-    assert out.returncode == 1 and b"FLOWMON_WINDOWS_S" in out.stderr
+    assert out.returncode == 2 and b"FLOWMON_WINDOWS_S" in out.stderr

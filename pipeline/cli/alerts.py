@@ -261,14 +261,15 @@ async def _follow(s: Any, bootstrap: str, emit: Emit, attribution: bool, hook: W
 
 
 def _run(follow: Any, bootstrap: str) -> int:
-    """Run the follower; the exit status: 0, 130 on Ctrl-C, 2 if the broker failed (said on the console)."""
+    """Run the follower; the exit status: 0, 130 on Ctrl-C; a broker failure is a ``BrokerUnavailable``."""
     from aiokafka.errors import KafkaError
 
+    from pipeline.cli.options import BROKER_HINT
+    from pipeline.errors import BrokerUnavailable
     try:
         asyncio.run(follow)
     except KeyboardInterrupt:
         return 130
     except (KafkaError, OSError) as exc:
-        console.print(f"[red]broker {escape(bootstrap)}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
+        raise BrokerUnavailable(f"Kafka broker {bootstrap}: {exc or type(exc).__name__}", hint=BROKER_HINT) from exc
     return 0

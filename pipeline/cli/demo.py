@@ -33,22 +33,23 @@ if TYPE_CHECKING:  # rich.table and rich.progress load when the demo runs, not w
     from rich.table import Table
 
 from pipeline.cli.options import console as stderr_console
-from pipeline.cli.options import make_settings
+from pipeline.cli.options import check_scenario, make_settings
 from pipeline.config import Settings
+from pipeline.errors import FlowmonError, InUse
 
 __all__ = ["demo", "run_demo", "summary_tables", "alerts_table", "start_embedded", "rotate", "DemoRefused"]
 
-#: Exit status of a demo that refuses to run (the data directory is in use or holds data).
-REFUSED = 2
+#: Exit status of a demo that refuses to run (the data directory is in use or holds data): ``InUse``'s.
+REFUSED = InUse.exit_code
 #: Exit status of a demo whose worker died, or whose windows did not all land with exact totals.
-FAILED = 1
+FAILED = FlowmonError.exit_code
 
 
-class DemoRefused(Exception):
+class DemoRefused(InUse):
     """The demo will not run here; the message says why and what to do."""
 
 
-class WorkerDied(Exception):
+class WorkerDied(FlowmonError):
     """The demo's worker process exited; the message holds its status and the end of its log."""
 
 
@@ -159,6 +160,7 @@ def demo(scenario: Annotated[Optional[Path], typer.Option(help="Scenario/topolog
          = False) -> None:
     """Run the whole pipeline on the embedded default: broker, worker, sink, simulator; print what landed."""
     from pipeline.sim.scenario import DEMO_SCENARIO
+    check_scenario(scenario or DEMO_SCENARIO, duration)
     raise typer.Exit(run_demo(make_settings(), scenario or DEMO_SCENARIO, duration, seed, follow, stderr_console,
                               fresh=fresh))
 
@@ -179,10 +181,10 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
     try:
         return _run_demo(settings, scenario, duration, seed, follow, console, fresh)
     except DemoRefused as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
         return REFUSED
     except WorkerDied as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # with the log's tail: several lines
         return FAILED
 
 

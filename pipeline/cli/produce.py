@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from pipeline.cli.options import BrokerOpt, console, make_settings, resolve_bootstrap
+from pipeline.cli.options import BrokerOpt, check_scenario, console, make_settings, resolve_bootstrap
 
 __all__ = ["produce", "simulate"]
 
@@ -21,20 +21,18 @@ def produce(file: Annotated[Path, typer.Argument(help="JSON lines: reports or fl
             ) -> None:
     """Send your own samples (JSON lines) to the reports topic. Every line is sent; the pipeline validates them,
     and a line it refuses becomes a dead letter with its reason (see `flowmon sql` on the deadletter table)."""
+    from pipeline.errors import InputError
     from pipeline.runtime.produce import LineCounts, read_lines
-    if str(file) != "-" and not file.is_file():
-        console.print(f"[red]error:[/] {file}: no such file; give a JSON-lines file, or '-' for standard input",
-                      highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
+    if str(file) != "-":
+        file.open("rb").close()  # a missing or unreadable file is said before any broker is contacted
     counts = LineCounts()
     if strict:
         lines = list(read_lines(str(file), counts))
         bad = [line for line in lines if line.kind != "json"]
         if bad:
-            console.print(f"[red]error:[/] {file}:{bad[0].number}: {bad[0].problem}; nothing was sent "
-                          f"({len(bad):,} bad of {len(lines):,} lines). Fix the file, or drop --strict to send "
-                          "every line (bad ones become dead letters)", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            raise InputError(f"{file}:{bad[0].number}: {bad[0].problem}; nothing was sent ({len(bad):,} bad of "
+                             f"{len(lines):,} lines)", hint="fix the file, or drop --strict to send every line "
+                             "(bad ones become dead letters)")
         messages: Iterable[Any] = [line.value for line in lines]
     else:
         messages = (line.message() for line in read_lines(str(file), counts))
@@ -52,6 +50,9 @@ def simulate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML (topol
 
     from pipeline.sim.scenario import parse_duration
     from pipeline.sim.simulator import Simulator
+    check_scenario(scenario, duration)
+    if out is None:
+        resolve_bootstrap(make_settings(broker=broker))  # no broker: said before the simulation runs
     sim = Simulator.from_scenario(scenario, seed=seed)
     reports = sim.reports(parse_duration(duration))
     if out is not None:

@@ -22,19 +22,20 @@ def _client(s: Settings) -> Any:
     info = read_address_file(s.data_dir / "sql-endpoint.json")
     if info is not None:
         return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
-    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.client import connect, is_chdb, parse_chdb_dsn
+    path = parse_chdb_dsn(s.clickhouse_dsn)[0] if is_chdb(s.clickhouse_dsn) else ":memory:"
+    if path != ":memory:" and not Path(path).exists():
+        from pipeline.errors import NoData
+        from pipeline.views.plot import NO_DATA_HINT
+        raise NoData(f"no flowmon data here: {s.clickhouse_dsn} does not exist (cwd {Path.cwd()})",
+                     hint=f"run where the worker ran (or set FLOWMON_CLICKHOUSE_DSN / FLOWMON_DATA_DIR); {NO_DATA_HINT}")
     return connect(s.clickhouse_dsn)
 
 
 def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
         fmt: Annotated[str, typer.Option("--format", "-f", help="ClickHouse output format")] = "PrettyCompact") -> None:
     """Run SQL against flowmon's ClickHouse: the live worker's endpoint if one runs, else the DSN directly."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError
-    try:
-        sys.stdout.write(_client(make_settings()).raw_query(query, fmt=fmt).decode())
-    except ClickHouseError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1)
+    sys.stdout.write(_client(make_settings()).raw_query(query, fmt=fmt).decode())  # errors: pipeline.cli.errors
 
 
 def plot(out: Annotated[Path, typer.Option(help="PNG to write")] = Path("flowmon-windows.png"),

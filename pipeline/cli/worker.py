@@ -4,37 +4,79 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from typing import Annotated, Any, Optional
 
 import typer
 
-from pipeline.cli.options import BrokerOpt, console, make_settings
+from pipeline.cli.options import BrokerOpt, check_broker, console, live_embedded, make_settings
 from pipeline.config import Settings
 
-__all__ = ["worker", "run_worker"]
+__all__ = ["worker", "run_worker", "status_line"]
 
 
 def worker(broker: BrokerOpt = None,
            roles: Annotated[Optional[str], typer.Option(help="pipeline,sink | pipeline | sink")] = None,
-           loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning") -> None:
-    """Run a pipeline worker: Faust agents (validate, pre-aggregate, windows) and/or the ClickHouse sink."""
-    s = make_settings(broker=broker, roles=roles)
-    from pipeline.config import unknown_env
-    if unknown_env():
-        console.print(f"[yellow]warning: unknown variables ignored (typos?):[/] {', '.join(unknown_env())}")
+           loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning",
+           status_every: Annotated[float, typer.Option(
+               min=0.0, help="Print a status line (reports read, windows closed and landed) every this many seconds; "
+               "0: never.")] = 30.0) -> None:
+    """Run a pipeline worker: Faust agents (validate, pre-aggregate, windows) and/or the ClickHouse sink.
+
+    With the default broker ('embedded') it joins the embedded broker another worker or demo runs on the
+    same data directory, else starts one. The sink role stays with the process that owns the data
+    directory's chdb: a second worker without --roles runs the pipeline only, with --roles sink it refuses.
+    """
+    s = _sink_owner_check(make_settings(broker=broker, roles=roles),
+                          explicit=roles is not None or "FLOWMON_ROLES" in os.environ)
+    if not isinstance(logging.getLevelName(loglevel.upper()), int):
+        raise typer.BadParameter(f"{loglevel!r}: expected debug, info, warning, error or critical",
+                                 param_hint="--loglevel")
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pipeline.cli.demo import start_embedded
-    launched = start_embedded(s.data_dir, console) if s.broker == "embedded" else None
-    bootstrap = launched.bootstrap if launched else s.broker
+    launched = None
+    if s.broker != "embedded":
+        check_broker(s.broker)
+        bootstrap = s.broker
+    elif (joined := live_embedded(s.data_dir)) is not None:
+        bootstrap = str(joined["bootstrap"])
+        console.print(f"joining the embedded broker on [bold]{bootstrap}[/] (started by process {joined['pid']} "
+                      f"for {s.data_dir}; it stops with that process)")
+    else:
+        launched = start_embedded(s.data_dir, console)
+        bootstrap = launched.bootstrap
     try:
-        run_worker(s, bootstrap, loglevel)
+        run_worker(s, bootstrap, loglevel, status_every)
     finally:
         if launched:
             launched.stop()
             (s.data_dir / "broker.json").unlink(missing_ok=True)
 
 
-def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
+def _sink_owner_check(s: Settings, explicit: bool) -> Settings:
+    """The settings this worker runs with: without the sink role when another live process owns the
+    data directory's chdb (its SQL endpoint answers) and the roles were not asked for; asked for, an
+    :class:`~pipeline.errors.InUse` error."""
+    from pipeline.clickhouse.client import is_chdb
+    from pipeline.clickhouse.sqlserve import read_address_file
+    from pipeline.errors import InUse
+
+    if "sink" not in s.role_set or not is_chdb(s.clickhouse_dsn):
+        return s
+    owner = read_address_file(s.data_dir / "sql-endpoint.json")
+    if owner is None or int(owner.get("pid", -1)) == os.getpid():
+        return s
+    where = f"process {owner.get('pid')} (SQL endpoint {owner.get('url', '?')})"
+    if explicit or s.role_set == {"sink"}:
+        raise InUse(f"a sink already runs for {s.data_dir} in {where}: its chdb admits one process",
+                    hint="run this worker with --roles pipeline (or FLOWMON_ROLES=pipeline), or give it its own "
+                    "FLOWMON_DATA_DIR and FLOWMON_CLICKHOUSE_DSN")
+    console.print(f"a sink already runs for {s.data_dir} in {where}: this worker runs the pipeline role only "
+                  "(--roles pipeline)", highlight=False, soft_wrap=True)
+    return s.model_copy(update={"roles": "pipeline"})
+
+
+def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_every: float = 0) -> None:
     import faust
 
     from pipeline.runtime.app import create_app
@@ -51,7 +93,9 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
         _install_sink(flow)
     if s.metrics_port:
         _install_health(flow, ctx)
-    faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    _announce(flow, status_every)
+    # redirect_stdouts=False: the status lines stay plain lines, not log records
+    faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def _install_health(flow: Any, ctx: Any) -> None:
@@ -108,3 +152,46 @@ def _install_sink(flow: Any) -> None:
     @flow.app.task
     async def land() -> None:
         await Lander(s, flow.bootstrap, sink, executor, flow.metrics, repair=lambda: migrate(client)).run()
+
+
+
+def _announce(flow: Any, status_every: float) -> None:
+    """Say what this worker runs, on which broker and topics; then, every ``status_every`` seconds, a status line."""
+    import time
+
+    s, t, m = flow.settings, flow.topics, flow.metrics
+    parts = []
+    if "pipeline" in s.role_set:
+        parts.append(f"pipeline (reads {t.reports}; writes {t.windows}, {t.anomalies}, {t.deadletter})")
+    if "sink" in s.role_set:
+        parts.append(f"sink ({t.windows}, {t.deadletter} -> {s.clickhouse_dsn})")
+    every = f"; status every {status_every:g} s" if status_every > 0 else ""
+    console.print(f"worker {os.getpid()} running: {' and '.join(parts)} on broker {flow.bootstrap}, group "
+                  f"{s.app_id}{every}; Ctrl-C stops", highlight=False, soft_wrap=True)
+    if status_every <= 0:
+        return
+    t0 = time.monotonic()
+
+    @flow.app.timer(status_every)
+    async def status() -> None:
+        console.print(status_line(m, time.monotonic() - t0, s.role_set), highlight=False, soft_wrap=True)
+
+
+def status_line(m: Any, seconds: float, roles: frozenset[str]) -> str:
+    """One status line from the worker's counters (:class:`~pipeline.runtime.metrics.Metrics`).
+
+    >>> from pipeline.runtime.metrics import Metrics
+    >>> m = Metrics(); m.reports.inc(120); m.windows.inc(3); m.deadletters.labels(reason="late").inc(2)
+    >>> status_line(m, 61, frozenset({"pipeline", "sink"}))
+    'status after 1 min: 120 reports read, 2 samples dead-lettered, 3 windows closed, 0 alert events; 0 windows landed'
+    """
+    dead = sum(s.value for metric in m.deadletters.collect() for s in metric.samples if s.name.endswith("_total"))
+    alerts = sum(s.value for metric in m.anomalies.collect() for s in metric.samples if s.name.endswith("_total"))
+    age = f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    parts = []
+    if "pipeline" in roles:
+        parts.append(f"{m.value('flowmon_reports_total'):,.0f} reports read, {dead:,.0f} samples dead-lettered, "
+                     f"{m.value('flowmon_windows_emitted_total'):,.0f} windows closed, {alerts:,.0f} alert events")
+    if "sink" in roles:
+        parts.append(f"{m.value('flowmon_windows_landed_total'):,.0f} windows landed")
+    return f"status after {age}: " + "; ".join(parts)

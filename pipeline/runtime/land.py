@@ -42,11 +42,11 @@ def backoff_delays(first_s: float = 0.5, cap_s: float = 30.0) -> Iterator[float]
 
     >>> from itertools import islice
     >>> list(islice(backoff_delays(0.5, 4), 6))
-    [0.5, 1.0, 2.0, 4, 4, 4]
+    [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     """
     delay = first_s
     while True:
-        yield min(delay, cap_s)
+        yield float(min(delay, cap_s))
         delay *= 2
 
 

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiokafka.partitioner import murmur2
 
+from pipeline.errors import InputError
 from pipeline.runtime import kafka
 
 __all__ = ["ProduceStats", "Encoded", "Line", "LineCounts", "read_lines", "load_jsonl_samples", "produce_reports"]
@@ -324,7 +325,7 @@ def load_jsonl_samples(
 
     Lines may be reports or flat single samples (both valid wire-v1); nothing is checked
     beyond JSON syntax. A line that is not JSON raises ``ValueError('<path>:<line>:
-    invalid JSON: …')``, or, with ``on_error``, is passed to ``on_error(line_number,
+    invalid JSON: …')`` (an ``InputError``), or, with ``on_error``, is passed to ``on_error(line_number,
     line_text, error)`` and skipped.
     """
     p = Path(path)
@@ -340,5 +341,5 @@ def load_jsonl_samples(
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as e:
                 if on_error is None:
-                    raise ValueError(f"{p}:{lineno}: invalid JSON: {e}") from None
+                    raise InputError(f"{p}:{lineno}: invalid JSON: {e}", hint="fix or remove that line") from None
                 on_error(lineno, line.decode("utf-8", "replace").rstrip("\n"), e)

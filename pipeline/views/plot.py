@@ -11,7 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_windows"]
+__all__ = ["plot_windows", "NO_DATA_HINT"]
+
+NO_DATA_HINT = ("run a worker with the sink ('flowmon worker') and send it reports ('flowmon produce FILE', "
+                "'flowmon simulate SCENARIO'), or try 'flowmon demo'")
 
 _QUERY = """
 SELECT src_subnet, dst_subnet, toUnixTimestamp(window_start) AS t, bytes, retransmissions, timeouts,
@@ -25,15 +28,21 @@ ORDER BY t
 
 def plot_windows(client: Any, out: Path, top: int = 8, title: str = "flowmon: 10-minute windows per subnet pair") -> Path:
     """Write a PNG with three panels (MB per window, retransmissions + timeouts, RTT mean/p99) for the
-    ``top`` pairs by bytes; returns its path."""
+    ``top`` pairs by bytes; returns its path. :class:`~pipeline.errors.NoData` when no window has landed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipeline.errors import NoData
+
+    no_data = NoData("no windows in ClickHouse yet", hint=NO_DATA_HINT)
+    if not client.command("SELECT count() FROM system.tables WHERE database = currentDatabase() "
+                          "AND name = 'flow_windows'"):
+        raise no_data
     rows = client.query(_QUERY, parameters={"top": top}).result_rows
     if not rows:
-        raise ValueError("no windows in ClickHouse yet")
+        raise no_data
     series: dict[str, dict[str, list]] = {}
     for src, dst, t, b, rt, to, mean, p99 in rows:
         s = series.setdefault(f"{src} → {dst}", {k: [] for k in ("t", "mb", "rt", "to", "mean", "p99")})

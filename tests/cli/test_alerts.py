@@ -32,10 +32,12 @@ def test_command_refuses_bad_options(args, message):
     assert message in r.stderr
 
 
-def test_command_without_a_broker_exits_2_readably():
-    r = _invoke("--broker", f"127.0.0.1:{free_port()}", "--no-follow", "--source", "kafka")
-    assert r.exit_code == 2, r.stderr
-    assert "Unable to bootstrap" in r.stderr and "Traceback" not in r.stderr
+def test_command_without_a_broker_exits_3_readably():
+    port = free_port()
+    r = _invoke("--broker", f"127.0.0.1:{port}", "--no-follow", "--source", "kafka")
+    assert r.exit_code == 3, r.stderr
+    assert r.stderr.startswith(f"error: no Kafka broker answers at 127.0.0.1:{port}") and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
     assert r.stdout == ""
 
 
