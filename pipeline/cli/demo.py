@@ -76,8 +76,7 @@ class _Run:
 
 
 def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console) -> int:
-    import clickhouse_connect
-
+    from pipeline.clickhouse.sqlserve import endpoint_client
     from pipeline.runtime.topics import setup_topics
 
     data = settings.data_dir.resolve()
@@ -91,13 +90,14 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
     try:
         topics = setup_topics(settings, broker.bootstrap)
         info = _wait_file(endpoint, worker, 120)
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=info["port"])
+        client = endpoint_client(info)
         landed = _produce_and_land(client, worker, log_path, broker.bootstrap, topics.reports, run, console)
         _show_results(client, run, data / "demo-windows.png", scenario, console)
         console.print(f"\n[bold]{landed}/{len(run.expected)}[/] pair-windows landed. ClickHouse data: "
                       f"[bold]{settings.clickhouse_dsn}[/] (in-process chdb); worker log: {log_path}")
         if follow:
-            console.print(f"\n[green]following[/]: broker {broker.bootstrap}, SQL http://127.0.0.1:{info['port']}/ — "
+            console.print(f"\n[green]following[/]: broker {broker.bootstrap}, SQL http://127.0.0.1:{info['port']}/ "
+                          f"(read-only; its token is in {endpoint}) — "
                           "in another terminal: flowmon produce FILE, flowmon sql \"SELECT ...\"; Ctrl-C stops.")
             try:
                 worker.wait()
