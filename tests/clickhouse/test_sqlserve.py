@@ -344,6 +344,12 @@ def test_files_urls_and_other_servers_are_refused(owner, remote, listener, tmp_p
         assert body.count(b"\n") == 1  # the refusal, one line, and nothing else
         with pytest.raises(DatabaseError, match="READONLY"):
             remote.command(sql, parameters={"p": "/etc/hostname"})
+    # a second statement would run unvetted (and chdb runs them all): the text must be one statement
+    for sql in ["SELECT 1; SELECT file('/etc/hostname')", "SELECT 1;\nSELECT * FROM file('/etc/hostname', 'LineAsString')",
+                f"SELECT 1; SELECT * FROM url('http://127.0.0.1:{port}/x.csv', 'CSV', 'a String')"]:
+        status, headers, body = get(server, q(sql))
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "62"), (sql, body)
+        assert body.startswith(b"Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed)"), body
     assert not outfile.exists()
     assert not _connected(listener)
     # a scalar named like a table function stays usable
