@@ -672,7 +672,8 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.rstrip("/") in ("/ping", "/replicas_status"):
             return
         params = dict(parse_qsl(url.query, keep_blank_values=True))
-        if url.path in ("", "/") and not params.get("query") and self.command in ("GET", "HEAD"):
+        no_body = self.headers.get("Content-Length", "0").strip() == "0" and "Transfer-Encoding" not in self.headers
+        if url.path in ("", "/") and not params.get("query") and no_body:
             return  # GET / : Ok.
         if "password" in params:
             raise ServeError("the token goes in the X-ClickHouse-Key header or as the basic-auth password, "
@@ -774,10 +775,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def read_address_file(path: str | os.PathLike, check: bool = True, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The address a live :class:`SqlServer` wrote to *path*, or None.
+    """The address (and token) a live :class:`SqlServer` wrote to *path*, or None.
 
-    With *check*, None also when the writing process is gone or ``/ping`` does not
-    answer (a stale file left by a killed owner).
+    None also when the file cannot be read (it is its owner's, mode 0600). With *check*,
+    None when the writing process is gone or ``/ping`` does not answer (a stale file left
+    by a killed owner). Connect with :func:`endpoint_client`.
     """
     try:
         info = json.loads(Path(path).read_text())

@@ -367,6 +367,10 @@ def test_token_required(owner):
     assert get(server, q("SELECT 1"), token=False, headers={"Authorization": basic})[0] == 403
     assert get(server, q("SELECT 1") + f"&password={server.token}", token=False)[0] == 403  # not in URLs
     assert request(server, "/", data=b"SELECT 1", token=False, headers={"Content-Type": "text/plain"})[0] == 401
+    get_with_body = urllib.request.Request(f"{server.url}/", data=b"SELECT 1", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(get_with_body, timeout=30)
+    assert info.value.code == 401
     form = urllib.parse.urlencode({"query": "DROP TABLE x"}).encode()
     assert request(server, "/", data=form, token=False,
                    headers={"Content-Type": "application/x-www-form-urlencoded"})[0] == 401
