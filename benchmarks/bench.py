@@ -247,7 +247,7 @@ def _raw(bootstrap: str, topic: str, reports: int, numpy: bool, status: Status, 
 async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, metrics_port: int,
                         wl: Workload, res: Result, status: Status, timeout_s: float, broker_pid: int | None) -> None:
     """Poll the worker's metrics, the group's committed offsets and ClickHouse until all windows landed."""
-    import clickhouse_connect
+    from pipeline.clickhouse.sqlserve import endpoint_client
 
     n_reports = len(wl.reports)
     offsets = GroupOffsets(bootstrap, app_id, topics.reports, topics.partitions)
@@ -294,8 +294,7 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
                     t_lag0 = time.time()
             if client is None and endpoint.exists():
                 try:
-                    port = json.loads(endpoint.read_text())["port"]
-                    client = clickhouse_connect.get_client(host="127.0.0.1", port=port)
+                    client = endpoint_client(json.loads(endpoint.read_text()))
                 except (ValueError, KeyError, OSError):
                     client = None
             if client is not None and t_ingested is not None and stamp >= next_ch:

@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("./flowmon-data"),
         description="Local files: the embedded broker's log, Faust's data dir, worker logs of `flowmon demo`, and "
-        "sql-endpoint.json / broker.json (addresses of the live SQL endpoint and embedded broker).")
+        "sql-endpoint.json (address and token of the live SQL endpoint, owner-only) / broker.json (the embedded "
+        "broker's address).")
     topology: Path | None = Field(
         None,
         description="Topology YAML (VPCs, AZs, subnets with CIDRs). Used to place endpoints whose "

@@ -191,6 +191,7 @@ def run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follo
 def _run_demo(settings: Settings, scenario: Path, duration: str, seed: int, follow: bool, console: Console,
               fresh: bool) -> int:
     from pipeline.clickhouse.client import connect, is_chdb
+    from pipeline.clickhouse.sqlserve import endpoint_client
     from pipeline.runtime.topics import setup_topics
 
     data = settings.data_dir.resolve()
@@ -214,8 +215,9 @@ def _run_demo(settings: Settings, scenario: Path, duration: str, seed: int, foll
         topics = setup_topics(settings, broker.bootstrap)
         if is_chdb(settings.clickhouse_dsn):
             info = _wait_file(endpoint, worker, 120, log_path)
-            client = connect(f"http://127.0.0.1:{info['port']}")
-            where = f"{settings.clickhouse_dsn} (in-process chdb; SQL endpoint http://127.0.0.1:{info['port']}/)"
+            client = endpoint_client(info)
+            where = (f"{settings.clickhouse_dsn} (in-process chdb; read-only SQL endpoint http://127.0.0.1:{info['port']}/, "
+                     f"its token in {endpoint})")
         else:
             client = connect(settings.clickhouse_dsn)
             where = settings.clickhouse_dsn

@@ -16,12 +16,10 @@ __all__ = ["sql", "plot"]
 
 def _client(s: Settings) -> Any:
     """A ClickHouse client: the live worker's SQL endpoint if one answers, else the DSN directly."""
-    import clickhouse_connect
-
-    from pipeline.clickhouse.sqlserve import read_address_file
+    from pipeline.clickhouse.sqlserve import endpoint_client, read_address_file
     info = read_address_file(s.data_dir / "sql-endpoint.json")
     if info is not None:
-        return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
+        return endpoint_client(info)
     from pipeline.clickhouse.client import connect, is_chdb, parse_chdb_dsn
     path = parse_chdb_dsn(s.clickhouse_dsn)[0] if is_chdb(s.clickhouse_dsn) else ":memory:"
     if path != ":memory:" and not Path(path).exists():

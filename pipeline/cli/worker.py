@@ -147,7 +147,7 @@ def _install_sink(flow: Any) -> None:
         server.write_address_file(addr)
         atexit.register(server.stop)  # stop serving and remove the address file on a clean exit
         console.print(f"SQL endpoint for the embedded ClickHouse: [bold]http://127.0.0.1:{server.port}/[/] "
-                      f"(address in {addr}; try: flowmon sql \"SELECT count() FROM flow_windows FINAL\")")
+                      f"(read-only; address and token in {addr}; try: flowmon sql \"SELECT count() FROM flow_windows FINAL\")")
 
     @flow.app.task
     async def land() -> None:

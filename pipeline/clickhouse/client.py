@@ -7,8 +7,9 @@ both backends:
 - ``chdb://PATH`` — the in-process engine on data directory PATH (relative paths are
   resolved against the working directory; the directory is created). ``chdb://memory``
   is a throw-away in-memory engine. ``?database=NAME`` picks a database.
-- ``http(s)://user:pass@host:port/db`` — a ClickHouse server, or the SQL endpoint
-  (:mod:`pipeline.clickhouse.sqlserve`) of the process that owns a chdb directory.
+- ``http(s)://user:pass@host:port/db`` — a ClickHouse server, or the read-only SQL
+  endpoint (:mod:`pipeline.clickhouse.sqlserve`) of the process that owns a chdb
+  directory, its token as the password (``password=`` keyword, or in the DSN).
 
 Rules of the in-process engine that callers must respect
 --------------------------------------------------------
@@ -161,7 +162,8 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
     database
         Database to work in (overrides the DSN's); ``None`` = the DSN's, else ``default``.
     create_database
-        Create that database if it does not exist (``CREATE DATABASE IF NOT EXISTS``).
+        Create that database if it does not exist (``CREATE DATABASE IF NOT EXISTS``; not
+        asked of a server where it exists, so read-only servers work).
     kwargs
         Passed to ``clickhouse_connect.get_client`` (e.g. ``settings=``).
 
@@ -214,7 +216,8 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
         if not _DB_NAME_RE.match(database):
             client.close()
             raise ValueError(f"database name must be an identifier: {database!r}")
-        if create_database:
+        # (asked first: a read-only server, such as a chdb owner's SQL endpoint, refuses any CREATE)
+        if create_database and not client.command(f"EXISTS DATABASE `{database}`", use_database=False):
             client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`", use_database=False)
         client.database = database
     return client

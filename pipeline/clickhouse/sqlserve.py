@@ -1,46 +1,72 @@
-"""Serve the process's chdb engine over (enough of) ClickHouse's HTTP interface.  *shell*
+"""Serve the process's chdb engine over (enough of) ClickHouse's HTTP interface, read-only.  *shell*
 
 chdb admits one process per data directory, so the process that owns it (the one
 running the ``sink`` role) serves the others: ``flowmon sql`` in another terminal,
 dashboards, ``curl``, and any clickhouse_connect client, including
-``pipeline.clickhouse.client.connect("http://127.0.0.1:PORT")`` and so :class:`~pipeline.clickhouse.writer.WindowSink`
-itself. chdb cannot open ClickHouse's own HTTP listener, hence this small server
+``pipeline.clickhouse.client.connect("http://default:TOKEN@127.0.0.1:PORT")``. The owner
+writes through its own in-process client, never through this endpoint, so the endpoint
+only reads. chdb cannot open ClickHouse's own HTTP listener, hence this small server
 (stdlib ``ThreadingHTTPServer`` in a background thread).
 
 What it speaks
 --------------
-- ``GET /ping`` and ``GET /`` → ``Ok.``
+- ``GET /ping`` and ``GET /`` → ``Ok.`` (no token needed, nothing read).
 - ``GET|POST /?query=...``, the query in the URL, in the body, or both (URL first,
   then the body, as ClickHouse does); ``multipart/form-data`` bodies with ``query`` and
   ``param_*`` fields (what clickhouse_connect sends for large bound parameters).
 - ``database=``, ``default_format=`` (else ``TabSeparated``; a trailing ``FORMAT x`` in
   the query wins), ``param_<name>=`` for server-side ``{name:Type}`` binding; every other
   URL parameter that is not an HTTP-transport one (``session_id``, ``query_id``,
-  ``compress``, ``wait_end_of_query``, ``enable_http_compression``, ...) is applied as a
-  ClickHouse setting for this query (e.g. ``insert_deduplication_token``).
-- ``INSERT ... FORMAT <fmt>`` followed by data in any input format chdb reads (Native
-  from clickhouse_connect, CSV, JSONEachRow, ...), streamed into chdb's inserter.
+  ``compress``, ``wait_end_of_query``, ...) is a ClickHouse setting, which the read-only
+  mode refuses unless it keeps the current value (clickhouse_connect sees the settings
+  as read-only and does not send them).
 - Request bodies compressed with ``Content-Encoding`` lz4, zstd, gzip, deflate (and br
-  when ``brotli`` is installed) — clickhouse_connect compresses its inserts by default.
-  Chunked request bodies.
+  when ``brotli`` is installed). Chunked request bodies.
 - Responses: the bytes chdb produced in the requested format, uncompressed, with
   ``X-ClickHouse-Format``, ``-Timezone``, ``-Server-Display-Name``, ``-Query-Id``,
-  ``-Summary``. Errors: HTTP 500, ``X-ClickHouse-Exception-Code`` and ClickHouse's
-  error text (``Code: 60. DB::Exception: Unknown table ... (UNKNOWN_TABLE) (version
-  ...)``), which clickhouse_connect raises as a ``DatabaseError``.
+  ``-Summary``. Errors: ClickHouse's error text (``Code: 60. DB::Exception: Unknown
+  table ... (UNKNOWN_TABLE) (version ...)``) with ``X-ClickHouse-Exception-Code``, which
+  clickhouse_connect raises as a ``DatabaseError``: HTTP 500 for a query ClickHouse or
+  the endpoint refuses, 401/403 for a missing/wrong token or a browser's request.
+
+Security
+--------
+- **A token.** Every query needs the secret the server drew at :meth:`SqlServer.start`
+  (``secrets.token_urlsafe(32)``), sent the ways a ClickHouse client sends a password:
+  the password of HTTP basic auth (any user name; clickhouse_connect's
+  ``password=``, Grafana's password field, ``curl -u default:TOKEN``), the
+  ``X-ClickHouse-Key`` header, or ``Authorization: Bearer``. Not in the URL
+  (``password=`` there is refused: URLs end up in logs and shell histories). The owner
+  writes it only to the address file (:meth:`SqlServer.write_address_file`), created
+  with mode 0600, so only the owner's user can read it: ``read_address_file(path)["token"]``.
+  Without it: HTTP 401 (``REQUIRED_PASSWORD``); a wrong one: 403 (``AUTHENTICATION_FAILED``).
+- **Read-only.** Each request runs on a fresh chdb handle with ``readonly = 1`` (ClickHouse
+  itself then refuses DDL, INSERT/ALTER/TRUNCATE/DROP, ``SET`` and ``SETTINGS`` changes,
+  and the table functions that reach files, URLs, other servers or the Python process:
+  ``file``, ``url``, ``s3``, ``remote``, ``mysql``, ``executable``, ``python``, ...).
+  Before it runs, ClickHouse's own parser vets the query (:func:`vet_ast`): exactly one
+  statement (chdb would run several), a SELECT / SHOW / DESCRIBE / EXISTS / EXPLAIN
+  only (no ``KILL``, ``SYSTEM``, ``USE``, ...), no ``INTO OUTFILE`` (chdb writes that
+  file even in read-only mode), no ``file()`` function (chdb reads any path with it),
+  and no table function outside a small list of generators (``numbers``,
+  ``generateRandom``, ``values``, ``view``, ``merge``, ...) anywhere, also under
+  ``DESCRIBE``/``EXPLAIN`` (ClickHouse's read-only check does not cover
+  ``DESCRIBE url(...)``). Refusals are ``Code: 164 ... (READONLY)``.
+- **No browsers.** A request with an ``Origin`` header or a ``Sec-Fetch-Site`` other
+  than ``none`` (what a web page's fetch, form or image sends) is refused with 403
+  before anything else; no CORS headers are ever sent.
+- It binds to 127.0.0.1 by default. Anyone holding the token reads every table (and
+  ``system.*``); the data directory's own permissions are not changed.
 
 Limits
 ------
-- No authentication; user and password are ignored. It binds to 127.0.0.1 by default:
-  do not expose it.
 - No HTTP sessions: ``session_id`` is ignored, each request runs on a fresh chdb
-  connection handle, so ``SET``, ``USE`` and temporary tables do not carry over to the
-  next request (put settings in the request's URL parameters, which clickhouse_connect
-  does).
+  connection handle.
 - Queries run one at a time (one lock; chdb calls are serialised) and results are
   held in memory before being sent (no streaming, no progress headers): fine for
-  dashboards and the sink's batches, not for multi-GB exports.
-- GET requests are not made read-only (ClickHouse sets ``readonly=2`` on them).
+  dashboards and ``flowmon sql``, not for multi-GB exports.
+- Each query costs two extra parser round trips in chdb (``formatQuery`` and
+  ``EXPLAIN AST``, well under a millisecond each).
 - Responses are never compressed (``Accept-Encoding`` is ignored; the client accepts
   that). ClickHouse's own block compression (``compress=1``/``decompress=1``) and
   external data (``*_structure`` files) are refused with NOT_IMPLEMENTED.
@@ -53,8 +79,8 @@ The owner of the chdb directory (see tests/clickhouse/test_sqlserve.py for runna
 
 >>> from pipeline.clickhouse.client import connect  # doctest: +SKIP
 >>> server = SqlServer(connect("chdb://./flowmon-data/chdb")).start()  # doctest: +SKIP
->>> server.write_address_file("flowmon-data/serve.json")  # doctest: +SKIP
->>> # elsewhere: connect(read_address_file("flowmon-data/serve.json")["url"])
+>>> server.write_address_file("flowmon-data/sql-endpoint.json")  # doctest: +SKIP
+>>> # elsewhere: endpoint_client(read_address_file("flowmon-data/sql-endpoint.json"))
 
 Pure helpers:
 
@@ -64,15 +90,23 @@ Pure helpers:
 True
 >>> output_format("SELECT 1 FORMAT JSONEachRow;", "TabSeparated"), output_format("SELECT 1", "CSV")
 ('JSONEachRow', 'CSV')
+>>> request_token({"Authorization": "Basic ZGVmYXVsdDpzM2NyZXQ="}), request_token({"X-ClickHouse-Key": "k"})
+('s3cret', 'k')
+>>> browser_request({"Origin": "https://example.org"})
+'a request from a web page (Origin: https://example.org)'
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
+import hmac
 import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -86,7 +120,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import chdb
 
-__all__ = ["SqlServer", "read_address_file", "split_insert", "output_format", "ServeError"]
+__all__ = [
+    "SqlServer", "read_address_file", "endpoint_client", "split_insert", "output_format", "request_token",
+    "browser_request", "vet_ast", "writes_outfile", "ServeError",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +163,140 @@ _CONTENT_TYPES = {
 }
 
 
-class ServeError(Exception):
-    """A request the server refuses, with the ClickHouse error code to report."""
+# What the endpoint runs (the top node of ClickHouse's ``EXPLAIN AST``): reading statements only.
+_READ_STATEMENTS = frozenset(
+    {
+        "SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery",
+        "ShowTables", "ShowColumns", "ShowIndexes", "ShowFunctions", "ShowEngineQuery", "ShowProcesslistQuery",
+        "ShowCreateTableQuery", "ShowCreateViewQuery", "ShowCreateDatabaseQuery", "ShowCreateDictionaryQuery",
+        "DescribeQuery", "ExistsTableQuery", "ExistsDatabaseQuery", "ExistsViewQuery", "ExistsDictionaryQuery",
+        "Explain",
+    }
+)  # fmt: skip
+# Table functions a query may use: generators and views of this engine's own tables, all of
+# which ClickHouse itself allows in read-only mode (system.table_functions.allow_readonly).
+# Every other one (file, url, s3, remote, mysql, executable, python, ...) is refused
+# wherever it appears, even where ClickHouse's read-only check does not look (DESCRIBE).
+SAFE_TABLE_FUNCTIONS = frozenset(
+    {
+        "numbers", "numbers_mt", "generaterandom", "generateseries", "generate_series", "primes", "values",
+        "sqlstandardvalues", "null", "view", "viewifpermitted", "merge", "mergetreeindex", "mergetreeprojection",
+    }
+)  # fmt: skip
+# Functions that reach outside the engine although they are not table functions.
+DENIED_FUNCTIONS = frozenset({"file"})  # file(path): any file of the host in chdb (clickhouse-local rules)
+_AST_NODE_RE = re.compile(r"^( *)(\S+)(?: (\S+))?")
+_QUOTED_RE = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+_OUTFILE_RE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
+_FORMAT_QUERY_SCOPE = " In scope SELECT formatQuery("
 
-    def __init__(self, message: str, code: int = 48, name: str = "NOT_IMPLEMENTED"):
+
+class ServeError(Exception):
+    """A request the server refuses, with the ClickHouse error code and HTTP status to report."""
+
+    def __init__(self, message: str, code: int = 48, name: str = "NOT_IMPLEMENTED", status: int = 500):
         super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
         self.code = code
+        self.status = status
+
+
+def _readonly(reason: str) -> ServeError:
+    return ServeError(f"flowmon's SQL endpoint is read-only: {reason}", 164, "READONLY")
+
+
+def request_token(headers: Any) -> str | None:
+    """The secret a request carries, as ClickHouse clients send a password; None without one.
+
+    ``X-ClickHouse-Key``, the password of ``Authorization: Basic`` (any user), or
+    ``Authorization: Bearer``. *headers* is any mapping with ``.get``.
+
+    >>> request_token({"Authorization": "Bearer abc"}), request_token({}), request_token({"Authorization": "Basic !!"})
+    ('abc', None, None)
+    """
+    key = headers.get("X-ClickHouse-Key")
+    if key:
+        return key
+    scheme, _, value = (headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
+
+
+def browser_request(headers: Any) -> str | None:
+    """Why a request looks like it comes from a web page in a browser, or None.
+
+    Browsers add ``Origin`` to cross-origin and POST requests and ``Sec-Fetch-Site`` to
+    all requests (``none`` when the user typed the address); curl and database clients
+    send neither.
+
+    >>> browser_request({"Sec-Fetch-Site": "cross-site"}), browser_request({"Sec-Fetch-Site": "none"}), browser_request({})
+    ('a request from a web page (Sec-Fetch-Site: cross-site)', None, None)
+    """
+    origin = headers.get("Origin")
+    if origin is not None:
+        return f"a request from a web page (Origin: {origin[:100]})"
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() != "none":
+        return f"a request from a web page (Sec-Fetch-Site: {site[:40]})"
+    return None
+
+
+def vet_ast(rows: list[str], table_functions: frozenset[str] = frozenset()) -> None:
+    """Refuse (:class:`ServeError`, READONLY) a statement by its ``EXPLAIN AST`` rows.
+
+    *rows* are the lines of ClickHouse's AST dump (one node per line, indented one space
+    per level: ``Function file (children 1)``). *table_functions* are the engine's table
+    function names (lower case): those outside :data:`SAFE_TABLE_FUNCTIONS` are refused
+    wherever a function of that name appears.
+
+    >>> vet_ast(["SelectWithUnionQuery (children 1)", " ExpressionList (children 1)", "  SelectQuery (children 1)"])
+    >>> vet_ast(["KillQueryQuery Literal_UInt64_1 ASYNC (children 1)", " Literal UInt64_1"])
+    Traceback (most recent call last):
+    ...
+    pipeline.clickhouse.sqlserve.ServeError: Code: 164. DB::Exception: flowmon's SQL endpoint is read-only: it runs SELECT, SHOW, DESCRIBE, EXISTS and EXPLAIN only, not KillQueryQuery. (READONLY)
+    >>> vet_ast(["DescribeQuery (children 1)", " TableExpression (children 1)", "  Function url (children 1)"], frozenset({"url"}))
+    Traceback (most recent call last):
+    ...
+    pipeline.clickhouse.sqlserve.ServeError: Code: 164. DB::Exception: flowmon's SQL endpoint is read-only: table function url() reaches outside its tables. (READONLY)
+    """
+    nodes = [(len(m.group(1)), m.group(2), m.group(3) or "") for m in map(_AST_NODE_RE.match, rows) if m]
+    if not nodes:
+        raise _readonly("empty query")
+    depth0, kind, _ = nodes[0]
+    if kind not in _READ_STATEMENTS:
+        raise _readonly(f"it runs SELECT, SHOW, DESCRIBE, EXISTS and EXPLAIN only, not {kind}")
+    if kind == "Explain":  # what is explained must be a reading statement too
+        inner = next((k for d, k, _ in nodes[1:] if d == depth0 + 1 and k not in ("Set", "Literal", "Identifier")), None)
+        if inner is not None and inner not in _READ_STATEMENTS:
+            raise _readonly(f"it explains reading statements only, not {inner}")
+    for depth, node, _ in nodes[1:]:
+        if depth == depth0 + 1 and node == "Literal":  # a top-level literal: INTO OUTFILE 'path'
+            raise _readonly("INTO OUTFILE writes a file on the server")
+    for index, (depth, node, name) in enumerate(nodes):
+        if node != "Function":
+            continue
+        lower = name.lower()
+        under_table = index > 0 and nodes[index - 1][1] == "TableExpression" and nodes[index - 1][0] == depth - 1
+        if lower in DENIED_FUNCTIONS:
+            raise _readonly(f"function {name}() reads the server's files")
+        if (under_table or lower in table_functions) and lower not in SAFE_TABLE_FUNCTIONS:
+            raise _readonly(f"table function {name}() reaches outside its tables")
+
+
+def writes_outfile(formatted: str) -> bool:
+    """Whether ClickHouse's ``formatQuery`` text of a statement has ``INTO OUTFILE``.
+
+    >>> writes_outfile("SELECT 1\\nINTO OUTFILE 'x'"), writes_outfile("SELECT 'INTO OUTFILE' AS `into outfile`")
+    (True, False)
+    """
+    return _OUTFILE_RE.search(_QUOTED_RE.sub("''", formatted)) is not None
 
 
 def split_insert(sql: bytes) -> tuple[str, str, bytes] | None:
@@ -255,6 +420,9 @@ class SqlServer:
         if other threads of the owner must not run chdb queries concurrently.
     display_name
         Reported in ``X-ClickHouse-Server-Display-Name``.
+
+    Every query needs :attr:`token` (drawn anew by each :meth:`start`), which
+    :meth:`write_address_file` hands to the owner's other processes; see the module notes.
     """
 
     def __init__(
@@ -265,7 +433,12 @@ class SqlServer:
         *,
         lock: threading.Lock | None = None,
         display_name: str = "flowmon-chdb",
+        writable: bool = False,
     ):
+        #: ``writable=True`` (never from flowmon's commands or settings) serves as a ClickHouse *server* would:
+        #: INSERT, DDL and settings allowed, the token still required. Tests use it to put a real engine behind
+        #: a network hop (the sink writing over ``http://`` to a server that goes away).
+        self.writable = writable
         self._conn_str = _engine_target(client_or_session)
         self.host = host
         self._requested_port = port
@@ -277,6 +450,8 @@ class SqlServer:
         self._address_files: list[Path] = []
         self.version = ""
         self.timezone = "UTC"
+        self.token = ""
+        self._table_functions: frozenset[str] = frozenset()
         self.queries = 0
         self.errors = 0
 
@@ -303,7 +478,14 @@ class SqlServer:
         self._anchor = chdb.connect(self._conn_str)
         with self.lock:
             row = self._anchor.query("SELECT version(), timezone()", "TabSeparated").bytes().decode().strip()
+            # Table-function names that are not also plain functions (``format`` is both).
+            names = self._anchor.query(
+                "SELECT lower(name) FROM system.table_functions "
+                "WHERE lower(name) NOT IN (SELECT lower(name) FROM system.functions)", "TabSeparated"
+            ).bytes().decode().split()
         self.version, self.timezone = row.split("\t")
+        self._table_functions = frozenset(names)
+        self.token = secrets.token_urlsafe(32)
         handler = type("_BoundHandler", (_Handler,), {"server_ref": self})
         self._httpd = ThreadingHTTPServer((self.host, self._requested_port), handler)
         self._httpd.daemon_threads = True
@@ -340,9 +522,11 @@ class SqlServer:
         self.stop()
 
     def write_address_file(self, path: str | os.PathLike) -> Path:
-        """Write ``{"url", "host", "port", "pid", "engine", "started_at"}`` to *path* (atomically).
+        """Write ``{"url", "host", "port", "user", "token", "pid", "engine", "started_at"}`` to *path*.
 
-        :func:`read_address_file` reads it back and checks that the owner is alive.
+        The file holds the token, so it is born with mode 0600 (created so, never
+        chmod-ed after) and moved into place atomically. :func:`read_address_file` reads
+        it back and checks that the owner is alive; :func:`endpoint_client` connects.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -350,12 +534,17 @@ class SqlServer:
             "url": self.url,
             "host": self.host,
             "port": self.port,
+            "user": "default",
+            "token": self.token,
             "pid": os.getpid(),
             "engine": self._conn_str,
             "started_at": time.time(),
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(info, indent=1) + "\n")
+        tmp.unlink(missing_ok=True)  # a leftover of a killed process with our pid
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info, indent=1) + "\n")
         os.replace(tmp, path)
         self._address_files.append(path)
         return path
@@ -363,11 +552,49 @@ class SqlServer:
     # ---- execution ------------------------------------------------------
 
     def execute(self, req: _Request) -> tuple[bytes, str | None, dict[str, str]]:
-        """Run one request on a fresh handle: (body, output format or None, summary)."""
+        """Vet and run one request on a fresh read-only handle: (body, output format or None, summary)."""
         settings = req.settings
         for name in settings:
             if not _SETTING_NAME_RE.match(name):
                 raise ServeError(f"Invalid setting name {name!r}", 115, "UNKNOWN_SETTING")
+        if self.writable:
+            return self._execute_writable(req)
+        if split_insert(req.sql) is not None:
+            raise _readonly("INSERT is refused (the owner writes in-process)")
+        try:
+            text = req.sql.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServeError("The query is not valid UTF-8", 36, "BAD_ARGUMENTS") from None
+        t0 = time.perf_counter_ns()
+        with self.lock:
+            conn = chdb.connect(self._conn_str)
+            try:
+                conn.query("SET readonly = 1", "TabSeparated")  # first: nothing runs on the handle before it
+                if req.params.get("database"):
+                    conn.query(f"USE {_quote_identifier(req.params['database'])}", "TabSeparated")
+                for name, value in settings.items():  # ClickHouse refuses any change from here on
+                    conn.query(f"SET {name} = {_quote_value(value)}", "TabSeparated")
+                self._vet(conn, text, req.bind)
+                fmt = output_format(text, req.params.get("default_format") or "TabSeparated")
+                if fmt.lower() in _NOT_FORMATS:
+                    raise ServeError(f"Unknown format {fmt}", 73, "UNKNOWN_FORMAT")
+                res = conn.query(text, fmt, params=req.bind)
+                body = res.bytes() or b""
+                fmt_out = fmt if (body or _produces_result(text)) else None
+                summary = {
+                    "read_rows": str(res.rows_read()),
+                    "read_bytes": str(res.bytes_read()),
+                    "written_rows": "0",
+                    "written_bytes": "0",
+                }
+            finally:
+                conn.close()
+        summary["result_bytes"] = str(len(body))  # (no result_rows: chdb does not say)
+        summary["elapsed_ns"] = str(time.perf_counter_ns() - t0)
+        return body, fmt_out, summary
+
+    def _execute_writable(self, req: _Request) -> tuple[bytes, str | None, dict[str, str]]:
+        """``writable=True``: run the request as a ClickHouse server would (INSERT data streamed in)."""
         insert = split_insert(req.sql)
         t0 = time.perf_counter_ns()
         with self.lock:
@@ -375,7 +602,7 @@ class SqlServer:
             try:
                 if req.params.get("database"):
                     conn.query(f"USE {_quote_identifier(req.params['database'])}", "TabSeparated")
-                for name, value in settings.items():
+                for name, value in req.settings.items():
                     conn.query(f"SET {name} = {_quote_value(value)}", "TabSeparated")
                 if insert is not None:
                     statement, fmt, data = insert
@@ -386,34 +613,45 @@ class SqlServer:
                     summary = {"written_rows": str(res.rows_written), "written_bytes": str(res.bytes_written)}
                     body, fmt_out = b"", None
                 else:
-                    sql = _decode_sql(req.sql)
-                    text = sql if isinstance(sql, str) else sql.decode("utf-8", "replace")
+                    text = req.sql.decode("utf-8", "replace")
                     fmt = output_format(text, req.params.get("default_format") or "TabSeparated")
-                    if fmt.lower() in _NOT_FORMATS:
-                        raise ServeError(f"Unknown format {fmt}", 73, "UNKNOWN_FORMAT")
-                    res = conn.query(sql, fmt, params=req.bind)
+                    res = conn.query(text, fmt, params=req.bind)
                     body = res.bytes() or b""
                     fmt_out = fmt if (body or _produces_result(text)) else None
-                    summary = {
-                        "read_rows": str(res.rows_read()),
-                        "read_bytes": str(res.bytes_read()),
-                        "written_rows": "0",
-                        "written_bytes": "0",
-                    }
+                    summary = {"read_rows": str(res.rows_read()), "read_bytes": str(res.bytes_read()),
+                               "written_rows": "0", "written_bytes": "0"}
             finally:
                 conn.close()
-        summary.setdefault("read_rows", "0")
-        summary.setdefault("read_bytes", "0")
-        summary["result_bytes"] = str(len(body))  # (no result_rows: chdb does not say)
+        summary["result_bytes"] = str(len(body))
         summary["elapsed_ns"] = str(time.perf_counter_ns() - t0)
         return body, fmt_out, summary
 
+    def _vet(self, conn: Any, text: str, bind: dict[str, str]) -> None:
+        """Refuse what a read-only endpoint must not run, by ClickHouse's own parser (see :func:`vet_ast`)."""
+        # 1. Exactly one statement: chdb runs every statement of a text, and EXPLAIN AST
+        #    below would run the ones after the first. The text goes in as a string literal.
+        try:
+            formatted = conn.query(f"SELECT formatQuery({_quote_value(text)})", "TabSeparatedRaw").bytes().decode()
+        except Exception as ex:  # a syntax error, several statements: ClickHouse's words, without the wrapper
+            raise RuntimeError(_without_format_query_scope(str(ex))) from None
+        if writes_outfile(formatted):
+            raise _readonly("INTO OUTFILE writes a file on the server")
+        # 2. The statement's syntax tree: its kind, its functions, an INTO OUTFILE literal.
+        rows = conn.query(f"EXPLAIN AST {text}", "TabSeparated", params=bind).bytes().decode().split("\n")
+        vet_ast([row for row in rows if row], self._table_functions)
 
-def _decode_sql(sql: bytes) -> str | bytes:
-    try:
-        return sql.decode("utf-8")
-    except UnicodeDecodeError:
-        return sql  # binary bound values: chdb takes bytes
+
+def _without_format_query_scope(message: str) -> str:
+    """ClickHouse's error about the text given to ``formatQuery``, without naming the wrapper query.
+
+    >>> _without_format_query_scope("Code: 62. DB::Exception: Syntax error: x: In scope SELECT formatQuery('y'). (SYNTAX_ERROR)")
+    'Code: 62. DB::Exception: Syntax error: x. (SYNTAX_ERROR)'
+    """
+    idx = message.find(_FORMAT_QUERY_SCOPE)
+    if idx < 0:
+        return message
+    end = message.rfind(". (")
+    return message[:idx].rstrip(" :.") + (message[end:] if end > idx else "")
 
 
 def _error_text(ex: BaseException, version: str) -> tuple[int, str]:
@@ -460,6 +698,33 @@ class _Handler(BaseHTTPRequestHandler):
             return b"".join(parts)
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def _gate(self) -> None:
+        """Refuse a browser's request, and a query without the token (pings need none).
+
+        Nothing of a refused request's body is read: the connection closes after the answer.
+        """
+        srv = self.server_ref
+        reason = browser_request(self.headers)
+        if reason is not None:
+            raise ServeError(f"{reason} is refused", 497, "ACCESS_DENIED", status=403)
+        url = urlsplit(self.path)
+        if url.path.rstrip("/") in ("/ping", "/replicas_status"):
+            return
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        no_body = self.headers.get("Content-Length", "0").strip() == "0" and "Transfer-Encoding" not in self.headers
+        if url.path in ("", "/") and not params.get("query") and no_body:
+            return  # GET / : Ok.
+        if "password" in params:
+            raise ServeError("the token goes in the X-ClickHouse-Key header or as the basic-auth password, "
+                             "not in the URL", 516, "AUTHENTICATION_FAILED", status=403)
+        token = request_token(self.headers)
+        if token is None:
+            raise ServeError("flowmon's SQL endpoint needs the token of its address file (sql-endpoint.json) as "
+                             "the password or the X-ClickHouse-Key header", 194, "REQUIRED_PASSWORD", status=401)
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), srv.token.encode()):
+            raise ServeError("wrong token: read it again from the address file (sql-endpoint.json), the SQL "
+                             "endpoint draws a new one when it starts", 516, "AUTHENTICATION_FAILED", status=403)
 
     def _parse(self) -> _Request | None:
         url = urlsplit(self.path)
@@ -511,8 +776,12 @@ class _Handler(BaseHTTPRequestHandler):
         common = {
             "X-ClickHouse-Server-Display-Name": srv.display_name,
             "X-ClickHouse-Timezone": srv.timezone,
+            "X-Content-Type-Options": "nosniff",
         }
+        body_read = False
         try:
+            self._gate()
+            body_read = True
             req = self._parse()
             if req is None:
                 self._send(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8", **common})
@@ -536,14 +805,21 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {**common, "X-ClickHouse-Exception-Code": str(code), "Content-Type": "text/plain; charset=UTF-8"}
             if query_id:
                 headers["X-ClickHouse-Query-Id"] = query_id
-            self._send(500, text.encode("utf-8", "replace"), headers)
+            status = getattr(ex, "status", 500)
+            if status == 401:
+                headers["WWW-Authenticate"] = 'Basic realm="flowmon SQL endpoint", charset="UTF-8"'
+            if not body_read:  # the body of a refused request stays unread: end the connection
+                headers["Connection"] = "close"
+                self.close_connection = True
+            self._send(status, text.encode("utf-8", "replace"), headers)
 
 
 def read_address_file(path: str | os.PathLike, check: bool = True, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The address a live :class:`SqlServer` wrote to *path*, or None.
+    """The address (and token) a live :class:`SqlServer` wrote to *path*, or None.
 
-    With *check*, None also when the writing process is gone or ``/ping`` does not
-    answer (a stale file left by a killed owner).
+    None also when the file cannot be read (it is its owner's, mode 0600). With *check*,
+    None when the writing process is gone or ``/ping`` does not answer (a stale file left
+    by a killed owner). Connect with :func:`endpoint_client`.
     """
     try:
         info = json.loads(Path(path).read_text())
@@ -564,3 +840,20 @@ def read_address_file(path: str | os.PathLike, check: bool = True, timeout: floa
             return info if resp.status == 200 else None
     except OSError:
         return None
+
+
+def endpoint_client(info: dict[str, Any], **kwargs: Any) -> Any:
+    """A clickhouse_connect client on the endpoint an address file describes, its token as the password.
+
+    *info* is what :func:`read_address_file` returns; *kwargs* go to
+    ``clickhouse_connect.get_client`` (e.g. ``database=``).
+    """
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(
+        host=info.get("host") or "127.0.0.1",
+        port=int(info["port"]),
+        username=info.get("user") or "default",
+        password=info.get("token") or "",
+        **kwargs,
+    )

@@ -105,13 +105,13 @@ def test_sink_waits_out_an_unreachable_clickhouse(tansu_broker, database):
     topics = Topics.from_settings(s)
     bootstrap = str(tansu_broker.bootstrap)
     asyncio.run(ensure_topics(bootstrap, topics))
-    server = SqlServer(database).start()
+    server = SqlServer(database, writable=True).start()  # a ClickHouse server, in effect
     proxy = TcpProxy("127.0.0.1", server.port)
     metrics = Metrics()
     batches = [make_windows(50, seed=i, window_start=1_700_000_400 + 600 * i) for i in range(4)]
     count = lambda: database.command("SELECT count() FROM flow_windows FINAL")  # noqa: E731
     try:
-        remote = connect(f"http://127.0.0.1:{proxy.port}/{database.database}")
+        remote = connect(f"http://127.0.0.1:{proxy.port}/{database.database}", password=server.token)
 
         async def go() -> None:
             lander = Lander(s, bootstrap, WindowSink(remote), ThreadPoolExecutor(1), metrics,

@@ -19,11 +19,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.support.helpers import unique_name
+from pipeline.clickhouse.sqlserve import endpoint_client
 from pipeline.config import Settings
 from pipeline.runtime.produce import produce_reports
 from pipeline.runtime.topics import Topics, ensure_topics
@@ -102,7 +102,7 @@ class Deployment:
                     raise TimeoutError("the sink never published its SQL endpoint\n" + self.logs())
                 time.sleep(0.2)
             info = json.loads(path.read_text())
-            self._client = clickhouse_connect.get_client(host="127.0.0.1", port=info["port"])
+            self._client = endpoint_client(info)
         return self._client
 
     def wait_windows(self, n: int, timeout: float = 240) -> int:
