@@ -1,7 +1,7 @@
 """Shell: the ``flowmon`` command (typer). Every option also reads ``FLOWMON_*`` (see ``config``).
 
 The root only registers the commands; each group lives in its own module: ``worker``,
-``demo``, ``produce`` (produce, simulate), ``query`` (sql, plot), ``alerts``, ``eval``, ``config``.
+``demo``, ``produce`` (produce, simulate), ``query`` (sql, plot), ``alerts``, ``eval``, ``migrate``, ``config``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pipeline.cli.alerts import alerts_command
 from pipeline.cli.config import config_cli
 from pipeline.cli.demo import demo
 from pipeline.cli.eval import eval_
+from pipeline.cli.migrate import migrate_command
 from pipeline.cli.produce import produce, simulate
 from pipeline.cli.query import plot, sql
 from pipeline.cli.worker import worker
@@ -25,6 +26,7 @@ for command in (worker, demo, produce, simulate, sql, plot):
     cli.command()(command)
 cli.command(name="alerts")(alerts_command)
 cli.command(name="eval")(eval_)
+cli.command(name="migrate")(migrate_command)
 
 
 def main() -> None:

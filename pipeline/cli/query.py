@@ -15,14 +15,15 @@ __all__ = ["sql", "plot"]
 
 
 def _client(s: Settings) -> Any:
-    """A ClickHouse client: the live worker's SQL endpoint if one answers, else the DSN directly."""
+    """A ClickHouse client: for a chdb DSN the live worker's SQL endpoint if one answers, else the DSN directly."""
     import clickhouse_connect
 
-    from pipeline.clickhouse.sqlserve import read_address_file
-    info = read_address_file(s.data_dir / "sql-endpoint.json")
-    if info is not None:
-        return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
-    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.client import connect, is_chdb
+    if is_chdb(s.clickhouse_dsn):  # a server DSN never needs the endpoint file (nor chdb imported)
+        from pipeline.clickhouse.sqlserve import read_address_file
+        info = read_address_file(s.data_dir / "sql-endpoint.json")
+        if info is not None:
+            return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
     return connect(s.clickhouse_dsn)
 
 

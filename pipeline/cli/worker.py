@@ -38,10 +38,12 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning") -> None:
     import faust
 
     from pipeline.runtime.app import create_app
+    from pipeline.runtime.kafka import connection
     from pipeline.runtime.topics import setup_topics
 
-    setup_topics(s, bootstrap)
-    flow = create_app(s, bootstrap)
+    conn = connection(s, bootstrap)
+    setup_topics(s, conn)
+    flow = create_app(s, conn)
     if "pipeline" in s.role_set:
         from pipeline.runtime.agents import install
         from pipeline.ingest.topology import load_topology
@@ -58,19 +60,23 @@ def _install_sink(flow: Any) -> None:
 
     from pipeline.clickhouse.client import connect, is_chdb
     from pipeline.runtime.land import Lander
-    from pipeline.clickhouse.migrations import migrate
+    from pipeline.clickhouse.migrations import migrate, pending_steps
     from pipeline.clickhouse.writer import WindowSink
-    from pipeline.clickhouse.sqlserve import SqlServer
 
     s = flow.settings
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
     client = executor.submit(connect, s.clickhouse_dsn).result()
-    applied = executor.submit(migrate, client).result()
-    if applied:
-        console.print(f"ClickHouse schema: applied {', '.join(applied)}")
+    if s.migrate:
+        applied = executor.submit(migrate, client).result()
+        if applied:
+            console.print(f"ClickHouse schema: applied {', '.join(applied)}")
+    elif pending := executor.submit(pending_steps, client).result():
+        raise SystemExit(f"ClickHouse schema not up to date (missing {', '.join(pending)}) and FLOWMON_MIGRATE "
+                         "is false: run 'flowmon migrate' first")
     sink = WindowSink(client)
     server = None
     if is_chdb(s.clickhouse_dsn):
+        from pipeline.clickhouse.sqlserve import SqlServer  # imports chdb: only for a chdb DSN
         server = SqlServer(client, port=s.serve_port)
         server.start()
         addr = s.data_dir / "sql-endpoint.json"
@@ -81,4 +87,4 @@ def _install_sink(flow: Any) -> None:
 
     @flow.app.task
     async def land() -> None:
-        await Lander(s, flow.bootstrap, sink, executor, flow.metrics).run()
+        await Lander(s, flow.conn, sink, executor, flow.metrics).run()

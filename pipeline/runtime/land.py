@@ -30,10 +30,10 @@ log = logging.getLogger("flowmon.land")
 class Lander:
     """Consume the windows, anomalies and dead-letter topics; write batches; commit after each write."""
 
-    def __init__(self, settings: Settings, bootstrap: str, sink: WindowSink, executor: ThreadPoolExecutor,
+    def __init__(self, settings: Settings, conn: kafka.Connection | str, sink: WindowSink, executor: ThreadPoolExecutor,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.conn = conn
         self.sink = sink
         self.executor = executor
         self.metrics = metrics or Metrics()
@@ -42,7 +42,7 @@ class Lander:
     async def run(self) -> None:
         s = self.settings
         consumer = kafka.consumer(
-            self.bootstrap, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
+            self.conn, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
             self.topics.attributions, self.topics.nhi, group=f"{s.app_id}-sink", **kafka.group_timings(s),
             auto_offset_reset="earliest", max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
         )

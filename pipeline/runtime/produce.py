@@ -75,7 +75,7 @@ def _samples_in(report: Any) -> int:
 
 
 async def produce_reports(
-    bootstrap: str,
+    conn: kafka.Connection | str,
     topic: str,
     reports: Iterable[Any] | AsyncIterable[Any],
     *,
@@ -100,7 +100,7 @@ async def produce_reports(
     arguments go to ``AIOKafkaProducer``. The topic must exist (or the broker must
     auto-create it). Raises the first delivery error after the others are settled.
     """
-    producer = kafka.producer(bootstrap, client_id=client_id, linger_ms=linger_ms, max_batch_size=max_batch_size,
+    producer = kafka.producer(conn, client_id=client_id, linger_ms=linger_ms, max_batch_size=max_batch_size,
                               max_request_size=max_request_size, compression_type=compression_type, acks=acks,
                               **producer_kwargs)
     stats = ProduceStats()
