@@ -205,11 +205,12 @@ def reason(exc: BaseException, conn: Connection | str | None = None) -> str:
     """One line for a Kafka failure: authentication, authorization, TLS, or the error itself.
 
     >>> reason(kerr.TopicAuthorizationFailedError())
-    'not authorized (an ACL is missing): TopicAuthorizationFailedError: [Error 29] TopicAuthorizationFailedError'
+    'not authorized (an ACL is missing): [Error 29] TopicAuthorizationFailedError'
     >>> reason(ConnectionRefusedError(111, "Connect call failed"))
     'ConnectionRefusedError: [Errno 111] Connect call failed'
     """
-    text = f"{type(exc).__name__}: {exc}"
+    name = type(exc).__name__
+    text = str(exc) if name in str(exc) else f"{name}: {exc}"
     if isinstance(exc, _AUTHN):
         who = ""
         if conn is not None and _conn(conn).protocol.startswith("SASL_"):

@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from pipeline.config import Settings
 from pipeline.runtime import kafka
@@ -71,9 +71,14 @@ async def ensure_topics(conn: kafka.Connection | str, topics: Topics, timeout_s:
                    for t in wanted if t not in existing]
         if missing:
             try:
-                await admin.create_topics(missing)
+                resp = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                pass
+                resp = None
+            # per-topic errors come back in the response, not raised: a missing CREATE ACL says so here
+            # instead of a timeout below (36 = the topic exists: created meanwhile, or not DESCRIBE-able)
+            for topic, code, *msg in getattr(resp, "topic_errors", ()):
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise for_code(code)(f"cannot create topic {topic}: {msg[0] if msg and msg[0] else ''}".rstrip(": "))
         # wait until the metadata shows them
         for _ in range(100):
             if set(wanted) <= set(await admin.list_topics()):
