@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         description="ClickHouse: 'chdb://PATH' (in-process engine, one process per directory) or "
         "'http://user:pass@host:8123/db' (a ClickHouse server). Same client code for both.",
     )
+    clickhouse_password: SecretStr | None = Field(
+        None, description="Password for an http(s) DSN, any characters (never printed): it replaces the DSN's own, "
+        "URL-encoded, so a deployment need not encode a secret into the URL itself.")
     data_dir: Path = Field(
         Path("./flowmon-data"),
         description="Local files: the embedded broker's log, Faust's data dir, worker logs of `flowmon demo`, and "
@@ -164,6 +167,26 @@ class Settings(BaseSettings):
         if proto != "PLAINTEXT" and self.broker == "embedded":
             raise ValueError(f"the embedded broker speaks PLAINTEXT only: set broker to use {proto}")
         return self
+
+    def clickhouse_url(self) -> str:
+        """``clickhouse_dsn`` with ``clickhouse_password`` (when set, for an http(s) DSN) URL-encoded into it:
+        what every ClickHouse client connects to.
+
+        >>> from urllib.parse import unquote, urlsplit
+        >>> url = Settings(clickhouse_dsn="http://flowmon@ch:8123/flowmon", clickhouse_password="p@ss:w/rd%").clickhouse_url()
+        >>> url
+        'http://flowmon:p%40ss%3Aw%2Frd%25@ch:8123/flowmon'
+        >>> unquote(urlsplit(url).password), urlsplit(url).hostname
+        ('p@ss:w/rd%', 'ch')
+        """
+        if self.clickhouse_password is None or not self.clickhouse_dsn.startswith(("http://", "https://")):
+            return self.clickhouse_dsn
+        from urllib.parse import quote, urlsplit, urlunsplit
+        parts = urlsplit(self.clickhouse_dsn)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0] or "default"
+        secret = quote(self.clickhouse_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{secret}@{hostport}"))
 
     @property
     def role_set(self) -> frozenset[str]:

@@ -7,6 +7,8 @@ and the workers only check that no step is pending.
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from pipeline.cli.options import console, make_settings
@@ -22,8 +24,9 @@ def migrate_command() -> None:
     from pipeline.clickhouse.migrations import migrate
 
     s = make_settings()
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # its failure is said once, below
     try:
-        client = connect(s.clickhouse_dsn)
+        client = connect(s.clickhouse_url())
         try:
             applied = migrate(client)
         finally:

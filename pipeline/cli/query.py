@@ -24,7 +24,7 @@ def _client(s: Settings) -> Any:
         info = read_address_file(s.data_dir / "sql-endpoint.json")
         if info is not None:
             return clickhouse_connect.get_client(host=info.get("host", "127.0.0.1"), port=info["port"])
-    return connect(s.clickhouse_dsn)
+    return connect(s.clickhouse_url())
 
 
 def sql(query: Annotated[str, typer.Argument(help="SQL to run")],

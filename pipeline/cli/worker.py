@@ -65,7 +65,7 @@ def _install_sink(flow: Any) -> None:
 
     s = flow.settings
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
-    client = executor.submit(connect, s.clickhouse_dsn).result()
+    client = executor.submit(connect, s.clickhouse_url()).result()
     if s.migrate:
         applied = executor.submit(migrate, client).result()
         if applied:
