@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "REPO_ROOT", "SCHEMAS_DIR", "settings_table", "unknown_env", "parse_bootstrap"]
@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         description="ClickHouse: 'chdb://PATH' (in-process engine, one process per directory) or "
         "'http://user:pass@host:8123/db' (a ClickHouse server). Same client code for both.",
     )
+    clickhouse_password: SecretStr | None = Field(
+        None, description="Password for an http(s) DSN, any characters (never printed): it replaces the DSN's own, "
+        "URL-encoded, so a deployment need not encode a secret into the URL itself.")
     data_dir: Path = Field(
         Path("./flowmon-data"),
         description="Local files: the embedded broker's log, Faust's data dir, worker logs of `flowmon demo`, and "
@@ -85,6 +88,25 @@ class Settings(BaseSettings):
         description="Topology YAML (VPCs, AZs, subnets with CIDRs). Used to place endpoints whose "
         "report omits subnet/az/vpc. Without it, such samples get subnet 'external'.",
     )
+
+    # --- Kafka security (every client: the Faust app, producers, consumers, admin, produce, alerts) ----------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every flowmon Kafka client talks to the brokers: PLAINTEXT, SSL (TLS), "
+        "SASL_PLAINTEXT or SASL_SSL (SASL over TLS: the one to use across a network).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols).")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (required with SASL_*).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (required with SASL_*; never printed).")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL); "
+        "unset: the system's CAs. Broker host names are always checked.")
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate (chain), for brokers that require TLS client authentication.")
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of the client certificate (unset: it is in the certificate file).")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted client key (never printed).")
 
     # --- topics -----------------------------------------------------------------
     topic_prefix: str = Field("flow", description="Topic names are <prefix>-<name>-v<WIRE_VERSION>.")
@@ -140,6 +162,10 @@ class Settings(BaseSettings):
         description="Comma list of what this process runs: pipeline (Faust agents: validate, pre-aggregate, "
         "windows) and sink (land windows and dead letters in ClickHouse). With chdb only one process may run sink.",
     )
+    migrate: bool = Field(
+        True, description="The sink applies pending ClickHouse schema steps when it starts. false: it only checks "
+        "that none is pending and refuses to start otherwise; run `flowmon migrate` once instead (with a "
+        "ClickHouse server: one migration job, not every worker).")
     sink_batch: int = Field(5000, ge=1, description="Max windows per ClickHouse insert.")
     sink_flush_s: float = Field(1.0, gt=0, description="Max seconds a window waits in the sink buffer.")
     serve_port: int = Field(
@@ -168,6 +194,46 @@ class Settings(BaseSettings):
             except ValueError as e:
                 raise ValueError(f"{e} (or 'embedded'; several brokers: host:port,host:port)") from None
         return v
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        """Refuse security settings that would be ignored or cannot work (one message naming them)."""
+        proto = self.kafka_security_protocol
+        sasl, tls = proto.startswith("SASL_"), proto in ("SSL", "SASL_SSL")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"kafka_security_protocol {proto} needs kafka_sasl_username and kafka_sasl_password")
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(f"kafka_sasl_username/password are set but kafka_security_protocol is {proto} "
+                             "(use SASL_SSL)")
+        files = [n for n in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_key_password")
+                 if getattr(self, n) is not None]
+        if files and not tls:
+            raise ValueError(f"{', '.join(files)} set but kafka_security_protocol is {proto} (use SSL or SASL_SSL)")
+        if (self.kafka_ssl_keyfile or self.kafka_ssl_key_password) and not self.kafka_ssl_certfile:
+            raise ValueError("kafka_ssl_keyfile/kafka_ssl_key_password need kafka_ssl_certfile")
+        if proto != "PLAINTEXT" and self.broker == "embedded":
+            raise ValueError(f"the embedded broker speaks PLAINTEXT only: set broker to use {proto}")
+        return self
+
+    def clickhouse_url(self) -> str:
+        """``clickhouse_dsn`` with ``clickhouse_password`` (when set, for an http(s) DSN) URL-encoded into it:
+        what every ClickHouse client connects to.
+
+        >>> from urllib.parse import unquote, urlsplit
+        >>> url = Settings(clickhouse_dsn="http://flowmon@ch:8123/flowmon", clickhouse_password="p@ss:w/rd%").clickhouse_url()
+        >>> url
+        'http://flowmon:p%40ss%3Aw%2Frd%25@ch:8123/flowmon'
+        >>> unquote(urlsplit(url).password), urlsplit(url).hostname
+        ('p@ss:w/rd%', 'ch')
+        """
+        if self.clickhouse_password is None or not self.clickhouse_dsn.startswith(("http://", "https://")):
+            return self.clickhouse_dsn
+        from urllib.parse import quote, urlsplit, urlunsplit
+        parts = urlsplit(self.clickhouse_dsn)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0] or "default"
+        secret = quote(self.clickhouse_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{secret}@{hostport}"))
 
     @property
     def role_set(self) -> frozenset[str]:

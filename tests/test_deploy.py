@@ -65,8 +65,8 @@ _BRACED_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P
 def interpolate(text: str, env: dict[str, str], where: str = "") -> str:
     """Compose variable substitution: $$, $VAR, ${VAR}, ${VAR:-d}, ${VAR-d}, ${VAR:?e}, ${VAR:+a}.
 
-    Unset variables without a default are an error here: the stack must come up with
-    no .env file (secrets have first-try defaults documented in deploy/README.md).
+    Unset variables without a default are an error here, as required ones (``${VAR:?}``) are:
+    secrets have no defaults (:data:`SECRETS` lists them; deploy/README.md documents them).
 
     >>> interpolate("a${X:-b}c$$", {})
     'abc$'
@@ -122,9 +122,15 @@ def load_compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     return _interpolate_tree(top, env or {}, "compose")
 
 
+#: The secrets a deployment must set (``${VAR:?}``: no default stands in for them), with test values
+#: that need URL-encoding (a password put raw into a DSN would break it).
+SECRETS = {"CLICKHOUSE_PASSWORD": "w r:/@%?#1", "GRAFANA_CLICKHOUSE_PASSWORD": "gr@f:ana/2",
+           "GRAFANA_ADMIN_PASSWORD": "adm1n&pw"}
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load_compose()
+    return load_compose(SECRETS)
 
 
 @pytest.fixture(scope="module")
@@ -234,15 +240,28 @@ def test_compose_has_the_production_services(services):
     assert sum(replicas(s) for s in workers.values()) >= 3, "several pipeline workers expected"
 
 
-def test_compose_interpolation_needs_no_env_file():
-    # load_compose raises for ${VAR} without a default; every variable has one
-    load_compose({})
-    # and the documented overrides really are used
-    c = load_compose({"CLICKHOUSE_PASSWORD": "s3cret", "KAFKA_EXTERNAL_HOST": "kafka.example.net"})
-    assert "s3cret" in env_of(c["services"]["clickhouse"])["CLICKHOUSE_PASSWORD"]
-    assert "kafka.example.net:" in env_of(c["services"]["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+def test_compose_secrets_are_required():
+    """No default stands in for a secret: each of SECRETS missing (or empty) stops interpolation with its name."""
+    load_compose(SECRETS)
+    for name in SECRETS:
+        for env in ({k: v for k, v in SECRETS.items() if k != name}, SECRETS | {name: ""}):
+            with pytest.raises(ValueError, match=f"required variable {name} is not set"):
+                load_compose(env)
+    raw = COMPOSE_FILE.read_text()
+    assert not re.search(r"\$\{\w*(PASSWORD|SECRET|TOKEN)\w*:?-", raw), "a secret has a default"
+    # and the values really are used: the writer's password, Grafana's own user
+    c = load_compose(SECRETS | {"CLICKHOUSE_PASSWORD": "s3cret"})
+    assert env_of(c["services"]["clickhouse"])["CLICKHOUSE_PASSWORD"] == "s3cret"
     for name, s in flowmon_services(c["services"]).items():
-        assert ":s3cret@" in env_of(s)["FLOWMON_CLICKHOUSE_DSN"], name
+        assert unquote(urlsplit(settings_of(s).clickhouse_url()).password or "") == "s3cret", name
+
+
+def test_env_files_are_ignored_by_git_and_docker():
+    """Secrets go in .env: never committed, never sent to the image build context."""
+    gitignore = (REPO / ".gitignore").read_text().split()
+    dockerignore = (REPO / ".dockerignore").read_text().split()
+    assert ".env" in gitignore, ".gitignore must list .env"
+    assert ".env" in dockerignore and "**/.env" in dockerignore, ".dockerignore must list .env and **/.env"
 
 
 def test_every_service_has_a_pinned_image_or_a_build(services):
@@ -402,11 +421,28 @@ def test_every_flowmon_container_reaches_kafka_and_clickhouse(services):
             host, _, port = server.strip().rpartition(":")
             assert host in kafka_names, f"{name}: broker {server} is not the kafka service"
             assert (host, int(port)) in advertised, f"{name}: {server} is not an advertised listener {advertised}"
-        dsn = urlsplit(st.clickhouse_dsn)
+        dsn = urlsplit(st.clickhouse_url())  # the password URL-encoded into it (SECRETS need encoding)
         assert dsn.hostname == "clickhouse" and dsn.port == 8123, f"{name}: DSN {st.clickhouse_dsn}"
         assert unquote(dsn.username or "") == ch_env["CLICKHOUSE_USER"], f"{name}: DSN user"
         assert unquote(dsn.password or "") == ch_env["CLICKHOUSE_PASSWORD"], f"{name}: DSN password"
         assert dsn.path.strip("/") == ch_env["CLICKHOUSE_DB"], f"{name}: DSN database"
+
+
+def _args(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command") or dockerfile_cmd()
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(a) for a in cmd]
+
+
+def test_migrations_run_in_one_service(services):
+    """One one-shot `flowmon migrate` service; workers wait for it to succeed and do not migrate themselves."""
+    migrators = [n for n, s in flowmon_services(services).items() if _args(s)[:1] == ["migrate"]]
+    assert len(migrators) == 1, f"expected one `flowmon migrate` service, got {migrators}"
+    m = services[migrators[0]]
+    assert replicas(m) == 1 and m.get("restart") in ("no", None), "migrate runs once"
+    for name, s in worker_services(services).items():
+        assert settings_of(s).migrate is False, f"{name}: FLOWMON_MIGRATE must be false (the migrate service does it)"
+        dep = (s.get("depends_on") or {}).get(migrators[0]) or {}
+        assert dep.get("condition") == "service_completed_successfully", f"{name} must wait for {migrators[0]}"
 
 
 def _cli_command(args: list[str]):
@@ -531,6 +567,8 @@ def test_kafka_is_a_single_kraft_node(services):
     published = {cport: hport for _, hport, cport, _ in map(parse_port, kafka.get("ports") or [])}
     for cport, hport in published.items():
         assert cport in listener_port.values() and cport != listener_port[controller], f"port {cport} is no broker listener"
+        name = next(n for n, port in listener_port.items() if port == cport)
+        assert protocol_map[name] == "SASL_SSL", f"published listener {name} is {protocol_map[name]}, not SASL_SSL"
         adv = [a for a in advertised if listener_port[a[0]] == cport]
         assert adv and adv[0][1] not in ("kafka", "0.0.0.0", ""), "externally published listener must advertise a host name"
         assert hport == adv[0][2], "the advertised external port must be the published host port"
@@ -625,7 +663,7 @@ def test_dockerfile_builds_the_worker_image():
     assert editable_after_copy, "install editable (pip install -e .) from the directory holding pipeline/ and schemas/"
 
     exposed = {int(p.split("/")[0]) for i, a in ins if i == "EXPOSE" for p in a.split()}
-    compose = load_compose()
+    compose = load_compose(SECRETS)
     for name, s in worker_services(compose["services"]).items():
         assert settings_of(s).metrics_port in exposed, f"{name}: metrics port not EXPOSEd"
 
@@ -682,6 +720,35 @@ def _provisioned_datasources() -> list[dict[str, Any]]:
     return out
 
 
+CLICKHOUSE_USERS_D = DEPLOY / "clickhouse" / "users.d"
+
+
+def readonly_clickhouse_user(services) -> tuple[str, str]:
+    """The one user of deploy/clickhouse/users.d (mounted into the clickhouse service): its name and the
+    clickhouse container's variable holding its password. Checks it can only read flowmon's database."""
+    import xml.etree.ElementTree as ET
+
+    ch = services["clickhouse"]
+    files = sorted(CLICKHOUSE_USERS_D.glob("*.xml"))
+    assert files, "no ClickHouse users.d file"
+    (user,) = [u for f in files for u in ET.parse(f).getroot().find("users")]
+    for f in files:
+        assert bind_target_of(ch, f) == f"/etc/clickhouse-server/users.d/{f.name}", f"{f.name} is not mounted"
+    root = ET.parse(files[0]).getroot()
+    password_env = user.find("password").get("from_env")
+    assert password_env and password_env in env_of(ch), "the password comes from the clickhouse container's env"
+    assert user.findtext("access_management", "0").strip() == "0", "the read-only user must not manage access"
+    grants = [q.text.strip() for q in user.find("grants")]
+    assert grants == [f"GRANT SELECT ON {env_of(ch)['CLICKHOUSE_DB']}.*"], grants
+    profile = root.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None and profile.findtext("readonly") in ("1", "2"), "its profile must be readonly"
+    return user.tag, password_env
+
+
+def test_clickhouse_writer_cannot_manage_access(services):
+    assert env_of(services["clickhouse"]).get("CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT", "0") == "0"
+
+
 def test_grafana_provisioning(services):
     graf = services["grafana"]
     repo, tag = image_and_tag(graf["image"])
@@ -708,8 +775,10 @@ def test_grafana_provisioning(services):
         return re.sub(r"\$\{(\w+)\}|\$(\w+)", sub, str(value))
 
     assert jd["host"] == "clickhouse" and int(jd["port"]) == 8123 and jd["protocol"] == "http"
-    assert resolve(jd["username"]) == ch_env["CLICKHOUSE_USER"]
-    assert resolve(ch[0]["secureJsonData"]["password"]) == ch_env["CLICKHOUSE_PASSWORD"]
+    # Grafana logs in as the read-only user of deploy/clickhouse/users.d, never as the writer
+    user, password_env = readonly_clickhouse_user(services)
+    assert resolve(jd["username"]) == user != ch_env["CLICKHOUSE_USER"]
+    assert resolve(ch[0]["secureJsonData"]["password"]) == ch_env[password_env]
     assert jd["defaultDatabase"] == ch_env["CLICKHOUSE_DB"]
     for d in ds:
         if d["type"] == "prometheus":
@@ -1212,6 +1281,6 @@ def test_readme_documents_how_to_run():
     for needle in ("docker compose up -d", "flowmon produce", "http://localhost:3000", "--scale worker=",
                    "replication factor 3", "chdb"):
         assert needle.lower() in text.lower(), f"deploy/README.md should mention {needle!r}"
-    compose = load_compose()
+    compose = load_compose(SECRETS)
     for name in compose["services"]:
         assert f"`{name}`" in text, f"deploy/README.md does not describe the {name} service"

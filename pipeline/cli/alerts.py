@@ -76,6 +76,7 @@ def alerts_command(
     Repeats of an event (at-least-once delivery) are dropped, malformed messages skipped with a warning.
     Exit status 1 if a webhook delivery failed.
     """
+    from pipeline.runtime import kafka
     from pipeline.runtime.kafka import group_timings
 
     pairs = pair or []
@@ -98,13 +99,14 @@ def alerts_command(
         code = _history(s, emit, emit_attr, hook, stats, flt, attribution)
         _summary(stats, hook, code)
         return
-    bootstrap = resolve_bootstrap(s)
+    conn = kafka.connection(s, resolve_bootstrap(s))
+    kafka.quiet_bootstrap_log()  # a failure is said once (_run)
     emit, emit_attr = _emitters(json_lines)
     stats = AlertStats()
     follow_opts = dict(from_beginning=from_beginning if from_beginning is not None else not follow, follow=follow,
                        group=group, pairs=pairs, severity=severity, scope=scope, metric=metric, webhook=hook,
                        stats=stats, emit_attribution=emit_attr, **group_timings(s))
-    code = _run(_follow(s, bootstrap, emit, attribution, hook, follow_opts), bootstrap)
+    code = _run(_follow(s, conn, emit, attribution, hook, follow_opts), conn)
     _summary(stats, hook, code)
 
 
@@ -240,18 +242,18 @@ def _emitters(json_lines: bool) -> tuple[Emit, Emit]:
     return emit, emit_attr
 
 
-async def _follow(s: Any, bootstrap: str, emit: Emit, attribution: bool, hook: Webhook | None,
+async def _follow(s: Any, conn: Any, emit: Emit, attribution: bool, hook: Webhook | None,
                   opts: dict[str, Any]) -> None:
-    """Create the topics if missing, then follow the anomalies (and attributions) until done."""
+    """Create the topics it reads if missing, then follow the anomalies (and attributions) until done."""
     from pipeline.runtime.follow import run_alerts
     from pipeline.runtime.topics import Topics, ensure_topics
 
     topics = Topics.from_settings(s)
-    await ensure_topics(bootstrap, topics)
+    await ensure_topics(conn, topics, names=[topics.anomalies, topics.attributions])
     if hook is not None:
         await hook.start()
     try:
-        await run_alerts(bootstrap, topics.anomalies, emit, **opts,
+        await run_alerts(conn, topics.anomalies, emit, **opts,
                          attributions_topic=topics.attributions if attribution else None,
                          warn=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
                                                       soft_wrap=True))
@@ -260,16 +262,18 @@ async def _follow(s: Any, bootstrap: str, emit: Emit, attribution: bool, hook: W
             await hook.close()
 
 
-def _run(follow: Any, bootstrap: str) -> int:
+def _run(follow: Any, conn: Any) -> int:
     """Run the follower; the exit status: 0, 130 on Ctrl-C; a broker failure is a ``BrokerUnavailable``."""
     from aiokafka.errors import KafkaError
 
-    from pipeline.cli.options import BROKER_HINT
+    from pipeline.cli.options import broker_hint
     from pipeline.errors import BrokerUnavailable
     try:
         asyncio.run(follow)
     except KeyboardInterrupt:
         return 130
     except (KafkaError, OSError) as exc:
-        raise BrokerUnavailable(f"Kafka broker {bootstrap}: {exc or type(exc).__name__}", hint=BROKER_HINT) from exc
+        from pipeline.runtime.kafka import explain
+        why = asyncio.run(explain(conn, exc))
+        raise BrokerUnavailable(f"Kafka broker {conn.bootstrap}: {why}", hint=broker_hint(why)) from exc
     return 0

@@ -24,6 +24,20 @@ BrokerOpt = Annotated[Optional[str], typer.Option("--broker", "-b", help="Bootst
 
 #: seconds :func:`check_broker` waits for a broker's port to accept a connection
 BROKER_TIMEOUT_S = 10.0
+SECURITY_HINT = ("check FLOWMON_KAFKA_SECURITY_PROTOCOL, FLOWMON_KAFKA_SASL_USERNAME / _PASSWORD / _MECHANISM, "
+                 "FLOWMON_KAFKA_SSL_* and the broker's ACLs for this user")
+
+
+def broker_hint(why: str) -> str:
+    """The hint for a broker failure: the security settings when the broker refused us, else where the broker is.
+
+    >>> broker_hint("authentication failed as 'agent' (SCRAM-SHA-512): ...").startswith("check FLOWMON_KAFKA")
+    True
+    """
+    refused = ("authentication failed", "not authorized", "TLS handshake failed")
+    return SECURITY_HINT if any(r in why for r in refused) else BROKER_HINT
+
+
 BROKER_HINT = ("point --broker (or FLOWMON_BROKER) at a running Kafka broker, host:port, or use the bundled one: "
                "'embedded' (the default), which 'flowmon worker' and 'flowmon demo --follow' start")
 

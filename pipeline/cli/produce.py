@@ -67,10 +67,20 @@ def _send(broker: str | None, reports: Iterable[Any]) -> None:
     """Produce ``reports`` to the reports topic of the configured broker (topics created if missing)."""
     import asyncio
 
+    from aiokafka.errors import KafkaError
+
+    from pipeline.runtime import kafka
     from pipeline.runtime.produce import produce_reports
     from pipeline.runtime.topics import setup_topics
     s = make_settings(broker=broker)
-    bootstrap = resolve_bootstrap(s)
-    topics = setup_topics(s, bootstrap)
-    stats = asyncio.run(produce_reports(bootstrap, topics.reports, reports))
+    conn = kafka.connection(s, resolve_bootstrap(s))
+    kafka.quiet_bootstrap_log()  # a failure is said once, below
+    try:
+        topics = setup_topics(s, conn, only=("reports",))  # all a producer needs (and may be allowed)
+        stats = asyncio.run(produce_reports(conn, topics.reports, reports))
+    except (KafkaError, OSError) as exc:
+        from pipeline.cli.options import broker_hint
+        from pipeline.errors import BrokerUnavailable
+        why = asyncio.run(kafka.explain(conn, exc))
+        raise BrokerUnavailable(f"Kafka broker {conn.bootstrap}: {why}", hint=broker_hint(why)) from exc
     console.print(f"produced {stats}")

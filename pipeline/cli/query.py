@@ -15,19 +15,21 @@ __all__ = ["sql", "plot"]
 
 
 def _client(s: Settings) -> Any:
-    """A ClickHouse client: the live worker's SQL endpoint if one answers, else the DSN directly."""
-    from pipeline.clickhouse.sqlserve import endpoint_client, read_address_file
-    info = read_address_file(s.data_dir / "sql-endpoint.json")
-    if info is not None:
-        return endpoint_client(info)
+    """A ClickHouse client: for a chdb DSN the live worker's SQL endpoint if one answers, else the DSN directly."""
     from pipeline.clickhouse.client import connect, is_chdb, parse_chdb_dsn
-    path = parse_chdb_dsn(s.clickhouse_dsn)[0] if is_chdb(s.clickhouse_dsn) else ":memory:"
-    if path != ":memory:" and not Path(path).exists():
-        from pipeline.errors import NoData
-        from pipeline.views.plot import NO_DATA_HINT
-        raise NoData(f"no flowmon data here: {s.clickhouse_dsn} does not exist (cwd {Path.cwd()})",
-                     hint=f"run where the worker ran (or set FLOWMON_CLICKHOUSE_DSN / FLOWMON_DATA_DIR); {NO_DATA_HINT}")
-    return connect(s.clickhouse_dsn)
+    if is_chdb(s.clickhouse_dsn):  # a server DSN never needs the endpoint file (nor chdb imported)
+        from pipeline.clickhouse.sqlserve import endpoint_client, read_address_file
+        info = read_address_file(s.data_dir / "sql-endpoint.json")
+        if info is not None:
+            return endpoint_client(info)
+        path = parse_chdb_dsn(s.clickhouse_dsn)[0]
+        if path != ":memory:" and not Path(path).exists():
+            from pipeline.errors import NoData
+            from pipeline.views.plot import NO_DATA_HINT
+            raise NoData(f"no flowmon data here: {s.clickhouse_dsn} does not exist (cwd {Path.cwd()})",
+                         hint=f"run where the worker ran (or set FLOWMON_CLICKHOUSE_DSN / FLOWMON_DATA_DIR); "
+                         f"{NO_DATA_HINT}")
+    return connect(s.clickhouse_url())
 
 
 def sql(query: Annotated[str, typer.Argument(help="SQL to run")],

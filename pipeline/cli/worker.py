@@ -80,10 +80,12 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
     import faust
 
     from pipeline.runtime.app import create_app
+    from pipeline.runtime.kafka import connection
     from pipeline.runtime.topics import setup_topics
 
-    setup_topics(s, bootstrap)
-    flow = create_app(s, bootstrap)
+    conn = connection(s, bootstrap)
+    setup_topics(s, conn)
+    flow = create_app(s, conn)
     ctx = None
     if "pipeline" in s.role_set:
         from pipeline.runtime.agents import install
@@ -114,7 +116,7 @@ def _install_health(flow: Any, ctx: Any) -> None:
     def sink_failing() -> bool:
         return "sink" in s.role_set and flow.metrics.value("flowmon_sink_healthy") == 0
 
-    monitor = LagMonitor(flow.bootstrap, groups, flow.metrics, interval_s=s.health_interval_s,
+    monitor = LagMonitor(flow.conn, groups, flow.metrics, interval_s=s.health_interval_s,
                          stuck_after_s=s.health_stuck_s, watermark=watermark, sink_failing=sink_failing)
     serve(s.metrics_port, monitor, flow.metrics.registry)
 
@@ -128,19 +130,23 @@ def _install_sink(flow: Any) -> None:
 
     from pipeline.clickhouse.client import connect, is_chdb
     from pipeline.runtime.land import Lander
-    from pipeline.clickhouse.migrations import migrate
+    from pipeline.clickhouse.migrations import migrate, pending_steps
     from pipeline.clickhouse.writer import WindowSink
-    from pipeline.clickhouse.sqlserve import SqlServer
 
     s = flow.settings
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
-    client = executor.submit(connect, s.clickhouse_dsn).result()
-    applied = executor.submit(migrate, client).result()
-    if applied:
-        console.print(f"ClickHouse schema: applied {', '.join(applied)}")
+    client = executor.submit(connect, s.clickhouse_url()).result()
+    if s.migrate:
+        applied = executor.submit(migrate, client).result()
+        if applied:
+            console.print(f"ClickHouse schema: applied {', '.join(applied)}")
+    elif pending := executor.submit(pending_steps, client).result():
+        raise SystemExit(f"ClickHouse schema not up to date (missing {', '.join(pending)}) and FLOWMON_MIGRATE "
+                         "is false: run 'flowmon migrate' first")
     sink = WindowSink(client)
     server = None
     if is_chdb(s.clickhouse_dsn):
+        from pipeline.clickhouse.sqlserve import SqlServer  # imports chdb: only for a chdb DSN
         server = SqlServer(client, port=s.serve_port)
         server.start()
         addr = s.data_dir / "sql-endpoint.json"
@@ -151,7 +157,7 @@ def _install_sink(flow: Any) -> None:
 
     @flow.app.task
     async def land() -> None:
-        await Lander(s, flow.bootstrap, sink, executor, flow.metrics, repair=lambda: migrate(client)).run()
+        await Lander(s, flow.conn, sink, executor, flow.metrics, repair=lambda: migrate(client)).run()
 
 
 

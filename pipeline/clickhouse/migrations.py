@@ -35,7 +35,7 @@ from typing import Any
 
 from pipeline.config import SCHEMAS_DIR
 
-__all__ = ["Step", "load_steps", "migrate", "applied_steps", "split_statements", "created_objects", "LEDGER"]
+__all__ = ["Step", "load_steps", "migrate", "pending_steps", "applied_steps", "split_statements", "created_objects", "LEDGER"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,15 @@ def applied_steps(client: Any) -> dict[str, str]:
         return {}
     rows = client.query(f"SELECT name, checksum FROM {LEDGER} FINAL").result_rows
     return {name: checksum for name, checksum in rows}
+
+
+def pending_steps(client: Any, directory: Path | None = None) -> list[str]:
+    """The steps :func:`migrate` would apply (not recorded, or objects missing); changes nothing, so a
+    worker that does not migrate (``FLOWMON_MIGRATE=false``) can refuse an outdated schema."""
+    recorded = applied_steps(client)
+    existing = _existing_objects(client)
+    return [st.name for st in load_steps(directory)
+            if st.name not in recorded or any(o not in existing for o in st.objects)]
 
 
 def migrate(client: Any, directory: Path | None = None) -> list[str]:

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import faust
 
 from pipeline.config import Settings
+from pipeline.runtime.kafka import Connection
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.topics import Topics
 
-__all__ = ["Flow", "create_app"]
+__all__ = ["Flow", "create_app", "faust_credentials"]
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Flow:
     """Everything the agents need: settings, app and topics."""
 
     settings: Settings
-    bootstrap: str
+    conn: Connection
     app: faust.App
     topics: Topics
     reports: faust.TopicT
@@ -41,14 +42,37 @@ class Flow:
     health: faust.TopicT
     metrics: Metrics = field(default_factory=Metrics)
 
+    @property
+    def bootstrap(self) -> str:
+        return self.conn.bootstrap
 
-def create_app(settings: Settings, bootstrap: str) -> Flow:
-    """Build the Faust app for ``bootstrap`` ('host:port[,host:port]'). Agents not yet installed."""
+
+def faust_credentials(conn: Connection) -> faust.types.auth.CredentialsT | None:
+    """The Faust ``broker_credentials`` of ``conn``: Faust hands its consumer and producer the same
+    aiokafka options as :mod:`pipeline.runtime.kafka` gives every other client (a test checks it
+    through Faust's own mapping, ``credentials_to_aiokafka_auth``)."""
+    sec = conn.security
+    proto = conn.protocol
+    if proto == "PLAINTEXT":
+        return None
+    if proto == "SSL":
+        return faust.SSLCredentials(sec["ssl_context"])
+    # SASL_PLAINTEXT, or SASL_SSL when a TLS context is given (Faust picks the protocol from it)
+    return faust.SASLCredentials(username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
+                                 mechanism=sec["sasl_mechanism"], ssl_context=sec.get("ssl_context"))
+
+
+def create_app(settings: Settings, conn: Connection | str) -> Flow:
+    """Build the Faust app for ``conn`` (its bootstrap 'host:port[,host:port]' and security; a string:
+    PLAINTEXT). Agents not yet installed."""
+    if isinstance(conn, str):
+        conn = Connection(conn)
     topics = Topics.from_settings(settings)
-    brokers = [f"kafka://{b.strip()}" for b in bootstrap.split(",") if b.strip()]
+    brokers = [f"kafka://{b.strip()}" for b in conn.bootstrap.split(",") if b.strip()]
     app = faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(conn),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         key_serializer="raw",
@@ -71,5 +95,5 @@ def create_app(settings: Settings, bootstrap: str) -> Flow:
         return app.topic(name, partitions=topics.partitions_of(name), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", **kw)
 
-    return Flow(settings, bootstrap, app, topics, topic(topics.reports), topic(topics.pairs),
+    return Flow(settings, conn, app, topics, topic(topics.reports), topic(topics.pairs),
                 topic(topics.windows), topic(topics.deadletter), topic(topics.health))

@@ -41,7 +41,7 @@ def _stderr_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow: bool, group: str | None = None,
+async def subscribe(conn: kafka.Connection | str, topic: str, *, from_beginning: bool, follow: bool, group: str | None = None,
                     poll_ms: int = 500, stall_timeout_s: float = 60.0, session_timeout_s: float = 10.0,
                     heartbeat_s: float = 3.0, rebalance_timeout_s: float | None = None,
                     warn: Callable[[str], None] | None = None,
@@ -72,7 +72,7 @@ async def subscribe(bootstrap: str, topic: str, *, from_beginning: bool, follow:
     warn = warn or _stderr_warning
     on_malformed = on_malformed or warn
     consumer = kafka.consumer(
-        bootstrap, topic, group=group, auto_commit=group is not None, client_id="flowmon-alerts",
+        conn, topic, group=group, auto_commit=group is not None, client_id="flowmon-alerts",
         auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=min(poll_ms, 500),
         session_timeout_s=session_timeout_s, heartbeat_s=heartbeat_s,
         rebalance_timeout_s=rebalance_timeout_s or session_timeout_s)
@@ -169,7 +169,7 @@ async def _caught_up(consumer: Any, targets: dict[Any, int]) -> bool:
     return done
 
 
-async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]], None], *, from_beginning: bool,
+async def run_alerts(conn: kafka.Connection | str, topic: str, emit: Callable[[dict[str, Any]], None], *, from_beginning: bool,
                      follow: bool, group: str | None = None, pairs: Iterable[str] | None = None,
                      severity: str | None = None, scope: str | Iterable[str] | None = None,
                      metric: str | Iterable[str] | None = None, webhook: Webhook | None = None,
@@ -197,7 +197,7 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
     common = {"from_beginning": from_beginning, "follow": follow, "warn": warn, "on_malformed": on_malformed}
 
     async def alerts() -> None:
-        events = subscribe(bootstrap, topic, group=group, **common, **consumer)
+        events = subscribe(conn, topic, group=group, **common, **consumer)
         async with aclosing(events):
             async for event in events:
                 if not matches(event, **flt):
@@ -208,7 +208,7 @@ async def run_alerts(bootstrap: str, topic: str, emit: Callable[[dict[str, Any]]
                     await show.event(event)
 
     async def verdicts() -> None:
-        recs = subscribe(bootstrap, attributions_topic, group=None, decode=decode_attribution, **common,
+        recs = subscribe(conn, attributions_topic, group=None, decode=decode_attribution, **common,
                          **{k: v for k, v in consumer.items() if k in ("poll_ms", "stall_timeout_s")})
         async with aclosing(recs):
             async for rec in recs:

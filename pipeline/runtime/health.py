@@ -127,10 +127,10 @@ class LagMonitor:
     :class:`Progress` current; :meth:`report` is what ``/healthz`` says. ``watermark`` and ``sink_failing``
     are read when a report is made."""
 
-    def __init__(self, bootstrap: str, groups: dict[str, list[str]], metrics: Any, *, interval_s: float,
+    def __init__(self, conn: Any, groups: dict[str, list[str]], metrics: Any, *, interval_s: float,
                  stuck_after_s: float, watermark: Callable[[], float | None] = lambda: None,
                  sink_failing: Callable[[], bool] = lambda: False) -> None:
-        self.bootstrap = bootstrap
+        self.conn = conn  # a kafka.Connection (or a bootstrap string)
         self.groups = groups
         self.metrics = metrics
         self.interval_s = interval_s
@@ -156,8 +156,8 @@ class LagMonitor:
 
         while True:
             try:
-                admin = kafka.admin(self.bootstrap, timeout_s=max(5.0, self.interval_s))
-                reader = kafka.consumer(self.bootstrap)
+                admin = kafka.admin(self.conn, timeout_s=max(5.0, self.interval_s))
+                reader = kafka.consumer(self.conn)
                 await admin.start()
                 await reader.start()
                 try:

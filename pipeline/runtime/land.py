@@ -65,7 +65,7 @@ def is_missing_table(exc: BaseException) -> bool:
 class Lander:
     """Consume the windows, anomalies and dead-letter topics; write batches; commit after each write."""
 
-    def __init__(self, settings: Settings, bootstrap: str, sink: WindowSink, executor: ThreadPoolExecutor,
+    def __init__(self, settings: Settings, conn: kafka.Connection | str, sink: WindowSink, executor: ThreadPoolExecutor,
                  metrics: Metrics | None = None, repair: Callable[[], Any] | None = None,
                  backoff: Callable[[], Iterator[float]] = backoff_delays) -> None:
         """``repair`` (run in ``executor``) re-creates missing tables (the migrations); ``backoff`` gives the
@@ -73,7 +73,7 @@ class Lander:
         self.settings = settings
         self.repair = repair
         self.backoff = backoff
-        self.bootstrap = bootstrap
+        self.conn = conn
         self.sink = sink
         self.executor = executor
         self.metrics = metrics or Metrics()
@@ -96,7 +96,7 @@ class Lander:
     async def _consume(self) -> None:
         s = self.settings
         consumer = kafka.consumer(
-            self.bootstrap, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
+            self.conn, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
             self.topics.attributions, self.topics.nhi, group=f"{s.app_id}-sink", **kafka.group_timings(s),
             auto_offset_reset="earliest", max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
         )

@@ -144,7 +144,7 @@ def _samples_in(report: Any) -> int:
 
 
 async def produce_reports(
-    bootstrap: str,
+    conn: kafka.Connection | str,
     topic: str,
     reports: Iterable[Any] | AsyncIterable[Any],
     *,
@@ -173,8 +173,8 @@ async def produce_reports(
     producer (``None``: when the broker supports it and ``acks`` is ``all``).
     """
     if idempotent is None:
-        idempotent = acks in ("all", -1) and await kafka.supports_idempotence(bootstrap)
-    producer = kafka.producer(bootstrap, client_id=client_id, linger_ms=linger_ms, max_batch_size=max_batch_size,
+        idempotent = acks in ("all", -1) and await kafka.supports_idempotence(conn)
+    producer = kafka.producer(conn, client_id=client_id, linger_ms=linger_ms, max_batch_size=max_batch_size,
                               max_request_size=max_request_size, compression_type=compression_type, acks=acks,
                               enable_idempotence=idempotent, **producer_kwargs)
     stats = ProduceStats()

@@ -96,12 +96,12 @@ class PartitionState:
         return out
 
 
-async def restore(bootstrap: str, topic: str, store: PartitionWindows | PartitionState, **kw) -> int:
+async def restore(conn: kafka.Connection | str, topic: str, store: PartitionWindows | PartitionState, **kw) -> int:
     """Load partition ``store.partition`` of ``topic`` into ``store``; returns the keys loaded."""
-    return (await restore_many(bootstrap, topic, [store], **kw))[0]
+    return (await restore_many(conn, topic, [store], **kw))[0]
 
 
-async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows] | list[PartitionState], max_bytes: int = 8 << 20,
+async def restore_many(conn: kafka.Connection | str, topic: str, stores: list[PartitionWindows] | list[PartitionState], max_bytes: int = 8 << 20,
                        timeout_s: float = 120.0) -> list[int]:
     """``restore`` for several partitions with one consumer; returns the keys loaded per store.
 
@@ -113,7 +113,7 @@ async def restore_many(bootstrap: str, topic: str, stores: list[PartitionWindows
     if not stores:
         return []
     tps = [TopicPartition(topic, st.partition) for st in stores]
-    consumer = kafka.reader(bootstrap, max_bytes, auto_offset_reset="earliest")
+    consumer = kafka.reader(conn, max_bytes, auto_offset_reset="earliest")
     await consumer.start()
     latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
     try:
@@ -158,7 +158,7 @@ class _StageState:
             self.value = val
 
 
-async def restore_stage(bootstrap: str, state_topic: str, health_topic: str, stage, first_offset: int,
+async def restore_stage(conn: kafka.Connection | str, state_topic: str, health_topic: str, stage, first_offset: int,
                         timeout_s: float = 120.0) -> tuple[int, list[dict], list[dict]]:
     """Restore an ``attribute.AttributionStage``: its saved state, then the health messages from the
     saved restart point up to ``first_offset`` (where the stream resumes). Returns how many were
@@ -169,7 +169,7 @@ async def restore_stage(bootstrap: str, state_topic: str, health_topic: str, sta
     health topic, and the stage counts each (interval, key) once, so nothing is lost or doubled.
     """
     holder = _StageState()
-    await restore_many(bootstrap, state_topic, [holder])
+    await restore_many(conn, state_topic, [holder])
     recs: list[dict] = []
     nhi: list[dict] = []
     if holder.value is None:
@@ -179,7 +179,7 @@ async def restore_stage(bootstrap: str, state_topic: str, health_topic: str, sta
     if start >= first_offset:
         return 0, recs, nhi
     tp = TopicPartition(health_topic, 0)
-    consumer = kafka.reader(bootstrap, 8 << 20)
+    consumer = kafka.reader(conn, 8 << 20)
     await consumer.start()
     n = 0
     try:

@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from pipeline.config import Settings
 from pipeline.runtime import kafka
@@ -55,34 +55,45 @@ class Topics:
         return 1 if topic in (self.health, self.attribution_state) else self.partitions
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> None:
-    """Create flowmon's topics with the configured partitions if they do not exist yet."""
-    admin = kafka.admin(bootstrap, timeout_s)
+async def ensure_topics(conn: kafka.Connection | str, topics: Topics, timeout_s: float = 30.0,
+                        names: list[str] | None = None) -> None:
+    """Create flowmon's topics (or only ``names`` of them) with the configured partitions if they do not
+    exist yet. Topics that exist need no more than DESCRIBE (implied by READ or WRITE): a client
+    allowed to write the reports topic only can ensure that topic."""
+    wanted = list(names) if names is not None else topics.all()
+    admin = kafka.admin(conn, timeout_s)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         compact = (topics.state, topics.attribution_state)
         missing = [NewTopic(t, topics.partitions_of(t), topics.replication,
                             topic_configs={"cleanup.policy": "compact"} if t in compact else {})
-                   for t in topics.all() if t not in existing]
+                   for t in wanted if t not in existing]
         if missing:
             try:
-                await admin.create_topics(missing)
+                resp = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                pass
+                resp = None
+            # per-topic errors come back in the response, not raised: a missing CREATE ACL says so here
+            # instead of a timeout below (36 = the topic exists: created meanwhile, or not DESCRIBE-able)
+            for topic, code, *msg in getattr(resp, "topic_errors", ()):
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise for_code(code)(f"cannot create topic {topic}: {msg[0] if msg and msg[0] else ''}".rstrip(": "))
         # wait until the metadata shows them
         for _ in range(100):
-            if set(topics.all()) <= set(await admin.list_topics()):
+            if set(wanted) <= set(await admin.list_topics()):
                 return
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"topics {topics.all()} not visible after creation")
+        raise TimeoutError(f"topics {wanted} not visible after creation")
     finally:
         await admin.close()
 
 
-def setup_topics(s: Settings, bootstrap: str) -> Topics:
-    """Create the topics of ``s`` on ``bootstrap`` if they do not exist yet (blocking: runs its own
-    event loop, for commands outside one); return their names."""
+def setup_topics(s: Settings, conn: kafka.Connection | str, only: tuple[str, ...] | None = None) -> Topics:
+    """Create the topics of ``s`` through ``conn`` if they do not exist yet (blocking: runs its own
+    event loop, for commands outside one); return their names. ``only``: just these of them, by
+    field name (``("reports",)``: what a producer needs)."""
     topics = Topics.from_settings(s)
-    asyncio.run(ensure_topics(bootstrap, topics))
+    names = None if only is None else [getattr(topics, f) for f in only]
+    asyncio.run(ensure_topics(conn, topics, names=names))
     return topics

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.support.helpers import unique_name
 from pipeline.clickhouse.sqlserve import endpoint_client
 from pipeline.config import Settings
+from pipeline.runtime import kafka
 from pipeline.runtime.produce import produce_reports
 from pipeline.runtime.topics import Topics, ensure_topics
 
@@ -33,9 +33,14 @@ COUNTERS = ("bytes_sent", "bytes_received", "retransmissions", "timeouts", "flow
 
 
 class Deployment:
+    """``conn``: how the test itself reaches the broker (a :class:`pipeline.runtime.kafka.Connection`,
+    e.g. SASL_SSL; default: PLAINTEXT to ``bootstrap``); the workers get their security settings
+    through ``env`` (``FLOWMON_KAFKA_*``)."""
+
     def __init__(self, bootstrap: str, workdir: Path, topology: Path | None = None, partitions: int = 4,
-                 window_s: int = 600, **env: str) -> None:
+                 window_s: int = 600, conn: kafka.Connection | None = None, **env: str) -> None:
         self.bootstrap = bootstrap
+        self.conn = conn or kafka.Connection(bootstrap)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = unique_name("t")
@@ -54,7 +59,7 @@ class Deployment:
         self.procs: list[subprocess.Popen] = []
         self._client = None
         self._killed: set[int] = set()
-        asyncio.run(ensure_topics(bootstrap, self.topics))
+        asyncio.run(ensure_topics(self.conn, self.topics))
 
     # --- processes ------------------------------------------------------------------------
     def start(self, roles: str = "pipeline,sink", **env: str) -> subprocess.Popen:
@@ -137,12 +142,12 @@ class Deployment:
 
     # --- Kafka --------------------------------------------------------------------------------
     def produce(self, reports: Iterable[Any]):
-        return asyncio.run(produce_reports(self.bootstrap, self.topics.reports, reports))
+        return asyncio.run(produce_reports(self.conn, self.topics.reports, reports))
 
     def produce_raw(self, values: list[bytes]) -> None:
         """Send raw messages, in order, to partition 0 of the reports topic."""
         async def go():
-            p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=16 << 20)
+            p = kafka.producer(self.conn, max_request_size=16 << 20)
             await p.start()
             try:
                 for v in values:
@@ -153,8 +158,7 @@ class Deployment:
 
     def read_topic(self, topic: str, n: int, timeout: float = 60) -> list[dict]:
         async def go():
-            c = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
-                                 group_id=None, enable_auto_commit=False)
+            c = kafka.consumer(self.conn, topic, auto_offset_reset="earliest")
             await c.start()
             out: list[dict] = []
             end = time.time() + timeout

@@ -9,13 +9,19 @@ Command line (from the repository root)::
 
     python -m tests.support.kafka fetch-kafka      # warm the jar cache (CI does this)
     python -m tests.support.kafka tansu|kafka      # run one, print its bootstrap, Ctrl-C stops it
+
+:class:`SecureKafka` is the same node with one client listener, SASL_SSL (PLAIN, SCRAM-SHA-256,
+SCRAM-SHA-512; TLS client certificates required), the StandardAuthorizer (ACLs; ``admin`` is
+the only super user) and certificates made for it by :func:`make_certs` (``openssl``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.runtime.brokers import BrokerError, BrokerLauncher, EmbeddedTansu, free_port
@@ -32,6 +39,9 @@ __all__ = [
     "KAFKA_VERSION",
     "LOG4J_VERSION",
     "ApacheKafka",
+    "SecureKafka",
+    "Certs",
+    "make_certs",
     "fetch_kafka_jars",
     "kafka_cache_dir",
     "start_broker",
@@ -239,6 +249,252 @@ class ApacheKafka(BrokerLauncher):
         for k in ("KAFKA_OPTS", "KAFKA_HEAP_OPTS", "JAVA_TOOL_OPTIONS", "CLASSPATH"):
             env.pop(k, None)
         return env
+
+
+# --- SASL_SSL + ACLs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certs:
+    """PEM files :func:`make_certs` wrote: the CA, the broker's key+chain (its PEM keystore; names
+    127.0.0.1 and localhost), a client certificate and its key (both signed by the CA), and the
+    client's key+chain in one file (the Java admin tool's PEM keystore)."""
+
+    ca: Path
+    broker_keystore: Path
+    client_cert: Path
+    client_key: Path
+    client_keystore: Path
+
+
+def make_certs(directory: Path) -> Certs:
+    """A throw-away CA, a broker certificate for 127.0.0.1/localhost and a client certificate, made
+    with ``openssl`` in ``directory`` (kept if already there). Keys are unencrypted PKCS#8, as a Kafka
+    PEM keystore without ``ssl.key.password`` takes them."""
+    d = Path(directory)
+    certs = Certs(d / "ca.pem", d / "broker-keystore.pem", d / "client.pem", d / "client.key",
+                  d / "client-keystore.pem")
+    if all(p.is_file() for p in (certs.ca, certs.broker_keystore, certs.client_cert, certs.client_key,
+                                 certs.client_keystore)):
+        return certs
+    d.mkdir(parents=True, exist_ok=True)
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise BrokerError("openssl not found on PATH: it makes the test certificates")
+
+    def run(*args: str) -> None:
+        r = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise BrokerError(f"openssl {' '.join(args[:2])} failed:\n{r.stderr[-2000:]}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "3",
+        "-subj", "/CN=flowmon test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, cn, san in (("broker", "127.0.0.1", "IP:127.0.0.1,DNS:localhost"), ("client", "flowmon-client", None)):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        ext = d / f"{name}.ext"
+        ext.write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
+                       + (f"subjectAltName={san}\n" if san else ""))
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "3", "-extfile", ext.name)
+    ca = certs.ca.read_text()
+    certs.broker_keystore.write_text((d / "broker.key").read_text() + (d / "broker.pem").read_text() + ca)
+    certs.client_keystore.write_text(certs.client_key.read_text() + certs.client_cert.read_text() + ca)
+    return certs
+
+
+# Kafka's own Admin client (users, ACLs), run as a single-file Java program from the broker's jars:
+# the jars have no kafka-acls tool, and aiokafka has no ACL or SCRAM-user API.
+_ADMIN_JAVA = """
+import java.nio.file.*;
+import java.util.*;
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.common.acl.*;
+import org.apache.kafka.common.resource.*;
+
+public class FlowmonKafkaAdmin {
+    public static void main(String[] args) throws Exception {
+        Properties props = new Properties();
+        try (var r = Files.newBufferedReader(Path.of(args[0]))) { props.load(r); }
+        List<UserScramCredentialAlteration> users = new ArrayList<>();
+        List<AclBinding> acls = new ArrayList<>();
+        for (String line : Files.readAllLines(Path.of(args[1]))) {
+            String[] f = line.trim().split("\\\\s+");
+            if (f[0].equals("scram")) {  // scram MECHANISM USER PASSWORD
+                users.add(new UserScramCredentialUpsertion(f[2],
+                    new ScramCredentialInfo(ScramMechanism.fromMechanismName(f[1]), 4096), f[3]));
+            } else if (f[0].equals("acl")) {  // acl PRINCIPAL RESOURCE_TYPE PATTERN_TYPE NAME OPERATION
+                acls.add(new AclBinding(
+                    new ResourcePattern(ResourceType.fromString(f[2]), f[4], PatternType.fromString(f[3])),
+                    new AccessControlEntry(f[1], "*", AclOperation.fromString(f[5]), AclPermissionType.ALLOW)));
+            }
+        }
+        try (Admin admin = Admin.create(props)) {
+            for (var u : users) admin.alterUserScramCredentials(List.of(u)).all().get();  // one per request
+            if (!acls.isEmpty()) admin.createAcls(acls).all().get();
+        }
+    }
+}
+"""
+
+
+class SecureKafka(ApacheKafka):
+    """One Apache Kafka KRaft node whose only client listener is SASL_SSL, with ACLs.
+
+    * TLS: certificates from :func:`make_certs` (``workdir/certs``), PEM key- and truststores;
+      clients must present a certificate signed by the test CA (``ssl.client.auth=required``).
+    * SASL: PLAIN (users ``admin`` and ``plain_users``, from the JAAS config) and SCRAM-SHA-256/512
+      (users added with :meth:`add_scram_users` once it runs).
+    * ACLs: ``StandardAuthorizer``, ``super.users=User:admin`` (also the broker's own principal on
+      its SASL_SSL and CONTROLLER listeners), nothing allowed without an ACL (:meth:`grant`).
+
+    :meth:`settings` gives the ``Settings`` fields a flowmon client needs to log in as a user,
+    :meth:`env` the same as ``FLOWMON_*`` variables.
+    """
+
+    kind = "kafka-sasl"
+    ADMIN = "admin"
+
+    def __init__(self, workdir: Path, port: int = 0, plain_users: dict[str, str] | None = None, **kw) -> None:
+        super().__init__(workdir, port, **kw)
+        self.admin_password = uuid.uuid4().hex
+        self.plain_users = dict(plain_users or {})
+        self.certs: Certs | None = None
+        self._admin_jaas = ""
+
+    def _properties(self, port: int, cport: int) -> dict[str, str]:
+        assert self.certs is not None
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        users = " ".join(f'user_{u}="{p}"' for u, p in {self.ADMIN: self.admin_password, **self.plain_users}.items())
+        me = f'username="{self.ADMIN}" password="{self.admin_password}"'
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        props = super()._properties(port, cport)
+        props.update({
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": f"{plain} {me} {users};",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": f"{plain} {me} {users};",
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.certs.broker_keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.certs.ca),
+            "listener.name.sasl_ssl.ssl.client.auth": "required",  # (the broker-wide key skips SASL_SSL)
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{self.ADMIN}",
+            "allow.everyone.if.no.acl.found": "false",
+            "auto.create.topics.enable": "false",
+            **self.extra_properties,
+        })
+        return props
+
+    def _prepare(self) -> None:
+        self.certs = make_certs(self.workdir / "certs")
+        super()._prepare()
+
+    def _wait_ready(self, port: int, deadline: float) -> None:
+        """Ready once the admin user gets this cluster's id over SASL_SSL (a plaintext probe cannot)."""
+        from aiokafka.errors import KafkaError
+
+        from pipeline.runtime import kafka
+
+        async def cluster_id() -> str | None:
+            admin = kafka.admin(self.connection(self.ADMIN, self.admin_password, "PLAIN"), timeout_s=5)
+            await admin.start()
+            try:
+                return (await admin.describe_cluster())["cluster_id"]
+            finally:
+                await admin.close()
+
+        last: BaseException | None = None
+        aiokafka_log = logging.getLogger("aiokafka")
+        level = aiokafka_log.level
+        aiokafka_log.setLevel(logging.CRITICAL)  # "Unable connect to" until the JVM listens
+        try:
+            while time.monotonic() < deadline:
+                if self._proc is None or self._proc.poll() is not None:
+                    raise BrokerError(f"{self.kind} exited before it was ready; log {self.log_path}:\n"
+                                      f"{self.log_path.read_text(errors='replace')[-3000:]}")
+                try:
+                    got = asyncio.run(cluster_id())
+                    if got != self.cluster_id:
+                        raise BrokerError(f"{self.bootstrap} answers as cluster {got!r}, not ours ({self.cluster_id!r})")
+                    return
+                except (OSError, KafkaError, asyncio.TimeoutError) as e:
+                    last = e
+                time.sleep(0.3)
+        finally:
+            aiokafka_log.setLevel(level)
+        raise BrokerError(f"{self.kind} not ready on {self.bootstrap} after {self.start_timeout:.0f}s ({last!r}); "
+                          f"log {self.log_path}")
+
+    # --- clients ------------------------------------------------------------------------------
+    def settings(self, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, object]:
+        """``Settings`` fields for a flowmon client logging in as ``user`` (TLS with the client certificate)."""
+        assert self.certs is not None
+        return {"broker": self.bootstrap, "kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": mechanism,
+                "kafka_sasl_username": user, "kafka_sasl_password": password,
+                "kafka_ssl_cafile": self.certs.ca, "kafka_ssl_certfile": self.certs.client_cert,
+                "kafka_ssl_keyfile": self.certs.client_key}
+
+    def env(self, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
+        """:meth:`settings` as ``FLOWMON_*`` environment variables."""
+        return {f"FLOWMON_{k.upper()}": str(v) for k, v in self.settings(user, password, mechanism).items()}
+
+    def connection(self, user: str, password: str, mechanism: str = "SCRAM-SHA-512"):
+        """A :class:`pipeline.runtime.kafka.Connection` logged in as ``user``."""
+        from pipeline.config import Settings
+        from pipeline.runtime import kafka
+
+        return kafka.connection(Settings(**self.settings(user, password, mechanism)))  # type: ignore[arg-type]
+
+    # --- users and ACLs (Kafka's Admin client, as the super user) --------------------------------
+    def authorize(self, users: dict[str, str] | None = None, acls: list[tuple[str, str, str, str]] | None = None,
+                  mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512")) -> None:
+        """In one run of Kafka's Admin client: SCRAM credentials (``mechanisms``) for each ``{user: password}``
+        (passwords without blanks), then ALLOW ACLs ``(user, resource_type, name, operation)``, e.g.
+        ``("agent", "topic", "t-reports-v1", "write")``; a name ending in ``*`` (not just ``*``) is a
+        PREFIXED pattern."""
+        spec = [f"scram {m} {u} {p}" for u, p in (users or {}).items() for m in mechanisms]
+        for user, rtype, name, op in acls or []:
+            prefixed = name.endswith("*") and name != "*"
+            spec.append(f"acl User:{user} {rtype.upper()} {'PREFIXED' if prefixed else 'LITERAL'} "
+                        f"{name[:-1] if prefixed else name} {op.upper()}")
+        self._admin(spec)
+        time.sleep(0.5)  # credentials and ACLs reach the broker through the metadata log
+
+    def _admin(self, spec: list[str]) -> None:
+        assert self.certs is not None and self.lib is not None
+        tool = self.workdir / "FlowmonKafkaAdmin.java"
+        tool.write_text(_ADMIN_JAVA)
+        props = self.workdir / "admin-client.properties"
+        props.write_text("\n".join([
+            f"bootstrap.servers={self.bootstrap}",
+            "security.protocol=SASL_SSL",
+            "sasl.mechanism=PLAIN",
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{self.ADMIN}" password="{self.admin_password}";',
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.certs.ca}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.certs.client_keystore}",
+        ]) + "\n")
+        spec_file = self.workdir / f"admin-{uuid.uuid4().hex[:8]}.txt"
+        spec_file.write_text("\n".join(spec) + "\n")
+        cmd = [self.java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+               "-cp", f"{self.lib}/*", str(tool), str(props), str(spec_file)]
+        r = subprocess.run(cmd, cwd=self.workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env=self._env(), check=False, timeout=120)
+        spec_file.unlink(missing_ok=True)
+        if r.returncode != 0:
+            raise BrokerError(f"Kafka admin tool failed ({r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
 
 
 # --- factory & CLI ---------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ async def store(ctx: Context, p: int) -> PartitionState:
         await app.producer.flush()  # our own last writes must be readable
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.pairs} | {p}
         todo = [new_state(ctx, q) for q in sorted(mine) if q not in ctx.stores]
-        for q_ps, n in zip(todo, await restore_many(ctx.flow.bootstrap, ctx.topics.state, todo)):
+        for q_ps, n in zip(todo, await restore_many(ctx.flow.conn, ctx.topics.state, todo)):
             ctx.stores[q_ps.partition] = q_ps
             q_pw = q_ps.windows
             log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "
