@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     detect_instances: bool = Field(
         True, description="Also learn and alert per reporting instance and remote subnet (attribution needs it)."
     )
+    detector_key_ttl_s: int = Field(
+        86_400, ge=0, description="A detector key (a subnet pair, or a reporting instance and remote subnet) that "
+        "scores nothing for this long is forgotten, model and state: a fleet whose hosts come and go keeps the recent "
+        "ones only. A key that comes back learns again. 0 = never.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics flowmon creates.")
 
     # --- validation -------------------------------------------------------------

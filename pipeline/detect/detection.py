@@ -222,10 +222,16 @@ class Detection:
         :data:`DEFAULTS`): unknown names are refused.
     instances
         Also keep ``instance`` keys (one per reporter and remote subnet), which attribution needs.
+    key_ttl_s
+        A key that has scored nothing for this long (a host gone, a subnet pair no longer
+        talking) is forgotten: its model and state go (a tombstone in the state topic), so
+        a fleet whose hosts come and go holds the keys of the recent ones only. A key that
+        comes back learns again. Checked once per window of event time; ``0`` keeps keys for ever.
     """
 
     def __init__(self, interval_s: int = 30, window_s: int = 600, model: str = "baseline",
-                 params: Mapping[str, float] | None = None, instances: bool = True) -> None:
+                 params: Mapping[str, float] | None = None, instances: bool = True,
+                 key_ttl_s: int = 86_400) -> None:
         if model not in MODELS:
             raise ValueError(f"unknown detector model {model!r}; one of {sorted(MODELS)}")
         self.interval_s = interval_s
@@ -237,6 +243,10 @@ class Detection:
         self.dirty: set[tuple[str, str, str]] = set()
         self.open_keys: set[tuple[str, str, str]] = set()
         self.health: list[KeyHealth] = []  # per scored key and interval, for attribution
+        self.key_ttl_s = key_ttl_s
+        self.expired: set[tuple[str, str, str]] = set()  # forgotten since the last take_dirty (tombstones)
+        self.expired_total = 0
+        self._next_expiry = 0
 
     def _key(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
              dst: list[str]) -> KeyState:
@@ -261,7 +271,29 @@ class Detection:
                                       observe(e[HOST_COUNTERS], e[HOST_RTT_HIST], e[HOST_MAXIMA], e[HOST_MEDIANS]),
                                       e[HOST_TOP], e[HOST_IP])
         events += self.sweep(t)
+        if self.key_ttl_s and t >= self._next_expiry:
+            self.expire(t)
         return events
+
+    def expire(self, t: int) -> int:
+        """Forget the keys that scored nothing in the ``key_ttl_s`` before ``t`` (and have no open alert:
+        a silent key's alert resolves first); returns how many.
+
+        >>> d = Detection(interval_s=30, window_s=600, key_ttl_s=3600)
+        >>> d.keys[("instance", "gone", "s")] = KeyState("instance", "gone", ["a"] * 3, ["s"] * 3, None, last_t=0)
+        >>> d.keys[("instance", "here", "s")] = KeyState("instance", "here", ["a"] * 3, ["s"] * 3, None, last_t=3000)
+        >>> d.expire(4000), sorted(d.keys), d.take_dirty()
+        (1, [('instance', 'here', 's')], {('instance', 'gone', 's'): None})
+        """
+        self._next_expiry = t + self.window_s
+        limit = t - self.key_ttl_s
+        old = [k for k, ks in self.keys.items() if ks.last_t < limit and k not in self.open_keys]
+        for k in old:
+            del self.keys[k]
+            self.dirty.discard(k)
+            self.expired.add(k)
+        self.expired_total += len(old)
+        return len(old)
 
     def _score(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
                dst: list[str], t: int, o: Observation, top: list | None = None,
@@ -315,9 +347,12 @@ class Detection:
                             self.interval_s, c.at // self.window_s * self.window_s, c.reason)
 
     # --- persistence -------------------------------------------------------------------
-    def take_dirty(self) -> dict[tuple[str, str, str], dict[str, Any]]:
-        out = {k: self.keys[k].state() for k in self.dirty}
+    def take_dirty(self) -> dict[tuple[str, str, str], dict[str, Any] | None]:
+        """The state of every key changed since the last call; ``None`` for a key forgotten (:meth:`expire`)."""
+        out: dict[tuple[str, str, str], dict[str, Any] | None] = {k: self.keys[k].state() for k in self.dirty}
+        out.update(dict.fromkeys(self.expired))
         self.dirty.clear()
+        self.expired.clear()
         return out
 
     def load(self, key: Iterable[str], val: Mapping[str, Any]) -> None:

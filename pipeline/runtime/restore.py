@@ -90,7 +90,7 @@ class PartitionState:
         out: list[StateWrite] = []
         if self.detection is not None:
             for k, v in self.detection.take_dirty().items():
-                out.append(StateWrite(StateKey.detector(self.partition, k), encode(v)))
+                out.append(StateWrite(StateKey.detector(self.partition, k), None if v is None else encode(v)))
         for text, v in self.windows.take_dirty().items():
             out.append(StateWrite(StateKey(self.partition, None, text), None if v is None else encode(v)))
         return out

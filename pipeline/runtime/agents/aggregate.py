@@ -28,7 +28,8 @@ def new_state(ctx: Context, q: int) -> PartitionState:
     return PartitionState(
         PartitionWindows(q, s.window_s, s.allowed_lateness_s, s.partitions, interval_lateness_s=s.interval_lateness_s,
                          grid_s=s.interval_s),
-        Detection(interval_s=s.interval_s, window_s=s.window_s, model=s.detector, instances=s.detect_instances))
+        Detection(interval_s=s.interval_s, window_s=s.window_s, model=s.detector, instances=s.detect_instances,
+                  key_ttl_s=s.detector_key_ttl_s))
 
 
 async def store(ctx: Context, p: int) -> PartitionState:
