@@ -313,7 +313,7 @@ def test_healthchecks(services):
         hc = s.get("healthcheck")
         if hc:
             port = settings_of(s).metrics_port
-            assert f":{port}/metrics" in " ".join(hc["test"]), f"{name}: healthcheck not on the metrics port"
+            assert f":{port}/healthz" in " ".join(hc["test"]), f"{name}: healthcheck not /healthz on the metrics port"
 
 
 def test_published_ports_do_not_collide(services):
