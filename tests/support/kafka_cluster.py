@@ -215,6 +215,20 @@ class KafkaCluster:
                                                      "isr": list(p["isr"])}
         return out
 
+    def coordinator(self, group: str) -> int:
+        """The node id of the broker coordinating consumer group ``group``."""
+        from pipeline.runtime import kafka
+
+        async def go() -> int:
+            a = kafka.admin(self.live_bootstrap(), 15)
+            await a.start()
+            try:
+                return await a.find_coordinator(group)
+            finally:
+                await a.close()
+
+        return asyncio.run(go())
+
     def live_bootstrap(self) -> str:
         """The addresses of the running nodes only."""
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes if n.running)
