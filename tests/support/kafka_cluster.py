@@ -79,6 +79,28 @@ class KafkaNode(ApacheKafka):
                 raise BrokerError(f"kafka storage format failed ({r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
         super()._prepare()
 
+    def start(self, wait: bool = True) -> Self:
+        """Start the broker; with ``wait=False`` return once its process runs (then call :meth:`wait_ready`):
+        a cluster's nodes are ready only once a quorum of them runs."""
+        self._defer_ready = not wait
+        try:
+            return super().start()
+        finally:
+            self._defer_ready = False
+
+    def _wait_ready(self, port: int, deadline: float) -> None:
+        if not getattr(self, "_defer_ready", False):
+            super()._wait_ready(port, deadline)
+
+    def wait_ready(self) -> None:
+        """Wait until the broker answers Metadata listing itself (see ``start(wait=False)``); on failure
+        stop it and raise :class:`BrokerError`."""
+        try:
+            super()._wait_ready(self._port_in_use, time.monotonic() + self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
     def kill(self) -> None:
         """SIGKILL the broker (no clean shutdown) and release its files; ``start()`` brings it back."""
         proc = self._proc
@@ -146,13 +168,18 @@ class KafkaCluster:
         """Start every node (together: a node is ready only once the quorum is), or node ``i`` alone.
         Returns once the started nodes answer Metadata and every running node sees them all."""
         todo = self.nodes if i is None else [self.nodes[i]]
-        with ThreadPoolExecutor(len(todo)) as pool:
-            futures = [pool.submit(n.start) for n in todo]
-            errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            if i is None:
-                self.stop()
-            raise errors[0]
+        # the processes start from this thread (they die with the thread that started them: see
+        # pipeline.runtime.process), then the nodes are waited for together
+        try:
+            for n in todo:
+                n.start(wait=False)
+            with ThreadPoolExecutor(len(todo)) as pool:
+                for f in [pool.submit(n.wait_ready) for n in todo]:
+                    f.result()
+        except BaseException:
+            for n in todo:
+                n.stop()
+            raise
         self.wait_brokers(sum(n.running for n in self.nodes))
         return self
 
