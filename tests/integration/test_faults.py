@@ -29,10 +29,11 @@ pytestmark = pytest.mark.kafka
 FLEET = Path(__file__).resolve().parents[1] / "data" / "fleet_1000.yaml"
 
 
-def fleet(seed: int, minutes: int = 60, share: int = 5):
+def fleet(seed: int, minutes: int = 90, share: int = 8):
     """The reports of one host in ``share`` of the 1,000-host fleet for ``minutes``, and their totals
-    per pair and window. A small fleet over six windows: the first windows land after a fifth of the
-    run, the last at its end, so "mid-run" is most of the run (~25,000 reports, ~115,000 samples)."""
+    per pair and window. A small fleet over nine windows (~22,500 reports, ~100,000 samples, ~800 pair
+    windows): the first windows land after an eighth of the run, the last at its end, so "mid-run" is
+    most of the run."""
     sim = Simulator.from_scenario(FLEET, seed=seed)
     reports = [r for r in sim.reports(minutes * 60) if zlib.crc32(r["instance"].encode()) % share == 0]
     return reports, sim.expected_totals(reports, 600)
