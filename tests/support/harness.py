@@ -38,18 +38,20 @@ class Deployment:
     through ``env`` (``FLOWMON_KAFKA_*``)."""
 
     def __init__(self, bootstrap: str, workdir: Path, topology: Path | None = None, partitions: int = 4,
-                 window_s: int = 600, conn: kafka.Connection | None = None, **env: str) -> None:
+                 window_s: int = 600, conn: kafka.Connection | None = None, replication_factor: int = 1,
+                 **env: str) -> None:
         self.bootstrap = bootstrap
         self.conn = conn or kafka.Connection(bootstrap)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = unique_name("t")
         self.settings = Settings(topic_prefix=self.prefix, app_id=self.prefix, partitions=partitions,
-                                 window_s=window_s, data_dir=workdir)
+                                 window_s=window_s, data_dir=workdir, replication_factor=replication_factor)
         self.topics = Topics.from_settings(self.settings)
         self.env = dict(os.environ, FLOWMON_BROKER=bootstrap, FLOWMON_TOPIC_PREFIX=self.prefix,
                         FLOWMON_APP_ID=self.prefix, FLOWMON_PARTITIONS=str(partitions),
                         FLOWMON_WINDOW_S=str(window_s), FLOWMON_DATA_DIR=str(workdir),
+                        FLOWMON_REPLICATION_FACTOR=str(replication_factor),
                         FLOWMON_CLICKHOUSE_DSN=f"chdb://{workdir / 'chdb'}",
                         FLOWMON_SESSION_TIMEOUT_S="6", FLOWMON_REBALANCE_TIMEOUT_S="6",
                         FLOWMON_HEARTBEAT_S="1", FLOWMON_SOURCE_IDLE_S="2", FLOWMON_COMMIT_INTERVAL_S="0.5")
@@ -141,8 +143,9 @@ class Deployment:
         return [dict(zip(cols, r)) for r in rows]
 
     # --- Kafka --------------------------------------------------------------------------------
-    def produce(self, reports: Iterable[Any]):
-        return asyncio.run(produce_reports(self.conn, self.topics.reports, reports))
+    def produce(self, reports: Iterable[Any], **options: Any):
+        """Send ``reports`` with ``produce_reports`` (``options``: its keyword arguments, e.g. ``acks``)."""
+        return asyncio.run(produce_reports(self.conn, self.topics.reports, reports, **options))
 
     def produce_raw(self, values: list[bytes]) -> None:
         """Send raw messages, in order, to partition 0 of the reports topic."""
