@@ -7,7 +7,7 @@ import time
 
 from pipeline.ingest.step import IngestResult, deadletter
 from pipeline.ingest.validate import Rejection
-from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context
+from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.wire.records import DeadLetter, chunks, encode_deadletter, encode_pairs_batch
 
 __all__ = ["install", "send_deadletter"]
@@ -29,6 +29,7 @@ def install(ctx: Context) -> None:
         # A batch of reports -> one pairs message per destination partition (a JSON array of the
         # per-report messages, each keeping its origin, so replay detection is unchanged):
         # per-message costs are paid per batch (benchmarks: 2.5x the rate on small reports).
+        pacer = Pacer()
         async for events in stream.take_events(500, within=0.05):
             now = time.time()
             by_part: dict[int, list[bytes]] = {}
@@ -48,6 +49,7 @@ def install(ctx: Context) -> None:
                     await send_deadletter(ctx, dl)
                 done.append((msg.partition, msg.offset, res.start))
                 m.samples.inc(res.accepted)
+                await pacer.tick()
             for p, payloads in by_part.items():
                 for chunk in chunks(payloads, PAIRS_MESSAGE_BYTES):
                     await ctx.send(t.pairs, encode_pairs_batch(chunk), p)
