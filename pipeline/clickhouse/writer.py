@@ -354,6 +354,27 @@ class WindowSink:
         self.batches_written += 1
         return n
 
+    @staticmethod
+    def unwritable(table: str, records: list[dict[str, Any]]) -> dict[int, str]:
+        """Records of ``table``'s topic that cannot become rows (a field missing, a value of the wrong type):
+        ``{index: why}``; ``{}`` when all can (one conversion of the whole batch, the usual case).
+
+        >>> WindowSink.unwritable("nhi", [{"version": 1}])
+        {0: "KeyError: 'scope_kind'"}
+        """
+        spec = SINK_TABLES[table]
+        try:
+            spec.to_columns(records)
+            return {}
+        except Exception:  # noqa: BLE001 - find which
+            bad = {}
+            for i, r in enumerate(records):
+                try:
+                    spec.to_columns([r])
+                except Exception as exc:  # noqa: BLE001
+                    bad[i] = f"{type(exc).__name__}: {exc}"
+            return bad
+
     def write_windows(self, windows: list[dict[str, Any]]) -> int:
         """Insert flow_window.v1 dicts; returns the number of rows sent (after in-batch dedup)."""
         return self._write("flow_windows", windows)

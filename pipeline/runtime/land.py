@@ -32,7 +32,32 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.runtime.topics import Topics
 
-__all__ = ["Lander", "backoff_delays", "is_missing_table"]
+__all__ = ["Lander", "backoff_delays", "is_missing_table", "sink_deadletter", "TABLES"]
+
+#: The tables the sink writes, in the order a batch is written.
+TABLES = ("flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi")
+
+
+def sink_deadletter(origin: tuple[str, int, int], detail: str, *, payload: Any = None,
+                    raw: bytes | None = None) -> dict[str, Any]:
+    """A deadletter.v1 record (stage ``sink``, reason ``internal_error``) for a message of flowmon's own topics
+    that cannot land: it is kept, with its bytes or value, instead of blocking the sink or vanishing.
+
+    >>> r = sink_deadletter(("flow-windows-v1", 2, 41), "not a flow_windows record: KeyError: 'bytes'", payload={})
+    >>> r["reason"], r["stage"], r["source"], r["payload"]
+    ('internal_error', 'sink', {'topic': 'flow-windows-v1', 'partition': 2, 'offset': 41}, {})
+    """
+    import base64
+    import time
+
+    rec: dict[str, Any] = {"version": 1, "reason": "internal_error", "detail": detail[:1000], "stage": "sink",
+                           "source": {"topic": origin[0], "partition": origin[1], "offset": origin[2]},
+                           "samples": 0, "at": time.time()}
+    if raw is not None:
+        rec["payload_b64"] = base64.b64encode(raw or b"").decode()
+    else:
+        rec["payload"] = payload
+    return rec
 
 log = logging.getLogger("flowmon.land")
 
@@ -104,28 +129,44 @@ class Lander:
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=int(s.sink_flush_s * 1000), max_records=s.sink_batch)
-                windows: list[dict[str, Any]] = []
-                dead: list[dict[str, Any]] = []
-                anomalies: list[dict[str, Any]] = []
-                attributions: list[dict[str, Any]] = []
-                nhi: list[dict[str, Any]] = []
-                for tp, msgs in batch.items():
-                    target = {self.topics.windows: windows, self.topics.anomalies: anomalies,
-                              self.topics.attributions: attributions, self.topics.nhi: nhi}.get(tp.topic, dead)
-                    for m in msgs:
-                        try:
-                            target.append(orjson.loads(m.value))
-                        except (orjson.JSONDecodeError, TypeError):
-                            # only flowmon writes these topics; a stray message is logged, not fatal
-                            log.error("skipping undecodable message %s[%d]@%d", tp.topic, tp.partition, m.offset)
                 if not batch:
                     continue
-                for table, records in (("flow_windows", windows), ("deadletter", dead), ("flow_anomalies", anomalies),
-                                       ("flow_attributions", attributions), ("nhi", nhi)):
+                table_of = {self.topics.windows: "flow_windows", self.topics.anomalies: "flow_anomalies",
+                            self.topics.attributions: "flow_attributions", self.topics.nhi: "nhi",
+                            self.topics.deadletter: "deadletter"}
+                items: dict[str, list[tuple[dict[str, Any], tuple[str, int, int]]]] = {t: [] for t in TABLES}
+                refused: list[dict[str, Any]] = []  # what cannot land where it belongs: dead letters of the sink
+                for tp, msgs in batch.items():
+                    table = table_of[tp.topic]
+                    for m in msgs:
+                        origin = (tp.topic, tp.partition, m.offset)
+                        try:
+                            rec = orjson.loads(m.value)
+                            if not isinstance(rec, dict):
+                                raise TypeError(f"a JSON {type(rec).__name__}, not an object")
+                            items[table].append((rec, origin))
+                        except (orjson.JSONDecodeError, TypeError) as exc:
+                            refused.append(sink_deadletter(origin, f"not a {table} record: {exc}", raw=m.value))
+                for table in TABLES:
+                    pairs = items[table]
+                    if not pairs:
+                        continue
+                    records = [r for r, _ in pairs]
+                    bad = self.sink.unwritable(table, records)
+                    if bad:
+                        refused += [sink_deadletter(pairs[i][1], f"not a {table} record: {why}", payload=pairs[i][0])
+                                    for i, why in bad.items()]
+                        records = [r for i, r in enumerate(records) if i not in bad]
                     if records:
                         await self._write(table, records)
-                if windows:
-                    self.metrics.landed.inc(len(windows))
+                    if table == "flow_windows":
+                        self.metrics.landed.inc(len(records))
+                if refused:
+                    for r in refused:
+                        log.error("sink: dead-lettered %s[%d]@%d: %s", r["source"]["topic"], r["source"]["partition"],
+                                  r["source"]["offset"], r["detail"])
+                    self.metrics.deadletters.labels(reason="internal_error").inc(len(refused))
+                    await self._write("deadletter", refused)
                 try:
                     await consumer.commit()
                 except KafkaError as exc:  # the group moved on (rebalance) while a write was retried
