@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     interval_lateness_s: int = Field(
         15, ge=0,
         description="A grid interval [g, g+interval_s) is scored when the watermark passes g + interval_s/2 by this "
-        "much (kept within allowed_lateness_s); later reports still count in their window, not in detection.",
+        "much (at most allowed_lateness_s); later reports still count in their window, not in detection.",
     )
     detector: Literal["baseline", "gaussian"] = Field(
         "baseline", description="Detection model (detect.MODELS); 'baseline' is the measured choice. ('hst' and "
@@ -198,6 +198,27 @@ class Settings(BaseSettings):
             except ValueError as e:
                 raise ValueError(f"{e} (or 'embedded'; several brokers: host:port,host:port)") from None
         return v
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, v: str) -> str:
+        """A typo must not give a worker that runs nothing.
+
+        >>> Settings(roles="pipeline").roles
+        'pipeline'
+        """
+        roles = [r.strip() for r in v.split(",") if r.strip()]
+        unknown = [r for r in roles if r not in ("pipeline", "sink")]
+        if unknown or not roles:
+            raise ValueError(f"unknown role(s) {', '.join(unknown) or '(none)'}: give pipeline, sink or pipeline,sink")
+        return v
+
+    @model_validator(mode="after")
+    def _interval_lateness_within_allowed(self) -> Settings:
+        if self.interval_lateness_s > self.allowed_lateness_s:
+            raise ValueError(f"interval_lateness_s ({self.interval_lateness_s}) exceeds allowed_lateness_s "
+                             f"({self.allowed_lateness_s}): a grid interval cannot wait longer than its window")
+        return self
 
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:

@@ -52,3 +52,16 @@ def test_check_refuses_unknown_variables():
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=env, capture_output=True,
                          timeout=60)
     assert out.returncode == 2 and b"FLOWMON_WINDOWS_S" in out.stderr
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"FLOWMON_ROLES": "pipline,snk"}, "FLOWMON_ROLES"),
+    ({"FLOWMON_INTERVAL_LATENESS_S": "300", "FLOWMON_ALLOWED_LATENESS_S": "120"}, "interval_lateness_s"),
+])
+def test_check_refuses_settings_that_would_silently_do_nothing(env, needle):
+    """A typo in the roles would run nothing; a grid lateness beyond the window's was silently clamped."""
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "check"], env=_clean_env() | env,
+                         capture_output=True, timeout=60)
+    err = out.stderr.decode()
+    assert out.returncode == 2, err
+    assert needle in err and len(err.strip().splitlines()) == 1, err

@@ -89,6 +89,7 @@ def test_sigkill_worker_mid_run(deploy):
     assert d.deadletters() == []  # nothing late, nothing refused
 
 
+@pytest.mark.kafka
 def test_kcat_flat_sample_and_flowmon_sql(kafka_broker, tmp_path):
     """A non-Python producer (kcat) sends one flat single-sample message; it lands, and
     `flowmon sql` reads it through the live worker's SQL endpoint.
