@@ -190,6 +190,7 @@ def test_concurrent_clients(owner):
         t.start()
     for t in threads:
         t.join(30)
+    assert not any(t.is_alive() for t in threads), "a client hung"
     assert errors == []
 
 
