@@ -10,7 +10,7 @@ import urllib.request
 from pipeline.runtime.brokers import free_port
 
 HOUR = 3600
-INTERVAL = 120           # the agents' report interval (and the detection grid)
+INTERVAL = 300           # the agents' report interval (and the detection grid)
 LIFE = 10 * HOUR         # each host lives 10 h; a new one is born every hour: ~10 alive at any time
 TTL = 6 * HOUR           # FLOWMON_DETECTOR_KEY_TTL_S for this test
 SUBNETS = [("s0", "az-a"), ("s1", "az-a"), ("s2", "az-b"), ("s3", "az-b")]

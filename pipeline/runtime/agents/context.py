@@ -31,9 +31,14 @@ class Pacer:
     sink's consumer missed its heartbeats (its group rebalanced), timers (progress marks,
     health) fired late. Faust waits for a batch's events to be acked before it lets a
     rebalance revoke their partitions, so yielding inside a batch is safe.
+
+    Why 0.5 s: a turn lets the other agent cut its batches smaller, and smaller batches
+    cost more (state written per batch). Measured on the week test (20 k small reports):
+    no pacing 105 s, 1 s 130 s, 0.5 s 132 s, 50 ms 282 s. 0.5 s keeps the stall far
+    below the session timeout at a modest cost.
     """
 
-    def __init__(self, every_s: float = 0.05) -> None:
+    def __init__(self, every_s: float = 0.5) -> None:
         self.every_s = every_s
         self._next = time.monotonic() + every_s
 
