@@ -36,7 +36,7 @@ def _wait(port: int, pred, timeout: float, d) -> dict:
 
 
 def test_healthz_turns_unhealthy_while_the_pipeline_is_stuck(deploy, request):
-    sim, reports, expected = fleet(minutes=20, seed=11)
+    sim, reports, expected = fleet(minutes=10, seed=11)
     port = free_port()
     d = deploy(topology=FLEET, FLOWMON_METRICS_PORT=str(port), FLOWMON_HEALTH_INTERVAL_S="1",
                FLOWMON_HEALTH_STUCK_S="8")
