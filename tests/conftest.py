@@ -15,3 +15,19 @@ def chdb_dsn(tmp_path_factory):
     anchor = connect(f"chdb://{path}")  # keeps the engine up for the session
     yield f"chdb://{path}"
     anchor.close()
+
+
+@pytest.fixture
+def client(chdb_dsn):
+    """A migrated database of its own in this process's chdb engine, dropped afterwards."""
+    import uuid
+
+    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.migrations import migrate
+
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    c = connect(chdb_dsn, database=database)
+    migrate(c)
+    yield c
+    c.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
+    c.close()

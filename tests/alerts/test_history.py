@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 
 import jsonschema
-import pytest
 
 from pipeline.alerts.history import history
-from pipeline.clickhouse.client import connect
-from pipeline.clickhouse.migrations import migrate
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.wire.contract import schema
 from tests.support.events import example_event
 
 
-@pytest.fixture
-def client(chdb_dsn):
-    database = f"t_{uuid.uuid4().hex[:12]}"
-    c = connect(chdb_dsn, database=database)
-    migrate(c)
-    yield c
-    c.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)
-    c.close()
 
 
 def _attribution(alert_id: str, at: int, cause: str) -> dict:

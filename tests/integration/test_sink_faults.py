@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -29,13 +28,9 @@ from tests.support.records import make_windows
 
 
 @pytest.fixture
-def database(chdb_dsn):
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    c = connect(chdb_dsn, database=name)
-    migrate(c)
-    yield c
-    c.command(f"DROP DATABASE IF EXISTS {name}", use_database=False)
-    c.close()
+def database(client):
+    """A migrated chdb database of its own (tests/conftest.py ``client``), under the name these tests read best."""
+    return client
 
 
 def _settings() -> Settings:
