@@ -24,11 +24,9 @@ Examples
 >>> import tempfile, os
 >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
 ...     _ = f.write('{"version": 1, "instance": "a"}\\n\\n[1, 2]\\n')
->>> list(load_jsonl_samples(f.name))
-[{'version': 1, 'instance': 'a'}, [1, 2]]
 >>> counts = LineCounts()
->>> [line.kind for line in read_lines(f.name, counts)], counts.json, counts.blank
-(['json', 'json'], 2, 1)
+>>> [(line.kind, line.value) for line in read_lines(f.name, counts)], counts.json, counts.blank
+([('json', {'version': 1, 'instance': 'a'}), ('json', [1, 2])], 2, 1)
 >>> os.unlink(f.name)
 """
 
@@ -48,10 +46,9 @@ from typing import Any, NamedTuple
 import orjson
 from aiokafka.partitioner import murmur2
 
-from pipeline.errors import InputError
 from pipeline.runtime import kafka
 
-__all__ = ["ProduceStats", "Encoded", "Line", "LineCounts", "read_lines", "load_jsonl_samples", "produce_reports"]
+__all__ = ["ProduceStats", "Encoded", "Line", "LineCounts", "read_lines", "produce_reports"]
 
 
 class Encoded(NamedTuple):
@@ -314,32 +311,3 @@ def read_lines(path: str | Path, counts: LineCounts | None = None) -> Iterator[L
             if counts is not None:
                 counts.add(line)
             yield line
-
-
-def load_jsonl_samples(
-    path: str | Path,
-    *,
-    on_error: Callable[[int, str, Exception], None] | None = None,
-) -> Iterator[Any]:
-    """Yield each non-blank line of a JSON-lines file (``.gz`` too; ``-`` = stdin), decoded, unchanged.
-
-    Lines may be reports or flat single samples (both valid wire-v1); nothing is checked
-    beyond JSON syntax. A line that is not JSON raises ``ValueError('<path>:<line>:
-    invalid JSON: …')`` (an ``InputError``), or, with ``on_error``, is passed to ``on_error(line_number,
-    line_text, error)`` and skipped.
-    """
-    p = Path(path)
-    if str(path) == "-":  # stdin: read it, but leave it open
-        ctx: Any = contextlib.nullcontext(sys.stdin.buffer)
-    else:
-        ctx = gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
-    with ctx as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                if on_error is None:
-                    raise InputError(f"{p}:{lineno}: invalid JSON: {e}", hint="fix or remove that line") from None
-                on_error(lineno, line.decode("utf-8", "replace").rstrip("\n"), e)
