@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 __all__ = ["FlowmonError", "UsageError", "ConfigError", "InputError", "BrokerUnavailable", "ClickHouseFailed",
-           "NoData", "InUse", "EXIT_STATUSES", "exit_status_table", "one_line"]
+           "NoData", "InUse", "NotPermitted", "EXIT_STATUSES", "exit_status_table", "one_line"]
 
 #: The longest line an error prints (library messages may echo whole queries).
 MAX_LINE = 400
@@ -101,11 +101,18 @@ class InUse(FlowmonError):
     kind = "in use: another running worker owns this data directory's ClickHouse (chdb); use --roles pipeline"
 
 
+class NotPermitted(FlowmonError):
+    """The process lacks a privilege it needs (the agent: CAP_NET_ADMIN for the kernel's socket notifications)."""
+
+    exit_code = 7
+    kind = "missing privileges: flowmon agent needs root or CAP_NET_ADMIN (sock_diag destroy notifications)"
+
+
 #: exit status -> meaning (0 and 130 are not errors of this family)
 EXIT_STATUSES: dict[int, str] = {
     0: "success",
     **{cls.exit_code: cls.kind for cls in (FlowmonError, UsageError, BrokerUnavailable, ClickHouseFailed, NoData,
-                                           InUse)},
+                                           InUse, NotPermitted)},
     130: "interrupted (Ctrl-C)",
 }
 

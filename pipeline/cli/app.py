@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from pipeline.cli.agent import agent_command
 from pipeline.cli.alerts import alerts_command
 from pipeline.cli.config import config_cli
 from pipeline.cli.demo import demo
@@ -89,6 +90,7 @@ cli.add_typer(config_cli, name="config")
 for command in (worker, demo, produce, simulate, sql, plot):
     cli.command()(command)
 cli.command(name="alerts")(alerts_command)
+cli.command(name="agent")(agent_command)
 cli.command(name="eval")(eval_)
 cli.command(name="migrate")(migrate_command)
 

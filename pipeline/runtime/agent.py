@@ -1,0 +1,164 @@
+"""Shell of ``flowmon agent``: the interval clock, the kernel's destroy notifications, and the sender
+that drains the spool to the reports topic.
+
+The core (:class:`pipeline.agent.host.HostAgent`) closes each interval into the on-disk
+spool; :class:`Sender` sends spooled intervals in order, one Kafka message per report,
+keyed by the instance id (one partition per agent: its reports stay in order), with
+``acks=all``, aiokafka's retries, and the idempotent producer when the broker grants
+producer ids. A spool file is removed only once the broker acknowledged every message
+in it. While the broker is unreachable, intervals accumulate in the spool (bounded) and
+the sender retries with backoff (0.5 s doubling to 30 s), saying so in one log line per
+outage; when the broker answers again it drains them oldest first. A message re-sent
+after an unacknowledged attempt carries the same ``report_id``: the pipeline counts it
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.agent.host import HostAgent, Interval
+from pipeline.runtime import kafka
+
+__all__ = ["Sender", "run_agent"]
+
+log = logging.getLogger("flowmon.agent")
+
+
+class Sender:
+    """Drains a :class:`~pipeline.agent.spool.Spool` to ``topic`` (see the module doc)."""
+
+    def __init__(self, conn: kafka.Connection, topic: str, core: HostAgent, backoff_max_s: float = 30.0) -> None:
+        self.conn = conn
+        self.topic = topic
+        self.core = core
+        self.key = core.me.instance.encode()
+        self.backoff_max_s = backoff_max_s
+        self.wake = asyncio.Event()
+        self.sent_messages = 0
+        self.sent_files = 0
+        self.outage_since: float | None = None
+        self.idempotent: bool | None = None
+        self._producer: Any = None
+
+    async def _ensure(self) -> Any:
+        if self._producer is None:
+            if self.idempotent is None:
+                self.idempotent = await kafka.supports_idempotence(self.conn, timeout_s=5.0)
+            p = kafka.producer(self.conn, client_id=f"flowmon-agent-{self.core.me.instance}", acks="all",
+                               enable_idempotence=self.idempotent, request_timeout_ms=15_000,
+                               max_request_size=max(1 << 20, self.core.max_bytes + 4096), linger_ms=5)
+            try:
+                await asyncio.wait_for(p.start(), 20.0)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await p.stop()
+                raise
+            self._producer = p
+        return self._producer
+
+    async def _reset(self) -> None:
+        p, self._producer = self._producer, None
+        if p is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(p.stop(), 5.0)
+
+    async def drain_once(self) -> int:
+        """Send every spooled interval, oldest first; returns the intervals sent. Raises on a delivery failure."""
+        sent = 0
+        for seq, messages in self.core.spool.pending():
+            producer = await self._ensure()
+            futures = [await producer.send(self.topic, m, key=self.key) for m in messages]
+            await asyncio.wait_for(asyncio.gather(*futures), 60.0)
+            self.core.spool.remove(seq)
+            self.sent_messages += len(messages)
+            self.sent_files += 1
+            sent += 1
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                n = await self.drain_once()
+                if self.outage_since is not None:
+                    log.warning("broker %s answers again after %.0f s; spool drained (%d intervals this round)",
+                                self.conn.bootstrap, time.monotonic() - self.outage_since, n)
+                    self.outage_since = None
+                backoff = 0.5
+                self.wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any delivery failure: keep the spool, retry later
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    files, size = self.core.spool.size()
+                    log.warning("cannot deliver to %s (%s); reports stay in the spool (%d intervals, %d bytes) "
+                                "and are sent when it answers", self.conn.bootstrap, kafka.reason(e, self.conn),
+                                files, size)
+                await self._reset()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(self.backoff_max_s, backoff * 2)
+
+    async def close(self, drain_s: float = 5.0) -> None:
+        """Try to send what is spooled for up to ``drain_s`` seconds, then stop the producer (the rest stays spooled)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.drain_once(), drain_s)
+        await self._reset()
+
+
+def _boundary(now: float, interval_s: int) -> int:
+    return int(math.floor(now / interval_s) * interval_s)
+
+
+async def run_agent(core: HostAgent, conn: kafka.Connection, topic: str, interval_s: int,
+                    on_interval: Callable[[Interval], None] | None = None,
+                    stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``): close an interval at every multiple of ``interval_s``
+    (the agent's clock), and at the stop a last, shorter one; send the spool throughout."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    events = core.kernel.subscribe() if hasattr(core.kernel, "subscribe") else None
+    if events is not None:
+        loop.add_reader(events.fileno(), core.on_destroyed)
+    core.poll()  # connections open now are the base (or continue from the saved counters)
+    sender = Sender(conn, topic, core)
+    send_task = asyncio.create_task(sender.run(stop), name="flowmon-agent-sender")
+    start = _boundary(time.time(), interval_s)
+    try:
+        while not stop.is_set():
+            end = start + interval_s
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, end - time.time()))
+            now = time.time()
+            if stop.is_set():  # the last, shorter interval
+                nxt, length = end, max(1, min(interval_s, int(round(now - start))))
+            else:  # woken late (a suspended host): the deltas of the whole gap go in one report
+                nxt = max(end, _boundary(now, interval_s))
+                length = min(3600, nxt - start)
+            iv = core.close_interval(start, length)
+            sender.wake.set()
+            if on_interval is not None:
+                on_interval(iv)
+            start = nxt
+    finally:
+        if events is not None:
+            loop.remove_reader(events.fileno())
+        stop.set()
+        send_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await send_task
+        await sender.close()
