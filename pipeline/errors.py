@@ -102,10 +102,11 @@ class InUse(FlowmonError):
 
 
 class NotPermitted(FlowmonError):
-    """The process lacks a privilege it needs (the agent: CAP_NET_ADMIN for the kernel's socket notifications)."""
+    """The process lacks a privilege it needs (the agent: its state directory, or the kernel's socket notifications)."""
 
     exit_code = 7
-    kind = "missing privileges: flowmon agent needs root or CAP_NET_ADMIN (sock_diag destroy notifications)"
+    kind = ("missing privileges: flowmon agent cannot write its state directory, or the kernel refused its "
+            "sock_diag socket (run it as root)")
 
 
 #: exit status -> meaning (0 and 130 are not errors of this family)

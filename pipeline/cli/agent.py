@@ -124,6 +124,10 @@ def agent_command(
                                 "(deploy/systemd/flowmon-agent.service shows how)") from None
     try:
         spool = Spool.open(cfg.state_dir, cfg.spool_max_bytes)
+    except PermissionError as e:
+        raise NotPermitted(f"cannot write the state directory {cfg.state_dir}: {(e.strerror or str(e)).lower()}",
+                           hint="run flowmon agent as root (as deploy/systemd/flowmon-agent.service does), "
+                                "or give a --state-dir this user may write") from None
     except OSError as e:
         raise ConfigError(f"state dir {cfg.state_dir}: {(e.strerror or str(e)).lower()}",
                           hint="give a writable --state-dir (or state_dir in the config)") from None
