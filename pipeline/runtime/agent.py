@@ -35,12 +35,14 @@ log = logging.getLogger("flowmon.agent")
 class Sender:
     """Drains a :class:`~pipeline.agent.spool.Spool` to ``topic`` (see the module doc)."""
 
-    def __init__(self, conn: kafka.Connection, topic: str, core: HostAgent, backoff_max_s: float = 30.0) -> None:
+    def __init__(self, conn: kafka.Connection, topic: str, core: HostAgent, backoff_max_s: float = 30.0,
+                 timeout_s: float = 5.0) -> None:
         self.conn = conn
         self.topic = topic
         self.core = core
         self.key = core.me.instance.encode()
         self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
         self.wake = asyncio.Event()
         self.sent_messages = 0
         self.sent_files = 0
@@ -75,8 +77,12 @@ class Sender:
         sent = 0
         for seq, messages in self.core.spool.pending():
             producer = await self._ensure()
-            futures = [await producer.send(self.topic, m, key=self.key) for m in messages]
-            await asyncio.wait_for(asyncio.gather(*futures), 60.0)
+
+            async def send_all() -> None:
+                futures = [await producer.send(self.topic, m, key=self.key) for m in messages]
+                await asyncio.gather(*futures)
+            # a healthy broker acknowledges in milliseconds: beyond the timeout, say so and retry (same report_ids)
+            await asyncio.wait_for(send_all(), self.timeout_s)
             self.core.spool.remove(seq)
             self.sent_messages += len(messages)
             self.sent_files += 1
@@ -98,12 +104,14 @@ class Sender:
                     await asyncio.wait_for(self.wake.wait(), 5.0)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - any delivery failure: keep the spool, retry later
+            except (Exception, asyncio.TimeoutError) as e:  # noqa: BLE001 - any delivery failure: keep the spool, retry
                 if self.outage_since is None:
                     self.outage_since = time.monotonic()
                     files, size = self.core.spool.size()
                     log.warning("cannot deliver to %s (%s); reports stay in the spool (%d intervals, %d bytes) "
-                                "and are sent when it answers", self.conn.bootstrap, kafka.reason(e, self.conn),
+                                "and are sent when it answers", self.conn.bootstrap,
+                                f"no acknowledgement within {self.timeout_s:g} s"
+                                if isinstance(e, asyncio.TimeoutError) else kafka.reason(e, self.conn),
                                 files, size)
                 await self._reset()
                 with contextlib.suppress(asyncio.TimeoutError):
