@@ -69,6 +69,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -538,8 +539,8 @@ class Lab:
             post = [f'meta protocol ip oifname "{self._port_dev(h)}" {self._drop(p, f"host {h} in")}' for h, p in hosts.items()]
             rules += [
                 "table bridge host_loss {",
-                "  chain pre { type filter hook prerouting priority 0; policy accept;", *pre, "  }",
-                "  chain post { type filter hook postrouting priority 0; policy accept;", *post, "  }",
+                "  chain from_host { type filter hook prerouting priority 0; policy accept;", *pre, "  }",
+                "  chain to_host { type filter hook postrouting priority 0; policy accept;", *post, "  }",
                 "}",
             ]
         paths = {k: p for k, p in self._path_loss.items() if p > 0}
@@ -551,7 +552,7 @@ class Lab:
                     f"ip saddr {ca} ip daddr {cb} {self._drop(p, f'path {a} -> {b}')}",
                     f"ip saddr {cb} ip daddr {ca} {self._drop(p, f'path {b} -> {a}')}",
                 ]
-            rules += ["table ip path_loss {", "  chain fwd { type filter hook forward priority 0; policy accept;", *fwd, "  }", "}"]
+            rules += ["table ip path_loss {", "  chain lossy_paths { type filter hook forward priority 0; policy accept;", *fwd, "  }", "}"]
         self._sh(["ip", "netns", "exec", self.netns("router"), "nft", "-f", "-"], input="\n".join(rules) + "\n")
 
     def loss_counters(self) -> dict[str, int]:
@@ -623,6 +624,13 @@ class Lab:
                 srv.wait()
             if srv.stderr:
                 srv.stderr.close()
+
+    def iperf3_many(self, pairs: Iterable[tuple[str, str]], seconds: float = 5, **kw: Any) -> list[dict[str, Any]]:
+        """Run one :meth:`iperf3` per ``(client, server)`` pair, all at once; results in the same order."""
+        pairs = list(pairs)
+        with ThreadPoolExecutor(max_workers=max(len(pairs), 1)) as ex:
+            futures = [ex.submit(self.iperf3, c, s, seconds, **kw) for c, s in pairs]
+            return [f.result() for f in futures]
 
     def http_server(self, host: str, size_bytes: int, port: int = 8080) -> str:
         """Serve one file of ``size_bytes`` from ``host`` (python http.server); return its URL."""
