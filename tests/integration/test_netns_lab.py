@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.support.netns import INSTANCES, STATE_DIR, SUBNETS, Lab, LabError, preflight
+from tests.support.netns import INSTANCES, REQUIRED_COMMANDS, STATE_DIR, SUBNETS, Lab, LabError, preflight
 
 from pipeline.ingest.topology import load_topology
 from pipeline.runtime.brokers import EmbeddedTansu
@@ -126,7 +126,7 @@ def test_path_loss_makes_retransmissions_between_1c_and_1a_only(clean: Lab) -> N
         # ~5 % of the segments are resent (plus RTO retries): neither none nor most
         assert 0.02 < retrans / (nbytes / 1448) < 0.25, (k, sent)
     for k in ("1d->1a", "1c->1d", "1c->1c"):
-        assert sent[k][1] <= 2, (k, sent)
+        assert sent[k][1] <= 5, (k, sent)  # clean: 0 measured, rarely 1 (reordering)
         assert sent[k][0] > 50_000_000, (k, sent)  # 200 Mbit/s for 4 s = 100 MB
     assert drops["path subnet-1c -> subnet-1a"] > 0 and drops["path subnet-1a -> subnet-1c"] > 0
 
@@ -137,7 +137,7 @@ def test_host_loss_hits_one_host_and_not_its_neighbour(clean: Lab) -> None:
     lossy, neighbour = lab.iperf3_many([("subnet-1c/0", "subnet-1a/0"), ("subnet-1c/1", "subnet-1a/0")], seconds=4)
     print("host loss 5 % on subnet-1c/0 (bytes, retransmits):", _sent(lossy), "neighbour subnet-1c/1:", _sent(neighbour))
     assert _sent(lossy)[1] > 0
-    assert _sent(neighbour)[1] <= 2 and _sent(neighbour)[0] > 50_000_000
+    assert _sent(neighbour)[1] <= 5 and _sent(neighbour)[0] > 50_000_000
     # the host's own TCP counted them: its socket's retransmissions, seen by iperf3 from tcp_info
     drops = lab.loss_counters()
     assert drops["host subnet-1c/0 out"] > 0 and drops["host subnet-1c/0 in"] > 0
@@ -227,3 +227,9 @@ def test_management_networks_are_unique_per_lab(lab: Lab) -> None:
         )
         assert other.ping("subnet-1c/0", "subnet-1a/0", count=1) < 5  # both work side by side
         assert lab.ping("subnet-1c/0", "subnet-1a/0", count=1) < 5
+
+
+def test_ci_installs_every_tool_the_lab_needs() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    for pkg in set(REQUIRED_COMMANDS.values()):
+        assert re.search(rf"^command -v \S+ >/dev/null \|\| need\+=\({re.escape(pkg)}\)$", ci, re.M), pkg
