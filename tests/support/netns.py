@@ -312,15 +312,15 @@ class Lab:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _reap_stale_labs()
             (STATE_DIR / f"{self.tag}.owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}")
+            try:
+                self._sh(["ip", "netns", "add", self.netns("router")])
+            except LabError as e:
+                raise LabError(f"cannot create a network namespace (a container without CAP_SYS_ADMIN?): {e}") from None
             self.mgmt_net = self._free_mgmt_net()
             self.mgmt_ip = str(self.mgmt_net[1])
             self._sh(["ip", "link", "add", self._bridge, "type", "bridge"])
             self._sh(["ip", "addr", "add", f"{self.mgmt_ip}/{self.mgmt_net.prefixlen}", "dev", self._bridge])
             self._sh(["ip", "link", "set", self._bridge, "up"])
-        try:
-            self._sh(["ip", "netns", "add", self.netns("router")])
-        except LabError as e:
-            raise LabError(f"cannot create a network namespace (is this a container without CAP_SYS_ADMIN?): {e}") from None
         for h in self.hosts:
             self._sh(["ip", "netns", "add", self.netns(h)])
         router = self.netns("router")
@@ -632,8 +632,12 @@ class Lab:
             futures = [ex.submit(self.iperf3, c, s, seconds, **kw) for c, s in pairs]
             return [f.result() for f in futures]
 
-    def http_server(self, host: str, size_bytes: int, port: int = 8080) -> str:
-        """Serve one file of ``size_bytes`` from ``host`` (python http.server); return its URL."""
+    def http_server(self, host: str, size_bytes: int, port: int | None = None) -> str:
+        """Serve one file of ``size_bytes`` (random bytes) from ``host`` (python http.server); return its URL.
+
+        :meth:`fetch` gets the file of the last server started on ``host``.
+        """
+        port = port or self.port()
         d = self.workdir / f"http-{self.short(host)}-{port}"
         d.mkdir(parents=True, exist_ok=True)
         name = f"blob-{size_bytes}.bin"
