@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.support.netns import INSTANCES, REQUIRED_COMMANDS, STATE_DIR, SUBNETS, Lab, LabError, preflight
+from tests.support.netns import INSTANCES, REQUIRED_COMMANDS, STATE_DIR, SUBNETS, Lab, LabError
 
 from pipeline.ingest.topology import load_topology
 from pipeline.runtime.brokers import EmbeddedTansu
@@ -207,14 +208,17 @@ def test_a_lab_whose_process_was_killed_is_removed_by_the_next_one(tmp_path: Pat
         pass
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"fmlab-{tag}-" not in left
+    assert not (Path(tempfile.gettempdir()) / f"fmlab-{tag}").exists()
     assert not (STATE_DIR / f"{tag}.owner").exists()
 
 
-def test_a_missing_tool_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_missing_tool_and_no_root_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as an ordinary user would run it
     with pytest.raises(LabError) as e:
-        preflight()
+        Lab().start()
     msg = str(e.value)
+    assert msg.startswith("the network lab needs root (")
     assert "commands ip, tc, ss, nft, ethtool, iperf3, ping, curl" in msg
     assert "apt-get install curl ethtool iperf3 iproute2 iputils-ping nftables" in msg
 

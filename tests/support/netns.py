@@ -205,6 +205,7 @@ def _reap_stale_labs() -> list[str]:
             alive = False
         if not alive:
             _delete_lab_objects(f.stem)
+            shutil.rmtree(Path(tempfile.gettempdir()) / f"{NS_PREFIX}{f.stem}", ignore_errors=True)  # default workdir
             f.unlink(missing_ok=True)
             reaped.append(f.stem)
     return reaped
@@ -228,7 +229,7 @@ class Lab:
         self.prefix = f"{NS_PREFIX}{self.tag}"
         self.rps = rps
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir()) / self.prefix  # made by start()
         self.hosts: tuple[str, ...] = tuple(INSTANCES)
         self.mgmt_ip = ""
         self.mgmt_net: ipaddress.IPv4Network | None = None
@@ -297,6 +298,7 @@ class Lab:
         preflight()
         t0 = time.monotonic()
         self._started = True
+        self.workdir.mkdir(parents=True, exist_ok=not self._own_workdir)
         atexit.register(self.close)
         try:
             self._build()
