@@ -119,6 +119,8 @@ def test_path_loss_makes_retransmissions_between_1c_and_1a_only(clean: Lab) -> N
     }
     results = dict(zip(flows, lab.iperf3_many(flows.values(), seconds=4, bitrate="200M")))
     sent = {k: _sent(r) for k, r in results.items()}
+    # namespaces inherit the root's congestion control (bbr here); iperf3 -C sets cubic per connection
+    assert {r["end"]["sender_tcp_congestion"] for r in results.values()} == {"cubic"}
     drops = lab.loss_counters()
     print("path loss 5 % (bytes, retransmits):", sent, "drops:", drops)
     for k in ("1c->1a", "1a->1c"):
