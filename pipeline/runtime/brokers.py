@@ -1,7 +1,8 @@
-"""Start a real Kafka-protocol broker on loopback: the bundled Tansu binary (the embedded default).
+"""Start a real Kafka-protocol broker on a local address: the bundled Tansu binary (the embedded default).
 
 A launcher: ``start()``/``stop()`` (or ``with``), the attribute ``bootstrap``
-(``"127.0.0.1:PORT"``, set by ``start()``) and ``log_path`` (the broker's stdout+stderr).
+(``"HOST:PORT"``, set by ``start()``; HOST is ``127.0.0.1`` unless the launcher is given
+another local address as ``host``) and ``log_path`` (the broker's stdout+stderr).
 ``start()`` returns only once the broker answers a Kafka Metadata request listing itself;
 ``stop()`` sends SIGTERM, waits, then SIGKILLs.
 
@@ -48,10 +49,14 @@ class BrokerError(RuntimeError):
 # --- small helpers -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` (a local IPv4 address) that was free a moment ago.
+
+    >>> 0 < free_port() < 65536 and 0 < free_port("127.0.0.2") < 65536
+    True
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -126,7 +131,13 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class BrokerLauncher:
-    """Base class: runs one broker subprocess, logs it to ``log_path``, waits for Metadata."""
+    """Base class: runs one broker subprocess, logs it to ``log_path``, waits for Metadata.
+
+    ``host``: the local IPv4 address the broker listens on, advertises and is probed at
+    (default loopback; e.g. a test lab's management bridge address, so that processes in
+    other network namespaces reach it). Subclasses that write their own listener config
+    must use ``self.host`` for it.
+    """
 
     kind: str = "?"
     #: seconds ``start()`` waits for the first good Metadata answer
@@ -136,9 +147,10 @@ class BrokerLauncher:
     #: log text that means the broker will never become ready even if its process lives on
     fatal_markers: tuple[bytes, ...] = ()
 
-    def __init__(self, workdir: Path, port: int = 0) -> None:
+    def __init__(self, workdir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
         self.workdir = Path(workdir).resolve()
         self.port = port
+        self.host = host
         self.bootstrap = ""
         self.log_path = self.workdir / f"{self.kind}.log"
         self.startup_s: float | None = None
@@ -182,8 +194,8 @@ class BrokerLauncher:
             self._lock.close()
             self._lock = None
             raise BrokerError(f"{self.workdir} is in use by another running {self.kind} launcher") from None
-        port = self.port or free_port()
-        self.bootstrap = f"127.0.0.1:{port}"
+        port = self.port or free_port(self.host)
+        self.bootstrap = f"{self.host}:{port}"
         self._port_in_use = port
         atexit.register(self.stop)
         try:
@@ -220,7 +232,7 @@ class BrokerLauncher:
             if self.fatal_markers and any(m in self.log_path.read_bytes() for m in self.fatal_markers):
                 raise BrokerError(f"{self.kind} failed to start; log {self.log_path}:\n{_tail(self.log_path)}")
             try:
-                md = probe_metadata("127.0.0.1", port, timeout=2.0)
+                md = probe_metadata(self.host, port, timeout=2.0)
                 if md.cluster_id != self.cluster_id:  # someone else's broker on our port
                     raise BrokerError(
                         f"{self.bootstrap} answers as cluster {md.cluster_id!r}, not ours ({self.cluster_id!r}); "
@@ -281,7 +293,7 @@ def tansu_binary() -> Path:
 
 
 class EmbeddedTansu(BrokerLauncher):
-    """Tansu broker with ``memory://`` storage on a free loopback port.
+    """Tansu broker with ``memory://`` storage on a free port of ``host`` (default loopback).
 
     Memory storage: topics, messages and committed offsets exist only while this process
     runs; every start is an empty broker. No idempotent producer, no transactions.
@@ -297,6 +309,17 @@ class EmbeddedTansu(BrokerLauncher):
     >>> with tempfile.TemporaryDirectory() as d, EmbeddedTansu(Path(d)) as t:
     ...     t.bootstrap.startswith("127.0.0.1:"), t.log_path.name
     (True, 'tansu.log')
+
+    On another local address (here 127.0.0.2, also loopback on Linux) it listens and
+    advertises there, and nothing answers on 127.0.0.1 at its port:
+
+    >>> with tempfile.TemporaryDirectory() as d, EmbeddedTansu(Path(d), host="127.0.0.2") as t:
+    ...     port = int(t.bootstrap.rpartition(":")[2])
+    ...     listed = probe_metadata("127.0.0.2", port).brokers
+    ...     with socket.socket() as s:
+    ...         on_127_0_0_1 = s.connect_ex(("127.0.0.1", port)) == 0
+    >>> t.bootstrap == f"127.0.0.2:{port}", listed[0][1:] == ("127.0.0.2", port), on_127_0_0_1
+    (True, True, False)
     """
 
     kind = "tansu"
