@@ -23,7 +23,13 @@ example topology) cannot be run here, so this module parses them and checks what
 * Prometheus scrapes the workers' metrics port; the pipeline dashboard's PromQL names
   metrics that pipeline/runtime/metrics.py exports;
 * Dockerfile: python:3.11-slim, editable install keeping schemas/ next to pipeline/,
-  entrypoint = the console script of pyproject.toml, default command = a CLI command.
+  entrypoint = the console script of pyproject.toml, default command = a CLI command;
+* the host agent: deploy/systemd/flowmon-agent.service (parsed; ExecStart parses with the
+  real CLI; its StateDirectory is the agent's state dir; hardening that keeps netlink and
+  the host's network), deploy/agent.example.yaml loads into ``AgentConfig`` and places its
+  instance in the example topology, deploy/agent.env.example names only Settings fields,
+  and deploy/agent/docker-compose.agent.yml runs in the host's network namespace with its
+  state dir on a named volume.
 """
 
 from __future__ import annotations
@@ -1284,3 +1290,179 @@ def test_readme_documents_how_to_run():
     compose = load_compose(SECRETS)
     for name in compose["services"]:
         assert f"`{name}`" in text, f"deploy/README.md does not describe the {name} service"
+
+
+# =====================================================================================
+# the host agent: systemd unit, example config and environment, container example
+# =====================================================================================
+AGENT_UNIT = DEPLOY / "systemd" / "flowmon-agent.service"
+AGENT_CONFIG_EXAMPLE = DEPLOY / "agent.example.yaml"
+AGENT_ENV_EXAMPLE = DEPLOY / "agent.env.example"
+AGENT_COMPOSE = DEPLOY / "agent" / "docker-compose.agent.yml"
+UNIT_SECTIONS = {"Unit", "Service", "Install"}
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit file: {section: {key: [values, in order]}} (keys may repeat; ``\\`` continues a line).
+
+    >>> parse_unit("# c\\n[Service]\\nExecStart=/bin/x \\\\\\n  --y\\nEnvironment=A=1\\nEnvironment=B=2\\n")
+    {'Service': {'ExecStart': ['/bin/x --y'], 'Environment': ['A=1', 'B=2']}}
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    section: str | None = None
+    buf = ""
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not buf and (not line or line.startswith(("#", ";"))):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1].rstrip() + " "
+            continue
+        line, buf = buf + line, ""
+        if line.startswith("["):
+            assert line.endswith("]"), f"line {n}: bad section header {line!r}"
+            section = line[1:-1]
+            assert section not in out, f"line {n}: section [{section}] twice"
+            out[section] = {}
+            continue
+        assert section is not None, f"line {n}: {line!r} before any [section]"
+        key, sep, value = line.partition("=")
+        assert sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key.strip()), f"line {n}: not key=value: {line!r}"
+        out[section].setdefault(key.strip(), []).append(value.strip())
+    assert not buf, "unit ends in a line continuation"
+    return out
+
+
+def unit_command(value: str) -> list[str]:
+    """ExecStart= as argv: systemd's prefixes (``-@:+!``) removed, split as systemd splits it (shell-like)."""
+    return shlex.split(value.lstrip("-@:+!"))
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def test_agent_unit_runs_the_agent_with_its_config_and_state_dir():
+    from pipeline.agent.config import AgentConfig, load_agent_config
+
+    unit = parse_unit(AGENT_UNIT.read_text())
+    assert set(unit) == UNIT_SECTIONS, sorted(unit)
+    svc = unit["Service"]
+    one = {k: v[-1] for k, v in svc.items()}
+    [exec_start] = svc["ExecStart"]
+    argv = unit_command(exec_start)
+    assert PurePosixPath(argv[0]).is_absolute(), "ExecStart needs an absolute path"
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert PurePosixPath(argv[0]).name in scripts, f"{argv[0]} is not flowmon's console script"
+    assert _cli_command(argv[1:]) == "agent"
+    assert _option(argv, "--config") == "/etc/flowmon/agent.yaml"
+    assert one["EnvironmentFile"] == "/etc/flowmon/agent.env", "the environment file is required (no '-' prefix)"
+    assert one["Restart"] == "always"
+    # the agent's state dir is the unit's StateDirectory: the one place ProtectSystem=strict leaves writable
+    cfg = load_agent_config(AGENT_CONFIG_EXAMPLE)
+    assert one["ProtectSystem"] == "strict" and one["NoNewPrivileges"] == "yes"
+    assert Path("/var/lib") / one["StateDirectory"] == cfg.state_dir == AgentConfig.model_fields["state_dir"].default
+    assert not _option(argv, "--state-dir"), "the state dir comes from the config (= StateDirectory)"
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_agent_unit_hardening_keeps_netlink_and_the_host_network():
+    svc = {k: v[-1] for k, v in parse_unit(AGENT_UNIT.read_text())["Service"].items()}
+    # sock_diag sees the caller's network namespace only, and talks AF_NETLINK
+    assert svc.get("PrivateNetwork", "no") == "no", "PrivateNetwork= hides the host's connections"
+    assert svc.get("PrivateUsers", "no") == "no", "in a user namespace CAP_NET_ADMIN does not count for the host"
+    families = svc.get("RestrictAddressFamilies")
+    if families is not None:
+        assert not families.startswith("~") and {"AF_NETLINK", "AF_INET", "AF_INET6"} <= set(families.split())
+    assert "any" not in svc.get("IPAddressDeny", ""), "the agent must reach the brokers"
+    # the destroy notifications need CAP_NET_ADMIN: kept in the bounding set, and effective for a non-root user
+    caps = svc.get("CapabilityBoundingSet")
+    assert caps is None or "CAP_NET_ADMIN" in caps.split()
+    if svc.get("User", "root") not in ("root", "0") or svc.get("DynamicUser") == "yes":
+        assert "CAP_NET_ADMIN" in svc.get("AmbientCapabilities", "").split()
+    if svc.get("SystemCallFilter"):
+        assert svc["SystemCallFilter"] == "@system-service", "netlink sockets need @system-service's socket calls"
+
+
+def test_a_bad_agent_option_in_a_unit_would_be_caught():
+    with pytest.raises(Exception, match="No such option: --confg"):  # the CLI's UsageError
+        _cli_command(unit_command("/usr/bin/flowmon agent --confg /etc/flowmon/agent.yaml")[1:])
+    with pytest.raises(AssertionError):
+        parse_unit("ExecStart=/bin/true\n")  # outside a section
+
+
+def test_agent_example_config_is_complete_and_places_the_host():
+    from pipeline.agent.config import AgentConfig, identity, load_agent_config
+    from pipeline.ingest.topology import load_topology
+
+    cfg = load_agent_config(AGENT_CONFIG_EXAMPLE)  # unknown keys and bad values are errors
+    text = AGENT_CONFIG_EXAMPLE.read_text()
+    shown = set(re.findall(r"^#?\s*([a-z_]+):", text, re.M))
+    assert shown == set(AgentConfig.model_fields), f"show every setting: missing {set(AgentConfig.model_fields) - shown}"
+    me = identity(cfg, load_topology(TOPOLOGY_EXAMPLE))  # the example instance is in the example topology
+    assert me.subnet and me.az and me.vpc
+
+
+def _env_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(set, commented out) FLOWMON_* assignments of an environment file."""
+    active, commented = {}, {}
+    for line in path.read_text().splitlines():
+        m = re.fullmatch(r"(#\s*)?(FLOWMON_[A-Z0-9_]+)=(.*)", line.strip())
+        if m:
+            (commented if m.group(1) else active)[m.group(2)] = m.group(3).strip()
+    return active, commented
+
+
+def test_agent_env_example_names_settings_and_validates():
+    active, commented = _env_file(AGENT_ENV_EXAMPLE)
+    assert {"FLOWMON_BROKER", "FLOWMON_TOPOLOGY"} <= set(active)
+    unknown = sorted(k for k in {**active, **commented} if k not in SETTINGS_ENV)
+    assert not unknown, f"{unknown} are not pipeline.config.Settings fields"
+    st = settings_of({"environment": active})
+    assert st.broker != "embedded" and str(st.topology) == "/etc/flowmon/topology.yaml"
+    settings_of({"environment": {**active, **commented}})  # the commented TLS+SASL block is consistent too
+    unit = {k: v[-1] for k, v in parse_unit(AGENT_UNIT.read_text())["Service"].items()}
+    assert unit["EnvironmentFile"].endswith("/agent.env")
+
+
+def test_agent_container_uses_the_host_network_and_keeps_its_state():
+    from pipeline.agent.config import identity, load_agent_config
+    from pipeline.ingest.topology import load_topology
+
+    raw = yaml.safe_load(AGENT_COMPOSE.read_text())
+    with pytest.raises(ValueError, match="FLOWMON_BROKER"):
+        _interpolate_tree(raw, {})  # the broker has no default
+    c = _interpolate_tree(raw, {"FLOWMON_BROKER": "kafka-1.example.internal:9094"})
+    [(name, agent)] = c["services"].items()
+    here = AGENT_COMPOSE.parent
+    assert agent.get("network_mode") == "host", "sock_diag sees only the container's own network namespace"
+    assert not agent.get("ports") and not agent.get("networks"), "host networking has no ports/networks"
+    # the project's image, built from the root Dockerfile
+    build = agent["build"]
+    assert (here / build["context"]).resolve() == REPO and build.get("dockerfile", "Dockerfile") == "Dockerfile"
+    assert agent["image"] == next(s["image"] for s in load_compose(SECRETS)["services"].values() if s.get("build"))
+    # the image runs as an unprivileged user: the agent needs root in the container, with NET_ADMIN
+    assert str(agent.get("user", "")).split(":")[0] in ("0", "root")
+    assert "NET_ADMIN" in agent.get("cap_add", []) and agent.get("cap_drop") == ["ALL"]
+    assert agent.get("restart") in ("always", "unless-stopped")
+    # the command parses, and its config and topology are mounted files of this repository
+    argv = [str(a) for a in agent["command"]]
+    assert _cli_command(argv) == "agent"
+    binds = {t: (here / s).resolve() for k, s, t in mounts(agent) if k == "bind"}
+    for target, source in binds.items():
+        assert source.is_file(), f"{name}: bind source {source} missing"
+    cfg = load_agent_config(binds[_option(argv, "--config")])
+    env = env_of(agent)
+    assert not sorted(k for k in env if k.startswith("FLOWMON_") and k not in SETTINGS_ENV)
+    st = settings_of(agent)
+    assert st.broker == "kafka-1.example.internal:9094"
+    assert identity(cfg, load_topology(binds[str(st.topology)])).subnet
+    # the state dir (spool, saved counters) is a named volume, declared
+    state = [(k, s) for k, s, t in mounts(agent) if t == str(cfg.state_dir)]
+    assert state and state[0][0] == "volume" and state[0][1] in (c.get("volumes") or {}), \
+        f"{name}: mount a named volume at {cfg.state_dir}"
