@@ -56,10 +56,10 @@ NLM_F_DUMP = 0x300
 INET_DIAG_INFO = 2
 SKNLGRP_INET_TCP_DESTROY = 1
 SKNLGRP_INET6_TCP_DESTROY = 3
-TCP_LISTEN = 10
-#: every TCP state but LISTEN: listeners carry no traffic of their own. TIME_WAIT and
-#: SYN_RECV entries are mini-sockets without tcp_info; they are skipped when parsed.
-STATES = 0xFFFFFFFF & ~(1 << TCP_LISTEN)
+TCP_SYN_RECV, TCP_TIME_WAIT, TCP_LISTEN = 3, 6, 10
+#: every TCP state but LISTEN (listeners carry no traffic of their own), TIME_WAIT and SYN_RECV
+#: (mini-sockets without tcp_info: a busy host has thousands, and the dump would only carry them)
+STATES = 0xFFFFFFFF & ~(1 << TCP_LISTEN) & ~(1 << TCP_TIME_WAIT) & ~(1 << TCP_SYN_RECV)
 
 _NLMSG = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBBBI")  # family, protocol, ext, pad, states; then the 48-byte sockid

@@ -31,6 +31,9 @@ __all__ = ["Sender", "run_agent"]
 
 log = logging.getLogger("flowmon.agent")
 
+#: destroy notifications are read in batches, this long after the first of a batch arrives
+NOTIFICATION_BATCH_S = 0.2
+
 
 class Sender:
     """Drains a :class:`~pipeline.agent.spool.Spool` to ``topic`` (see the module doc)."""
@@ -140,8 +143,20 @@ async def run_agent(core: HostAgent, conn: kafka.Connection, topic: str, interva
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     events = core.kernel.subscribe() if hasattr(core.kernel, "subscribe") else None
+
+    def on_readable() -> None:
+        # wake once per batch, not once per closed connection: stop watching, drain the queue a little
+        # later (the socket's 8 MB buffer holds ~10,000 closes a second meanwhile), then watch again
+        loop.remove_reader(events.fileno())
+        loop.call_later(NOTIFICATION_BATCH_S, drain)
+
+    def drain() -> None:
+        core.on_destroyed()
+        if not stop.is_set():
+            loop.add_reader(events.fileno(), on_readable)
+
     if events is not None:
-        loop.add_reader(events.fileno(), core.on_destroyed)
+        loop.add_reader(events.fileno(), on_readable)
     core.poll()  # connections open now are the base (or continue from the saved counters)
     sender = Sender(conn, topic, core)
     send_task = asyncio.create_task(sender.run(stop), name="flowmon-agent-sender")
@@ -163,9 +178,9 @@ async def run_agent(core: HostAgent, conn: kafka.Connection, topic: str, interva
                 on_interval(iv)
             start = nxt
     finally:
+        stop.set()
         if events is not None:
             loop.remove_reader(events.fileno())
-        stop.set()
         send_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await send_task
