@@ -7,7 +7,6 @@ import socket
 import threading
 
 import orjson
-import pytest
 
 from pipeline.agent.host import HostAgent
 from pipeline.agent.report import Identity

@@ -23,7 +23,6 @@ If namespaces cannot be created the campaign fails with the reason; it never ski
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -303,13 +302,14 @@ def _run(camp: Campaign, env: dict[str, str], broker: EmbeddedTansu) -> None:
             fetched[h] += n
     g.figures["curl"] = fetched
     g.figures["last_traffic"] = time.time()
-    deadline = time.time() + 60
-    while time.time() < deadline and any(
-            (camp.deploy.workdir.parent / f"agent-{lab.short(h)}" / "spool").glob("*.jsonl")
-            for h in [SERVER, *CLIENTS]):
-        time.sleep(1)
-    g.figures["drained_s"] = round(time.time() - deadline + 60, 1)
+    t0 = time.time()
+    while time.time() < t0 + 60 and [h for h in [SERVER, *CLIENTS] if list(
+            (camp.deploy.workdir.parent / f"agent-{lab.short(h)}" / "spool").glob("*.jsonl"))]:
+        time.sleep(0.5)
+    g.figures["drained_s"] = round(time.time() - t0, 1)
     _finish(g)
+    for host in CLIENTS:  # traffic after the campaign moves event time on: the last windows close sooner
+        bg.start(host)
 
 
 def _pct(a: float, b: float) -> str:
@@ -407,8 +407,13 @@ def test_loss_on_the_path_is_infrastructure_and_nhi_degrades(campaign):
     verdicts = campaign.attributions("path_loss")
     flagged = {v["instance"] for v in verdicts if v["scope"] == "instance"}
     assert len(flagged & set(C)) >= 2, verdicts  # the 1c clients' flows towards 1a
-    mine = [v for v in verdicts if v["instance"] in C or v["scope"] == "pair"]
-    assert mine and all(v["cause"] == "infrastructure" for v in mine), verdicts
+    mine = [v for v in verdicts if v["instance"] in C]
+    assert mine and all(v["cause"] == "infrastructure" and v["element"] == "az-1a|az-1c" for v in mine), verdicts
+    # the pair's own retransmission alert too; its timeout or RTT alerts (loss also delays) may stay
+    # undetermined, never workload
+    pair = [v for v in verdicts if v["scope"] == "pair"]
+    assert any(v["family"] == "retrans" and v["cause"] == "infrastructure" for v in pair), verdicts
+    assert not [v for v in verdicts if v["cause"] == "workload"], verdicts
     degraded = campaign.nhi("path_loss")
     assert any(kind == "az_pair" and "az-1a" in scope and "az-1c" in scope for kind, scope, _ in degraded), degraded
 
