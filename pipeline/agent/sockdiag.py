@@ -4,8 +4,8 @@ the final counters of each connection the kernel destroys.
 No library and no compiler: a ``NETLINK_SOCK_DIAG`` socket from Python's own ``socket``
 module, requests and answers packed with ``struct``. The wire format is small and stable
 (``linux/inet_diag.h``, ``linux/tcp.h``); pyroute2's ``DiagSocket`` covers the dump but
-parses ``tcp_info`` only up to an older layout (no ``tcpi_total_rto``) and has no
-subscription to destroy notifications, and this module is ~250 lines with nothing to install.
+parses ``tcp_info`` only up to ``tcpi_snd_wnd`` (no ``tcpi_total_rto``) and has no API for
+the destroy notifications, and this module is ~250 lines with nothing to install.
 
 * :meth:`SockDiag.dump` asks for every TCP socket of the current network namespace (IPv4
   and IPv6) except listeners (``idiag_states``), with ``INET_DIAG_INFO`` (the kernel's
