@@ -132,4 +132,4 @@ class HostAgent:
         files, size = self.spool.size()
         return {"connections": len(self.ledger), "reports": self.reports, "samples": self.samples,
                 "spooled_files": files, "spooled_bytes": size, "dropped_files": self.spool.dropped_files,
-                "lost_connections": self.ledger.lost}
+                "lost_connections": self.ledger.lost, "timeouts_estimated": self.ledger.timeouts_estimated}

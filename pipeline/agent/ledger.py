@@ -169,11 +169,6 @@ class Ledger:
                 continue
             self._account(conn, closed=True)
 
-    def forget(self, cookies: Iterable[int]) -> None:
-        """Stop accounting these connections (e.g. the agent's own), dropping what they did."""
-        for cookie in cookies:
-            self._open.pop(cookie, None)
-
     def take(self) -> dict[int, Delta]:
         """Close the interval: the connections that were active in it (by cookie), and start a new one."""
         out = {k: d for k, d in self._open.items() if d.active}

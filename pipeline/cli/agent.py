@@ -166,8 +166,14 @@ def _run(s: Any, core: Any, interval_s: int) -> None:
     topic = Topics.from_settings(s).reports
     log = logging.getLogger("flowmon.agent")
 
+    warned: set[str] = set()
+
     def on_interval(iv: Any) -> None:
         st = core.status()
+        if st["timeouts_estimated"] and "rto" not in warned:
+            warned.add("rto")
+            log.warning("this kernel has no tcpi_total_rto (Linux < 6.7): timeouts are estimated from "
+                        "tcpi_retransmits at each poll, a lower bound")
         log.info("interval %d (%ds): %d reports, %d samples, %d flows; %d connections tracked; spool %d intervals",
                  iv.start, iv.interval_s, len(iv.messages), iv.samples, iv.flows, iv.connections, st["spooled_files"])
 

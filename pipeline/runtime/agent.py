@@ -107,7 +107,7 @@ class Sender:
                     await asyncio.wait_for(self.wake.wait(), 5.0)
             except asyncio.CancelledError:
                 raise
-            except (Exception, asyncio.TimeoutError) as e:  # noqa: BLE001 - any delivery failure: keep the spool, retry
+            except Exception as e:  # noqa: BLE001 - any delivery failure (a timeout too): keep the spool, retry
                 if self.outage_since is None:
                     self.outage_since = time.monotonic()
                     files, size = self.core.spool.size()
