@@ -176,6 +176,9 @@ class Settings(BaseSettings):
         0, ge=0, description="Port of the SQL HTTP endpoint the chdb owner serves (0 = pick a free one)."
     )
     metrics_port: int = Field(0, ge=0, description="Port of /metrics (Prometheus) and /healthz (0 = disabled).")
+    console_host: str = Field("127.0.0.1", description="Address `flowmon console` listens on (the console is "
+                              "read-only and has no login: keep it on loopback, or put it behind your own proxy).")
+    console_port: int = Field(8050, ge=0, le=65535, description="Port of `flowmon console` (0 = pick a free one).")
     health_interval_s: float = Field(10.0, gt=0, description="How often the worker reads its consumer groups' lag "
                                      "(flowmon_consumer_lag, /healthz).")
     health_stuck_s: float = Field(

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from pipeline.cli.agent import agent_command
 from pipeline.cli.alerts import alerts_command
 from pipeline.cli.config import config_cli
+from pipeline.cli.console import console_command
 from pipeline.cli.demo import demo
 from pipeline.cli.eval import eval_
 from pipeline.cli.migrate import migrate_command
@@ -91,6 +92,7 @@ for command in (worker, demo, produce, simulate, sql, plot):
     cli.command()(command)
 cli.command(name="alerts")(alerts_command)
 cli.command(name="agent")(agent_command)
+cli.command(name="console")(console_command)
 cli.command(name="eval")(eval_)
 cli.command(name="migrate")(migrate_command)
 
