@@ -96,7 +96,9 @@ def create_app(source: Callable[[], Any], *, title: str = "flowmon", where: str 
         latest = q("latest_window")[0]
         end = datetime.fromtimestamp(latest["latest_end"], tz=timezone.utc) if latest["has_data"] else None
         r = parse_range(p.get("range"), p.get("from"), p.get("to"), latest=end)
-        live = bool(latest["has_data"]) and time.time() - latest["latest_closed"] < LIVE_WITHIN_S
+        now = time.time()  # live: windows are closing now, for times near now (not a backfill of old data)
+        live = bool(latest["has_data"]) and now - latest["latest_closed"] < LIVE_WITHIN_S \
+            and now - latest["latest_end"] < LIVE_WITHIN_S
         return r, live
 
     def render(request: Request, template: str, page: str, r: TimeRange | None, live: bool = False,
@@ -198,7 +200,7 @@ def create_app(source: Callable[[], Any], *, title: str = "flowmon", where: str 
         nodes = views.path_nodes(info[0], [a for a in chosen if a["cause"] in ("infrastructure", "workload")])
         series = q("pair_series", **args)
         return render(request, "path.html", "alerts", r, live, pair=info[0], nodes=nodes, pair_alerts=pair_alerts,
-                      alert=alert, chart=views.series_figure(series) if series else None)
+                      alert=alert, series=series, chart=views.series_figure(series) if series else None)
 
     @app.get("/monitors", response_class=HTMLResponse)
     def monitors(request: Request) -> HTMLResponse:

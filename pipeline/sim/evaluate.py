@@ -99,6 +99,9 @@ class EvalResult:
     realism: Any = "smooth"  # the realism the reports were simulated with (a label; "stream" callers set their own)
     totals: dict[str, int] = field(default_factory=dict)  # closed windows vs expected_totals (see evaluate_stream)
     start: int = EPOCH
+    #: what the worker would have landed: closed windows by (src, dst, window_start), and the NHI records
+    closed: dict[tuple[str, str, int], Any] = field(default_factory=dict, repr=False)
+    nhi_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def attribution(self) -> dict[str, Any]:
         det = [f for f in self.faults if f["detected"]]
@@ -319,6 +322,8 @@ def _score(run: _Run, faults: list[dict[str, Any]], *, name: str, source: str, i
     res.nhi_false_degraded_minutes = nhi_false_degraded_minutes(periods, faults, interval_s)
     res.totals = totals
     res.start = start
+    res.closed = run.closed
+    res.nhi_records = run.nhi
     return res
 
 
