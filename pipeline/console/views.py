@@ -168,7 +168,7 @@ def series_figure(rows: Sequence[Mapping[str, Any]], window_s: int = 600,
     """Panels sharing the time axis: data per window (MB), retransmissions, timeouts (its own axis, so a
     few timeouts are not flattened under thousands of retransmissions), RTT (mean and percentiles, ms),
     and, when ``nhi`` is given (one 'healthy'/'degraded' per row), the health bar under them."""
-    t = [as_utc(r["window_start"]).strftime("%Y-%m-%dT%H:%M:%SZ") for r in rows]
+    t = [as_utc(r["time"] if "time" in r else r["window_start"]).strftime("%Y-%m-%dT%H:%M:%SZ") for r in rows]
     has_nhi = nhi is not None
     panels = 5 if has_nhi else 4
     gap = 0.03

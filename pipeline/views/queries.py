@@ -16,8 +16,11 @@ binds them through clickhouse_connect (never by formatting text), and
 disagree.
 
 Header keys: ``title`` (required), ``params`` (every ``{name:Type}`` of the body, in
-order; checked), ``grafana`` (the panel type a dashboard draws it with, or ``none`` when
-no dashboard panel uses it), ``description`` (optional, repeated lines join).
+order; checked), ``grafana`` (the panel type a dashboard draws it with: ``timeseries``,
+``table``, or ``none`` when no dashboard panel uses it), ``grafana_panels`` (a time
+series drawn as several panels, one per ``;``-separated group of columns, so that bytes
+and counts do not share an axis), ``description`` (optional, repeated lines join). A
+time series' first column is ``time`` (what Grafana's plugin expects).
 
 Examples
 --------
@@ -59,6 +62,8 @@ class NamedQuery:
     params: dict[str, str] = field(default_factory=dict)
     grafana: str = "none"
     description: str = ""
+    #: ``-- grafana_panels: a, b; c``: a time series drawn as one Grafana panel per group of columns
+    panels: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def parse(cls, name: str, text: str) -> NamedQuery:
@@ -83,7 +88,10 @@ class NamedQuery:
             raise QueryError(f"{name}: '-- params:' says {declared}, the SQL binds {used}")
         if not sql.upper().lstrip("( \n").startswith(("SELECT", "WITH")):
             raise QueryError(f"{name}: a named query is one SELECT")
-        return cls(name, header["title"], sql, declared, header.get("grafana", "none"), header.get("description", ""))
+        panels = tuple(tuple(c.strip() for c in g.split(",") if c.strip())
+                       for g in header.get("grafana_panels", "").split(";") if g.strip())
+        return cls(name, header["title"], sql, declared, header.get("grafana", "none"), header.get("description", ""),
+                   panels)
 
     def bind(self, **values: Any) -> dict[str, Any]:
         """The parameters for clickhouse_connect, checked against the declared ones."""

@@ -18,4 +18,3 @@ WHERE a.first_seen < {to:DateTime}
   AND (a.state != 'resolved' OR a.resolved_at >= {from:DateTime})
 ORDER BY a.first_seen DESC, a.alert_id
 LIMIT 1000
-SETTINGS join_use_nulls = 0

@@ -57,4 +57,3 @@ LEFT JOIN opened AS o ON o.src_az = t.src_az AND o.dst_az = t.dst_az
 LEFT JOIN az_flag AS sa ON sa.az = t.src_az
 LEFT JOIN az_flag AS da ON da.az = t.dst_az
 ORDER BY src_az, dst_az
-SETTINGS join_use_nulls = 0

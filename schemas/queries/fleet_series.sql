@@ -2,8 +2,9 @@
 -- description: Every subnet pair summed, one row per 10-minute window.
 -- params: from DateTime, to DateTime
 -- grafana: timeseries
+-- grafana_panels: bytes; retransmissions; timeouts; rtt_mean_us
 SELECT
-    window_start,
+    window_start AS time,
     sum(bytes) AS bytes,
     sum(retransmissions) AS retransmissions,
     sum(timeouts) AS timeouts,
@@ -12,4 +13,4 @@ SELECT
 FROM flow_windows FINAL
 WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
 GROUP BY window_start
-ORDER BY window_start
+ORDER BY time

@@ -16,4 +16,3 @@ WHERE a.src_subnet = {src:String} AND a.dst_subnet = {dst:String}
   AND a.first_seen < {to:DateTime}
   AND (a.state != 'resolved' OR a.resolved_at >= {from:DateTime})
 ORDER BY a.first_seen DESC
-SETTINGS join_use_nulls = 0
