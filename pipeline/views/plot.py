@@ -422,12 +422,18 @@ def read(client: Any, top: int = 8, pairs: Sequence[tuple[str, str]] = (), start
     if end is None:
         end = held_hi if start is None or start < held_hi else start + DEFAULT_SPAN
     if start is None:
-        start = max(held_lo, end - DEFAULT_SPAN) if held_lo < end else end - DEFAULT_SPAN
+        start = end - DEFAULT_SPAN
+    if held_lo < end:
+        start = max(start, held_lo)  # nothing was ever before the first window: no empty years on the axis
     params = {"lo": int(start.timestamp()), "hi": int(end.timestamp()), "top": top,
               "pairs": [tuple(p) for p in pairs]}
     windows = _dicts(client.query(_WINDOWS, parameters=params))
     if not windows:
         which = f" for {', '.join(f'{s}:{d}' for s, d in pairs)}" if pairs else ""
+        if pairs:
+            biggest = client.query("SELECT src_subnet, dst_subnet FROM flow_windows FINAL GROUP BY 1, 2 "
+                                   "ORDER BY sum(bytes) DESC LIMIT 3").result_rows
+            held_text += "; pairs with the most bytes: " + ", ".join(f"{s}:{d}" for s, d in biggest)
         raise NoData(f"no windows{which} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC",
                      hint=f"{held_text}; widen --from/--to" + (" or check --pair (SRC:DST subnet names)" if pairs else ""))
     alerts: list[dict] = []
