@@ -324,15 +324,19 @@ def draw(windows: Sequence[Mapping[str, Any]], alerts: Sequence[Mapping[str, Any
             if e <= s:
                 continue
             ev_ax.barh(row + 0.5, e - s, left=s, height=0.7, color=colour, alpha=0.35, edgecolor=colour, lw=1)
-            if colour != _NHI_COLOUR:
-                for ax in data_axes:
-                    ax.axvspan(s, e, color=colour, alpha=0.08, lw=0, zorder=0)
         # the label where it fits: from the first bar's start, else ending at the last bar's end, else from the left
         first, last_end = max(spans[0][0], start), min(spans[-1][1], end)
         width = (len(label) + 2) * 0.0055  # in axes fractions, at 8 pt on this figure's width
         frac = ((first - start) / (end - start), (last_end - start) / (end - start))
         x, ha = (first, "left") if frac[0] + width <= 1 else (last_end, "right") if frac[1] >= width else (start, "left")
         ev_ax.text(x, row + 0.5, f" {label} ", ha=ha, va="center", fontsize=8, clip_on=True)
+    # every alert (shown in the strip or not) shaded once across the data panels: the union of its severity's spans
+    for colour in (_SEVERITY["warning"], _SEVERITY["critical"]):
+        for s, e in _merge([span for _, c, spans, _ in events if c == colour for span in spans]):
+            s, e = max(s, start), min(e, end)
+            if e > s:
+                for ax in data_axes:
+                    ax.axvspan(s, e, color=colour, alpha=0.08, lw=0, zorder=0)
     if len(events) > _MAX_EVENT_ROWS:
         ev_ax.text(start, _MAX_EVENT_ROWS + 0.5, f" … {len(events) - _MAX_EVENT_ROWS} more rows "
                    "('flowmon alerts --no-follow' lists every alert)", ha="left", va="center", fontsize=8,
