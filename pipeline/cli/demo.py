@@ -357,8 +357,11 @@ def _show_results(client: Any, run: _Run, png: Path, scenario: Path, console: Co
     console.print(f"dead letters: {dict(dead) if dead else 'none'}")
     console.print(alerts_table(client, run.lo, run.hi))
     try:
+        from datetime import datetime, timezone
+
         from pipeline.views.plot import plot_windows
-        png = plot_windows(client, png, title=f"flowmon demo: {scenario.name}")
+        png = plot_windows(client, png, title=f"flowmon demo: {scenario.name}",
+                           start=datetime.fromtimestamp(run.lo, tz=timezone.utc))  # the whole run (this run only)
         console.print(f"plot: {png}")
     except Exception as exc:  # a plot is a convenience; never fail the demo on it
         console.print(f"[yellow]no plot: {exc}[/]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -38,8 +38,29 @@ def sql(query: Annotated[str, typer.Argument(help="SQL to run")],
     sys.stdout.write(_client(make_settings()).raw_query(query, fmt=fmt).decode())  # errors: pipeline.cli.errors
 
 
-def plot(out: Annotated[Path, typer.Option(help="PNG to write")] = Path("flowmon-windows.png"),
-         top: Annotated[int, typer.Option(help="How many subnet pairs (largest by bytes)")] = 8) -> None:
-    """Plot data, retransmissions and RTT per subnet pair over time (PNG)."""
-    from pipeline.views.plot import plot_windows
-    console.print(f"wrote {plot_windows(_client(make_settings()), out, top)}")
+def plot(out: Annotated[Path, typer.Option(
+             "--out", "-o", help="File to write, exactly there (parent directories are created); the format from its "
+             "suffix: .png, .svg or .pdf")] = Path("flowmon-windows.png"),
+         top: Annotated[int, typer.Option(min=1, help="How many subnet pairs (largest by bytes in the range)")] = 8,
+         pair: Annotated[Optional[list[str]], typer.Option(
+             "--pair", help="Plot this pair, SRC:DST (subnet names; repeat for more; --top still caps)")] = None,
+         since: Annotated[Optional[str], typer.Option(
+             "--from", help="Start: ISO 8601 (UTC unless a zone is given) or relative to now, e.g. -2h "
+             "[default: 24 h before the end]")] = None,
+         until: Annotated[Optional[str], typer.Option(
+             "--to", help="End: ISO 8601, 'now' or relative, e.g. -30m [default: the end of the newest window]")] = None,
+         ) -> None:
+    """Plot data, retransmissions, timeouts and RTT per subnet pair over time, with alerts and NHI degraded
+    periods (PNG, SVG or PDF)."""
+    from datetime import datetime, timezone
+
+    from pipeline.views.plot import output_format, parse_pair, parse_when, plot_windows
+    output_format(out)  # a bad --out is refused before anything is read
+    now = datetime.now(timezone.utc)
+    start = parse_when(since, now, "--from") if since is not None else None
+    end = parse_when(until, now, "--to") if until is not None else None
+    if start is not None and end is not None and start >= end:
+        from pipeline.errors import InputError
+        raise InputError(f"--from {since} is not before --to {until}", hint="swap them, or leave one out")
+    pairs = [parse_pair(p) for p in pair or ()]
+    console.print(f"wrote {plot_windows(_client(make_settings()), out, top, pairs=pairs, start=start, end=end)}")
