@@ -237,14 +237,23 @@ def _run_demo(settings: Settings, scenario: Path, duration: str, seed: int, foll
         for d in diffs[:5]:
             console.print(f"  {d}", highlight=False)
         if follow:
-            console.print(f"\n[green]following[/]: broker {broker.bootstrap} — in another terminal: flowmon produce "
-                          "FILE, flowmon sql \"SELECT ...\", flowmon alerts; Ctrl-C stops.")
+            web = _start_console(settings, data)
+            url = _console_url(web, data, console)
+            console.print(f"\n[green]following[/]: broker {broker.bootstrap}{f'; console [bold]{url}[/]' if url else ''}"
+                          " — in another terminal: flowmon produce FILE, flowmon sql \"SELECT ...\", flowmon alerts; "
+                          "Ctrl-C stops.")
             try:
                 status = worker.wait()
             except KeyboardInterrupt:
                 status = None
+            finally:
+                web.terminate()
+                web.wait(10)
             if status is not None:
                 raise WorkerDied(_death(worker, log_path))
+        else:
+            console.print(f"see it in a browser: [bold]flowmon console[/] (then http://{settings.console_host}:"
+                          f"{settings.console_port or 'PORT'}/), or run the demo with --follow, which serves it")
         return 0 if landed == len(run.expected) and not diffs else FAILED
     finally:
         _stop_worker(worker)
@@ -319,6 +328,37 @@ def _start_worker(settings: Settings, bootstrap: str, data: Path, scenario: Path
     from pipeline.runtime.process import die_with_parent
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"], env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
+
+
+def _start_console(settings: Settings, data: Path) -> subprocess.Popen:
+    """``flowmon console`` in a subprocess (it reads the worker's SQL endpoint), logging to ``console.log``."""
+    env = dict(os.environ, FLOWMON_DATA_DIR=str(data), FLOWMON_CLICKHOUSE_DSN=settings.clickhouse_dsn,
+               FLOWMON_CONSOLE_HOST=settings.console_host, FLOWMON_CONSOLE_PORT=str(settings.console_port))
+    from pipeline.runtime.process import die_with_parent
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "console"], env=env,
+                            stdout=open(data / "console.log", "wb"), stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent())
+
+
+def _console_url(web: subprocess.Popen, data: Path, console: Console, timeout: float = 30) -> str | None:
+    """The console's address once it answers (read from its first line), or None with one warning line."""
+    import re
+    import urllib.request
+
+    log = data / "console.log"
+    end = time.time() + timeout
+    while time.time() < end and web.poll() is None:
+        m = re.search(r"on (http://\S+/)", log.read_text(errors="replace"))
+        if m:
+            try:
+                urllib.request.urlopen(m.group(1) + "ping", timeout=2).read()
+                return m.group(1)
+            except OSError:
+                pass
+        time.sleep(0.2)
+    last = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+    console.print(f"[yellow]the console did not start[/] ({last}); the worker keeps running")
+    return None
 
 
 def _produce_and_land(client: Any, worker: subprocess.Popen, log_path: Path, bootstrap: str, topic: str, run: _Run,

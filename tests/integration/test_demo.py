@@ -28,6 +28,7 @@ def test_flowmon_demo(tmp_path):
     assert "alerts: none" in out  # the HTTP experiment has no fault: nothing may alarm
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleans up after itself
     assert (tmp_path / "data" / "demo-windows.png").stat().st_size > 10_000  # the plot
+    assert "flowmon console" in out  # where to look next
 
     status, out = _demo(tmp_path)
     assert status == 6, out[-3000:]  # in use: the data directory holds an earlier run
@@ -42,13 +43,17 @@ def test_flowmon_demo(tmp_path):
 
 
 def test_demo_follow_says_when_its_worker_dies(tmp_path):
-    """`flowmon demo --follow`: the worker is killed; the demo says so, with its status and log, and exits 1."""
+    """`flowmon demo --follow` serves the console on the live worker's data (20 MB windows); then the worker is
+    killed: the demo says so, with its status and log, stops the console, and exits 1."""
     import json
     import signal
     import time
 
-    env = dict(os.environ, FLOWMON_DATA_DIR=str(tmp_path / "data"),
-               FLOWMON_CLICKHOUSE_DSN=f"chdb://{tmp_path / 'data' / 'chdb'}", COLUMNS="160")
+    import re
+    import urllib.request
+
+    env = dict(os.environ, FLOWMON_DATA_DIR=str(tmp_path / "data"), FLOWMON_CONSOLE_PORT="0",
+               FLOWMON_CLICKHOUSE_DSN=f"chdb://{tmp_path / 'data' / 'chdb'}", COLUMNS="400")
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "1h", "--follow"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -58,6 +63,11 @@ def test_demo_follow_says_when_its_worker_dies(tmp_path):
         while b"following" not in out and time.time() < end:  # the run has landed; the demo now follows
             out += proc.stdout.read1(65536)
         assert b"following" in out, out.decode()[-3000:]
+        while b"Ctrl-C" not in out and time.time() < end:
+            out += proc.stdout.read1(65536)
+        url = re.search(r"console (http://\S+/)", out.decode()).group(1)
+        page = urllib.request.urlopen(url + "path?src=subnet-1a&dst=subnet-1a", timeout=30).read().decode()
+        assert page.count('<td class="n bytes">20.0 MB</td>') == 6  # 1 h: six windows of 20 MB, read live
         worker_pid = json.loads(endpoint.read_text())["pid"]
         os.kill(worker_pid, signal.SIGKILL)
         rest, _ = proc.communicate(timeout=60)
@@ -67,3 +77,8 @@ def test_demo_follow_says_when_its_worker_dies(tmp_path):
     text = (out + rest).decode()
     assert proc.returncode == 1, text[-3000:]
     assert "the worker exited with status -9" in text and "Traceback" not in text
+    try:
+        urllib.request.urlopen(url + "ping", timeout=5)
+        raise AssertionError("the console outlived the demo")
+    except OSError:
+        pass
