@@ -259,7 +259,8 @@ def test_compose_secrets_are_required():
     c = load_compose(SECRETS | {"CLICKHOUSE_PASSWORD": "s3cret"})
     assert env_of(c["services"]["clickhouse"])["CLICKHOUSE_PASSWORD"] == "s3cret"
     for name, s in flowmon_services(c["services"]).items():
-        assert unquote(urlsplit(settings_of(s).clickhouse_url()).password or "") == "s3cret", name
+        want = SECRETS["GRAFANA_CLICKHOUSE_PASSWORD"] if _args(s)[:1] == ["console"] else "s3cret"
+        assert unquote(urlsplit(settings_of(s).clickhouse_url()).password or "") == want, name
 
 
 def test_env_files_are_ignored_by_git_and_docker():
@@ -429,8 +430,12 @@ def test_every_flowmon_container_reaches_kafka_and_clickhouse(services):
             assert (host, int(port)) in advertised, f"{name}: {server} is not an advertised listener {advertised}"
         dsn = urlsplit(st.clickhouse_url())  # the password URL-encoded into it (SECRETS need encoding)
         assert dsn.hostname == "clickhouse" and dsn.port == 8123, f"{name}: DSN {st.clickhouse_dsn}"
-        assert unquote(dsn.username or "") == ch_env["CLICKHOUSE_USER"], f"{name}: DSN user"
-        assert unquote(dsn.password or "") == ch_env["CLICKHOUSE_PASSWORD"], f"{name}: DSN password"
+        if _args(s)[:1] == ["console"]:  # the console only reads: the read-only user Grafana uses
+            assert unquote(dsn.username or "") == "grafana", f"{name}: the console must read as `grafana`"
+            assert unquote(dsn.password or "") == ch_env["GRAFANA_CLICKHOUSE_PASSWORD"], f"{name}: DSN password"
+        else:
+            assert unquote(dsn.username or "") == ch_env["CLICKHOUSE_USER"], f"{name}: DSN user"
+            assert unquote(dsn.password or "") == ch_env["CLICKHOUSE_PASSWORD"], f"{name}: DSN password"
         assert dsn.path.strip("/") == ch_env["CLICKHOUSE_DB"], f"{name}: DSN database"
 
 
