@@ -1,17 +1,18 @@
 -- 007: monitors (named scopes: local resources -> remote resources), evaluated live.
+-- (No apostrophes in these comments: pipeline/clickhouse/columns.py would read one as a string literal.)
 --
 -- monitors: the definitions, landed from the compacted topic flow-monitors-v1 (key = name,
 -- value = schemas/wire/flow_monitor.v1.json, no value = deleted). One row per message;
--- `updated` is the message's Kafka timestamp, so ReplacingMergeTree(updated) keeps each
--- monitor's latest state (a deletion is a row with deleted = 1). Live monitors:
+-- `updated` is the Kafka timestamp of the message, so ReplacingMergeTree(updated) keeps
+-- the latest state of each monitor (a deletion is a row with deleted = 1). Live monitors:
 --   SELECT * FROM monitors FINAL WHERE deleted = 0
 --
 -- monitor_windows: one row per (monitor, subnet pair, window) from topic
--- flow-monitor-windows-v1 (flow_monitor_window.v1.json): the pair window's counters
--- and RTT histogram, under the monitor's name, for every pair window that fell in the
--- monitor when it closed. A monitor's series = sum per window_start (sumMap(rtt_hist)
--- for the merged histogram); read WITH FINAL for exact totals (a re-emitted window
--- collapses on the key, the latest closed_at wins).
+-- flow-monitor-windows-v1 (flow_monitor_window.v1.json): the counters and RTT histogram
+-- of the pair window, under the name of the monitor, for every pair window that fell in
+-- the monitor when it closed. The series of a monitor = sums per window_start
+-- (sumMap(rtt_hist) for the merged histogram); read WITH FINAL for exact totals (a
+-- re-emitted window collapses on the key, the latest closed_at wins).
 --
 -- monitor_nhi: one row per (monitor, NHI period) from topic flow-monitor-nhi-v1
 -- (flow_monitor_nhi.v1.json): the degraded periods of the NHI scopes that touch the
