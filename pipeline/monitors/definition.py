@@ -142,11 +142,9 @@ def parse_resource(item: Any, where: str = "resource", fail: Any = MonitorError)
 
 
 def _resources(raw: Any, where: str, fail: Any, allow_any: bool) -> Remote:
-    if isinstance(raw, str) and raw.strip() == ANY:
-        if not allow_any:
-            raise fail(f"{where}: 'any' is for the remote side; local lists where the reporting agents are")
-        return ANY
     items = [raw] if isinstance(raw, str | Mapping) else raw
+    if not allow_any and isinstance(items, list | tuple) and any(isinstance(i, str) and i.strip() == ANY for i in items):
+        raise fail(f"{where}: 'any' is for the remote side; local lists where the reporting agents are")
     if not isinstance(items, list | tuple) or not items:
         raise fail(f"{where}: expected a non-empty list of kind:id" + (" or 'any'" if allow_any else ""))
     if allow_any and any(isinstance(i, str) and i.strip() == ANY for i in items):

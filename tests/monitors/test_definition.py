@@ -30,6 +30,7 @@ def test_forms_of_a_resource_and_dedup():
     ({"name": "m", "local": ["az:z"]}, "monitor 'm': remote: missing"),
     ({"name": "m", "local": [], "remote": "any"}, "monitor 'm': local: expected a non-empty list of kind:id"),
     ({"name": "m", "local": "any", "remote": "any"}, "monitor 'm': local: 'any' is for the remote side"),
+    ({"name": "m", "local": ["az:z", "any"], "remote": "any"}, "monitor 'm': local: 'any' is for the remote side"),
     ({"name": "m", "local": ["az:z"], "remote": ["any", "az:y"]}, "remote: 'any' already matches everything"),
     ({"name": "m", "local": ["az:z", "zone:q"], "remote": "any"}, "monitor 'm': local[1]: unknown kind 'zone'"),
     ({"name": "m", "local": ["az:"], "remote": "any"}, "monitor 'm': local[0]: az: expected a non-empty id"),
