@@ -4,11 +4,14 @@ While the worker runs: ``flowmon monitor create`` a monitor, send a known scenar
 monitor's series (named query ``monitor_series``) equals, exactly, the sums over the matching
 pairs' ``flow_windows``; change the monitor (a remote added) and the later windows follow it,
 the earlier ones keep what they had; delete it, and no window closed afterwards lands for it.
-The NHI of a monitor is tested at the unit level (tests/monitors/): no fault scenario here.
+NHI: no fault scenario runs here (tests/monitors/ tests which scopes touch a monitor); two NHI
+periods are published on the NHI topic as the attribution stage would, and the one whose scope
+touches the monitor marks its window degraded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import subprocess
@@ -17,9 +20,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 from tests.support.harness import REPO, Deployment
 from tests.support.strategies import base_start
 
+from pipeline.runtime import kafka
 from pipeline.sim.scenario import DEMO_SCENARIO
 from pipeline.views.queries import run
 from pipeline.wire.rtt import quantile
@@ -101,6 +106,16 @@ def assert_window(d: Deployment, got: dict, where: str, ws: int) -> None:
         assert abs(got[k] - want[k]) <= 1e-9 * max(1.0, want[k]), (ws, k, got[k], want[k])
 
 
+async def send(d: Deployment, topic: str, records: list[dict]) -> None:
+    p = kafka.producer(d.conn)
+    await p.start()
+    try:
+        for r in records:
+            await p.send_and_wait(topic, orjson.dumps(r), key=f"{r['scope_kind']}|{r['scope']}".encode())
+    finally:
+        await p.stop()
+
+
 def landed_pairs(d: Deployment, ws: int) -> int:
     return d.client.command(f"SELECT count() FROM flow_windows FINAL WHERE window_start = {ws}")
 
@@ -148,12 +163,25 @@ def test_monitor_created_changed_deleted_while_the_worker_runs(tansu_broker, tmp
         assert sorted(series(d, "m1")) == ws[:2]  # nothing for m1 after its deletion
         assert series(d, "m2").keys() == {ws[2]}  # m2 did not exist before
 
+        # NHI: periods as the attribution stage publishes them (flow_nhi.v1), one on a scope of m2, one elsewhere
+        assert series(d, "m2")[ws[2]]["nhi"] == "healthy"
+        periods = [{"version": 1, "scope_kind": "az", "scope": "az-1c", "status": "degraded", "start": ws[2] + 60,
+                    "end": ws[2] + 180, "element": "subnet:subnet-1c", "updated": time.time()},
+                   {"version": 1, "scope_kind": "subnet", "scope": "subnet-elsewhere", "status": "degraded",
+                    "start": ws[2], "end": None, "element": "subnet:subnet-elsewhere", "updated": time.time()}]
+        asyncio.run(send(d, d.topics.nhi, periods))
+        until("m2 degraded in window 2", lambda: series(d, "m2")[ws[2]]["nhi"] == "degraded")
+        nhi = run(d.client, "monitor_nhi", monitor="m2", **{"from": datetime.fromtimestamp(ws[2], timezone.utc),
+                                                             "to": datetime.fromtimestamp(ws[2] + 600, timezone.utc)})
+        assert [(r["scope_kind"], r["scope"], r["element"]) for r in nhi] == [("az", "az-1c", "subnet:subnet-1c")]
+        assert d.client.command("SELECT count() FROM monitor_nhi FINAL WHERE monitor != 'm2'") == 0
+
         # the definitions landed too, and the CLI reads both sides
         until("the monitors table", lambda: [r["name"] for r in run(d.client, "monitors")] == ["m2"])
         listed = monitor_cmd(d, "list", "--json")
         assert [line.split('"name":"')[1].split('"')[0] for line in listed.splitlines() if line.startswith("{")] == ["m2"]
         shown = monitor_cmd(d, "show", "m2")
-        assert "remote:      any" in shown and "last 1 window(s)" in shown and "healthy" in shown, shown
+        assert "remote:      any" in shown and "last 1 window(s)" in shown and "degraded" in shown, shown
         d.check_alive()
     finally:
         d.close()
