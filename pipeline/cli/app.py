@@ -1,7 +1,7 @@
 """Shell: the ``flowmon`` command (typer). Every option also reads ``FLOWMON_*`` (see ``config``).
 
 The root registers the commands (each group lives in its own module: ``worker``, ``demo``,
-``produce`` (produce, simulate), ``query`` (sql, plot), ``alerts``, ``eval``, ``migrate``, ``config``), holds
+``produce`` (produce, simulate), ``query`` (sql, plot), ``alerts``, ``eval``, ``migrate``, ``config``, ``monitor``), holds
 the global options (``--debug``, ``--version``), warns about unknown ``FLOWMON_*`` variables, and is
 the one place where a failure becomes one line and an exit status (:class:`FlowmonRoot`,
 ``pipeline.cli.errors``; the statuses are ``pipeline.errors.EXIT_STATUSES``).
@@ -22,6 +22,7 @@ from pipeline.cli.console import console_command
 from pipeline.cli.demo import demo
 from pipeline.cli.eval import eval_
 from pipeline.cli.migrate import migrate_command
+from pipeline.cli.monitor import monitor_cli
 from pipeline.cli.produce import produce, simulate
 from pipeline.cli.query import plot, sql
 from pipeline.cli.worker import worker
@@ -88,6 +89,7 @@ def root(ctx: typer.Context,
 
 
 cli.add_typer(config_cli, name="config")
+cli.add_typer(monitor_cli, name="monitor")
 for command in (worker, demo, produce, simulate, sql, plot):
     cli.command()(command)
 cli.command(name="alerts")(alerts_command)

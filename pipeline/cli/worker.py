@@ -106,8 +106,9 @@ def _install_health(flow: Any, ctx: Any) -> None:
 
     s, t = flow.settings, flow.topics
     # the whole pipeline's groups, whatever this worker's roles: a stalled stage is what a health check must see
-    groups = {s.app_id: [t.reports, t.pairs, t.health],
-              f"{s.app_id}-sink": [t.windows, t.deadletter, t.anomalies, t.attributions, t.nhi]}
+    groups = {s.app_id: [t.reports, t.pairs, t.health, t.windows, t.nhi],  # windows, nhi: the monitor agents
+              f"{s.app_id}-sink": [t.windows, t.deadletter, t.anomalies, t.attributions, t.nhi, t.monitors,
+                                   t.monitor_windows, t.monitor_nhi]}
 
     def watermark() -> float | None:
         marks = [ps.windows.watermark for ps in (ctx.stores.values() if ctx else ()) if ps.windows.watermark is not None]

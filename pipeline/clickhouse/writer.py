@@ -1,4 +1,4 @@
-"""Write what the pipeline emits to ClickHouse: windows, anomaly events, attributions, NHI periods, dead letters.  *shell*
+"""Write what the pipeline emits to ClickHouse: windows, anomaly events, attributions, NHI periods, monitors, dead letters.  *shell*
 
 :class:`WindowSink` is a plain synchronous class around a clickhouse_connect client
 (``pipeline.clickhouse.client.connect``: chdb or HTTP): no Kafka, no asyncio. The
@@ -92,6 +92,9 @@ SOURCES: dict[str, str] = {
     "flow_anomalies": "flow_anomaly.v1",
     "flow_attributions": "flow_attribution.v1",
     "nhi": "flow_nhi.v1",
+    "monitors": "flow_monitor.v1",
+    "monitor_windows": "flow_monitor_window.v1",
+    "monitor_nhi": "flow_monitor_nhi.v1",
 }
 
 #: Columns that are not a field of the record of the same name, with where they come from.
@@ -102,6 +105,13 @@ DERIVED: dict[str, dict[str, str]] = {
         "source_offset": "source.offset",
         "payload": "payload as JSON text, else payload_b64, else ''",
         "payload_encoding": "'json' (payload), 'base64' (payload_b64) or ''",
+    },
+    # the sink lands the monitors topic's messages, tombstones included (pipeline.monitors.evaluate.monitor_row;
+    # ``remote`` is the definition's field, its 'any' stored as ['any'])
+    "monitors": {
+        "definition": "the message's value (the definition JSON), '' for a tombstone",
+        "deleted": "1 for a tombstone (no value), else 0",
+        "updated": "the message's Kafka timestamp",
     },
 }
 
@@ -291,7 +301,7 @@ def batch_token(columns: dict[str, list]) -> str:
 
 
 class WindowSink:
-    """Column-wise, idempotent writer of the five tables the pipeline feeds (see :data:`SOURCES`).
+    """Column-wise, idempotent writer of the tables the pipeline feeds (see :data:`SOURCES`).
 
     Parameters
     ----------
@@ -390,6 +400,18 @@ class WindowSink:
     def write_nhi(self, records: list[dict[str, Any]]) -> int:
         """Insert flow_nhi.v1 dicts."""
         return self._write("nhi", records)
+
+    def write_monitors(self, rows: list[dict[str, Any]]) -> int:
+        """Insert ``monitors`` rows (``pipeline.monitors.evaluate.monitor_row`` of the monitors topic's messages)."""
+        return self._write("monitors", rows)
+
+    def write_monitor_windows(self, records: list[dict[str, Any]]) -> int:
+        """Insert flow_monitor_window.v1 dicts."""
+        return self._write("monitor_windows", records)
+
+    def write_monitor_nhi(self, records: list[dict[str, Any]]) -> int:
+        """Insert flow_monitor_nhi.v1 dicts."""
+        return self._write("monitor_nhi", records)
 
     def write_deadletters(self, records: list[dict[str, Any]]) -> int:
         """Insert deadletter.v1 dicts; returns the number of rows sent (after in-batch dedup)."""

@@ -5,11 +5,10 @@ getting done": a worker can run happily while its consumer group is stalled (a s
 that cannot write, ClickHouse unreachable, a partition nobody owns). So:
 
 - **Lag** of the pipeline's two consumer groups, whatever this worker's own roles
-  (``<app_id>``: reports, pairs and health topics; ``<app_id>-sink``: the topics the sink
-  lands): per topic,
-  the sum over partitions of (end offset − committed offset), polled every
-  ``FLOWMON_HEALTH_INTERVAL_S`` by :class:`LagMonitor` with an admin client and exported
-  as ``flowmon_consumer_lag{group,topic}``.
+  (``<app_id>``: reports, pairs, health, and the windows and NHI topics the monitor agents
+  read; ``<app_id>-sink``: the topics the sink lands): per topic, the sum over partitions
+  of (end offset − committed offset), polled every ``FLOWMON_HEALTH_INTERVAL_S`` by
+  :class:`LagMonitor` with an admin client and exported as ``flowmon_consumer_lag{group,topic}``.
 - **Stuck**: a group with lag whose committed offsets have not moved for
   ``FLOWMON_HEALTH_STUCK_S`` (:class:`Progress`, pure). A backfill with a huge lag that
   advances is healthy; a small lag that never moves is not.

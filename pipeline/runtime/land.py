@@ -1,4 +1,4 @@
-"""Shell: land closed windows, anomaly events and dead letters in ClickHouse (consumer group ``<app_id>-sink``).
+"""Shell: land closed windows, anomaly events, attributions, NHI, monitors and dead letters in ClickHouse (consumer group ``<app_id>-sink``).
 
 A plain aiokafka consumer rather than a Faust agent: the sink must commit offsets only
 *after* a batch is written, and with chdb exactly one process may own the database, so
@@ -30,12 +30,14 @@ from pipeline.config import Settings
 from pipeline.runtime import kafka
 from pipeline.runtime.metrics import Metrics
 from pipeline.clickhouse.writer import WindowSink
+from pipeline.monitors.evaluate import monitor_row
 from pipeline.runtime.topics import Topics
 
 __all__ = ["Lander", "backoff_delays", "is_missing_table", "sink_deadletter", "TABLES"]
 
 #: The tables the sink writes, in the order a batch is written.
-TABLES = ("flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi")
+TABLES = ("flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi", "monitors", "monitor_windows",
+          "monitor_nhi")
 
 
 def sink_deadletter(origin: tuple[str, int, int], detail: str, *, payload: Any = None,
@@ -88,7 +90,8 @@ def is_missing_table(exc: BaseException) -> bool:
 
 
 class Lander:
-    """Consume the windows, anomalies and dead-letter topics; write batches; commit after each write."""
+    """Consume the topics that land (windows, dead letters, anomalies, attributions, NHI, monitors, monitor windows
+    and NHI); write batches; commit after each write."""
 
     def __init__(self, settings: Settings, conn: kafka.Connection | str, sink: WindowSink, executor: ThreadPoolExecutor,
                  metrics: Metrics | None = None, repair: Callable[[], Any] | None = None,
@@ -122,7 +125,8 @@ class Lander:
         s = self.settings
         consumer = kafka.consumer(
             self.conn, self.topics.windows, self.topics.deadletter, self.topics.anomalies,
-            self.topics.attributions, self.topics.nhi, group=f"{s.app_id}-sink", **kafka.group_timings(s),
+            self.topics.attributions, self.topics.nhi, self.topics.monitors, self.topics.monitor_windows,
+            self.topics.monitor_nhi, group=f"{s.app_id}-sink", **kafka.group_timings(s),
             auto_offset_reset="earliest", max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
         )
         await consumer.start()
@@ -133,13 +137,21 @@ class Lander:
                     continue
                 table_of = {self.topics.windows: "flow_windows", self.topics.anomalies: "flow_anomalies",
                             self.topics.attributions: "flow_attributions", self.topics.nhi: "nhi",
-                            self.topics.deadletter: "deadletter"}
+                            self.topics.deadletter: "deadletter", self.topics.monitors: "monitors",
+                            self.topics.monitor_windows: "monitor_windows", self.topics.monitor_nhi: "monitor_nhi"}
                 items: dict[str, list[tuple[dict[str, Any], tuple[str, int, int]]]] = {t: [] for t in TABLES}
                 refused: list[dict[str, Any]] = []  # what cannot land where it belongs: dead letters of the sink
                 for tp, msgs in batch.items():
                     table = table_of[tp.topic]
                     for m in msgs:
                         origin = (tp.topic, tp.partition, m.offset)
+                        if table == "monitors":  # keyed definitions and tombstones: the message is the row
+                            try:
+                                items[table].append((monitor_row(m.key, m.value, m.timestamp), origin))
+                            except (ValueError, UnicodeDecodeError) as exc:
+                                refused.append(sink_deadletter(origin, f"not a monitors record: {exc}",
+                                                               raw=m.value or b""))
+                            continue
                         try:
                             rec = orjson.loads(m.value)
                             if not isinstance(rec, dict):
@@ -178,7 +190,8 @@ class Lander:
         """Write ``records`` to ``table``, retrying with backoff until ClickHouse takes them."""
         write = {"flow_windows": self.sink.write_windows, "deadletter": self.sink.write_deadletters,
                  "flow_anomalies": self.sink.write_anomalies, "flow_attributions": self.sink.write_attributions,
-                 "nhi": self.sink.write_nhi}[table]
+                 "nhi": self.sink.write_nhi, "monitors": self.sink.write_monitors,
+                 "monitor_windows": self.sink.write_monitor_windows, "monitor_nhi": self.sink.write_monitor_nhi}[table]
         loop = asyncio.get_running_loop()
         delays = self.backoff()
         attempt = 0

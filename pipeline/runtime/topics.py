@@ -35,6 +35,9 @@ class Topics:
     attributions: str  # one verdict per opened alert (infrastructure / workload / undetermined)
     nhi: str  # Network Health Indicator: degraded periods per AZ, AZ pair, subnet
     attribution_state: str  # the attribution stage's restart point and NHI state (compacted, 1 partition)
+    monitors: str  # monitor definitions (compacted, 1 partition; key = name, no value = deleted)
+    monitor_windows: str  # per (monitor, subnet pair, window): the pair window's counters
+    monitor_nhi: str  # per (monitor, NHI period): the periods of the scopes that touch a monitor
     partitions: int
     replication: int
 
@@ -43,16 +46,18 @@ class Topics:
         def n(x: str) -> str:
             return topic_name(s.topic_prefix, x)
         return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), n("anomalies"), n("health"), n("attributions"), n("nhi"),
-                   n("attribution-state"), s.partitions,
+                   n("attribution-state"), n("monitors"), n("monitor-windows"), n("monitor-nhi"), s.partitions,
                    s.replication_factor)
 
     def all(self) -> list[str]:
         return [self.reports, self.pairs, self.windows, self.deadletter, self.state, self.anomalies, self.health,
-                self.attributions, self.nhi, self.attribution_state]
+                self.attributions, self.nhi, self.attribution_state, self.monitors, self.monitor_windows,
+                self.monitor_nhi]
 
     def partitions_of(self, topic: str) -> int:
-        """The fleet-wide stages read one partition: every pairs partition's health meets in one place."""
-        return 1 if topic in (self.health, self.attribution_state) else self.partitions
+        """The fleet-wide stages read one partition: every pairs partition's health meets in one place; the
+        monitor definitions are one ordered log."""
+        return 1 if topic in (self.health, self.attribution_state, self.monitors) else self.partitions
 
 
 async def ensure_topics(conn: kafka.Connection | str, topics: Topics, timeout_s: float = 30.0,
@@ -65,7 +70,7 @@ async def ensure_topics(conn: kafka.Connection | str, topics: Topics, timeout_s:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        compact = (topics.state, topics.attribution_state)
+        compact = (topics.state, topics.attribution_state, topics.monitors)
         missing = [NewTopic(t, topics.partitions_of(t), topics.replication,
                             topic_configs={"cleanup.policy": "compact"} if t in compact else {})
                    for t in wanted if t not in existing]

@@ -11,6 +11,9 @@
   (``runtime.restore``), all durable before the batch is acked.
 * ``attribute`` (health topic, one partition): ``attribute.correlate.AttributionStage``;
   attributions and NHI records out, its state to its own topic.
+* ``monitors`` (windows and NHI topics): each closed pair window and NHI period through
+  ``monitors.evaluate`` against the current monitors (followed from the monitors topic by
+  ``runtime.monitors.MonitorFollower``); monitor windows and monitor NHI records out.
 * ``rebalance``: what a worker forgets or restores when partitions move.
 
 At-least-once: Faust flushes the producer before it commits offsets, so whatever an
@@ -21,7 +24,7 @@ offsets (see ``aggregate.windows``).
 from __future__ import annotations
 
 from pipeline.ingest.topology import Topology
-from pipeline.runtime.agents import aggregate, attribute, ingest, marks, rebalance
+from pipeline.runtime.agents import aggregate, attribute, ingest, marks, monitors, rebalance
 from pipeline.runtime.agents.context import Context
 from pipeline.runtime.app import Flow
 
@@ -31,6 +34,6 @@ __all__ = ["install", "Context"]
 def install(flow: Flow, topology: Topology | None = None) -> Context:
     """Define the agents, the timer and the rebalance hooks on ``flow.app``; returns their shared context."""
     ctx = Context.create(flow, topology)
-    for module in (ingest, marks, aggregate, attribute, rebalance):
+    for module in (ingest, marks, aggregate, attribute, monitors, rebalance):
         module.install(ctx)
     return ctx

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.attribute.correlate import AttributionStage
 from pipeline.config import Settings
@@ -59,13 +60,15 @@ class Context:
     progress: SourceProgress
     stores: dict[int, PartitionState] = field(default_factory=dict)
     stage: AttributionStage | None = None  # restored on its first batch (the health topic's one partition)
+    topology: Topology | None = None
+    monitors: Any = None  # the runtime.monitors.MonitorFollower the monitor agents read (set by their install)
 
     @classmethod
     def create(cls, flow: Flow, topology: Topology | None = None) -> Context:
         s = flow.settings
         core = Ingest(Validator(topology, max_future_s=s.max_future_s, max_message_bytes=s.max_message_bytes,
                                 max_samples=s.max_samples_per_report), s.window_s, s.partitions, grid_s=s.interval_s)
-        return cls(flow, core, SourceProgress(s.source_idle_s, s.source_idle_lag_s))
+        return cls(flow, core, SourceProgress(s.source_idle_s, s.source_idle_lag_s), topology=topology)
 
     @property
     def settings(self) -> Settings:
