@@ -991,7 +991,8 @@ SQL_FUNCTIONS = {
     "toStartOfFiveMinutes", "toStartOfHour", "toStartOfDay", "toUnixTimestamp", "fromUnixTimestamp64Milli",
     "formatReadableSize", "length", "tuple", "now", "exp2", "log2", "sqrt", "pow", "countIf", "maxIf",
     "groupUniqArray", "startsWith", "notEmpty", "empty", "indexOf", "toFloat64", "toUInt32", "arrayElement",
-    "arrayFirstIndex", "arrayCumSum", "arraySum", "mapKeys", "mapValues", "nan",
+    "arrayFirstIndex", "arrayCumSum", "arraySum", "mapKeys", "mapValues", "nan", "arrayExists", "arraySort",
+    "arrayMap",
     "__timeFilter", "__timeFilter_ms", "__timeInterval", "__timeInterval_ms", "__dateFilter", "__dateTimeFilter",
     "__dt", "__conditionalAll", "__timeFrom", "__timeTo",
 }
@@ -1227,6 +1228,22 @@ def migrated(chdb_dsn):
                      "start": T0, "end": end, "element": "az_pair:use1-az1|use1-az2", "updated": T0 + n}
                     for n, end in enumerate([None, T0 + 600])])  # opened, then closed: one period
     assert client.command("SELECT count() FROM nhi FINAL WHERE end IS NOT NULL") == 1
+    # a monitor over subnet-1a, with its windows and one degraded period (what the monitor agents emit)
+    from pipeline.monitors.definition import parse_monitor
+    from pipeline.monitors.evaluate import monitor_row
+    mon = parse_monitor({"name": "web", "local": ["subnet:subnet-1a"], "remote": "any"})
+    sink.write_monitors([monitor_row(b"web", mon.to_json(), 1000)])
+    sink.write_monitor_windows([{**{k: w[k] for k in (
+        "src_subnet", "src_az", "src_vpc", "dst_subnet", "dst_az", "dst_vpc", "window_start", "window_s", "bytes",
+        "bytes_sent", "bytes_received", "retransmissions", "timeouts", "flows", "rtt_count", "rtt_sum_us", "rtt_hist",
+        "closed_at")}, "version": 1, "monitor": "web"} for w in windows if w["src_subnet"] == "subnet-1a"])
+    sink.write_monitor_nhi([{"version": 1, "monitor": "web", "scope_kind": "az_pair", "scope": "use1-az1|use1-az2",
+                             "status": "degraded", "start": T0, "end": T0 + 600, "element": "az_pair:use1-az1|use1-az2",
+                             "updated": T0 + 1.0}])
+    from pipeline.views.queries import run
+    series = run(client, "monitor_series", monitor="web", **{"from": TIME_FROM, "to": TIME_TO})
+    assert [(int(r["time"].timestamp()), r["nhi"]) for r in series] == \
+        [(T0 + 600 * k, "degraded" if k == 0 else "healthy") for k in range(6)]
     assert client.command("SELECT count() FROM alerts_attributed WHERE cause = 'infrastructure'") == len(pairs)
     yield client
     client.command(f"DROP DATABASE IF EXISTS {database}", use_database=False)

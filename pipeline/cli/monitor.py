@@ -191,7 +191,7 @@ def show(name: Annotated[str, typer.Argument(help="Monitor name")],
     table = Table("window (UTC)", "MB", "retrans", "timeouts", "RTT mean ms", "p50", "p90", "p99", "pairs", "NHI",
                   title=f"last {len(rows)} window(s)")
     for r in rows:
-        table.add_row(r["window_start"].strftime("%Y-%m-%d %H:%M"), f"{r['bytes'] / 1e6:,.2f}",
+        table.add_row(r["time"].strftime("%Y-%m-%d %H:%M"), f"{r['bytes'] / 1e6:,.2f}",
                       f"{r['retransmissions']:,}", f"{r['timeouts']:,}",
                       *(f"{r[c] / 1000:.2f}" for c in ("rtt_mean_us", "rtt_p50_us", "rtt_p90_us", "rtt_p99_us")),
                       str(r["pairs"]), r["nhi"])

@@ -76,7 +76,19 @@ def nhi_records(period: Mapping[str, Any], monitors: Iterable[Monitor], placemen
     [('m', 'a1|a2')]
     >>> nhi_records(dict(nhi, scope_kind="az", scope="a3"), [m], p)
     []
+
+    An AZ marked degraded only because a problem *between* two AZs was blamed (element
+    ``az_pair:...``) does not make every monitor touching that AZ degraded: the az_pair
+    period itself reaches the monitors it crosses (the console's AZ matrix reads it the same way).
+
+    >>> m3 = parse_monitor({"name": "m3", "local": "subnet:s1", "remote": "subnet:s1"})
+    >>> nhi_records(dict(nhi, scope_kind="az", scope="a1"), [m3], p)
+    []
+    >>> [r["monitor"] for r in nhi_records(dict(nhi, scope_kind="az", scope="a1", element="subnet:s1"), [m3], p)]
+    ['m3']
     """
+    if period["scope_kind"] == "az" and str(period.get("element", "")).startswith("az_pair:"):
+        return []
     out = []
     for m in monitors:
         if touches(m, period["scope_kind"], period["scope"], placements):

@@ -55,7 +55,7 @@ _QUERY_VARS = {
                              "WHERE $__timeFilter(window_start) ORDER BY src_subnet"),
     "dst": ("Destination subnet", "SELECT DISTINCT dst_subnet FROM flow_windows FINAL "
                                   "WHERE $__timeFilter(window_start) ORDER BY dst_subnet"),
-    "monitor": ("Monitor", "SELECT name FROM monitors FINAL WHERE NOT deleted ORDER BY name"),
+    "monitor": ("Monitor", "SELECT name FROM monitors FINAL WHERE deleted = 0 ORDER BY name"),
     "alert_id": ("Alert", "SELECT alert_id FROM alerts ORDER BY first_seen DESC LIMIT 200"),
 }
 #: the variables, in the order the dashboard shows them

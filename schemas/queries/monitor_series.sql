@@ -1,6 +1,7 @@
 -- title: Monitor: data, retransmissions, timeouts, RTT and NHI per window
 -- params: monitor String, from DateTime, to DateTime
 -- grafana: timeseries
+-- grafana_panels: bytes; retransmissions; timeouts; rtt_mean_us, rtt_p50_us, rtt_p90_us, rtt_p99_us
 -- description: One row per window of the monitor: sums over the subnet pairs that fell in it, RTT mean from the
 -- description: sums and percentiles from the merged histogram (bucket b = floor(16*log2(rtt_us)), value
 -- description: 2^((b+0.5)/16), as pipeline/wire/rtt.py), the number of pairs, and the NHI of the window:
@@ -11,7 +12,7 @@ WITH (
     WHERE monitor = {monitor:String}
 ) AS periods
 SELECT
-    window_start,
+    window_start AS time,
     b AS bytes,
     r AS retransmissions,
     t AS timeouts,
@@ -41,4 +42,4 @@ FROM
     WHERE monitor = {monitor:String} AND window_start >= {from:DateTime} AND window_start < {to:DateTime}
     GROUP BY window_start
 )
-ORDER BY window_start
+ORDER BY time

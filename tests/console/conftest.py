@@ -32,22 +32,42 @@ REFERENCE = ROOT / "pipeline" / "sim" / "scenarios" / "http_experiment.yaml"
 FAULT = ROOT / "tests" / "scenarios" / "attr-az-pair-loss.yaml"
 
 
-def land(client, scenario: Path):
-    """Run ``scenario`` through the worker's cores and land its records with the sink; returns the EvalResult."""
+#: monitors of the fault scenario: one across the faulty AZ pair, one that the fault does not touch
+MONITORS = [{"name": "az1-to-az2", "local": ["az:az1"], "remote": ["az:az2"]},
+            {"name": "az3-anywhere", "local": ["az:az3"], "remote": "any"}]
+
+
+def land(client, scenario: Path, monitors: list[dict] = ()):
+    """Run ``scenario`` through the worker's cores and land its records with the sink (and, for ``monitors``,
+    the records the monitor agents make of them, with the same pure functions); returns the EvalResult."""
+    from pipeline.monitors.definition import parse_monitor
+    from pipeline.monitors.evaluate import monitor_row, nhi_records, sides, window_records
+    from pipeline.monitors.scope import Placements
+
     res = evaluate(scenario)
     sink = WindowSink(client)
-    assert sink.write_windows([orjson.loads(encode(w)) for w in res.closed.values()]) == len(res.closed)
+    windows = [orjson.loads(encode(w)) for w in res.closed.values()]
+    assert sink.write_windows(windows) == len(res.closed)
     sink.write_anomalies(res.events)
     sink.write_attributions(res.attributions)
     sink.write_nhi(res.nhi_records)
+    ms = [parse_monitor(m) for m in monitors]
+    if ms:
+        sink.write_monitors([monitor_row(m.name.encode(), m.to_json(), 1000) for m in ms])
+        places = Placements()
+        for w in windows:
+            for side in sides(w):
+                places.learn(side)
+        sink.write_monitor_windows([r for w in windows for r in window_records(w, ms)])
+        sink.write_monitor_nhi([r for p in res.nhi_records for r in nhi_records(p, ms, places)])
     return res
 
 
-def _database(chdb_dsn: str, scenario: Path):
+def _database(chdb_dsn: str, scenario: Path, monitors: list[dict] = ()):
     db = f"console_{uuid.uuid4().hex[:10]}"
     c = connect(chdb_dsn, database=db)
     migrate(c)
-    res = land(c, scenario)
+    res = land(c, scenario, monitors)
     return c, db, res
 
 
@@ -63,7 +83,7 @@ def reference_db(chdb_dsn):
 @pytest.fixture(scope="session")
 def fault_db(chdb_dsn):
     """A loss between az1 and az2 (attributed to the az1|az2 path), 2 h."""
-    c, db, res = _database(chdb_dsn, FAULT)
+    c, db, res = _database(chdb_dsn, FAULT, MONITORS)
     yield c, res
     c.command(f"DROP DATABASE IF EXISTS {db}", use_database=False)
     c.close()

@@ -15,6 +15,8 @@ PAGES = [
     ("fault", "overview", "/"),
     ("fault", "insights-retrans", "/insights?metric=retransmissions&category=inter-az"),
     ("fault", "alerts", "/alerts"),
+    ("fault", "monitors", "/monitors"),
+    ("fault", "monitor-az1-to-az2", "/monitors/az1-to-az2"),
     ("fault", "alert", None),  # the first infrastructure alert's evidence page
     ("fault", "path", None),  # its path view
 ]
@@ -92,6 +94,28 @@ def test_fault_alert_is_attributed_and_its_element_marked_on_the_path(consoles, 
               if n.get_attribute("data-blamed") == "yes"}
     assert marked == {("az", "az1"), ("az", "az2")}
     assert all(n.get_attribute("data-blamed") == "no" for n in nodes if n.get_attribute("data-kind") == "subnet")
+
+
+def test_monitor_series_with_its_health_bar(consoles, page, fault_db):
+    """The monitor across az1→az2 shows its windows' data and a health bar that turns red in the fault's windows;
+    the monitor in az3 stays green."""
+    _, res = fault_db
+    base = consoles["fault"]
+    _open(page, base + "/monitors")
+    assert page.locator("table#monitors td a").all_inner_texts() == ["az1-to-az2", "az3-anywhere"]
+    nhi = {}
+    for name in ("az1-to-az2", "az3-anywhere"):
+        _open(page, f"{base}/monitors/{name}")
+        data = page.evaluate("() => document.getElementById('monitor-chart').data.map(t => [t.name, t.y, t.customdata])")
+        by_name = {n: (y, c) for n, y, c in data}
+        assert len(by_name["data (MB)"][0]) == 12 and min(by_name["data (MB)"][0]) > 0
+        nhi[name] = by_name["network health"][1]
+    fault_windows = {(p["start"] // 600) * 600 for p in res.nhi_records}
+    assert nhi["az1-to-az2"].count("degraded") >= len(fault_windows) >= 1
+    assert set(nhi["az3-anywhere"]) == {"healthy"}
+    _open(page, f"{base}/monitors/az1-to-az2")
+    assert page.locator("table#monitor-nhi tbody tr").count() >= 1
+    assert "az_pair:az1|az2" in page.locator("table#monitor-nhi").inner_text()
 
 
 def test_range_picker_and_shared_link(consoles, page):

@@ -83,7 +83,7 @@ def until(what, check, timeout: float = 90):
 def series(d: Deployment, monitor: str) -> dict[int, dict]:
     rows = run(d.client, "monitor_series", monitor=monitor, **{"from": datetime(2000, 1, 1, tzinfo=timezone.utc),
                                                               "to": datetime(2100, 1, 1, tzinfo=timezone.utc)})
-    return {int(r["window_start"].timestamp()): r for r in rows}
+    return {int(r["time"].timestamp()): r for r in rows}
 
 
 def oracle(d: Deployment, where: str, ws: int) -> dict:

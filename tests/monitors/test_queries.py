@@ -49,7 +49,7 @@ def test_monitor_series_is_exact(client):
     sink.write_monitor_nhi([nhi("m", T0 + 600 + 30, T0 + 600 + 90, 1.0), nhi("m", T0 + 1800 + 570, None, 2.0),
                             nhi("other", T0, None, 1.0)])
     rows = run(client, "monitor_series", monitor="m", **{"from": ts(T0), "to": ts(T0 + 2400)})
-    assert [int(r["window_start"].timestamp()) for r in rows] == [T0 + 600 * k for k in range(4)]
+    assert [int(r["time"].timestamp()) for r in rows] == [T0 + 600 * k for k in range(4)]
     for k, row in enumerate(rows):
         mine = [r for r in recs if r["window_start"] == T0 + 600 * k]
         hist: dict[int, int] = {}
