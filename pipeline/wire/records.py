@@ -60,7 +60,7 @@ __all__ = [
     # codec
     "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
     "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
-    "encode_window_state", "decode_window_state", "chunks",
+    "encode_window_state", "decode_window_state", "chunks", "instance_entries", "INSTANCE_FIELDS",
     # an interval's per-host sums
     "GridInterval", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
     "host_sums_from_state",
@@ -375,19 +375,28 @@ class WindowState(NamedTuple):
     hosts: list[str]  # sorted
     report_ids: list[int]  # sorted
     intervals: dict[int, dict[str, list]]  # grid interval -> host -> host sums
+    #: reporting instance -> its counters (PARTIAL_COUNTERS order) over the whole window; None: not
+    #: known (the window was opened by a worker that did not keep them)
+    instances: dict[str, list[int]] | None = None
 
 
 def encode_window_state(w: WindowState) -> dict[str, Any]:
-    """The JSON-ready dict of an open window's state (the key order it always had)."""
-    return {"src": w.src, "dst": w.dst, "ws": w.window_start, "c": w.counters, "h": w.rtt_hist,
-            "hosts": w.hosts, "ids": w.report_ids, "iv": w.intervals}
+    """The JSON-ready dict of an open window's state (the key order it always had; ``inst`` last, when known)."""
+    d = {"src": w.src, "dst": w.dst, "ws": w.window_start, "c": w.counters, "h": w.rtt_hist,
+         "hosts": w.hosts, "ids": w.report_ids, "iv": w.intervals}
+    if w.instances is not None:
+        d["inst"] = w.instances
+    return d
 
 
 def decode_window_state(d: dict[str, Any]) -> WindowState:
-    """An open window's state back (state written before report identities or interval sums existed has none)."""
+    """An open window's state back (state written before report identities, interval sums or per-instance
+    counters existed has none; the per-instance counters then stay unknown: ``None``)."""
     iv = {int(t): {host: host_sums_from_state(e) for host, e in hosts.items()} for t, hosts in d.get("iv", {}).items()}
+    inst = d.get("inst")
     return WindowState(d["src"], d["dst"], d["ws"], list(d["c"]), {int(b): n for b, n in d["h"].items()},
-                       d["hosts"], d.get("ids", []), iv)
+                       d["hosts"], d.get("ids", []), iv,
+                       None if inst is None else {host: list(c) for host, c in inst.items()})
 
 
 # --- closed windows ------------------------------------------------------------------------------
@@ -420,3 +429,19 @@ class FlowWindow:
     rtt_p99_us: float
     rtt_hist: dict[str, int]
     closed_at: float
+    #: one entry per reporting instance (``instance_entries``), sorted by instance; None: not known
+    #: (a window opened before the worker kept them). Optional on the wire.
+    instances: list[dict[str, Any]] | None = None
+
+
+#: The fields of one entry of a closed window's ``instances``: the instance, then its counters.
+INSTANCE_FIELDS = ("instance", *PARTIAL_COUNTERS)
+
+
+def instance_entries(instances: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """A window's per-instance counters as the closed window's ``instances`` (sorted by instance).
+
+    >>> instance_entries({"h2": [1, 2, 0, 0, 1, 1, 1, 900], "h1": [5, 0, 1, 0, 1, 1, 0, 0]})[0]
+    {'instance': 'h1', 'bytes_sent': 5, 'bytes_received': 0, 'retransmissions': 1, 'timeouts': 0, 'flows': 1, 'samples': 1, 'rtt_count': 0, 'rtt_sum_us': 0}
+    """
+    return [dict(zip(INSTANCE_FIELDS, (host, *c))) for host, c in sorted(instances.items())]
