@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -61,6 +61,7 @@ __all__ = [
     "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
     "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
     "encode_window_state", "decode_window_state", "chunks", "instance_entries", "INSTANCE_FIELDS",
+    "encode_window",
     # an interval's per-host sums
     "GridInterval", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
     "host_sums_from_state",
@@ -432,6 +433,26 @@ class FlowWindow:
     #: one entry per reporting instance (``instance_entries``), sorted by instance; None: not known
     #: (a window opened before the worker kept them). Optional on the wire.
     instances: list[dict[str, Any]] | None = None
+
+
+def encode_window(rec: FlowWindow, limit: int) -> tuple[bytes, bool]:
+    """The closed window's JSON, and whether its ``instances`` had to be left out (``null``) to keep it
+    within ``limit`` bytes (at ~170 bytes per instance, a 1 MB limit holds ~5,000 instances of one pair
+    and window): the window itself always goes out whole.
+
+    >>> w = FlowWindow(1, "s", "a", "v", "d", "b", "v", 0, 600, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0.0, 0.0, 0.0, 0.0,
+    ...                {}, 0.0, instance_entries({"h1": [1, 0, 0, 0, 1, 1, 0, 0]}))
+    >>> raw, dropped = encode_window(w, 1000)
+    >>> dropped, orjson.loads(raw)["instances"][0]["instance"]
+    (False, 'h1')
+    >>> raw, dropped = encode_window(w, 400)
+    >>> dropped, orjson.loads(raw)["instances"]
+    (True, None)
+    """
+    raw = encode(rec)
+    if len(raw) <= limit or rec.instances is None:
+        return raw, False
+    return encode(replace(rec, instances=None)), True
 
 
 #: The fields of one entry of a closed window's ``instances``: the instance, then its counters.
