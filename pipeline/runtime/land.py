@@ -35,7 +35,10 @@ from pipeline.runtime.topics import Topics
 __all__ = ["Lander", "backoff_delays", "is_missing_table", "sink_deadletter", "TABLES"]
 
 #: The tables the sink writes, in the order a batch is written.
-TABLES = ("flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi")
+TABLES = ("flow_windows", "instance_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi")
+
+#: Tables written from the records of another table's topic (the closed windows' per-instance counters).
+ALSO_FROM = {"instance_windows": "flow_windows"}
 
 
 def sink_deadletter(origin: tuple[str, int, int], detail: str, *, payload: Any = None,
@@ -147,6 +150,8 @@ class Lander:
                             items[table].append((rec, origin))
                         except (orjson.JSONDecodeError, TypeError) as exc:
                             refused.append(sink_deadletter(origin, f"not a {table} record: {exc}", raw=m.value))
+                for table, source in ALSO_FROM.items():
+                    items[table] = items[source]
                 for table in TABLES:
                     pairs = items[table]
                     if not pairs:
@@ -178,7 +183,7 @@ class Lander:
         """Write ``records`` to ``table``, retrying with backoff until ClickHouse takes them."""
         write = {"flow_windows": self.sink.write_windows, "deadletter": self.sink.write_deadletters,
                  "flow_anomalies": self.sink.write_anomalies, "flow_attributions": self.sink.write_attributions,
-                 "nhi": self.sink.write_nhi}[table]
+                 "nhi": self.sink.write_nhi, "instance_windows": self.sink.write_instance_windows}[table]
         loop = asyncio.get_running_loop()
         delays = self.backoff()
         attempt = 0

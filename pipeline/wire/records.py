@@ -455,14 +455,20 @@ def encode_window(rec: FlowWindow, limit: int) -> tuple[bytes, bool]:
     return encode(replace(rec, instances=None)), True
 
 
-#: The fields of one entry of a closed window's ``instances``: the instance, then its counters.
-INSTANCE_FIELDS = ("instance", *PARTIAL_COUNTERS)
+#: The fields of one entry of a closed window's ``instances``: the instance, then its counters named and
+#: ordered as the window's own (``bytes`` = ``bytes_sent + bytes_received``, as the window's).
+INSTANCE_FIELDS = ("instance", "bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows",
+                   "samples", "rtt_count", "rtt_sum_us")
 
 
 def instance_entries(instances: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """A window's per-instance counters as the closed window's ``instances`` (sorted by instance).
+    """A window's per-instance counters (``PARTIAL_COUNTERS`` order) as the closed window's ``instances``,
+    sorted by instance.
 
     >>> instance_entries({"h2": [1, 2, 0, 0, 1, 1, 1, 900], "h1": [5, 0, 1, 0, 1, 1, 0, 0]})[0]
-    {'instance': 'h1', 'bytes_sent': 5, 'bytes_received': 0, 'retransmissions': 1, 'timeouts': 0, 'flows': 1, 'samples': 1, 'rtt_count': 0, 'rtt_sum_us': 0}
+    {'instance': 'h1', 'bytes_sent': 5, 'bytes_received': 0, 'bytes': 5, 'retransmissions': 1, 'timeouts': 0, 'flows': 1, 'samples': 1, 'rtt_count': 0, 'rtt_sum_us': 0}
     """
-    return [dict(zip(INSTANCE_FIELDS, (host, *c))) for host, c in sorted(instances.items())]
+    return [{"instance": host, "bytes_sent": c[BYTES_SENT], "bytes_received": c[BYTES_RECEIVED],
+             "bytes": c[BYTES_SENT] + c[BYTES_RECEIVED], "retransmissions": c[RETRANSMISSIONS],
+             "timeouts": c[TIMEOUTS], "flows": c[FLOWS], "samples": c[SAMPLES], "rtt_count": c[RTT_COUNT],
+             "rtt_sum_us": c[RTT_SUM_US]} for host, c in sorted(instances.items())]

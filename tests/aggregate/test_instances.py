@@ -103,7 +103,7 @@ def assert_adds_up(rec: FlowWindow) -> None:
     assert rec.instances is not None
     names = [e["instance"] for e in rec.instances]
     assert names == sorted(set(names)) and len(names) == rec.hosts
-    for c in PARTIAL_COUNTERS:
+    for c in (*PARTIAL_COUNTERS, "bytes"):
         assert sum(e[c] for e in rec.instances) == getattr(rec, c), c
 
 

@@ -73,9 +73,9 @@ def test_closed_window_keeps_its_bytes():
            "rtt_p90_us": rec.rtt_p90_us, "rtt_p99_us": rec.rtt_p99_us, "rtt_hist": {"159": 2, "175": 1},
            "closed_at": rec.closed_at}
     # the one field added since: the instances, sorted, each with its counters by name (null: not known)
-    inst = [{"instance": "h1", "bytes_sent": 6, "bytes_received": 20, "retransmissions": 3, "timeouts": 1,
-             "flows": 1, "samples": 3, "rtt_count": 3, "rtt_sum_us": 3300},
-            {"instance": "h2", "bytes_sent": 4, "bytes_received": 0, "retransmissions": 0, "timeouts": 0,
+    inst = [{"instance": "h1", "bytes_sent": 6, "bytes_received": 20, "bytes": 26, "retransmissions": 3,
+             "timeouts": 1, "flows": 1, "samples": 3, "rtt_count": 3, "rtt_sum_us": 3300},
+            {"instance": "h2", "bytes_sent": 4, "bytes_received": 0, "bytes": 4, "retransmissions": 0, "timeouts": 0,
              "flows": 1, "samples": 1, "rtt_count": 0, "rtt_sum_us": 0}]
     assert encode(rec) == orjson.dumps(old | {"instances": inst}, option=_OPTS)
     agg.instances = None
