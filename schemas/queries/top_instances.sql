@@ -30,12 +30,13 @@ FROM
             'inter-az') AS traffic_category
     FROM instance_windows FINAL
     WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
+        -- a scalar subquery runs once, rows or not: an unknown category or metric is an error, not an empty table
+        AND (SELECT throwIf({category:String} NOT IN ('all', 'intra-az', 'inter-az', 'inter-vpc', 'unclassified'),
+                            'category must be one of: all, intra-az, inter-az, inter-vpc, unclassified')
+                  + throwIf({metric:String} NOT IN ('bytes', 'retransmissions', 'timeouts', 'rtt'),
+                            'metric must be one of: bytes, retransmissions, timeouts, rtt')) = 0
 )
-WHERE ({category:String} = 'all' OR traffic_category = {category:String})
-    AND NOT throwIf({category:String} NOT IN ('all', 'intra-az', 'inter-az', 'inter-vpc', 'unclassified'),
-                    'category must be one of: all, intra-az, inter-az, inter-vpc, unclassified')
-    AND NOT throwIf({metric:String} NOT IN ('bytes', 'retransmissions', 'timeouts', 'rtt'),
-                    'metric must be one of: bytes, retransmissions, timeouts, rtt')
+WHERE {category:String} = 'all' OR traffic_category = {category:String}
 GROUP BY instance, src_subnet, src_az
 HAVING {metric:String} != 'rtt' OR sum(rtt_count) > 0
 ORDER BY multiIf({metric:String} = 'bytes', toFloat64(bytes),
