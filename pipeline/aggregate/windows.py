@@ -43,6 +43,13 @@ fell in: a report placed by its own ``start`` in one window may belong to a grid
 in the next). A report arriving after its interval was handed over still counts in its
 window, not in detection (``Outcome.late_for_detection``).
 
+Instances. Every window also keeps, per reporting instance, its counters over the whole
+window, added exactly when the window's own are (a duplicate counts nowhere; every applied
+partial counts in its instance, also one that arrives after its interval was scored), so
+they always add up to the window's counters, after a replay or a restore too. They leave
+with the closed window (``FlowWindow.instances``). A window restored from the state of a
+worker that did not keep them has none (``None``), never a split that misses part of it.
+
 Examples
 --------
 >>> w = PartitionWindows(partition=0, window_s=600, lateness_s=60, sources=1)
@@ -57,6 +64,8 @@ Examples
 >>> out = w.apply(ProgressMark(0, 660))
 >>> [(r.src_subnet, r.dst_subnet, r.window_start, r.bytes, r.hosts) for r in out.closed]
 [('s1', 's2', 0, 100, 1)]
+>>> [(e["instance"], e["bytes_sent"], e["samples"]) for e in out.closed[0].instances]
+[('h1', 100, 1)]
 >>> w.apply(PairsMessage(Origin(0, 11), 30, 30, [part._replace(report_id=8)])).late[0].origin
 Origin(partition=0, offset=11)
 """
@@ -103,6 +112,7 @@ from pipeline.wire.records import (
     decode_window_state,
     encode_window_state,
     host_sums,
+    instance_entries,
     zero_counters,
 )
 from pipeline.wire.rtt import merge_into, quantile
@@ -154,13 +164,24 @@ class WindowAgg:
     hosts: set[str] = field(default_factory=set)
     ids: set[int] = field(default_factory=set)  # identities of the reports applied
     intervals: dict[int, dict[str, list]] = field(default_factory=dict)  # grid interval -> host -> host sums
+    #: reporting instance -> its counters over the window (PARTIAL_COUNTERS order); their sum is ``counters``.
+    #: None: not known (restored from the state of a worker that did not keep them).
+    instances: dict[str, list[int]] | None = field(default_factory=dict)
 
     def add(self, part: Partial, t: int | None = None) -> None:
-        """Add a partial; with ``t`` (its report's grid interval) also to that interval's per-host sums."""
+        """Add a partial (to the window and to its instance); with ``t`` (its report's grid interval) also to
+        that interval's per-host sums."""
         self.counters[:] = map(add, self.counters, part.counters)
         merge_into(self.rtt_hist, part.rtt_hist)
         host = part.host
         self.hosts.add(host)
+        inst = self.instances
+        if inst is not None:
+            mine = inst.get(host)
+            if mine is None:
+                inst[host] = list(part.counters)  # a copy: the partial's list may be an interval's host sums
+            else:
+                mine[:] = map(add, mine, part.counters)
         if t is not None:
             per_host = self.intervals.setdefault(t, {})
             entry = host_sums(part)
@@ -184,17 +205,18 @@ class WindowAgg:
             WIRE_VERSION, src[0], src[1], src[2], dst[0], dst[1], dst[2], self.window_start, window_s,
             bs, br, bs + br, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], c[SAMPLES], len(self.hosts),
             rc, rsum, rsum / rc if rc else 0.0, quantile(h, 0.5), quantile(h, 0.9), quantile(h, 0.99),
-            {str(b): n for b, n in sorted(h.items())}, time.time())
+            {str(b): n for b, n in sorted(h.items())}, time.time(),
+            None if self.instances is None else instance_entries(self.instances))
 
     def state(self) -> dict[str, Any]:
         return encode_window_state(WindowState(self.src, self.dst, self.window_start, self.counters, self.rtt_hist,
-                                               sorted(self.hosts), sorted(self.ids), self.intervals))
+                                               sorted(self.hosts), sorted(self.ids), self.intervals, self.instances))
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
         w = decode_window_state(s)
         return cls(w.src, w.dst, w.window_start, w.counters, w.rtt_hist, set(w.hosts), set(w.report_ids),
-                   w.intervals)
+                   w.intervals, w.instances)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,10 @@ integers), the dedup key (``ORDER BY``) and the version column
 (``ReplacingMergeTree(v)``). Every column is a field of the record of the same name
 (:data:`SOURCES` names the wire schema of each table), except the ones listed in
 :data:`DERIVED`. ``tests/clickhouse/test_columns.py`` checks both against ``DESCRIBE
-TABLE`` and the wire schemas.
+TABLE`` and the wire schemas. ``instance_windows`` is fed by the closed windows too: one
+row per entry of a window's ``instances``, with the window's own fields the entry lacks
+(:data:`ENTRIES`); the sink writes it from the very records of each ``flow_windows``
+batch, so the two tables never disagree once a batch has landed.
 
 Idempotency
 -----------
@@ -72,6 +75,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from itertools import chain
 from dataclasses import replace
 from operator import itemgetter
 from typing import Any
@@ -79,9 +83,10 @@ from typing import Any
 import orjson
 
 from pipeline.clickhouse.columns import Table, describe_differences, tables
+from pipeline.wire.contract import schema
 
 __all__ = ["WindowSink", "WINDOW_COLUMNS", "DEADLETTER_COLUMNS", "ANOMALY_COLUMNS", "ATTRIBUTION_COLUMNS",
-           "NHI_COLUMNS", "SOURCES", "DERIVED", "SinkTable", "SINK_TABLES", "table_columns", "window_columns",
+           "NHI_COLUMNS", "INSTANCE_COLUMNS", "SOURCES", "ENTRIES", "DERIVED", "SinkTable", "SINK_TABLES", "table_columns", "window_columns",
            "deadletter_columns", "anomaly_columns", "attribution_columns", "nhi_columns", "batch_token"]
 
 #: The tables the sink writes, and the wire schema (schemas/wire/<name>.json) of the
@@ -95,6 +100,13 @@ SOURCES: dict[str, str] = {
     "monitors": "flow_monitor.v1",
     "monitor_windows": "flow_monitor_window.v1",
     "monitor_nhi": "flow_monitor_nhi.v1",
+    "instance_windows": "flow_window.v1",
+}
+
+#: Tables whose rows are the entries of a list field of their topic's records (each entry with the record's
+#: own fields it lacks): the table -> that field. A record without it (or ``null``) gives no row.
+ENTRIES: dict[str, str] = {
+    "instance_windows": "instances",
 }
 
 #: Columns that are not a field of the record of the same name, with where they come from.
@@ -177,20 +189,58 @@ def _deadletter_row(r: dict[str, Any]) -> dict[str, Any]:
             "payload": payload, "payload_encoding": encoding}
 
 
+def _entry_rows(field: str, carry: tuple[str, ...]) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    """Record → one row per entry of its list ``field``: the entry's fields and the record's ``carry`` fields
+    (those of the table's columns the entries do not have), see :data:`ENTRIES`.
+
+    >>> rows = _entry_rows("instances", ("w",))
+    >>> rows({"w": 1, "n": 5, "instances": [{"instance": "a", "n": 2}, {"instance": "b", "n": 3}]})
+    [{'w': 1, 'instance': 'a', 'n': 2}, {'w': 1, 'instance': 'b', 'n': 3}]
+    >>> rows({"w": 1, "n": 5}), rows({"w": 1, "n": 5, "instances": None})
+    ([], [])
+    """
+
+    def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+        entries = r.get(field)
+        if not entries:
+            return []
+        base = {c: r[c] for c in carry}
+        return [{**base, **e} for e in entries]
+
+    return rows
+
+
+def _entry_fields(name: str) -> tuple[str, ...]:
+    """The fields of one entry of :data:`ENTRIES`' list field, from the wire schema of ``name``'s topic."""
+    props = schema(SOURCES[name].rsplit(".", 1)[0])["properties"][ENTRIES[name]]
+    return tuple(props["items"]["properties"])
+
+
+def _sink_table(name: str) -> SinkTable:
+    table = tables()[name]
+    if name in ENTRIES:
+        own = _entry_fields(name)
+        return SinkTable(table, expand=_entry_rows(ENTRIES[name], tuple(c for c in table.insertable if c not in own)))
+    return SinkTable(table, _deadletter_row if name == "deadletter" else None)
+
+
 class SinkTable:
     """How the sink fills one table: the table (from the SQL), and what each record needs first.
 
     ``prepare`` turns a record into a row (a dict holding every column) when some
-    columns are :data:`DERIVED`; otherwise the record is the row.
+    columns are :data:`DERIVED`; otherwise the record is the row. ``expand`` instead
+    turns a record into any number of rows (:data:`ENTRIES`).
     """
 
-    def __init__(self, table: Table, prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    def __init__(self, table: Table, prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 expand: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None) -> None:
         if table.version is None:
             raise ValueError(f"{table.name}: the sink collapses rows like a ReplacingMergeTree(version)")
         if not table.order_by or not set(table.order_by) <= set(table.names):
             raise ValueError(f"{table.name}: the sink's dedup key is ORDER BY, which must list columns: {table.order_by}")
         self.table = table
         self.prepare = prepare
+        self.expand = expand
         #: The columns written, in table order, and their ClickHouse types.
         self.columns: tuple[str, ...] = table.insertable
         self.types: tuple[str, ...] = table.types(self.columns)
@@ -204,15 +254,15 @@ class SinkTable:
     def to_columns(self, records: Iterable[dict[str, Any]]) -> dict[str, list]:
         """Records → one list per column, one row per key (the greatest version wins), sorted by key."""
         rows = records if self.prepare is None else map(self.prepare, records)
+        if self.expand is not None:
+            rows = chain.from_iterable(map(self.expand, rows))
         latest = _latest(rows, self._key, self._version)
         ordered = [latest[k] for k in sorted(latest)]
         return {c: [r[c] for r in ordered] if conv is None else [conv(r[c]) for r in ordered] for c, conv in self._plan}
 
 
 #: The tables the sink writes, read from schemas/clickhouse at import.
-SINK_TABLES: dict[str, SinkTable] = {
-    name: SinkTable(tables()[name], _deadletter_row if name == "deadletter" else None) for name in SOURCES
-}
+SINK_TABLES: dict[str, SinkTable] = {name: _sink_table(name) for name in SOURCES}
 
 #: Columns written to each table, in table order (derived from the SQL).
 WINDOW_COLUMNS: tuple[str, ...] = SINK_TABLES["flow_windows"].columns
@@ -220,6 +270,7 @@ DEADLETTER_COLUMNS: tuple[str, ...] = SINK_TABLES["deadletter"].columns
 ANOMALY_COLUMNS: tuple[str, ...] = SINK_TABLES["flow_anomalies"].columns
 ATTRIBUTION_COLUMNS: tuple[str, ...] = SINK_TABLES["flow_attributions"].columns
 NHI_COLUMNS: tuple[str, ...] = SINK_TABLES["nhi"].columns
+INSTANCE_COLUMNS: tuple[str, ...] = SINK_TABLES["instance_windows"].columns
 
 
 def _latest(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], tuple], version: str,
@@ -412,6 +463,11 @@ class WindowSink:
     def write_monitor_nhi(self, records: list[dict[str, Any]]) -> int:
         """Insert flow_monitor_nhi.v1 dicts."""
         return self._write("monitor_nhi", records)
+
+    def write_instance_windows(self, windows: list[dict[str, Any]]) -> int:
+        """Insert the ``instances`` of flow_window.v1 dicts, one row per entry (windows without them give none);
+        returns the number of rows sent (after in-batch dedup)."""
+        return self._write("instance_windows", windows)
 
     def write_deadletters(self, records: list[dict[str, Any]]) -> int:
         """Insert deadletter.v1 dicts; returns the number of rows sent (after in-batch dedup)."""

@@ -36,8 +36,11 @@ from pipeline.runtime.topics import Topics
 __all__ = ["Lander", "backoff_delays", "is_missing_table", "sink_deadletter", "TABLES"]
 
 #: The tables the sink writes, in the order a batch is written.
-TABLES = ("flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi", "monitors", "monitor_windows",
-          "monitor_nhi")
+TABLES = ("flow_windows", "instance_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi", "monitors",
+          "monitor_windows", "monitor_nhi")
+
+#: Tables written from the records of another table's topic (the closed windows' per-instance counters).
+ALSO_FROM = {"instance_windows": "flow_windows"}
 
 
 def sink_deadletter(origin: tuple[str, int, int], detail: str, *, payload: Any = None,
@@ -159,6 +162,8 @@ class Lander:
                             items[table].append((rec, origin))
                         except (orjson.JSONDecodeError, TypeError) as exc:
                             refused.append(sink_deadletter(origin, f"not a {table} record: {exc}", raw=m.value))
+                for table, source in ALSO_FROM.items():
+                    items[table] = items[source]
                 for table in TABLES:
                     pairs = items[table]
                     if not pairs:
@@ -191,7 +196,8 @@ class Lander:
         write = {"flow_windows": self.sink.write_windows, "deadletter": self.sink.write_deadletters,
                  "flow_anomalies": self.sink.write_anomalies, "flow_attributions": self.sink.write_attributions,
                  "nhi": self.sink.write_nhi, "monitors": self.sink.write_monitors,
-                 "monitor_windows": self.sink.write_monitor_windows, "monitor_nhi": self.sink.write_monitor_nhi}[table]
+                 "monitor_windows": self.sink.write_monitor_windows, "monitor_nhi": self.sink.write_monitor_nhi,
+                 "instance_windows": self.sink.write_instance_windows}[table]
         loop = asyncio.get_running_loop()
         delays = self.backoff()
         attempt = 0

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -60,7 +60,8 @@ __all__ = [
     # codec
     "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
     "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
-    "encode_window_state", "decode_window_state", "chunks",
+    "encode_window_state", "decode_window_state", "chunks", "instance_entries", "INSTANCE_FIELDS",
+    "encode_window",
     # an interval's per-host sums
     "GridInterval", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
     "host_sums_from_state",
@@ -375,19 +376,28 @@ class WindowState(NamedTuple):
     hosts: list[str]  # sorted
     report_ids: list[int]  # sorted
     intervals: dict[int, dict[str, list]]  # grid interval -> host -> host sums
+    #: reporting instance -> its counters (PARTIAL_COUNTERS order) over the whole window; None: not
+    #: known (the window was opened by a worker that did not keep them)
+    instances: dict[str, list[int]] | None = None
 
 
 def encode_window_state(w: WindowState) -> dict[str, Any]:
-    """The JSON-ready dict of an open window's state (the key order it always had)."""
-    return {"src": w.src, "dst": w.dst, "ws": w.window_start, "c": w.counters, "h": w.rtt_hist,
-            "hosts": w.hosts, "ids": w.report_ids, "iv": w.intervals}
+    """The JSON-ready dict of an open window's state (the key order it always had; ``inst`` last, when known)."""
+    d = {"src": w.src, "dst": w.dst, "ws": w.window_start, "c": w.counters, "h": w.rtt_hist,
+         "hosts": w.hosts, "ids": w.report_ids, "iv": w.intervals}
+    if w.instances is not None:
+        d["inst"] = w.instances
+    return d
 
 
 def decode_window_state(d: dict[str, Any]) -> WindowState:
-    """An open window's state back (state written before report identities or interval sums existed has none)."""
+    """An open window's state back (state written before report identities, interval sums or per-instance
+    counters existed has none; the per-instance counters then stay unknown: ``None``)."""
     iv = {int(t): {host: host_sums_from_state(e) for host, e in hosts.items()} for t, hosts in d.get("iv", {}).items()}
+    inst = d.get("inst")
     return WindowState(d["src"], d["dst"], d["ws"], list(d["c"]), {int(b): n for b, n in d["h"].items()},
-                       d["hosts"], d.get("ids", []), iv)
+                       d["hosts"], d.get("ids", []), iv,
+                       None if inst is None else {host: list(c) for host, c in inst.items()})
 
 
 # --- closed windows ------------------------------------------------------------------------------
@@ -420,3 +430,45 @@ class FlowWindow:
     rtt_p99_us: float
     rtt_hist: dict[str, int]
     closed_at: float
+    #: one entry per reporting instance (``instance_entries``), sorted by instance; None: not known
+    #: (a window opened before the worker kept them). Optional on the wire.
+    instances: list[dict[str, Any]] | None = None
+
+
+def encode_window(rec: FlowWindow, limit: int) -> tuple[bytes, bool]:
+    """The closed window's JSON, and whether its ``instances`` had to be left out (``null``) to keep it
+    within ``limit`` bytes (at ~190 bytes per instance, a 1 MB limit holds ~5,000 instances of one pair
+    and window): the window itself always goes out whole.
+
+    >>> w = FlowWindow(1, "s", "a", "v", "d", "b", "v", 0, 600, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0.0, 0.0, 0.0, 0.0,
+    ...                {}, 0.0, instance_entries({"h1": [1, 0, 0, 0, 1, 1, 0, 0]}))
+    >>> raw, dropped = encode_window(w, 1000)
+    >>> dropped, orjson.loads(raw)["instances"][0]["instance"]
+    (False, 'h1')
+    >>> raw, dropped = encode_window(w, 400)
+    >>> dropped, orjson.loads(raw)["instances"]
+    (True, None)
+    """
+    raw = encode(rec)
+    if len(raw) <= limit or rec.instances is None:
+        return raw, False
+    return encode(replace(rec, instances=None)), True
+
+
+#: The fields of one entry of a closed window's ``instances``: the instance, then its counters named and
+#: ordered as the window's own (``bytes`` = ``bytes_sent + bytes_received``, as the window's).
+INSTANCE_FIELDS = ("instance", "bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows",
+                   "samples", "rtt_count", "rtt_sum_us")
+
+
+def instance_entries(instances: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """A window's per-instance counters (``PARTIAL_COUNTERS`` order) as the closed window's ``instances``,
+    sorted by instance.
+
+    >>> instance_entries({"h2": [1, 2, 0, 0, 1, 1, 1, 900], "h1": [5, 0, 1, 0, 1, 1, 0, 0]})[0]
+    {'instance': 'h1', 'bytes_sent': 5, 'bytes_received': 0, 'bytes': 5, 'retransmissions': 1, 'timeouts': 0, 'flows': 1, 'samples': 1, 'rtt_count': 0, 'rtt_sum_us': 0}
+    """
+    return [{"instance": host, "bytes_sent": c[BYTES_SENT], "bytes_received": c[BYTES_RECEIVED],
+             "bytes": c[BYTES_SENT] + c[BYTES_RECEIVED], "retransmissions": c[RETRANSMISSIONS],
+             "timeouts": c[TIMEOUTS], "flows": c[FLOWS], "samples": c[SAMPLES], "rtt_count": c[RTT_COUNT],
+             "rtt_sum_us": c[RTT_SUM_US]} for host, c in sorted(instances.items())]

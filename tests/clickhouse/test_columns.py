@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.clickhouse.columns import Column, Table, apply_alter, describe_differences, parse_create_table, tables
 from pipeline.clickhouse.migrations import load_steps, migrate
-from pipeline.clickhouse.writer import DERIVED, SINK_TABLES, SOURCES, SinkTable, WindowSink
+from pipeline.clickhouse.writer import DERIVED, ENTRIES, SINK_TABLES, SOURCES, SinkTable, WindowSink
 from pipeline.wire.contract import schema
 
 
@@ -86,6 +86,9 @@ def _nullable_in_json(prop: dict) -> bool:
 def test_wire_schema_covers_the_columns_the_sink_fills(name):
     spec = SINK_TABLES[name]
     props = schema(SOURCES[name].rsplit(".", 1)[0])["properties"]
+    if name in ENTRIES:  # one row per entry of a list field: the entry's fields, else the record's
+        entry = props[ENTRIES[name]]["items"]["properties"]
+        props = {k: v for k, v in props.items() if k != ENTRIES[name]} | entry
     derived = DERIVED.get(name, {})
     assert set(derived) <= set(spec.columns), f"{name}: DERIVED names columns the table lacks"
     # every column not derived is the record's field of the same name...
@@ -113,7 +116,7 @@ def test_parser_reads_every_table_of_the_steps():
     parsed = tables()
     created = {o for s in load_steps() for o in s.objects}
     assert set(parsed) <= created
-    assert {"flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi"} <= set(parsed)
+    assert {"flow_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi", "instance_windows"} <= set(parsed)
     w = parsed["flow_windows"]
     assert w.order_by == ("src_subnet", "dst_subnet", "window_s", "window_start") and w.version == "closed_at"
     assert w.types(("rtt_hist", "closed_at")) == ("Map(UInt16, UInt64)", "DateTime64(3, 'UTC')")

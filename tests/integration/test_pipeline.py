@@ -22,6 +22,24 @@ FLEET = DATA / "fleet_1000.yaml"
 HTTP = DEMO_SCENARIO
 
 
+def instance_differences(client) -> list[str]:
+    """Pair-windows whose per-instance rows (instance_windows) do not add up to the window (flow_windows)."""
+    counters = ("bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows", "samples",
+                "rtt_count", "rtt_sum_us")
+    sums = ", ".join(f"sum({c})" for c in counters)
+    key = "src_subnet, dst_subnet, window_s, toUnixTimestamp(window_start)"
+
+    def per_window(table: str) -> dict:
+        rows = client.query(f"SELECT {key}, {sums}, uniqExact(instance) FROM {table} FINAL GROUP BY {key}"
+                            if table == "instance_windows" else
+                            f"SELECT {key}, {sums}, any(hosts) FROM {table} FINAL GROUP BY {key}").result_rows
+        return {tuple(r[:4]): tuple(r[4:]) for r in rows}
+
+    windows, instances = per_window("flow_windows"), per_window("instance_windows")
+    return [f"{k}: window {windows.get(k)}, instances {instances.get(k)}"
+            for k in sorted(set(windows) | set(instances)) if windows.get(k) != instances.get(k)]
+
+
 def fleet(minutes: int = 20, seed: int = 3):
     sim = Simulator.from_scenario(FLEET, seed=seed)
     reports = list(sim.reports(minutes * 60))
@@ -41,6 +59,7 @@ def test_exact_totals_fleet(deploy):
     assert got == len(expected), d.logs()
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []
+    assert instance_differences(d.client) == []  # every window's instances add up to it, exactly
 
 
 def test_http_experiment(deploy):
@@ -87,6 +106,7 @@ def test_sigkill_worker_mid_run(deploy):
     assert got == len(expected), d.logs()
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []  # nothing late, nothing refused
+    assert instance_differences(d.client) == []  # the replayed and restored windows' instances too
 
 
 @pytest.mark.kafka

@@ -63,7 +63,7 @@ def test_marks_keep_their_bytes():
 
 def test_closed_window_keeps_its_bytes():
     agg = WindowAgg(["s1", "a1", "v"], ["s2", "a2", "v"], 600, [10, 20, 3, 1, 2, 4, 3, 3300], {159: 2, 175: 1},
-                    {"h1", "h2"})
+                    {"h1", "h2"}, instances={"h2": [4, 0, 0, 0, 1, 1, 0, 0], "h1": [6, 20, 3, 1, 1, 3, 3, 3300]})
     rec = agg.record(600)
     assert isinstance(rec, FlowWindow)
     old = {"version": 1, "src_subnet": "s1", "src_az": "a1", "src_vpc": "v", "dst_subnet": "s2", "dst_az": "a2",
@@ -72,7 +72,15 @@ def test_closed_window_keeps_its_bytes():
            "rtt_count": 3, "rtt_sum_us": 3300, "rtt_mean_us": 1100.0, "rtt_p50_us": rec.rtt_p50_us,
            "rtt_p90_us": rec.rtt_p90_us, "rtt_p99_us": rec.rtt_p99_us, "rtt_hist": {"159": 2, "175": 1},
            "closed_at": rec.closed_at}
-    assert encode(rec) == orjson.dumps(old, option=_OPTS)
+    # the one field added since: the instances, sorted, each with its counters by name (null: not known)
+    inst = [{"instance": "h1", "bytes_sent": 6, "bytes_received": 20, "bytes": 26, "retransmissions": 3,
+             "timeouts": 1, "flows": 1, "samples": 3, "rtt_count": 3, "rtt_sum_us": 3300},
+            {"instance": "h2", "bytes_sent": 4, "bytes_received": 0, "bytes": 4, "retransmissions": 0, "timeouts": 0,
+             "flows": 1, "samples": 1, "rtt_count": 0, "rtt_sum_us": 0}]
+    assert encode(rec) == orjson.dumps(old | {"instances": inst}, option=_OPTS)
+    agg.instances = None
+    unknown = agg.record(600)
+    assert encode(unknown) == orjson.dumps(old | {"closed_at": unknown.closed_at, "instances": None}, option=_OPTS)
 
 
 def _old_deadletter(rej: Rejection, stage, topic, partition, offset, now) -> dict:
@@ -126,8 +134,9 @@ def test_window_state_keeps_its_shape():
         "src": ["s", "a", "v"], "dst": ["d", "b", "v"], "ws": 0, "c": [1, 0, 0, 0, 1, 2, 1, 900], "h": {"157": 1},
         "hosts": ["h"], "ids": [5],
         "iv": {"0": {"h": [[1, 0, 0, 0, 1, 2, 1, 900], {"157": 1}, [3, 0], ["10.0.1.9", None, "10.0.1.4"],
-                           "10.0.0.4", {"157": 1}]}}}
-    assert list(state) == ["src", "dst", "ws", "c", "h", "hosts", "ids", "iv"]
+                           "10.0.0.4", {"157": 1}]}},
+        "inst": {"h": [1, 0, 0, 0, 1, 2, 1, 900]}}
+    assert list(state) == ["src", "dst", "ws", "c", "h", "hosts", "ids", "iv", "inst"]
     assert WindowAgg.from_state(orjson.loads(encode(state))).state() == orjson.loads(encode(state)) | {
         "h": {157: 1}, "iv": {0: {"h": [[1, 0, 0, 0, 1, 2, 1, 900], {157: 1}, [3, 0],
                                       ["10.0.1.9", None, "10.0.1.4"], "10.0.0.4", {157: 1}]}}}

@@ -15,7 +15,7 @@ from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.runtime.agents.ingest import send_deadletter
 from pipeline.runtime.restore import PartitionState, restore_many
 from pipeline.wire.contract import pair_partition
-from pipeline.wire.records import DeadLetter, decode_pairs, encode, encode_health
+from pipeline.wire.records import DeadLetter, decode_pairs, encode, encode_health, encode_window
 
 __all__ = ["install", "store", "new_state"]
 
@@ -57,8 +57,13 @@ async def _emit(ctx: Context, out: StepOutput, late: list[DeadLetter], touched: 
     pending = []
     for rec in out.closed:
         key = f"{rec.src_subnet}|{rec.dst_subnet}".encode()
-        pending.append(await ctx.send(t.windows, encode(rec), pair_partition(rec.src_subnet, rec.dst_subnet,
-                                                                              s.partitions), key))
+        value, dropped = encode_window(rec, s.max_message_bytes)
+        if dropped:
+            log.warning("window %s->%s at %s: %d instances exceed the message limit (%d bytes); sent without "
+                        "its per-instance counters", rec.src_subnet, rec.dst_subnet, rec.window_start,
+                        len(rec.instances or ()), s.max_message_bytes)
+        pending.append(await ctx.send(t.windows, value, pair_partition(rec.src_subnet, rec.dst_subnet,
+                                                                        s.partitions), key))
     for dl in late:
         pending.append(await send_deadletter(ctx, dl))
     now = time.time()
