@@ -992,7 +992,7 @@ SQL_FUNCTIONS = {
     "formatReadableSize", "length", "tuple", "now", "exp2", "log2", "sqrt", "pow", "countIf", "maxIf",
     "groupUniqArray", "startsWith", "notEmpty", "empty", "indexOf", "toFloat64", "toUInt32", "arrayElement",
     "arrayFirstIndex", "arrayCumSum", "arraySum", "mapKeys", "mapValues", "nan", "arrayExists", "arraySort",
-    "arrayMap",
+    "arrayMap", "throwIf",
     "__timeFilter", "__timeFilter_ms", "__timeInterval", "__timeInterval_ms", "__dateFilter", "__dateTimeFilter",
     "__dt", "__conditionalAll", "__timeFrom", "__timeTo",
 }
@@ -1201,7 +1201,12 @@ def migrated(chdb_dsn):
             windows.append(example_window(
                 src_subnet=ss, src_az=sa, dst_subnet=ds, dst_az=da, dst_vpc=dv, window_start=T0 + 600 * k,
                 bytes=1_000_000 * (j + 1) + k, retransmissions=k % 3, timeouts=k % 2, closed_at=T0 + 600 * k + 700))
+    for w in windows:  # one reporting instance per window carries it all (what the aggregate stage emits)
+        w["instances"] = [{"instance": f"{w['src_subnet']}/0", **{k: w[k] for k in (
+            "bytes_sent", "bytes_received", "bytes", "retransmissions", "timeouts", "flows", "samples", "rtt_count",
+            "rtt_sum_us")}}]
     sink.write_windows(windows)
+    sink.write_instance_windows(windows)
     sink.write_windows([dict(windows[0], closed_at=windows[0]["closed_at"] + 1)])  # a re-emitted copy
     sink.write_deadletters([
         {"version": 1, "reason": reason, "field": None, "detail": "test", "stage": "ingest",

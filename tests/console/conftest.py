@@ -48,6 +48,7 @@ def land(client, scenario: Path, monitors: list[dict] = ()):
     sink = WindowSink(client)
     windows = [orjson.loads(encode(w)) for w in res.closed.values()]
     assert sink.write_windows(windows) == len(res.closed)
+    assert sink.write_instance_windows(windows) > 0
     sink.write_anomalies(res.events)
     sink.write_attributions(res.attributions)
     sink.write_nhi(res.nhi_records)

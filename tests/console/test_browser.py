@@ -77,6 +77,26 @@ def test_reference_windows_are_20_and_10_mb(consoles, page):
     assert page.locator("#open-alerts").inner_text() == "0"
 
 
+def test_insights_rank_pairs_and_instances(consoles, page, fault_db):
+    """Top pairs and top instances by retransmissions, inter-AZ: the fault's pairs and their instances lead."""
+    _, res = fault_db
+    base = consoles["fault"]
+    _open(page, base + "/insights?metric=retransmissions&category=inter-az&n=5")
+    pairs = [r.split("|") for r in page.locator("table#top-pairs tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.pair)")]
+    inter = [w for w in res.closed.values() if w.src_vpc == w.dst_vpc and w.src_az != w.dst_az]
+    totals: dict = {}
+    for w in inter:
+        totals[(w.src_subnet, w.dst_subnet)] = totals.get((w.src_subnet, w.dst_subnet), 0) + w.retransmissions
+    want = sorted(totals, key=lambda k: (-totals[k], k))[:5]
+    assert [tuple(p) for p in pairs] == want
+    assert all({a, b} == {"az1", "az2"} for a, b in (r.split(" → ") for r in page.locator(
+        "table#top-pairs tbody td:nth-child(3)").all_inner_texts()))
+    instances = page.locator("table#top-instances tbody tr")
+    assert instances.count() == 5
+    assert all(t in ("az1", "az2") for t in page.locator("table#top-instances tbody td:nth-child(4)").all_inner_texts())
+
+
 def test_fault_alert_is_attributed_and_its_element_marked_on_the_path(consoles, page):
     base = consoles["fault"]
     _open(page, base + "/")
