@@ -242,14 +242,17 @@ def apply_alter(table: Table, statement: str) -> Table:
     return replace(table, columns=tuple(columns))
 
 
+_LITERAL_OR_COMMENT = re.compile(r"'(?:[^'\\]|\\.|'')*'|`[^`]*`|\"[^\"]*\"|(--|#)[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
 def _strip_comments(sql: str) -> str:
-    blank = _blank_literals(sql)
-    out, last = [], 0
-    for m in re.finditer(r"--[^\n]*|/\*.*?\*/", blank, re.DOTALL):
-        out.append(sql[last:m.start()])
-        last = m.end()
-    out.append(sql[last:])
-    return "".join(out)
+    r"""*sql* without its comments, read left to right: a quote inside a comment is not a string, and ``--`` inside
+    a string is not a comment.
+
+    >>> _strip_comments("-- the pair's windows\nCREATE TABLE t (a String DEFAULT '--x') -- it's\n")
+    "\nCREATE TABLE t (a String DEFAULT '--x') \n"
+    """
+    return _LITERAL_OR_COMMENT.sub(lambda m: m.group(0) if m.group(0)[0] in "'`\"" else "", sql)
 
 
 @cache

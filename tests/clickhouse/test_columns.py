@@ -162,3 +162,16 @@ def test_parse_create_table_edge_cases():
         apply_alter(t, "ALTER TABLE t RENAME COLUMN c TO e")
     assert apply_alter(t, "ALTER TABLE t MODIFY SETTING x = 1") == t
     assert apply_alter(t, "ALTER TABLE t ADD COLUMN z UInt8 FIRST").names[0] == "z"
+
+
+def test_a_quote_in_a_comment_does_not_hide_a_table(tmp_path):
+    """An apostrophe in a step's comment once made the parser skip the table after it (silently: no columns)."""
+    from pipeline.clickhouse.columns import tables
+
+    (tmp_path / "001_x.sql").write_text(
+        "-- the pair's windows, and a -- inside a string below\n"
+        "CREATE TABLE IF NOT EXISTS x (a String DEFAULT '--', b UInt8) ENGINE = MergeTree ORDER BY a;\n"
+        "-- it's the second\nCREATE TABLE IF NOT EXISTS y (c String) ENGINE = MergeTree ORDER BY c;\n")
+    got = tables(tmp_path)
+    assert set(got) == {"x", "y"}
+    assert got["x"].names == ("a", "b") and got["y"].names == ("c",)
