@@ -84,8 +84,11 @@ def console_command(
     port: Annotated[Optional[int], typer.Option(help="Port [FLOWMON_CONSOLE_PORT, default 8050; 0 = any free]")] = None,
 ) -> None:
     """Serve the web console (read-only): AZ health, workload insights, monitors, alerts with their evidence."""
+    import logging
+
     os.environ["TZ"] = "UTC"  # an in-process chdb engine then reads and writes DateTime in UTC
     time.tzset()
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # a failure is said once: one line, or a page
     import uvicorn
 
     from pipeline.console.app import create_app

@@ -204,3 +204,22 @@ def test_exit_statuses_are_distinct_and_documented() -> None:
     readme = (REPO / "README.md").read_text()
     for status, meaning in EXIT_STATUSES.items():
         assert f"| {status} | {meaning} |" in readme
+
+
+def test_console_mistakes_are_one_line(tmp_path):
+    """`flowmon console` with no data here, with ClickHouse down, or on a port in use: one line each."""
+    import socket
+
+    one_error(flowmon(tmp_path, "console"), 5, "no flowmon data here")
+    one_error(flowmon(tmp_path, "console", FLOWMON_CLICKHOUSE_DSN=f"http://default@{closed_port()}/flowmon"), 4)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data = tmp_path / "d"
+        from pipeline.clickhouse.client import connect
+        c = connect(f"chdb://{data / 'chdb'}")  # a data directory that exists (opened in this process only)
+        c.close()
+        one_error(flowmon(tmp_path, "console", "--port", str(port), FLOWMON_DATA_DIR=str(data),
+                          FLOWMON_CLICKHOUSE_DSN=f"chdb://{data / 'chdb'}"), 6, f"127.0.0.1:{port}", "--port")
+    one_error(flowmon(tmp_path, "console", "--port", "70000"), 2, "console")
