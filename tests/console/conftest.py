@@ -136,8 +136,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped: Playwright's sync API keeps an asyncio loop running in the main thread while it is open,
+    and later tests call asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
