@@ -147,15 +147,17 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def fill(client: Any, days: int, pairs: int, batches: int, end: int) -> dict[str, Any]:
+    """Windows of all days but the last in ``batches`` blocks, the last day one insert per window (as a
+    sink lands them), the last hour again (a crash re-emit), then alerts, attributions and NHI periods."""
     n_windows = days * 86400 // WINDOW_S
     t0 = end - n_windows * WINDOW_S
     started = time.perf_counter()
-    per = -(-n_windows // batches)
-    for b in range(batches):
-        first = b * per
-        n = min(per, n_windows - first)
-        if n > 0:
-            client.command(windows_insert(first, n, pairs, t0))
+    old = n_windows - 144
+    per = -(-old // batches)
+    for first in range(0, old, per):
+        client.command(windows_insert(first, min(per, old - first), pairs, t0))
+    for w in range(old, n_windows):
+        client.command(windows_insert(w, 1, pairs, t0))
     # the last hour emitted again (crash re-emit): same rows, later closed_at
     client.command(windows_insert(n_windows - 6, 6, pairs, t0, closed_delay_ms=90_000))
     n_alerts = max(10, days * pairs * 3 // 100)
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--batches", type=int, default=30, help="insert blocks of flow_windows (parts before merges)")
     ap.add_argument("--ranges", default="1h,24h,7d,30d")
-    ap.add_argument("--phases", default="before,after,merged", help="which of before, after, merged to time")
+    ap.add_argument("--phases", default="before,after,merged",
+                    help="before: steps up to 005, unmerged; after: every step, unmerged; merged: both after OPTIMIZE FINAL")
     ap.add_argument("--no-http", action="store_true", help="do not time through the SQL endpoint")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -274,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.clickhouse.client import connect
     from pipeline.clickhouse.migrations import load_steps, migrate
     from pipeline.clickhouse.sqlserve import SqlServer
-    from pipeline.config import SCHEMAS_DIR
 
     tmp = Path(tempfile.mkdtemp(prefix="flowmon-console-bench-"))
     results: dict[str, Any] = {"args": vars(a) | {"json": str(a.json) if a.json else None}}
@@ -284,50 +286,55 @@ def main(argv: list[str] | None = None) -> int:
         for step in load_steps():
             if step.name < "006":
                 shutil.copy(step.path, base / step.path.name)
-        later = [s.name for s in load_steps() if s.name >= "006"]
-        client = connect(f"chdb://{tmp / 'chdb'}", database="bench")
-        migrate(client, base)
-        client.command("SYSTEM STOP MERGES")  # parts stay as inserted until the 'merged' phase
+        # two databases with the same rows: 'before' has schema steps up to 005, 'after' every step
+        layouts = {"before": base, "after": None}
+        layouts = {k: v for k, v in layouts.items() if k in phases or (k == "after" and "merged" in phases)}
+        clients = {k: connect(f"chdb://{tmp / 'chdb'}", database=k) for k in layouts}
         end = int(time.time()) // WINDOW_S * WINDOW_S
-        info = fill(client, a.days, a.pairs, a.batches, end)
-        print(f"filled in {info['seconds']:.1f} s: {parts(client)}; {info['alerts']:,} alerts")
-        server = None if a.no_http else SqlServer(client).start()
-        remote = None if server is None else clickhouse_connect.get_client(
-            host="127.0.0.1", port=server.port, password=server.token, database="bench")
+        for k, c in clients.items():
+            print(f"{k}: schema steps {migrate(c, layouts[k])}")
+            for tb in ("flow_windows", "flow_anomalies", "flow_attributions", "nhi"):
+                c.command(f"SYSTEM STOP MERGES {tb}")  # parts stay as inserted until 'merged'
+            info = fill(c, a.days, a.pairs, a.batches, end)
+            print(f"{k}: filled in {info['seconds']:.1f} s: {parts(c)}; {info['alerts']:,} alerts")
+        server = None if a.no_http else SqlServer(clients[next(iter(clients))]).start()
 
-        def phase(name: str) -> None:
-            if name not in phases:
-                return
+        def phase(name: str, client: Any) -> None:
             print(f"\n## {name}: {parts(client)}", flush=True)
             t = time.perf_counter()
             results[name] = {"chdb": time_phase(client, ranges, a.runs)}
             print(table(f"{name}, pages, chdb in-process", results[name]["chdb"]["pages"], ranges))
             print(table(f"{name}, named queries, chdb in-process", results[name]["chdb"]["queries"], ranges))
-            if remote is not None:
+            if server is not None:
+                remote = clickhouse_connect.get_client(host="127.0.0.1", port=server.port, password=server.token,
+                                                       database=client.database)
                 results[name]["http"] = time_phase(remote, ranges, a.runs)
+                remote.close()
                 print(table(f"{name}, pages, through the SQL endpoint", results[name]["http"]["pages"], ranges))
                 print(table(f"{name}, named queries, through the SQL endpoint", results[name]["http"]["queries"], ranges))
             print(f"({name}: {time.perf_counter() - t:.0f} s)", flush=True)
 
-        phase("before")
-        t = time.perf_counter()
-        applied = migrate(client)
-        print(f"\nmigrate() on top of the data applied {applied or 'nothing'} (of {later}) in {time.perf_counter() - t:.1f} s")
-        phase("after")
+        for k in ("before", "after"):
+            if k in phases:
+                phase(f"{k}/unmerged", clients[k])
         if "merged" in phases:
             t = time.perf_counter()
-            client.command("SYSTEM START MERGES")
-            for tb in ("flow_windows", "flow_anomalies", "flow_attributions", "nhi"):
-                client.command(f"OPTIMIZE TABLE {tb} FINAL")
-            for tb in client.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
-                                   "AND engine LIKE '%MergeTree' AND name LIKE 'flow_windows_%'").result_rows:
-                client.command(f"OPTIMIZE TABLE {tb[0]} FINAL")
+            for k, c in clients.items():
+                for tb in ("flow_windows", "flow_anomalies", "flow_attributions", "nhi"):
+                    c.command(f"SYSTEM START MERGES {tb}")
+                    c.command(f"OPTIMIZE TABLE {tb} FINAL")
             print(f"\nOPTIMIZE ... FINAL in {time.perf_counter() - t:.1f} s")
-            phase("merged")
-        if remote is not None:
-            remote.close()
+            for k, c in clients.items():
+                phase(f"{k}/merged", c)
+        if "before" in clients:
+            t = time.perf_counter()
+            applied = migrate(clients["before"])
+            print(f"\nmigrate() of 'before' (its data in place) applied {applied} in {time.perf_counter() - t:.1f} s: "
+                  f"{parts(clients['before'])}")
+        if server is not None:
             server.stop()
-        client.close()
+        for c in clients.values():
+            c.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
