@@ -94,3 +94,12 @@ def test_006_applies_on_data_and_every_window_query_answers_the_same(before_006)
     assert c.command("SELECT count() FROM flow_windows") > len(windows)
     assert totals(c) == exact_totals(windows)
     assert {n: queries.run(c, n, **p) for n, p in window_queries().items()} == before
+
+
+def test_the_sink_lands_a_batch_spanning_more_than_100_days(client):
+    """One partition per day: a replayed backlog's batch may hold windows of more days than ClickHouse's default
+    max_partitions_per_insert_block (100); the sink lifts the limit for its inserts."""
+    windows = [w for d in range(120) for w in make_windows(2, seed=d, window_start=T0 + d * DAY)]
+    assert WindowSink(client).write_windows(windows) == len(windows)
+    assert client.command("SELECT uniqExact(_partition_id) FROM flow_windows") == 120
+    assert totals(client) == exact_totals(windows)
