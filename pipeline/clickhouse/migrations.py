@@ -35,7 +35,8 @@ from typing import Any
 
 from pipeline.config import SCHEMAS_DIR
 
-__all__ = ["Step", "load_steps", "migrate", "pending_steps", "applied_steps", "split_statements", "created_objects", "LEDGER"]
+__all__ = ["Step", "load_steps", "migrate", "pending_steps", "applied_steps", "split_statements", "created_objects",
+           "dropped_objects", "LEDGER"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ _CREATE_RE = re.compile(
     re.IGNORECASE,
 )
 
+_DROP_RE = re.compile(
+    r"^\s*DROP\s+(?:TABLE|VIEW|DICTIONARY)\s+(?:IF\s+EXISTS\s+)?((?:`[^`]+`|\"[^\"]+\"|[\w]+)(?:\.(?:`[^`]+`|\"[^\"]+\"|[\w]+))?)",
+    re.IGNORECASE,
+)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -72,8 +78,12 @@ class Step:
 
     @property
     def objects(self) -> list[str]:
-        """Names of the tables/views this step creates (checked in ``system.tables``)."""
-        return [name for stmt in self.statements for name in created_objects(stmt)]
+        """Names of the tables/views this step creates and keeps (checked in ``system.tables``).
+
+        A table the step creates and drops again (a copy swapped in with ``EXCHANGE TABLES``) is not one.
+        """
+        dropped = {name for stmt in self.statements for name in dropped_objects(stmt)}
+        return [name for stmt in self.statements for name in created_objects(stmt) if name not in dropped]
 
 
 def split_statements(sql: str) -> list[str]:
@@ -142,6 +152,18 @@ def created_objects(statement: str) -> list[str]:
     if not m:
         return []
     return [m.group(1).split(".")[-1].strip('`"')]
+
+
+def dropped_objects(statement: str) -> list[str]:
+    """The unquoted name of the table/view a DROP statement removes ([] otherwise).
+
+    >>> dropped_objects("DROP TABLE IF EXISTS flow_windows_by_day")
+    ['flow_windows_by_day']
+    >>> dropped_objects("SELECT 1")
+    []
+    """
+    m = _DROP_RE.match(_strip_comments(statement))
+    return [m.group(1).split(".")[-1].strip('`"')] if m else []
 
 
 def load_steps(directory: Path | None = None) -> list[Step]:

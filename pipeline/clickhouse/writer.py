@@ -408,7 +408,9 @@ class WindowSink:
             column_names=list(columns),
             column_type_names=list(spec.types),
             column_oriented=True,
-            settings={"insert_deduplication_token": batch_token(columns)},
+            # max_partitions_per_insert_block: flow_windows has one partition per day (step 006); a batch of a
+            # replayed backlog may span more than ClickHouse's default 100 days, which it would refuse.
+            settings={"insert_deduplication_token": batch_token(columns), "max_partitions_per_insert_block": 0},
         )
         self.last_insert_s = time.perf_counter() - t0
         self.rows_written += n
