@@ -217,9 +217,7 @@ def test_console_mistakes_are_one_line(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         data = tmp_path / "d"
-        from pipeline.clickhouse.client import connect
-        c = connect(f"chdb://{data / 'chdb'}")  # a data directory that exists (opened in this process only)
-        c.close()
+        (data / "chdb").mkdir(parents=True)  # a data directory that exists (the console's chdb opens it)
         one_error(flowmon(tmp_path, "console", "--port", str(port), FLOWMON_DATA_DIR=str(data),
                           FLOWMON_CLICKHOUSE_DSN=f"chdb://{data / 'chdb'}"), 6, f"127.0.0.1:{port}", "--port")
     one_error(flowmon(tmp_path, "console", "--port", "70000"), 2, "console")
