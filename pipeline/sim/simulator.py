@@ -615,8 +615,12 @@ class Simulator:
         return retr, tmo
 
     def _resolve_start(self, duration_s: int) -> int:
+        """Without a given start: on the hour, so that the run ends 10 to 70 minutes before now. Ending a little in
+        the past matters: the last windows of a finished stream close by the wall clock (less
+        ``source_idle_lag_s``, after ``allowed_lateness_s``), so a run ending *now* waited up to 4 minutes for them
+        (a test starting in the first minutes of an hour timed out)."""
         if self.start is None:
-            self.start = int((time.time() - duration_s) // 3600 * 3600)
+            self.start = int((time.time() - duration_s - 600) // 3600 * 3600)
         return self.start
 
     def reports(self, duration_s: int | str) -> Iterator[dict[str, Any]]:
