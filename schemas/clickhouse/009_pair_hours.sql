@@ -15,7 +15,10 @@
 -- queries (schemas/queries/) read the clean full hours of their range here, and the rest (the partial
 -- hours at the edges of the range, the dirty pair-hours) from flow_windows FINAL, then aggregate both:
 --   SELECT ... FROM pair_hours FINAL WHERE rows = bitCount(windows) AND placement_min = placement_max
--- (FINAL: the AggregatingMergeTree merges the rows of one key eventually; FINAL merges them at read.)
+-- (FINAL: the AggregatingMergeTree merges the rows of one key eventually; FINAL merges them at read.
+-- As for flow_windows (006), a day of parts all an hour old is merged into one part, which FINAL then
+-- reads without merging: only the last hours cost FINAL merging. The readers cost grows with the
+-- unmerged parts: benchmarks/README.md, benchmarks.console.)
 --
 -- The materialized view aggregates each block inserted into flow_windows (GROUP BY in its SELECT).
 -- The backfill copies what flow_windows holds when the step runs (no FINAL: rows are counted as
@@ -44,7 +47,9 @@ CREATE TABLE IF NOT EXISTS pair_hours
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toDate(hour)
-ORDER BY (hour, src_subnet, dst_subnet);
+ORDER BY (hour, src_subnet, dst_subnet)
+SETTINGS min_age_to_force_merge_seconds = 3600,
+         min_age_to_force_merge_on_partition_only = 1;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS pair_hours_mv TO pair_hours AS
 SELECT
