@@ -168,9 +168,15 @@ def fill(client: Any, days: int, pairs: int, batches: int, end: int) -> dict[str
 
 def parts(client: Any) -> str:
     rows = client.query("SELECT table, count(), sum(rows) FROM system.parts WHERE active AND database = currentDatabase() "
-                        "AND table IN ('flow_windows', 'flow_anomalies', 'flow_attributions', 'nhi') GROUP BY table "
+                        "AND table IN ('flow_windows', 'pair_hours', 'flow_anomalies', 'flow_attributions', 'nhi') GROUP BY table "
                         "ORDER BY table").result_rows
     return ", ".join(f"{t}: {n} parts/{r:,} rows" for t, n, r in rows)
+
+
+def merged_tables(client: Any) -> list[str]:
+    """The tables whose parts the phases control: the filled ones and the rollup pair_hours (009) when it exists."""
+    tables = ["flow_windows", "flow_anomalies", "flow_attributions", "nhi"]
+    return tables + (["pair_hours"] if client.command("EXISTS TABLE pair_hours") else [])
 
 
 def pages(client: Any, ranges: list[str]) -> list[tuple[str, str, str]]:
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         end = int(time.time()) // WINDOW_S * WINDOW_S
         for k, c in clients.items():
             print(f"{k}: schema steps {migrate(c, layouts[k])}")
-            for tb in ("flow_windows", "flow_anomalies", "flow_attributions", "nhi"):
+            for tb in merged_tables(c):
                 c.command(f"SYSTEM STOP MERGES {tb}")  # parts stay as inserted until 'merged'
             info = fill(c, a.days, a.pairs, a.batches, end)
             print(f"{k}: filled in {info['seconds']:.1f} s: {parts(c)}; {info['alerts']:,} alerts")
@@ -320,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if "merged" in phases:
             t = time.perf_counter()
             for k, c in clients.items():
-                for tb in ("flow_windows", "flow_anomalies", "flow_attributions", "nhi"):
+                for tb in merged_tables(c):
                     c.command(f"SYSTEM START MERGES {tb}")
                     c.command(f"OPTIMIZE TABLE {tb} FINAL")
             print(f"\nOPTIMIZE ... FINAL in {time.perf_counter() - t:.1f} s")

@@ -1,0 +1,21 @@
+-- title: Traffic by category
+-- description: Totals over the range per traffic category, from the reporting side's point of view:
+-- description: intra-az (same VPC, same AZ), inter-az (same VPC, different AZs), inter-vpc, and
+-- description: unclassified (either end outside the known topology).
+-- params: from DateTime, to DateTime
+-- grafana: table
+SELECT
+    multiIf(src_subnet = 'external' OR dst_subnet = 'external'
+                OR src_vpc IN ('', 'external') OR dst_vpc IN ('', 'external'), 'unclassified',
+            src_vpc != dst_vpc, 'inter-vpc',
+            src_az = dst_az, 'intra-az',
+            'inter-az') AS category,
+    sum(bytes) AS bytes,
+    sum(retransmissions) AS retransmissions,
+    sum(timeouts) AS timeouts,
+    if(sum(rtt_count) = 0, 0, sum(rtt_sum_us) / sum(rtt_count)) AS rtt_mean_us,
+    uniqExact(src_subnet, dst_subnet) AS pairs
+FROM flow_windows FINAL
+WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
+GROUP BY category
+ORDER BY indexOf(['intra-az', 'inter-az', 'inter-vpc', 'unclassified'], category)
