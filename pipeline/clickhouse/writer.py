@@ -410,7 +410,10 @@ class WindowSink:
             column_oriented=True,
             # max_partitions_per_insert_block: flow_windows has one partition per day (step 006); a batch of a
             # replayed backlog may span more than ClickHouse's default 100 days, which it would refuse.
-            settings={"insert_deduplication_token": batch_token(columns), "max_partitions_per_insert_block": 0},
+            settings={"insert_deduplication_token": batch_token(columns), "max_partitions_per_insert_block": 0,
+                          # the materialized view's blocks (pair_hours) are deduplicated on their own: a retried
+                          # batch writes a view block that failed the first time, and never one twice
+                          "deduplicate_blocks_in_dependent_materialized_views": 1},
         )
         self.last_insert_s = time.perf_counter() - t0
         self.rows_written += n

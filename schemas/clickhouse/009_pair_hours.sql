@@ -49,7 +49,8 @@ ENGINE = AggregatingMergeTree
 PARTITION BY toDate(hour)
 ORDER BY (hour, src_subnet, dst_subnet)
 SETTINGS min_age_to_force_merge_seconds = 3600,
-         min_age_to_force_merge_on_partition_only = 1;
+         min_age_to_force_merge_on_partition_only = 1,
+         non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS pair_hours_mv TO pair_hours AS
 SELECT
