@@ -25,22 +25,22 @@ __all__ = ["dashboard", "LAYOUT", "VARIABLES"]
 DS = {"type": "grafana-clickhouse-datasource", "uid": "flowmon-clickhouse"}
 PLUGIN_VERSION = "4.14.1"
 
-#: (named query, panel title, width, height, unit of the plotted values or None) — rows of the dashboard
-LAYOUT: list[tuple[str, str, int, int, str | None]] = [
-    ("az_matrix", "Network health between AZs", 14, 9, None),
-    ("traffic_by_category", "Traffic by category", 10, 9, None),
-    ("fleet_series", "Fleet per window", 24, 7, None),
-    ("top_pairs", "Top subnet pairs ($metric, $category)", 12, 10, None),
-    ("top_instances", "Top instances ($metric, $category)", 12, 10, None),
-    ("top_pairs_series", "Top subnet pairs over time ($metric, $category)", 24, 9, None),
-    ("pair_series", "Subnet pair $src → $dst", 24, 7, None),
-    ("monitor_series", "Monitor $monitor", 24, 7, None),
-    ("monitor_nhi", "Monitor $monitor: degraded periods", 12, 7, None),
-    ("monitors", "Monitors", 12, 7, None),
-    ("alerts", "Alerts and their attribution", 24, 9, None),
-    ("nhi_periods", "Network Health Indicator: degraded periods", 24, 7, None),
-    ("deadletters_by_reason", "Dead letters by reason", 10, 7, None),
-    ("deadletters_latest", "Latest dead letters", 14, 7, None),
+#: (named query, panel title, width, height) — the dashboard's panels in reading order
+LAYOUT: list[tuple[str, str, int, int]] = [
+    ("az_matrix", "Network health between AZs", 14, 9),
+    ("traffic_by_category", "Traffic by category", 10, 9),
+    ("fleet_series", "Fleet per window", 24, 7),
+    ("top_pairs", "Top subnet pairs ($metric, $category)", 12, 10),
+    ("top_instances", "Top instances ($metric, $category)", 12, 10),
+    ("top_pairs_series", "Top subnet pairs over time ($metric, $category)", 24, 9),
+    ("pair_series", "Subnet pair $src → $dst", 24, 7),
+    ("monitor_series", "Monitor $monitor", 24, 7),
+    ("monitor_nhi", "Monitor $monitor: degraded periods", 12, 7),
+    ("monitors", "Monitors", 12, 7),
+    ("alerts", "Alerts and their attribution", 24, 9),
+    ("nhi_periods", "Network Health Indicator: degraded periods", 24, 7),
+    ("deadletters_by_reason", "Dead letters by reason", 10, 7),
+    ("deadletters_latest", "Latest dead letters", 14, 7),
 ]
 
 _UNITS = {"bytes": "decbytes", "rtt_mean_us": "µs", "rtt_p50_us": "µs", "rtt_p90_us": "µs", "rtt_p99_us": "µs"}
@@ -114,7 +114,7 @@ def dashboard() -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     used: set[str] = set()
     x = y = row_h = 0
-    for name, title, w, h, _ in LAYOUT:
+    for name, title, w, h in LAYOUT:
         q = queries.get(name)
         if q is None or q.grafana == "none":
             continue
