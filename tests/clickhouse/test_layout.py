@@ -9,16 +9,14 @@ worker re-emitting it after a crash: the copy that ReplacingMergeTree must colla
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
-from pipeline.clickhouse.client import connect
-from pipeline.clickhouse.migrations import applied_steps, load_steps, migrate
+from pipeline.clickhouse.migrations import applied_steps, migrate
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.views import queries
+from tests.support.chstate import migrated_before
 from tests.support.records import make_windows
 
 DAY = 86400
@@ -40,14 +38,7 @@ def window_queries() -> dict[str, dict]:
 @pytest.fixture
 def before_006(chdb_dsn, tmp_path):
     """A database at steps 001..005 holding windows, one of them twice (two inserts)."""
-    steps = tmp_path / "steps"
-    steps.mkdir()
-    for s in load_steps():
-        if s.name < "006":
-            shutil.copy(s.path, steps / s.path.name)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    c = connect(chdb_dsn, database=name)
-    migrate(c, steps)
+    c, name = migrated_before(chdb_dsn, "006", tmp_path)
     assert "006_flow_windows_by_day" not in applied_steps(c)
     sink = WindowSink(c)
     windows = [w for k, start in enumerate((T0, T0 + 600, T0 + DAY + 1200, T0 + 2 * DAY + 600))

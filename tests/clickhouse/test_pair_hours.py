@@ -8,16 +8,14 @@ the same database: both are compared row by row.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
-from pipeline.clickhouse.client import connect
 from pipeline.clickhouse.migrations import applied_steps, load_steps, migrate
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.views import queries
+from tests.support.chstate import migrated_before
 from tests.support.records import make_windows
 
 HERE = Path(__file__).parent
@@ -137,14 +135,7 @@ def test_fleet_series_is_hourly_beyond_48_hours(client):
 @pytest.fixture
 def before_009(chdb_dsn, tmp_path):
     """A database at steps 001..008 holding windows, some landed twice."""
-    steps = tmp_path / "steps"
-    steps.mkdir()
-    for s in load_steps():
-        if s.name < "009":
-            shutil.copy(s.path, steps / s.path.name)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    c = connect(chdb_dsn, database=name)
-    migrate(c, steps)
+    c, name = migrated_before(chdb_dsn, "009", tmp_path)
     assert "009_pair_hours" not in applied_steps(c)
     windows = land(c)
     WindowSink(c).write_windows([dict(w, closed_at=w["closed_at"] + 90, bytes=1) for w in windows[300:310]])

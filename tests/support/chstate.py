@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATES_DIR", "states", "dump_state", "load_state", "ddl", "table_rows", "SAMPLE_ROWS"]
+__all__ = ["STATES_DIR", "states", "dump_state", "load_state", "ddl", "table_rows", "SAMPLE_ROWS", "migrated_before"]
 
 #: Where the saved states are.
 STATES_DIR = Path(__file__).resolve().parents[1] / "clickhouse" / "states"
@@ -80,6 +80,26 @@ SAMPLE_ROWS: dict[str, str] = {
         "fromUnixTimestamp64Milli(1700000581000, 'UTC'))"
     ),
 }
+
+
+def migrated_before(chdb_dsn: str, step: str, workdir: Path) -> tuple[Any, str]:
+    """A new database of the chdb at ``chdb_dsn`` migrated with the schema steps named below ``step`` (e.g.
+    ``"009"``) only, as a release before that step left it; returns its client and name."""
+    import shutil
+    import uuid
+
+    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.migrations import load_steps, migrate
+
+    steps = workdir / "steps"
+    steps.mkdir()
+    for s in load_steps():
+        if s.name < step:
+            shutil.copy(s.path, steps / s.path.name)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client = connect(chdb_dsn, database=name)
+    migrate(client, steps)
+    return client, name
 
 
 def states() -> list[Path]:
