@@ -17,6 +17,10 @@ each named query on its own (``pipeline.views.queries.run``), median and p95 (ne
 
 - ``before/unmerged``: schema steps up to 005 only, the parts as inserted;
 - ``after/unmerged``: ``migrate()`` applies the remaining steps (006 onwards) on top of the data;
+- ``after/live``: a running system between two sink batches: the partitions before the newest merged
+  into one part each (what ``min_age_to_force_merge_seconds`` does once a day's parts are an hour old),
+  the newest ones (today's windows and hours, this month's days) as background merges left them once
+  none ran for 3 s;
 - ``after/merged``: after ``OPTIMIZE TABLE ... FINAL`` of every table.
 
 Each phase also runs through the worker's SQL endpoint (``SqlServer`` on the same chdb, a
@@ -168,15 +172,42 @@ def fill(client: Any, days: int, pairs: int, batches: int, end: int) -> dict[str
 
 def parts(client: Any) -> str:
     rows = client.query("SELECT table, count(), sum(rows) FROM system.parts WHERE active AND database = currentDatabase() "
-                        "AND table IN ('flow_windows', 'pair_hours', 'flow_anomalies', 'flow_attributions', 'nhi') GROUP BY table "
+                        "AND table IN ('flow_windows', 'pair_hours', 'pair_days', 'flow_anomalies', 'flow_attributions', 'nhi') "
+                        "GROUP BY table "
                         "ORDER BY table").result_rows
     return ", ".join(f"{t}: {n} parts/{r:,} rows" for t, n, r in rows)
 
 
 def merged_tables(client: Any) -> list[str]:
-    """The tables whose parts the phases control: the filled ones and the rollup pair_hours (009) when it exists."""
+    """The tables whose parts the phases control: the filled ones and the rollups (009, 010) that exist."""
     tables = ["flow_windows", "flow_anomalies", "flow_attributions", "nhi"]
-    return tables + (["pair_hours"] if client.command("EXISTS TABLE pair_hours") else [])
+    return tables + [t for t in ("pair_hours", "pair_days") if client.command(f"EXISTS TABLE {t}")]
+
+
+def force_merge_old_partitions(client: Any, table: str) -> None:
+    """What min_age_to_force_merge_seconds does to a live system's partitions older than its newest one (days
+    of flow_windows and pair_hours all an hour old): one part each. The newest partition is left to the
+    background merges (and pair_days' month partition, which min_age_to_force_merge also merges in part)."""
+    ids = [r[0] for r in client.query("SELECT DISTINCT partition_id FROM system.parts WHERE active AND "
+                                      "database = currentDatabase() AND table = {t:String} ORDER BY partition_id",
+                                      parameters={"t": table}).result_rows]
+    for pid in ids[:-1]:
+        client.command(f"OPTIMIZE TABLE {table} PARTITION ID '{pid}' FINAL")
+
+
+def settle(clients: list[Any], quiet_s: float = 3.0, limit_s: float = 300.0) -> bool:
+    """Wait until no background merge has run for ``quiet_s`` (a live system between two bursts of inserts)."""
+    deadline, quiet_since = time.monotonic() + limit_s, None
+    while time.monotonic() < deadline:
+        busy = sum(c.command("SELECT count() FROM system.merges WHERE database = currentDatabase()") for c in clients)
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def pages(client: Any, ranges: list[str]) -> list[tuple[str, str, str]]:
@@ -270,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--batches", type=int, default=30, help="insert blocks of flow_windows (parts before merges)")
     ap.add_argument("--ranges", default="1h,24h,7d,30d")
-    ap.add_argument("--phases", default="after,merged",
-                    help="after: every schema step, unmerged; merged: after OPTIMIZE FINAL; before: steps up to 005 "
+    ap.add_argument("--phases", default="after,live,merged",
+                    help="after: every schema step, unmerged (merges stopped); live: merges started and settled, as a "
+                    "running system between inserts; merged: after OPTIMIZE FINAL; before: steps up to 005 "
                     "(only with the named queries of a checkout before step 009: today's read pair_hours)")
     ap.add_argument("--no-http", action="store_true", help="do not time through the SQL endpoint")
     ap.add_argument("--json", type=Path)
@@ -298,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(step.path, base / step.path.name)
         # two databases with the same rows: 'before' has schema steps up to 005, 'after' every step
         layouts = {"before": base, "after": None}
-        layouts = {k: v for k, v in layouts.items() if k in phases or (k == "after" and "merged" in phases)}
+        layouts = {k: v for k, v in layouts.items() if k in phases or (k == "after" and {"live", "merged"} & set(phases))}
         clients = {k: connect(f"chdb://{tmp / 'chdb'}", database=k) for k in layouts}
         end = int(time.time()) // WINDOW_S * WINDOW_S
         for k, c in clients.items():
@@ -327,6 +359,16 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("before", "after"):
             if k in phases:
                 phase(f"{k}/unmerged", clients[k])
+        if "live" in phases:
+            t = time.perf_counter()
+            for k, c in clients.items():
+                for tb in merged_tables(c):
+                    c.command(f"SYSTEM START MERGES {tb}")
+                    force_merge_old_partitions(c, tb)
+            quiet = settle(list(clients.values()))
+            print(f"\nbackground merges {'settled' if quiet else 'still running'} after {time.perf_counter() - t:.1f} s")
+            for k, c in clients.items():
+                phase(f"{k}/live", c)
         if "merged" in phases:
             t = time.perf_counter()
             for k, c in clients.items():

@@ -991,7 +991,7 @@ SQL_FUNCTIONS = {
     "toStartOfFiveMinutes", "toStartOfHour", "toStartOfDay", "toUnixTimestamp", "fromUnixTimestamp64Milli",
     "formatReadableSize", "length", "tuple", "now", "exp2", "log2", "sqrt", "pow", "countIf", "maxIf",
     "groupUniqArray", "startsWith", "notEmpty", "empty", "indexOf", "toFloat64", "toUInt32", "arrayElement",
-    "arrayFirstIndex", "arrayCumSum", "arraySum", "mapKeys", "mapValues", "nan", "arrayExists", "arraySort",
+    "arrayFirstIndex", "arrayCumSum", "arraySum", "mapKeys", "mapValues", "nan", "arrayExists", "arraySort", "arrayDistinct", "arrayFilter",
     "arrayMap", "throwIf", "bitCount", "dateDiff",
     "__timeFilter", "__timeFilter_ms", "__timeInterval", "__timeInterval_ms", "__dateFilter", "__dateTimeFilter",
     "__dt", "__conditionalAll", "__timeFrom", "__timeTo",

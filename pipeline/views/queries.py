@@ -22,6 +22,11 @@ series drawn as several panels, one per ``;``-separated group of columns, so tha
 and counts do not share an axis), ``description`` (optional, repeated lines join). A
 time series' first column is ``time`` (what Grafana's plugin expects).
 
+A piece of SQL that several queries share is a *fragment*,
+``schemas/queries/fragments/<name>.sql`` (its own ``--`` header lines, then the text), and
+``{{name}}`` in a query's body stands for its text; the parameters it binds count as the
+query's. ``pair_parts`` is the exact per-pair sums of a range over the rollups.
+
 Examples
 --------
 >>> q = NamedQuery.parse("demo", "-- title: Demo\\n-- params: from DateTime, n UInt32\\n"
@@ -45,8 +50,10 @@ from pipeline.config import SCHEMAS_DIR
 __all__ = ["NamedQuery", "load", "get", "run", "grafana_sql", "QUERIES_DIR", "QueryError"]
 
 QUERIES_DIR = SCHEMAS_DIR / "queries"
+FRAGMENTS_DIR = QUERIES_DIR / "fragments"
 
 _PARAM = re.compile(r"\{(\w+):([^}]+)\}")
+_INCLUDE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _STRINGY = ("String", "LowCardinality(String)", "Nullable(String)")
 
 
@@ -66,7 +73,7 @@ class NamedQuery:
     panels: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
-    def parse(cls, name: str, text: str) -> NamedQuery:
+    def parse(cls, name: str, text: str, fragments: dict[str, str] | None = None) -> NamedQuery:
         header: dict[str, str] = {}
         body: list[str] = []
         for line in text.splitlines():
@@ -76,7 +83,7 @@ class NamedQuery:
                 header[k] = f"{header[k]} {v}" if k in header else v
             elif body or (line.strip() and not line.lstrip().startswith("--")):
                 body.append(line)
-        sql = "\n".join(body).strip().rstrip(";").strip()
+        sql = expand("\n".join(body).strip().rstrip(";").strip(), fragments or {}, name)
         if "title" not in header:
             raise QueryError(f"{name}: no '-- title:' line")
         declared: dict[str, str] = {}
@@ -102,10 +109,31 @@ class NamedQuery:
         return dict(values)
 
 
+def fragment_text(text: str) -> str:
+    """A fragment file's SQL: what follows its leading ``--`` header lines."""
+    lines = text.splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "\n".join(lines).rstrip().rstrip(";")
+
+
+def expand(sql: str, fragments: dict[str, str], name: str) -> str:
+    """``sql`` with every ``{{fragment}}`` replaced by its text (fragments do not nest)."""
+
+    def sub(m: re.Match) -> str:
+        try:
+            return fragments[m.group(1)].strip()
+        except KeyError:
+            raise QueryError(f"{name}: no fragment {m.group(1)!r} in {FRAGMENTS_DIR}") from None
+
+    return _INCLUDE.sub(sub, sql)
+
+
 @cache
 def load(directory: Path = QUERIES_DIR) -> dict[str, NamedQuery]:
-    """Every named query of ``directory``, by name (the file's stem)."""
-    return {p.stem: NamedQuery.parse(p.stem, p.read_text()) for p in sorted(Path(directory).glob("*.sql"))}
+    """Every named query of ``directory``, by name (the file's stem), its fragments expanded."""
+    frags = {p.stem: fragment_text(p.read_text()) for p in sorted((Path(directory) / "fragments").glob("*.sql"))}
+    return {p.stem: NamedQuery.parse(p.stem, p.read_text(), frags) for p in sorted(Path(directory).glob("*.sql"))}
 
 
 def get(name: str) -> NamedQuery:

@@ -4,39 +4,18 @@
 -- description: time in the range, the AZ pair (either direction), or either AZ for a reason other than a
 -- description: problem between two AZs (a subnet, an AZ), with the blamed elements; each AZ's own health
 -- description: (src_az_health, dst_az_health); alerts opened in the range on the pairs, by attributed cause.
--- description: Exact: the clean full hours of the range (traffic) come from the hourly rollup pair_hours, the partial
--- description: hours at its edges and the pair-hours where a window landed twice from flow_windows FINAL.
+-- description: Exact: the per-pair sums come from the rollups (pair_days, pair_hours) where they are exact and
+-- description: from flow_windows FINAL elsewhere (fragments/pair_parts.sql).
 -- params: from DateTime, to DateTime
 -- grafana: table
 WITH
-    toStartOfHour(toDateTime({from:DateTime} + 3599, 'UTC')) AS hour_from,
-    toStartOfHour(toDateTime({to:DateTime}, 'UTC')) AS hour_to,
-    window_parts AS (
-        -- clean full hours from the rollup pair_hours (009_pair_hours.sql: no window landed twice, one
-        -- placement), summed per pair
-        SELECT src_subnet, dst_subnet,
-               any(src_az) AS src_az, any(dst_az) AS dst_az, any(src_vpc) AS src_vpc, any(dst_vpc) AS dst_vpc,
-               sum(bytes) AS bytes, sum(retransmissions) AS retransmissions, sum(timeouts) AS timeouts, sum(rtt_count) AS rtt_count, sum(rtt_sum_us) AS rtt_sum_us
-        FROM pair_hours FINAL
-        WHERE hour >= hour_from AND hour < hour_to
-          AND rows = bitCount(windows) AND placement_min = placement_max
-        GROUP BY src_subnet, dst_subnet, placement_min
-        UNION ALL
-        -- the rest from the windows: partial hours at the edges of the range, dirty pair-hours
-        SELECT src_subnet, dst_subnet, src_az, dst_az, src_vpc, dst_vpc, bytes, retransmissions, timeouts, rtt_count, rtt_sum_us
-        FROM flow_windows FINAL
-        WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
-          AND (window_start < hour_from OR window_start >= hour_to
-               OR (toStartOfHour(window_start), src_subnet, dst_subnet) IN (
-                   SELECT hour, src_subnet, dst_subnet FROM pair_hours FINAL
-                   WHERE hour >= hour_from AND hour < hour_to
-                     AND NOT (rows = bitCount(windows) AND placement_min = placement_max)))),
+    {{pair_parts}},
     traffic AS (
         SELECT src_az, dst_az,
                sum(bytes) AS bytes, sum(retransmissions) AS retransmissions, sum(timeouts) AS timeouts,
                if(sum(rtt_count) = 0, 0, sum(rtt_sum_us) / sum(rtt_count)) AS rtt_mean_us,
                uniqExact(src_subnet, dst_subnet) AS pairs
-        FROM window_parts
+        FROM pair_parts
         WHERE src_az NOT IN ('', 'external') AND dst_az NOT IN ('', 'external')
         GROUP BY src_az, dst_az),
     periods AS (
@@ -44,15 +23,8 @@ WITH
         FROM nhi FINAL
         WHERE scope_kind IN ('az', 'az_pair') AND start < {to:DateTime}
           AND (end IS NULL OR end > {from:DateTime})),
-    flagged AS (
-        SELECT t.src_az AS src_az, t.dst_az AS dst_az, groupUniqArray(p.element) AS blamed
-        FROM traffic AS t
-        CROSS JOIN periods AS p
-        WHERE (p.scope_kind = 'az_pair' AND p.scope IN (concat(t.src_az, '|', t.dst_az), concat(t.dst_az, '|', t.src_az)))
-           OR (p.scope_kind = 'az' AND p.scope IN (t.src_az, t.dst_az) AND NOT startsWith(p.element, 'az_pair:'))
-        GROUP BY src_az, dst_az),
-    az_flag AS (
-        SELECT scope AS az, groupUniqArray(element) AS az_blamed FROM periods WHERE scope_kind = 'az' GROUP BY scope),
+    -- the periods as one array, matched per row below, so that traffic (and the rollups under it) is read once
+    (SELECT groupArray((scope_kind, scope, element)) FROM periods) AS nhi_periods,
     opened AS (
         SELECT src_az, dst_az,
                countIf(cause = 'infrastructure') AS alerts_infrastructure,
@@ -67,16 +39,16 @@ SELECT
     t.src_az AS src_az, t.dst_az AS dst_az,
     t.bytes AS bytes, t.retransmissions AS retransmissions, t.timeouts AS timeouts,
     t.rtt_mean_us AS rtt_mean_us, t.pairs AS pairs,
-    if(notEmpty(f.blamed), 'degraded', 'healthy') AS health,
-    f.blamed AS blamed,
-    if(notEmpty(sa.az_blamed), 'degraded', 'healthy') AS src_az_health,
-    if(notEmpty(da.az_blamed), 'degraded', 'healthy') AS dst_az_health,
+    if(notEmpty(blamed), 'degraded', 'healthy') AS health,
+    arraySort(arrayDistinct(arrayMap(p -> p.3, arrayFilter(
+        p -> (p.1 = 'az_pair' AND (p.2 = concat(t.src_az, '|', t.dst_az) OR p.2 = concat(t.dst_az, '|', t.src_az)))
+             OR (p.1 = 'az' AND (p.2 = t.src_az OR p.2 = t.dst_az) AND NOT startsWith(p.3, 'az_pair:')),
+        nhi_periods)))) AS blamed,
+    if(arrayExists(p -> p.1 = 'az' AND p.2 = t.src_az, nhi_periods), 'degraded', 'healthy') AS src_az_health,
+    if(arrayExists(p -> p.1 = 'az' AND p.2 = t.dst_az, nhi_periods), 'degraded', 'healthy') AS dst_az_health,
     o.alerts_infrastructure AS alerts_infrastructure,
     o.alerts_workload AS alerts_workload,
     o.alerts_other AS alerts_other
 FROM traffic AS t
-LEFT JOIN flagged AS f ON f.src_az = t.src_az AND f.dst_az = t.dst_az
 LEFT JOIN opened AS o ON o.src_az = t.src_az AND o.dst_az = t.dst_az
-LEFT JOIN az_flag AS sa ON sa.az = t.src_az
-LEFT JOIN az_flag AS da ON da.az = t.dst_az
 ORDER BY src_az, dst_az

@@ -1,6 +1,7 @@
-"""Migration 009 (pair_hours, the exact hourly rollup): the named queries that read it answer exactly what the
-same computation over ``flow_windows FINAL`` answers, with windows landed twice, re-sent batches, ranges that
-are not hour-aligned, a subnet that moved, and a backfill that ran twice.
+"""Migrations 009 and 010 (pair_hours and pair_days, the exact hourly and daily rollups): the named queries that
+read them answer exactly what the same computation over ``flow_windows FINAL`` answers, with windows landed
+twice, re-sent batches, ranges that are not hour- or day-aligned, a subnet that moved within an hour and within
+a day, windows that share a 10-minute slot, and a backfill that ran twice.
 
 Real chdb. The reference is the queries' text before the rollup (tests/clickhouse/reference_queries/), run on
 the same database: both are compared row by row.
@@ -75,10 +76,15 @@ def dirty_pair_hours(client) -> int:
                           "WHERE NOT (rows = bitCount(windows) AND placement_min = placement_max)")
 
 
+def dirty_pair_days(client) -> int:
+    return client.command("SELECT count() FROM pair_days FINAL "
+                          "WHERE NOT (rows = bitCount(slots) AND placement_min = placement_max)")
+
+
 def test_the_rollup_answers_exactly_with_duplicates_and_unaligned_ranges(client):
     windows = land(client)
     assert_exact(client)
-    assert dirty_pair_hours(client) == 0
+    assert dirty_pair_hours(client) == 0 and dirty_pair_days(client) == 0
 
     sink = WindowSink(client)
     # a window re-emitted after a crash, in another insert, with a later closed_at and other counters (the
@@ -93,14 +99,14 @@ def test_the_rollup_answers_exactly_with_duplicates_and_unaligned_ranges(client)
         if x["window_start"] in (T0 + 1200, T0 + DAY + 1800) and x["src_subnet"] == "subnet-1":
             sink.write_windows([dict(x, closed_at=x["closed_at"] + 30, timeouts=x["timeouts"] + 1)])
     assert client.command("SELECT count() FROM flow_windows") > client.command("SELECT count() FROM flow_windows FINAL")
-    assert dirty_pair_hours(client) >= 2
+    assert dirty_pair_hours(client) >= 2 and dirty_pair_days(client) >= 2
     assert_exact(client)
 
-    # the same after every merge (flow_windows collapses its copies; pair_hours keeps them counted, still dirty)
-    client.command("OPTIMIZE TABLE flow_windows FINAL")
-    client.command("OPTIMIZE TABLE pair_hours FINAL")
+    # the same after every merge (flow_windows collapses its copies; the rollups keep them counted, still dirty)
+    for table in ("flow_windows", "pair_hours", "pair_days"):
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
     assert client.command("SELECT count() FROM flow_windows") == client.command("SELECT count() FROM flow_windows FINAL")
-    assert dirty_pair_hours(client) >= 2
+    assert dirty_pair_hours(client) >= 2 and dirty_pair_days(client) >= 2
     assert_exact(client)
 
 
@@ -120,6 +126,55 @@ def test_a_subnet_that_moved_within_an_hour_keeps_one_row_per_placement(client):
     assert_exact(client)
     rows = queries.run(client, "top_pairs", **{"from": T0, "to": T0 + DAY}, category="all", metric="bytes", n=500)
     assert any(r["src_az"] == "az-moved" for r in rows)
+
+
+def test_a_day_that_is_not_clean_is_read_from_its_clean_hours(client):
+    """Day 3: subnet-2 moves to another AZ at 01:00 (each hour keeps one placement, the day has two) and one pair
+    has a window starting at 02:05 beside the one at 02:00 (two windows in one 10-minute slot, distinct minutes).
+    Both make the pair-day dirty while every pair-hour stays clean: the answer comes from pair_hours, exactly."""
+    land(client)
+    sink = WindowSink(client)
+    day3 = T0 + 3 * DAY
+    for k in range(18):  # 00:00 .. 02:50
+        ws = make_windows(20, seed=200 + k, window_start=day3 + k * 600)
+        sink.write_windows([dict(w, src_az="az-moved") if w["src_subnet"] == "subnet-2" and k >= 6 else w
+                            for w in ws])
+    sink.write_windows(make_windows(20, seed=300, window_start=day3 + 2 * HOUR + 300)[:1])
+    assert dirty_pair_hours(client) == 0
+    assert dirty_pair_days(client) >= 2
+    assert_exact(client, [(T0, T0 + 4 * DAY), (T0 - DAY, T0 + 5 * DAY), (day3, day3 + DAY), (day3 + 600, day3 + 3 * HOUR)])
+    rows = queries.run(client, "top_pairs", **{"from": day3, "to": day3 + DAY}, category="all", metric="bytes", n=500)
+    assert {r["src_az"] for r in rows if r["src_subnet"] == "subnet-2"} >= {"az-moved"}
+    assert len({(r["src_subnet"], r["dst_subnet"]) for r in rows}) < len(rows), "a moved pair: one row per placement"
+
+
+@pytest.mark.parametrize("level", ["pair_days", "pair_hours"])
+def test_the_queries_read_the_rollups_for_their_clean_full_periods(client, level):
+    """Not only exact, also read from the rollup: a clean row written into the rollup by hand (and into no other
+    table) shows in every rolled-up query whose range covers its period fully, and in none that does not."""
+    land(client)
+    period, start = (DAY, T0 + DAY) if level == "pair_days" else (HOUR, T0 + DAY + 5 * HOUR)
+    mask = "slots" if level == "pair_days" else "windows"
+    key = "day" if level == "pair_days" else "hour"
+    client.command(f"INSERT INTO {level} ({key}, src_subnet, dst_subnet, src_az, dst_az, src_vpc, dst_vpc, "
+                   f"placement_min, placement_max, bytes, retransmissions, rows, {mask}) "
+                   f"VALUES ({start}, 'subnet-x', 'subnet-y', 'az-0', 'az-1', 'vpc-1', 'vpc-1', 1, 1, 123456789, 7, 1, 1)")
+    if level == "pair_hours":  # an hour outside the full days of the range below (10:00 .. 16:00 of day 1)
+        rng = {"from": T0 + DAY + 4 * HOUR + 600, "to": T0 + DAY + 16 * HOUR}
+    else:
+        rng = {"from": T0 + DAY - 600, "to": T0 + 2 * DAY + 600}
+    pairs = queries.run(client, "top_pairs", **rng, category="all", metric="bytes", n=500)
+    assert [r["bytes"] for r in pairs if r["src_subnet"] == "subnet-x"] == [123456789]
+    cats = {r["category"]: r for r in queries.run(client, "traffic_by_category", **rng)}
+    ref = {r["category"]: r for r in reference(client, "traffic_by_category", **rng)}
+    assert cats["inter-az"]["bytes"] == ref["inter-az"]["bytes"] + 123456789
+    matrix = {(r["src_az"], r["dst_az"]): r for r in queries.run(client, "az_matrix", **rng)}
+    assert matrix[("az-0", "az-1")]["retransmissions"] == {
+        (r["src_az"], r["dst_az"]): r for r in reference(client, "az_matrix", **rng)}[("az-0", "az-1")]["retransmissions"] + 7
+    # a range that covers the period only in part reads its windows instead
+    part = {"from": start + 600, "to": start + period}
+    assert not [r for r in queries.run(client, "top_pairs", **part, category="all", metric="bytes", n=500)
+                if r["src_subnet"] == "subnet-x"]
 
 
 def test_fleet_series_is_hourly_beyond_48_hours(client):
@@ -144,21 +199,24 @@ def before_009(chdb_dsn, tmp_path):
     c.close()
 
 
-def test_009_backfills_a_database_with_data_and_reruns_safely(before_009):
+def test_009_and_010_backfill_a_database_with_data_and_rerun_safely(before_009):
     c = before_009
     before = {(n, str(v)): reference(c, n, **v) for s, e in RANGES for n, v in calls(s, e)}
-    assert migrate(c) == ["009_pair_hours"]
-    assert c.command("SELECT sum(rows) FROM pair_hours") == c.command("SELECT count() FROM flow_windows")
+    assert migrate(c) == ["009_pair_hours", "010_pair_days"]
+    for table in ("pair_hours", "pair_days"):
+        assert c.command(f"SELECT sum(rows) FROM {table}") == c.command("SELECT count() FROM flow_windows")
     after = {(n, str(v)): queries.run(c, n, **v) for s, e in RANGES for n, v in calls(s, e)}
     assert after == before
     assert migrate(c) == [], "a second run applies nothing"
 
-    # the backfill run again (by hand, or a step replayed after its objects were dropped): every pair-hour is
-    # counted twice, so every one is dirty, and the answers stay exact
-    backfill = next(s for s in load_steps() if s.name == "009_pair_hours").statements[-1]
-    assert backfill.startswith("INSERT INTO pair_hours")
-    c.command(backfill)
+    # the backfills run again (by hand, or a step replayed after its objects were dropped): every pair-hour and
+    # pair-day is counted twice, so every one is dirty, and the answers stay exact
+    for step, table in (("009_pair_hours", "pair_hours"), ("010_pair_days", "pair_days")):
+        backfill = next(s for s in load_steps() if s.name == step).statements[-1]
+        assert backfill.startswith(f"INSERT INTO {table}")
+        c.command(backfill)
     assert dirty_pair_hours(c) == c.command("SELECT count() FROM pair_hours FINAL")
+    assert dirty_pair_days(c) == c.command("SELECT count() FROM pair_days FINAL")
     assert {(n, str(v)): queries.run(c, n, **v) for s, e in RANGES for n, v in calls(s, e)} == before
 
     # and the sink keeps the rollup up to date
@@ -170,26 +228,29 @@ def test_every_rolled_up_query_has_its_reference():
     assert set(ROLLED) <= set(REFERENCE)
     for name in ROLLED:
         assert "pair_hours" in queries.get(name).sql
+        assert ("pair_days" in queries.get(name).sql) == (name != "fleet_series")
         assert queries.get(name).params == REFERENCE[name].params
 
 
-def test_a_retried_batch_writes_the_rollup_block_that_failed_the_first_time(client):
-    """A batch whose flow_windows block landed while the view's pair_hours block did not (here: the view detached
+@pytest.mark.parametrize("table", ["pair_hours", "pair_days"])
+def test_a_retried_batch_writes_the_rollup_block_that_failed_the_first_time(client, table):
+    """A batch whose flow_windows block landed while the view's rollup block did not (here: the view detached
     during the first insert), sent again with the same token: the source block is deduplicated, the view's block
     is written once (deduplicate_blocks_in_dependent_materialized_views), so the rollup is neither missing nor
     doubled. (Without that setting chdb pushed every retry to the view: the hour was doubled, hence dirty, and read
     from flow_windows instead: exact, but not from the rollup.)"""
     sink = WindowSink(client)
     ws = make_windows(20, seed=3, window_start=T0)
-    client.command("DETACH TABLE pair_hours_mv")
+    client.command(f"DETACH TABLE {table}_mv")
     try:
         sink.write_windows(ws)
     finally:
-        client.command("ATTACH TABLE pair_hours_mv")
-    assert client.command("SELECT count() FROM pair_hours") == 0
+        client.command(f"ATTACH TABLE {table}_mv")
+    assert client.command(f"SELECT count() FROM {table}") == 0
     sink.write_windows(ws)  # the sink's retry: the same batch, the same token
     sink.write_windows(ws)  # and once more: nothing more lands anywhere
     assert client.command("SELECT count() FROM flow_windows") == len(ws)
-    assert client.command("SELECT sum(rows) FROM pair_hours FINAL") == len(ws)
-    assert dirty_pair_hours(client) == 0
-    assert client.command("SELECT sum(bytes) FROM pair_hours FINAL") == sum(w["bytes"] for w in ws)
+    for t in ("pair_hours", "pair_days"):
+        assert client.command(f"SELECT sum(rows) FROM {t} FINAL") == len(ws)
+        assert client.command(f"SELECT sum(bytes) FROM {t} FINAL") == sum(w["bytes"] for w in ws)
+    assert dirty_pair_hours(client) == 0 and dirty_pair_days(client) == 0

@@ -45,7 +45,7 @@ SELECT
     t.bytes AS bytes, t.retransmissions AS retransmissions, t.timeouts AS timeouts,
     t.rtt_mean_us AS rtt_mean_us, t.pairs AS pairs,
     if(notEmpty(f.blamed), 'degraded', 'healthy') AS health,
-    f.blamed AS blamed,
+    arraySort(f.blamed) AS blamed,
     if(notEmpty(sa.az_blamed), 'degraded', 'healthy') AS src_az_health,
     if(notEmpty(da.az_blamed), 'degraded', 'healthy') AS dst_az_health,
     o.alerts_infrastructure AS alerts_infrastructure,
