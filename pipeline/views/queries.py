@@ -35,6 +35,13 @@ Examples
 ('Demo', {'from': 'DateTime', 'n': 'UInt32'})
 >>> grafana_sql(q.sql)
 'SELECT * FROM t WHERE ts >= $__fromTime LIMIT ${n}'
+>>> f = {"recent": "ts >= {from:DateTime}"}
+>>> NamedQuery.parse("demo", "-- title: Demo\\n-- params: from DateTime\\nSELECT * FROM t WHERE {{recent}}", f).sql
+'SELECT * FROM t WHERE ts >= {from:DateTime}'
+>>> NamedQuery.parse("demo", "-- title: Demo\\nSELECT * FROM t WHERE {{old}}", f)
+Traceback (most recent call last):
+...
+pipeline.views.queries.QueryError: demo: no fragment 'old' in .../schemas/queries/fragments
 """
 
 from __future__ import annotations
