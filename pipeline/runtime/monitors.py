@@ -74,21 +74,15 @@ class MonitorFollower:
         await consumer.start()
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(await _partitions(consumer, self.topic))]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            begins = await consumer.beginning_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, begins[tp])  # explicit: seek_to_beginning() is lazy (see runtime.restore)
             fresh = MonitorSet()  # rebuilt from the start, then swapped in: no half-read set is ever used
-            pending = {tp for tp in tps if begins[tp] < ends[tp]}
-            while pending:
-                for tp, msgs in (await consumer.getmany(*pending, timeout_ms=poll_ms)).items():
-                    for m in msgs:
-                        try:
-                            fresh.apply(m.key, m.value)
-                        except MonitorError as exc:
-                            log.error("monitors: %s[%d]@%d skipped: %s", tp.topic, tp.partition, m.offset, exc)
-                pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+
+            def apply(tp: TopicPartition, m) -> None:
+                try:
+                    fresh.apply(m.key, m.value)
+                except MonitorError as exc:
+                    log.error("monitors: %s[%d]@%d skipped: %s", tp.topic, tp.partition, m.offset, exc)
+
+            await kafka.read_to_end(consumer, tps, apply, poll_ms=poll_ms)
             before = self.set.monitors
             self.set = fresh
             log.info("monitors: %d live (%s)", len(fresh.monitors), ", ".join(sorted(fresh.monitors)) or "none")
@@ -138,23 +132,14 @@ async def read_monitors(conn: kafka.Connection | str, topic: str, timeout_s: flo
     ms = MonitorSet()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        begins = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, begins[tp])
-        pending = {tp for tp in tps if begins[tp] < ends[tp]}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            for msgs in (await consumer.getmany(*pending, timeout_ms=500)).values():
-                for m in msgs:
-                    try:
-                        ms.apply(m.key, m.value)
-                    except MonitorError as exc:
-                        log.warning("monitors: offset %d skipped: %s", m.offset, exc)
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic}: not at its end after {timeout_s:g} s")
+
+        def apply(tp: TopicPartition, m) -> None:
+            try:
+                ms.apply(m.key, m.value)
+            except MonitorError as exc:
+                log.warning("monitors: offset %d skipped: %s", m.offset, exc)
+
+        await kafka.read_to_end(consumer, tps, apply, timeout_s=timeout_s)
     finally:
         await consumer.stop()
     return ms.monitors

@@ -105,10 +105,8 @@ async def restore_many(conn: kafka.Connection | str, topic: str, stores: list[Pa
                        timeout_s: float = 120.0) -> list[int]:
     """``restore`` for several partitions with one consumer; returns the keys loaded per store.
 
-    Reads each partition from its beginning until the position reaches the end that
-    ListOffsets gives. On Tansu that end is the last record batch's base offset + 1 (found
-    by the benchmarks), not the log end, but a fetch returns whole batches, so reaching it
-    means the last batch was read too (tests/integration/test_state.py writes batches).
+    Reads each partition from its beginning to its end (:func:`kafka.read_to_end`), keeping the
+    latest value of each key, then loads the keys whose latest value is not a tombstone.
     """
     if not stores:
         return []
@@ -117,23 +115,8 @@ async def restore_many(conn: kafka.Connection | str, topic: str, stores: list[Pa
     await consumer.start()
     latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
     try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        begins = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            # an explicit offset: seek_to_beginning() is lazy, and on Apache Kafka position() then
-            # answered the log end (seen in tests), which silently restored nothing
-            consumer.seek(tp, begins[tp])
-        pending = {tp for tp in tps if begins[tp] < ends[tp]}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, msgs in batch.items():
-                for msg in msgs:
-                    latest[tp.partition][msg.key] = msg.value
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"restoring {topic} partitions {sorted(tp.partition for tp in pending)}")
+        await kafka.read_to_end(consumer, tps, lambda tp, msg: latest[tp.partition].__setitem__(msg.key, msg.value),
+                                timeout_s=timeout_s)
     finally:
         await consumer.stop()
     counts = []
