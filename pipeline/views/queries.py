@@ -47,6 +47,7 @@ pipeline.views.queries.QueryError: demo: no fragment 'old' in .../schemas/querie
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -121,7 +122,7 @@ def fragment_text(text: str) -> str:
     lines = text.splitlines()
     while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
         lines.pop(0)
-    return "\n".join(lines).rstrip().rstrip(";")
+    return textwrap.dedent("\n".join(lines)).strip().rstrip(";")
 
 
 def expand(sql: str, fragments: dict[str, str], name: str) -> str:
@@ -129,9 +130,11 @@ def expand(sql: str, fragments: dict[str, str], name: str) -> str:
 
     def sub(m: re.Match) -> str:
         try:
-            return fragments[m.group(1)].strip()
+            text = fragments[m.group(1)]
         except KeyError:
             raise QueryError(f"{name}: no fragment {m.group(1)!r} in {FRAGMENTS_DIR}") from None
+        column = m.start() - (sql.rfind("\n", 0, m.start()) + 1)  # its lines line up under the placeholder
+        return text.replace("\n", "\n" + " " * column)
 
     return _INCLUDE.sub(sub, sql)
 

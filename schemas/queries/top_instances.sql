@@ -22,12 +22,7 @@ FROM
 (
     SELECT
         instance, src_subnet, src_az, dst_subnet, bytes, retransmissions, timeouts, rtt_count, rtt_sum_us,
-        multiIf(
-            src_subnet = 'external' OR dst_subnet = 'external'
-                OR src_vpc IN ('', 'external') OR dst_vpc IN ('', 'external'), 'unclassified',
-            src_vpc != dst_vpc, 'inter-vpc',
-            src_az = dst_az, 'intra-az',
-            'inter-az') AS traffic_category
+        {{category}} AS traffic_category
     FROM instance_windows FINAL
     WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
         -- a scalar subquery runs once, rows or not: an unknown category or metric is an error, not an empty table

@@ -17,12 +17,7 @@ WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
       SELECT src_subnet, dst_subnet
       FROM flow_windows FINAL
       WHERE window_start >= {from:DateTime} AND window_start < {to:DateTime}
-        AND ({category:String} = 'all' OR multiIf(
-                src_subnet = 'external' OR dst_subnet = 'external'
-                    OR src_vpc IN ('', 'external') OR dst_vpc IN ('', 'external'), 'unclassified',
-                src_vpc != dst_vpc, 'inter-vpc',
-                src_az = dst_az, 'intra-az',
-                'inter-az') = {category:String})
+        AND ({category:String} = 'all' OR {{category}} = {category:String})
       GROUP BY src_subnet, dst_subnet
       HAVING {metric:String} != 'rtt' OR sum(rtt_count) > 0
       ORDER BY multiIf({metric:String} = 'retransmissions', toFloat64(sum(retransmissions)),

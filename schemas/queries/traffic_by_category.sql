@@ -9,11 +9,7 @@
 WITH
     {{pair_parts}}
 SELECT
-    multiIf(src_subnet = 'external' OR dst_subnet = 'external'
-                OR src_vpc IN ('', 'external') OR dst_vpc IN ('', 'external'), 'unclassified',
-            src_vpc != dst_vpc, 'inter-vpc',
-            src_az = dst_az, 'intra-az',
-            'inter-az') AS category,
+    {{category}} AS category,
     sum(bytes) AS bytes,
     sum(retransmissions) AS retransmissions,
     sum(timeouts) AS timeouts,
