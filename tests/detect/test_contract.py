@@ -3,6 +3,7 @@ one conformance suite for every estimator)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import pickle
@@ -156,3 +157,43 @@ def test_models_are_pickled_by_the_package_name():
     legacy = raw.replace(b"\x8c\x0fpipeline.detect\x94", b"\x8c\x19pipeline.detect.detection\x94")
     assert legacy != raw
     assert load_model(__import__("base64").b64encode(legacy).decode()).score(_normal(1)) == m.score(_normal(1))
+
+
+@pytest.mark.parametrize("cut", [1, 30, 55, 80])
+def test_baseline_compact_state_is_exact(cut):
+    """The state topic's compact form (river's serialised cores, not pickled objects) restores a model
+    that scores and learns exactly as the original, before and after the EW estimates settle (50
+    intervals), and through a hot streak; and it is the small form (what made it worth having)."""
+    a = _trained("baseline", cut)
+    for o in (_spike(), _spike()):  # a streak in progress is carried too
+        a.learn(o, a.score(o))
+    blob = dump_model(a)
+    assert b"form" in base64.b64decode(blob) and len(blob) < 1800  # ~1,300 bytes; the objects pickled: ~2,000
+    c = load_model(blob)
+    assert c.__getstate__() == a.__getstate__() and c.streak == a.streak
+    assert c.streak["retrans_rate"] == (2 if cut >= 20 else 0)  # hot only once warmed up
+    for k in range(cut, cut + 60):
+        o = _spike() if k % 17 == 0 else _normal(k)
+        va, vc = a.score(o), c.score(o)
+        assert va == vc, k
+        a.learn(o, va)
+        c.learn(o, vc)
+    assert c.__getstate__() == a.__getstate__()
+
+
+def test_baseline_state_of_the_earlier_form_still_loads(monkeypatch):
+    """A state written before the compact form (every river statistic pickled as an object) loads and
+    scores as the model it was taken from."""
+    a = _trained("baseline", 70)
+    with monkeypatch.context() as mp:
+        mp.setattr(MODELS["baseline"], "__getstate__", Detector.__getstate__)
+        old = dump_model(a)
+    assert b"form" not in base64.b64decode(old) and len(old) > len(dump_model(a)) + 500  # the earlier form
+    c = load_model(old)
+    assert c.__getstate__() == a.__getstate__()
+    for k in range(70, 100):
+        o = _normal(k)
+        va, vc = a.score(o), c.score(o)
+        assert va == vc
+        a.learn(o, va)
+        c.learn(o, vc)
