@@ -41,6 +41,8 @@ from typing import Any, Literal, NamedTuple, Union
 
 import orjson
 
+from pipeline.wire.contract import WIRE_VERSION
+
 __all__ = ["KINDS", "ANY", "Resource", "Monitor", "MonitorError", "parse_resource", "parse_monitor",
            "parse_monitors", "check_topology", "NAME_RE"]
 
@@ -85,7 +87,7 @@ class Monitor:
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready definition (the monitors topic's value)."""
-        return {"version": 1, "name": self.name, "local": [str(r) for r in self.local],
+        return {"version": WIRE_VERSION, "name": self.name, "local": [str(r) for r in self.local],
                 "remote": ANY if self.remote == ANY else [str(r) for r in self.remote],
                 "description": self.description}
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from pipeline.monitors.definition import Monitor, MonitorError
 from pipeline.monitors.scope import Placements, Side, touches, window_in
+from pipeline.wire.contract import WIRE_VERSION
 
 __all__ = ["window_records", "nhi_records", "sides", "MonitorSet", "WINDOW_FIELDS", "monitor_row"]
 
@@ -57,7 +58,7 @@ def window_records(window: Mapping[str, Any], monitors: Iterable[Monitor], regio
     out = []
     for m in monitors:
         if window_in(m, src, dst, region):
-            rec: dict[str, Any] = {"version": 1, "monitor": m.name}
+            rec: dict[str, Any] = {"version": WIRE_VERSION, "monitor": m.name}
             rec.update((f, window[f]) for f in WINDOW_FIELDS)
             out.append(rec)
     return out
@@ -92,7 +93,7 @@ def nhi_records(period: Mapping[str, Any], monitors: Iterable[Monitor], placemen
     out = []
     for m in monitors:
         if touches(m, period["scope_kind"], period["scope"], placements):
-            rec: dict[str, Any] = {"version": 1, "monitor": m.name}
+            rec: dict[str, Any] = {"version": WIRE_VERSION, "monitor": m.name}
             rec.update((f, period[f]) for f in _NHI_FIELDS)
             out.append(rec)
     return out
@@ -134,13 +135,13 @@ def monitor_row(key: bytes | None, value: bytes | None, timestamp_ms: int) -> di
     """
     name = (key or b"").decode()
     if value is None:
-        return {"version": 1, "name": name, "definition": "", "local": [], "remote": [], "description": "",
+        return {"version": WIRE_VERSION, "name": name, "definition": "", "local": [], "remote": [], "description": "",
                 "deleted": 1, "updated": timestamp_ms / 1000}
     m = Monitor.from_json(value)
     if m.name != name:
         raise MonitorError(f"monitor {m.name!r}: published under the key {name!r}")
     w = m.to_wire()
     remote = w["remote"]
-    return {"version": 1, "name": name, "definition": value.decode(), "local": w["local"],
+    return {"version": WIRE_VERSION, "name": name, "definition": value.decode(), "local": w["local"],
             "remote": [remote] if isinstance(remote, str) else remote, "description": m.description,
             "deleted": 0, "updated": timestamp_ms / 1000}

@@ -33,11 +33,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from pipeline.ingest.topology import EXTERNAL  # where an address outside every known CIDR is placed
 from pipeline.monitors.definition import ANY, Monitor, Resource
 
 __all__ = ["Side", "Placements", "side_matches", "window_in", "touches", "EXTERNAL"]
 
-EXTERNAL = "external"
 _OUTSIDE = ("", EXTERNAL)
 
 

@@ -32,6 +32,9 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.clickhouse.writer import WindowSink
 from pipeline.monitors.evaluate import monitor_row
 from pipeline.runtime.topics import Topics
+from pipeline.ingest.step import deadletter
+from pipeline.ingest.validate import Rejection
+from pipeline.wire.records import deadletter_record
 
 __all__ = ["Lander", "backoff_delays", "is_missing_table", "sink_deadletter", "TABLES"]
 
@@ -51,18 +54,11 @@ def sink_deadletter(origin: tuple[str, int, int], detail: str, *, payload: Any =
     >>> r = sink_deadletter(("flow-windows-v1", 2, 41), "not a flow_windows record: KeyError: 'bytes'", payload={})
     >>> r["reason"], r["stage"], r["source"], r["payload"]
     ('internal_error', 'sink', {'topic': 'flow-windows-v1', 'partition': 2, 'offset': 41}, {})
+    >>> sink_deadletter(("flow-windows-v1", 2, 42), "not JSON", raw=b"x")["payload_b64"]
+    'eA=='
     """
-    import base64
-    import time
-
-    rec: dict[str, Any] = {"version": 1, "reason": "internal_error", "detail": detail[:1000], "stage": "sink",
-                           "source": {"topic": origin[0], "partition": origin[1], "offset": origin[2]},
-                           "samples": 0, "at": time.time()}
-    if raw is not None:
-        rec["payload_b64"] = base64.b64encode(raw or b"").decode()
-    else:
-        rec["payload"] = payload
-    return rec
+    return deadletter_record(deadletter(Rejection("internal_error", detail[:1000], payload=payload, raw=raw), "sink",
+                                        *origin))
 
 log = logging.getLogger("flowmon.land")
 

@@ -59,7 +59,8 @@ __all__ = [
     "FlowWindow", "HealthUpdate", "WindowState",
     # codec
     "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
-    "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "encode_health",
+    "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "deadletter_record",
+    "encode_health",
     "encode_window_state", "decode_window_state", "chunks", "instance_entries", "INSTANCE_FIELDS",
     "encode_window",
     # an interval's per-host sums
@@ -308,12 +309,18 @@ class DeadLetter:
 
 
 def encode_deadletter(dl: DeadLetter) -> bytes:
-    """The dead-letter record's JSON: ``payload_b64`` when there are raw bytes, else ``payload``.
+    """The dead-letter record's JSON (:func:`deadletter_record`).
 
     >>> encode_deadletter(DeadLetter("late", None, "closed", "aggregate", DeadLetterSource("r", 0, 7), None, 1, 0.0,
     ...                              payload={"a": 1}))
     b'{"version":1,"reason":"late","field":null,"detail":"closed","stage":"aggregate","source":{"topic":"r","partition":0,"offset":7},"sample_index":null,"samples":1,"at":0.0,"payload":{"a":1}}'
     """
+    return encode(deadletter_record(dl))
+
+
+def deadletter_record(dl: DeadLetter) -> dict[str, Any]:
+    """The dead-letter record (``schemas/wire/deadletter.v1.json``) as a dict: ``payload_b64`` when there
+    are raw bytes, else ``payload``."""
     src = dl.source
     rec: dict[str, Any] = {
         "version": WIRE_VERSION, "reason": dl.reason, "field": dl.field, "detail": dl.detail, "stage": dl.stage,
@@ -326,7 +333,7 @@ def encode_deadletter(dl: DeadLetter) -> bytes:
         rec["payload"] = dl.payload
     if dl.payload_truncated:
         rec["payload_truncated"] = True
-    return encode(rec)
+    return rec
 
 
 # --- interval host sums (inside the windows, handed to detection) ------------------------------
