@@ -1,6 +1,6 @@
 """The pipeline's pure core alone, no Kafka, no Faust: the ceiling of a worker's own Python work.
 
-    python -m benchmarks.core WORKLOAD SAMPLES [--partitions 8]
+    python -m benchmarks.core WORKLOAD SAMPLES [--partitions 8] [--detect] [--batch 1000]
 
 Generates the workload as ``benchmarks.bench`` does, serialises every report, then
 times, in one process: ``Ingest.process`` (orjson decode, validation, placement,
@@ -10,6 +10,16 @@ every pairs message, then one progress mark per source that closes every window 
 builds its record. Prints one JSON line: samples, reports, pairs messages, seconds
 of each stage. Run as its own process so the generator's objects are gone (and
 garbage-collected) before the clock starts.
+
+``--detect`` runs each pairs partition through the worker's ``aggregate.step.PartitionStep``
+with detection on (``detect.Detection``, the worker's defaults) instead of the windows
+alone, and after every ``--batch`` pairs messages of a partition does what the aggregate
+agent does after each batch: takes the health for attribution and encodes the changed
+state (windows and detector keys) as the state topic carries it. ``aggregate_s`` then
+includes detection and the state; ``intervals`` counts the pair-intervals scored, ``keys``
+the detector keys, ``state_writes`` the state records encoded. A batch here is ``--batch``
+per-report pairs messages (a worker's batch of 1,000 pairs-topic messages holds the reports
+of one ingest batch each: far more reports, so fewer state writes per report than here).
 """
 
 from __future__ import annotations
@@ -24,7 +34,11 @@ import orjson
 from pipeline.ingest.step import Ingest
 from pipeline.ingest.topology import load_topology
 from pipeline.ingest.validate import Validator
+from pipeline.aggregate.step import StepOutput
 from pipeline.aggregate.windows import PartitionWindows
+from pipeline.detect.detection import Detection
+from pipeline.runtime.restore import PartitionState
+from pipeline.wire.records import decode_pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("workload", choices=sorted(WORKLOADS))
     ap.add_argument("samples", type=int)
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--detect", action="store_true", help="detection on, and the state encoded after every batch")
+    ap.add_argument("--batch", type=int, default=1000, help="pairs messages per batch (--detect; the worker's is 1000)")
     a = ap.parse_args(argv)
 
     wl = make_workload(a.workload, a.samples)
@@ -57,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         for p, payload in res.messages.items():
             out[p].append(payload)
     t1 = time.perf_counter()
+    if a.detect:
+        return _with_detection(a, out, parts, samples, accepted, reports, last_start, t0, t1)
     stores = [PartitionWindows(p, 600, 60, parts) for p in range(parts)]
     applied = closed = 0
     for p, msgs in enumerate(out):
@@ -74,6 +92,41 @@ def main(argv: list[str] | None = None) -> int:
     print(orjson.dumps({"samples": samples, "accepted": accepted, "reports": reports, "pairs_messages": n_msgs,
                         "partials": applied, "windows": closed, "ingest_s": t1 - t0, "aggregate_s": t2 - t1,
                         "close_s": t3 - t2, "total_s": t3 - t0}).decode())
+    return 0 if accepted == samples else 1
+
+
+def _with_detection(a: argparse.Namespace, out: list[list[bytes]], parts: int, samples: int, accepted: int,
+                    reports: int, last_start: int, t0: float, t1: float) -> int:
+    """The aggregate stage as the worker runs it: windows, detection, health and state per batch."""
+    states = [PartitionState(PartitionWindows(p, 600, 60, parts, grid_s=30), Detection(interval_s=30, window_s=600))
+              for p in range(parts)]
+    so = StepOutput()
+    writes = 0
+
+    def batch_end(ps: PartitionState) -> int:
+        ps.step.take_health()
+        return len(ps.take_dirty())  # encodes every changed key, as the state topic carries it
+
+    for p, msgs in enumerate(out):
+        ps = states[p]
+        for k, m in enumerate(msgs, 1):
+            for msg in decode_pairs(m):
+                ps.step.apply(msg, so)
+            if k % a.batch == 0:
+                writes += batch_end(ps)
+        writes += batch_end(ps)
+    t2 = time.perf_counter()
+    for ps in states:
+        for src in range(parts):
+            ps.step.apply({"mark": [src, last_start + 3600]}, so)
+        writes += batch_end(ps)
+    t3 = time.perf_counter()
+    n_msgs = sum(len(m) for m in out)
+    print(orjson.dumps({"samples": samples, "accepted": accepted, "reports": reports, "pairs_messages": n_msgs,
+                        "partials": so.applied, "windows": len(so.closed), "keys": sum(
+                            len(ps.detection.keys) for ps in states), "intervals": so.intervals,
+                        "state_writes": writes, "ingest_s": t1 - t0, "aggregate_s": t2 - t1, "close_s": t3 - t2,
+                        "total_s": t3 - t0}).decode())
     return 0 if accepted == samples else 1
 
 
