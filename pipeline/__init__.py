@@ -21,7 +21,7 @@ import Kafka or Faust; everything else is plain Python and numpy, tested without
     runtime/     the Kafka/Faust shell: the app, one module per agent (agents/), state restore, topics,
                  Kafka clients (kafka), the sink's consumer (land), producing reports, following alerts,
                  the host agent's sender (agent), monitors' follower, health (/healthz), the embedded
-                 Tansu broker, metrics
+                 Tansu broker, children that die with the worker (process), metrics
     monitors/    named scopes (local and remote resources): definitions, what falls in one (scope), and the
                  closed windows and NHI periods evaluated against them (evaluate)
     alerts/      alerts for people: events, filters, rendering, deduplication, webhooks (no Kafka here)
