@@ -141,7 +141,7 @@ def test_params_from_overrides():
 
 
 def test_state_refuses_foreign_pickles():
-    evil = __import__("base64").b64encode(pickle.dumps(print)).decode()
+    evil = base64.b64encode(pickle.dumps(print)).decode()
     with pytest.raises(pickle.UnpicklingError):
         load_model(evil)
 
@@ -156,7 +156,7 @@ def test_models_are_pickled_by_the_package_name():
     # the name states got between the split and this change
     legacy = raw.replace(b"\x8c\x0fpipeline.detect\x94", b"\x8c\x19pipeline.detect.detection\x94")
     assert legacy != raw
-    assert load_model(__import__("base64").b64encode(legacy).decode()).score(_normal(1)) == m.score(_normal(1))
+    assert load_model(base64.b64encode(legacy).decode()).score(_normal(1)) == m.score(_normal(1))
 
 
 @pytest.mark.parametrize("cut", [1, 30, 55, 80])
