@@ -310,10 +310,12 @@ class Baseline(Detector):
 
     # --- learning --------------------------------------------------------------------------
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
-        """Learn from the metrics that were scored and not hot (never from anomalies or bursts)."""
-        for metric in METRICS:
-            if metric not in verdicts:  # reported, but not enough evidence for it: the streak is broken
-                self.streak[metric] = 0
+        """Learn from the metrics that were scored and not hot (never from anomalies or bursts).
+
+        A metric not scored in this interval (too few segments, flows or RTT samples: no evidence
+        either way) keeps its hot streak, as an interval the key did not report in does. Heavy
+        loss is what stalls a connection in retransmission timeouts: its worst intervals carry
+        too few segments to score, and must not reset the count of hot ones around them."""
         for metric, v in verdicts.items():
             if v.hot:
                 self.streak[metric] = v.streak

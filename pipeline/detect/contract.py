@@ -61,8 +61,9 @@ class Verdict(NamedTuple):  # immutable like the frozen records, ~4x cheaper to 
     ``hot``: the deviation passes the score and the absolute thresholds in this interval;
     ``flagged``: it is also confirmed — broad (not explained by one connection or a few
     flows) or hot ``confirm_after`` intervals in a row; ``streak``: hot intervals in a row
-    up to this one; ``wide``: the evidence is spread over connections (not one connection's
-    burst or one flow's spike), though it may still be one host's.
+    up to this one, among those the metric was scored in; ``wide``: the evidence is spread
+    over connections (not one connection's burst or one flow's spike), though it may still
+    be one host's.
     """
 
     flagged: bool

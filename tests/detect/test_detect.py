@@ -223,6 +223,28 @@ def test_one_connection_burst_is_not_an_alert_two_in_a_row_are():
     assert ("pair", "retrans_rate", 1350, 1410, "warning") in got  # 0.9 % of the pair's segments
 
 
+def test_intervals_too_thin_to_score_neither_extend_nor_break_a_streak():
+    """Heavy loss on one connection stalls it in retransmission timeouts: every other interval
+    carries too few segments to score (measured with 5 % loss in the namespace lab: 2-second
+    intervals of 1,508, 30, 874, 392, 543, 451 segments). The hot ones around them still count
+    in a row; a scored calm interval still breaks the streak."""
+    d = Detection()
+    _learned(d)
+    stalled = _host(3, worst=3, sent=300_000)  # ~207 segments: h0's retrans_rate is not scored
+    assert d.params.min_segments > 300_000 / 1448
+    assert _feed(d, [_pair(1200, h0=_host(201, worst=200), h1=_host(1))]) == []
+    assert _feed(d, [_pair(1230, h0=stalled, h1=_host(1))]) == []
+    assert _feed(d, [_pair(1260, h0=_host(201, worst=200), h1=_host(1))]) == []
+    assert _feed(d, [_pair(1290, h0=_host(1), h1=_host(1))]) == []  # scored, calm: the streak ends
+    assert _feed(d, [_pair(1320, h0=_host(201, worst=200), h1=_host(1))]) == []
+    assert _feed(d, [_pair(1350, h0=stalled, h1=_host(1))]) == []
+    assert _feed(d, [_pair(1380, h0=_host(191, worst=190), h1=_host(1))]) == []
+    assert _feed(d, [_pair(1410, h0=stalled, h1=_host(1))]) == []
+    ev = _feed(d, [_pair(1440, h0=_host(181, worst=180), h1=_host(1))])
+    got = {(e["event"], e["scope"], e["instance"], e["metric"], e["first_seen"], e["at"]) for e in ev}
+    assert ("opened", "instance", "h0", "retrans_rate", 1320, 1440) in got, got
+
+
 def test_loss_spread_over_connections_alerts_at_once_but_not_critical_yet():
     d = Detection()
     _learned(d)
