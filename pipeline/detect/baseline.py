@@ -267,8 +267,9 @@ class Baseline(Detector):
             return score, obs, (score >= p.z and kk >= min_k and obs - rate >= min_excess and obs >= 2 * rate)
 
         score, obs, hot = judge(k)
-        broad = not o_one and (judge(k - kmax)[2] if p.trim_largest else hot)
-        wide = judge(k - kmax_remote)[2] if p.trim_largest else hot
+        # judge is monotone in the count: with the whole count not hot, no part of it is (most intervals)
+        broad = hot and not o_one and (judge(k - kmax)[2] if p.trim_largest else hot)
+        wide = hot and (judge(k - kmax_remote)[2] if p.trim_largest else hot)
         ready = self.seen[metric] >= p.warmup
         streak = self.streak[metric] + 1 if hot else 0
         flagged = ready and hot and (broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after))
@@ -300,13 +301,14 @@ class Baseline(Detector):
 
         hot = ready and passes(x)
         streak = self.streak[metric] + 1 if hot else 0
+        wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
+        if not hot:
+            return Verdict(False, z, x, exp_us, False, 0, wide)
         # the median over >= rtt_broad_samples remotes of several reporters is not moved by one
         # flow's spike, nor by one host's hiccup (it stays hot with that reporter set aside); a tail is
-        broad = (metric == "rtt_p50" and not o.one_reporter and o.rtt_samples >= p.rtt_broad_samples
-                 and passes(o.rtt_p50_rest))
-        wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
+        broad = wide and not o.one_reporter and passes(o.rtt_p50_rest)
         confirmed = broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after)
-        return Verdict(hot and confirmed, z, x, exp_us, hot, streak, wide)
+        return Verdict(confirmed, z, x, exp_us, True, streak, wide)
 
     # --- learning --------------------------------------------------------------------------
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
