@@ -58,11 +58,12 @@ def _sink_owner_check(s: Settings, explicit: bool) -> Settings:
     data directory's chdb (its SQL endpoint answers) and the roles were not asked for; asked for, an
     :class:`~pipeline.errors.InUse` error."""
     from pipeline.clickhouse.client import is_chdb
-    from pipeline.clickhouse.sqlserve import read_address_file
-    from pipeline.errors import InUse
 
     if "sink" not in s.role_set or not is_chdb(s.clickhouse_dsn):
         return s
+    from pipeline.clickhouse.sqlserve import read_address_file  # imports chdb (~230 MiB): a chdb sink only
+    from pipeline.errors import InUse
+
     owner = read_address_file(s.data_dir / "sql-endpoint.json")
     if owner is None or int(owner.get("pid", -1)) == os.getpid():
         return s
