@@ -30,7 +30,12 @@ outage sends a report again, possibly to another reports partition. Every window
 remembers the identities of the reports it has applied (and keeps them for one more
 window length after closing); a partial whose report it has already applied is a
 duplicate, counted and skipped. Two *different* reports of one host and interval (an
-agent that splits an interval) have different identities: both count.
+agent that splits an interval) have different identities: both count. A replay may come
+long after the window closed and was forgotten (the ingest stage runs ahead of this one
+on a backlog, and re-reads what it had not committed when it died): each pairs partition
+also keeps, per reports partition, the highest report offset it has had a message of.
+Messages come in offset order from one source, so one at or below it is a replay: a
+duplicate, never late (the first time it was applied, or dead-lettered once).
 
 Lateness. A partial for a window that has already closed is *late*: it is handed back
 in ``Outcome.late`` with its origin (``aggregate.step`` dead-letters it); it never changes
@@ -66,8 +71,10 @@ Examples
 [('s1', 's2', 0, 100, 1)]
 >>> [(e["instance"], e["bytes_sent"], e["samples"]) for e in out.closed[0].instances]
 [('h1', 100, 1)]
->>> w.apply(PairsMessage(Origin(0, 11), 30, 30, [part._replace(report_id=8)])).late[0].origin
-Origin(partition=0, offset=11)
+>>> w.apply(PairsMessage(Origin(0, 100), 30, 30, [part._replace(report_id=8)])).late[0].origin   # new, too late
+Origin(partition=0, offset=100)
+>>> w.apply(PairsMessage(Origin(0, 100), 30, 30, [part._replace(report_id=8)])).duplicates   # read again
+1
 """
 
 from __future__ import annotations
@@ -269,6 +276,9 @@ class PartitionWindows:
         self.idle: dict[int, int] = {}  # idle source -> the wall clock (less lag) its idle mark carried
         self.open: dict[tuple[int, str, str], WindowAgg] = {}
         self.closed: dict[tuple[int, str, str], set[int]] = {}  # key -> report ids applied, kept one more window
+        #: reports partition -> the highest report offset whose message this partition has had (a message
+        #: at or below it is a replay: its partials were applied, or dead-lettered, the first time)
+        self.reached: dict[int, int] = {}
         self.dirty: set[tuple[int, str, str] | str] = set()
         self._watermark: int | None = None
 
@@ -282,6 +292,10 @@ class PartitionWindows:
             self._mark(msg.source, msg.event_time, msg.idle, out)
             return out
         origin: Origin = msg.origin
+        replay = origin.offset <= self.reached.get(origin.partition, -1)
+        if not replay:
+            self.reached[origin.partition] = origin.offset
+            self.dirty.add(PROGRESS_KEY)
         g = msg.grid
         ivt = self._iv_threshold
         if g is not None and ivt is not None and g + self._iv_delay <= ivt:
@@ -296,13 +310,16 @@ class PartitionWindows:
             if agg is None:
                 ids = self.closed.get(key)
                 if ids is not None:
-                    if rid in ids:
+                    if rid in ids or replay:
                         out.duplicates += 1
                     else:
                         out.late.append(LatePartial(part, origin))
                     continue
                 if self._is_closed(ws):
-                    out.late.append(LatePartial(part, origin))
+                    if replay:  # its window closed, and was forgotten, since the first time
+                        out.duplicates += 1
+                    else:
+                        out.late.append(LatePartial(part, origin))
                     continue
                 agg = self.open[key] = WindowAgg(part.src, part.dst, ws)
             elif rid in agg.ids and now.get(key) != rid:
@@ -417,7 +434,7 @@ class PartitionWindows:
         for key in self.dirty:
             if key == PROGRESS_KEY:
                 val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark,
-                                    "iv_threshold": self._iv_threshold}
+                                    "iv_threshold": self._iv_threshold, "reached": self.reached}
             elif key in self.open:
                 val = self.open[key].state()
             elif key in self.closed:
@@ -437,6 +454,7 @@ class PartitionWindows:
             # the watermark only rises; it is stored, since idle sources may have lowered the minimum since
             self._watermark = val["watermark"] if "watermark" in val else self._thresholds()[0]
             self._iv_threshold = val.get("iv_threshold")
+            self.reached = {int(k): v for k, v in val.get("reached", {}).items()}
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):

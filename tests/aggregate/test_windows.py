@@ -93,6 +93,29 @@ def test_replayed_messages_are_duplicates(seed):
     assert dups == sum(len(m["parts"]) for m in msgs[cut - 40:cut] if "o" in m)
 
 
+def test_a_replay_after_its_windows_were_forgotten_is_duplicate_not_late():
+    """The ingest stage on a backlog runs windows ahead of the aggregate; when a worker dies, its
+    reports partitions are read again from the last commit, and their pairs messages come after
+    everything, their windows long closed and forgotten. Still duplicates, across a restore too."""
+    msgs = stream(2)
+    data = [m for m in msgs if "o" in m]
+    early = data[:30]
+    pw, closed, late, dups = run(msgs)
+    assert pw.closed == {} or all(k[0] > early[-1]["t"] for k in pw.closed)  # their windows are forgotten
+    restored = PartitionWindows(0, W, LATE, 3)
+    for k, v in pw.take_dirty().items():
+        if v is not None:
+            restored.load(k, orjson.loads(orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS)))
+    for target in (pw, restored):
+        _, closed2, late2, dups2 = run(early, target)
+        assert (closed2, late2) == ([], [])
+        assert dups2 == sum(len(m["parts"]) for m in early)
+    # a message of a source's own that is new (above what it reached) and that late is still late
+    s, off = early[0]["o"][0], max(m["o"][1] for m in data if m["o"][0] == early[0]["o"][0])
+    out = pw.apply({"o": [s, off + 1], "t": 0, "parts": [part("d0", 0, 1, f"h{s}", rid=12345)]})
+    assert len(out.late) == 1 and out.duplicates == 0
+
+
 def test_state_round_trip_mid_stream_gives_the_same_result():
     msgs = stream(7)
     cut = len(msgs) // 3
