@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench [--broker tansu|kafka|both] [--samples N] [--workload fleet|big|both]
                                [--repeat K] [--profile] [--json FILE] [--src DIR] [--compare SRC]
+                               [--workers 1,2]
 
 For each broker and workload (``fleet``: tests/data/fleet_1000.yaml, ~5 samples per
 report; ``big``: benchmarks/scenarios/big_reports.yaml, 500 samples per report), one run:
@@ -24,6 +25,10 @@ main thread alone), and the CPU that processes other than ours used on the machi
 meanwhile (other tests on the 2 cores): figures from a busy machine are lower bounds.
 ``--profile`` runs the worker under pyinstrument and prints where its main thread's time
 went. Landed totals are checked: sum(samples) in ClickHouse must equal what was produced.
+
+``--workers 1,2`` runs each measurement with one worker process and then with two in one
+consumer group (the first also runs the sink; metrics and CPU are summed over both), and a
+last table gives the scale-out ratio two/one per run, with the median.
 
 ``--compare SRC`` measures two source trees in one run: for each workload, on the same
 broker, the worker from SRC ("before") and from this tree, or ``--src`` ("after"),
@@ -176,6 +181,7 @@ class Result:
     deadletters: int = 0
     profiled: bool = False
     tree: str = ""  # --compare: "before" (SRC) or "after" (this tree / --src)
+    workers: int = 1  # worker processes in the group (--workers): the first also runs the sink
     error: str | None = None
     profile_text: str | None = field(default=None, repr=False)
 
@@ -244,9 +250,26 @@ def _raw(bootstrap: str, topic: str, reports: int, numpy: bool, status: Status, 
     return last
 
 
-async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, metrics_port: int,
+def _sum_metrics(ms: list[dict | None]) -> dict | None:
+    """Several workers' metrics, summed by name (None until every worker answers).
+
+    >>> _sum_metrics([{"a": 1.0}, {"a": 2.0, "b": 1.0}]), _sum_metrics([{"a": 1.0}, None])
+    ({'a': 3.0, 'b': 1.0}, None)
+    """
+    if any(m is None for m in ms):
+        return None
+    out: dict = {}
+    for m in ms:
+        for k, v in m.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, app_id: str, metrics_ports: list[int],
                         wl: Workload, res: Result, status: Status, timeout_s: float, broker_pid: int | None) -> None:
-    """Poll the worker's metrics, the group's committed offsets and ClickHouse until all windows landed."""
+    """Poll the workers' metrics (summed), the group's committed offsets and ClickHouse until all windows
+    landed. The first worker runs the sink (its SQL endpoint answers); CPU is summed over all of them."""
+    w = workers[0]
     from pipeline.clickhouse.sqlserve import endpoint_client
 
     n_reports = len(wl.reports)
@@ -268,16 +291,18 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
             if now > deadline:
                 raise TimeoutError(f"not done after {timeout_s:.0f} s: {got:,}/{n_reports:,} reports processed, "
                                    f"committed {committed:,}, {landed}/{wl.expected_windows} windows landed")
-            if not w.alive():
-                raise RuntimeError(f"worker exited with {w.proc.returncode}:\n{w.tail()}")
-            m = await loop.run_in_executor(None, scrape_metrics, metrics_port)
+            for x in workers:
+                if not x.alive():
+                    raise RuntimeError(f"worker {x.log_path.name} exited with {x.proc.returncode}:\n{x.tail()}")
+            m = _sum_metrics([await loop.run_in_executor(None, scrape_metrics, port) for port in metrics_ports])
             stamp = time.time()
             if m is not None:
                 got = int(m.get("flowmon_reports_total", 0))
                 if got and t_first is None:
                     t_first = stamp
-                    cpu_first, main_first = w.cpu_s(), w.main_thread_cpu_s()
-                    meter = CpuMeter(w.pid, broker_pid or 0)
+                    cpu_first = sum(x.cpu_s() for x in workers)
+                    main_first = sum(x.main_thread_cpu_s() for x in workers)
+                    meter = CpuMeter(w.pid, broker_pid or 0, *[x.pid for x in workers[1:]])
                 if got >= n_reports and t_ingested is None:
                     t_ingested = stamp
                 if wl.partials and t_aggregated is None and m.get("flowmon_partials_applied_total", 0) >= wl.partials:
@@ -322,8 +347,8 @@ async def _watch_worker(w: Worker, bootstrap: str, topics: Topics, app_id: str, 
         res.e2e_s = t_landed - t_first
         res.ingest_rate = wl.samples / res.ingest_s if res.ingest_s > 0 else 0.0
         res.e2e_rate = wl.samples / res.e2e_s if res.e2e_s > 0 else 0.0
-        res.worker_cpu_s = w.cpu_s() - cpu_first
-        res.worker_main_cpu_s = w.main_thread_cpu_s() - main_first
+        res.worker_cpu_s = sum(x.cpu_s() for x in workers) - cpu_first
+        res.worker_main_cpu_s = sum(x.main_thread_cpu_s() for x in workers) - main_first
         res.other_cores = meter.stop()["other_cores"]
         assert client is not None
         total = client.command("SELECT sum(samples) FROM flow_windows FINAL")
@@ -356,15 +381,16 @@ def check_tree(env: dict[str, str], src: Path) -> str:
 
 def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run: int, partitions: int,
             profile: bool, status: Status, workroot: Path, timeout_s: float, src: Path = REPO,
-            tree: str = "") -> Result:
+            tree: str = "", workers: int = 1) -> Result:
     res = Result(kind, wl.name, run, len(wl.reports), wl.samples, wl.expected_windows, profiled=profile,
-                 core_rate=wl.core_rate, tree=tree)
+                 core_rate=wl.core_rate, tree=tree, workers=workers)
     prefix = unique_name("bench")
     workdir = workroot / prefix
     workdir.mkdir(parents=True)
     topics = Topics.from_settings(Settings(topic_prefix=prefix, app_id=prefix, partitions=partitions))
     asyncio.run(ensure_topics(bootstrap, topics))
-    status.title = f"{kind} · {wl.name} ({wl.per_report:.0f} samples/report) · run {run}" + (f" · {tree}" if tree else "")
+    status.title = (f"{kind} · {wl.name} ({wl.per_report:.0f} samples/report) · run {run}" + (f" · {tree}" if tree else "")
+                    + (f" · {workers} workers" if workers > 1 else ""))
 
     # 1. produce everything first
     status.set("produce", 0, len(wl.reports))
@@ -386,27 +412,34 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
                 f"{raw['cpu_s']:.2f} CPU s, other load {raw['other_cores']:.2f} cores), "
                 f"with numpy {res.raw_numpy_rate:,.0f} samples/s")
 
-    # 3. one worker on the backlog
-    metrics_port = _free_port()
-    env = worker_env(bootstrap, prefix, workdir, roles="pipeline,sink", partitions=partitions,
-                     topology=wl.scenario, metrics_port=metrics_port)
+    # 3. one worker (or --workers N in one group) on the backlog; the first also runs the sink
+    ports = [_free_port() for _ in range(workers)]
     profile_to = workdir / "worker.pyisession" if profile else None
     status.set("worker", 0, len(wl.reports) + wl.expected_windows, state="starting")
-    env["PYTHONPATH"] = str(src)  # this tree's pipeline, not the parent's PYTHONPATH or the editable install
-    check_tree(env, src)
-    w = Worker(env, workdir, profile_to=profile_to, cwd=src)
+    procs: list[Worker] = []
+    for i, port in enumerate(ports):
+        wdir = workdir if i == 0 else workdir / f"w{i}"
+        wdir.mkdir(exist_ok=True)
+        env = worker_env(bootstrap, prefix, wdir, roles="pipeline,sink" if i == 0 else "pipeline",
+                         partitions=partitions, topology=wl.scenario, metrics_port=port)
+        env["PYTHONPATH"] = str(src)  # this tree's pipeline, not the parent's PYTHONPATH or the editable install
+        check_tree(env, src)
+        procs.append(Worker(env, wdir, profile_to=profile_to if i == 0 else None, cwd=src))
+    w = procs[0]
     try:
-        asyncio.run(_watch_worker(w, bootstrap, topics, prefix, metrics_port, wl, res, status, timeout_s,
+        asyncio.run(_watch_worker(procs, bootstrap, topics, prefix, ports, wl, res, status, timeout_s,
                                   broker_pid))
     except Exception as exc:  # keep going with the other runs; say what happened
         res.error = f"{type(exc).__name__}: {exc}"
         console.log(f"[red]{status.title}: {res.error}[/]\n{w.tail(30)}")
     finally:
         status.set("stopping worker", 0, 1)
-        t_stop = time.perf_counter()
-        code = w.stop()
-        if time.perf_counter() - t_stop > 10 or code not in (0, -15, 143):
-            console.log(f"{status.title}: worker stop took {time.perf_counter() - t_stop:.0f} s, exit code {code}")
+        for x in procs:
+            t_stop = time.perf_counter()
+            code = x.stop()
+            if time.perf_counter() - t_stop > 10 or code not in (0, -15, 143):
+                console.log(f"{status.title}: {x.log_path.name} stop took {time.perf_counter() - t_stop:.0f} s, "
+                            f"exit code {code}")
     if not res.error:
         console.log(f"{status.title}: worker ingest {res.ingest_rate:,.0f} samples/s ({res.ingest_s:.2f} s to lag 0), "
                     f"end to end {res.e2e_rate:,.0f} samples/s ({res.e2e_s:.2f} s, tail {res.tail_s:.2f} s), "
@@ -518,7 +551,8 @@ def results_table(results: list[Result]) -> Table:
     for col, just in cols:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in results:
-        head = [r.broker, r.workload + (" (prof)" if r.profiled else "") + (f" {r.tree}" if r.tree else ""),
+        head = [r.broker, r.workload + (" (prof)" if r.profiled else "") + (f" {r.tree}" if r.tree else "")
+                + (f" ×{r.workers}" if r.workers > 1 else ""),
                 str(r.run), f"{r.samples:,}",
                 f"{r.samples / r.reports:.0f}", _k(r.raw_rate), _k(r.raw_numpy_rate), _k(r.core_rate)]
         if r.error:
@@ -577,6 +611,41 @@ def compare_table(results: list[Result], before: Path, after: Path) -> Table:
     return t
 
 
+def scaling_table(results: list[Result]) -> Table:
+    """--workers 1,2: each run's end-to-end rate per worker count, and the ratio to one worker (median last).
+
+    >>> runs = [Result("tansu", "fleet", n, 1, 100, 1, e2e_rate=r, workers=k)
+    ...         for n, (one, two) in enumerate([(10e3, 16e3), (10e3, 18e3)], 1) for k, r in ((1, one), (2, two))]
+    >>> import io
+    >>> out = Console(width=100, record=True, file=io.StringIO())
+    >>> out.print(scaling_table(runs))
+    >>> [line.split()[-2] for line in out.export_text().splitlines() if "tansu" in line]
+    ['1.60', '1.80', '1.70']
+    """
+    counts = sorted({r.workers for r in results})
+    t = Table(title="scale-out: end to end, samples/s, by worker processes in one group", title_justify="left")
+    for col in ("broker", "workload", "run", *[f"{n} worker{'s' if n > 1 else ''}" for n in counts],
+                *[f"{n}/1" for n in counts if n > 1]):
+        t.add_column(col, justify="left" if col in ("broker", "workload") else "right")
+    groups: dict[tuple[str, str, str], dict[int, dict[int, Result]]] = {}
+    for r in results:
+        groups.setdefault((r.broker, r.workload, r.tree), {}).setdefault(r.run, {})[r.workers] = r
+    for (kind, workload, tree), runs in groups.items():
+        ratios: dict[int, list[float]] = {n: [] for n in counts if n > 1}
+        for run, by_n in sorted(runs.items()):
+            ok = {n: r.e2e_rate for n, r in by_n.items() if not r.error and r.e2e_rate > 0}
+            cells = [f"{ok[n]:,.0f}" if n in ok else "[red]error[/]" for n in counts]
+            for n in ratios:
+                if n in ok and 1 in ok:
+                    ratios[n].append(ok[n] / ok[1])
+            t.add_row(kind, workload + (f" {tree}" if tree else ""), str(run), *cells,
+                      *[f"{ok[n] / ok[1]:.2f}" if n in ok and 1 in ok else "-" for n in ratios])
+        if len(runs) > 1:
+            t.add_row(kind, workload, "median", *[""] * len(counts),
+                      *[f"[bold]{_median(v):.2f}[/]" if v else "-" for v in ratios.values()], end_section=True)
+    return t
+
+
 LEGEND = """\
 raw decode: a plain AIOKafkaConsumer reading every report + orjson.loads (best of 3 passes); raw+numpy: also two
   int64 numpy columns per report. core only: the pipeline's pure code (Ingest.process + PartitionWindows.apply,
@@ -628,10 +697,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, metavar="SRC",
                     help="also run the worker from SRC (e.g. a checkout of the previous release), alternating with "
                          "this tree's (or --src's) on the same broker; print the ratio after/before")
+    ap.add_argument("--workers", default="1", metavar="N[,N...]",
+                    help="worker processes in one group (the first also runs the sink); a list, e.g. 1,2, "
+                         "alternates them in each run and prints the scaling N workers / 1")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds one worker run may take")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (worker logs, profiles)")
     a = ap.parse_args(argv)
+    try:
+        counts = [int(x) for x in a.workers.split(",")]
+        if not counts or min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--workers {a.workers!r}: worker counts of at least 1, comma-separated (e.g. 1,2)")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # e.g. NotLeaderForPartition retries on a new topic
 
     kinds = ["tansu", "kafka"] if a.broker == "both" else [a.broker]
@@ -660,10 +738,11 @@ def main(argv: list[str] | None = None) -> int:
                     for wl in workloads:
                         for run in range(1, a.repeat + 1):
                             for label, tree in trees:  # --compare: before, after, before, after, ...
-                                r = run_one(kind, b.bootstrap, b.pid, wl, run, a.partitions, a.profile, status,
-                                            workroot, a.timeout, tree, label)
-                                results.append(r)
-                                status.results = results
+                                for n in counts:  # --workers 1,2: one, two, one, two, ...
+                                    r = run_one(kind, b.bootstrap, b.pid, wl, run, a.partitions, a.profile, status,
+                                                workroot, a.timeout, tree, label, n)
+                                    results.append(r)
+                                    status.results = results
                 finally:
                     b.stop()
     finally:
@@ -674,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(results_table(results))
     if a.compare is not None:
         console.print(compare_table(results, trees[0][1], after))
+    if len(counts) > 1:
+        console.print(scaling_table(results))
     load1 = os.getloadavg()
     console.print(LEGEND, markup=False, highlight=False)
     console.print(f"machine: {os.cpu_count()} cores; load average before {load0[0]:.2f}, after {load1[0]:.2f}. "
