@@ -16,7 +16,7 @@ report; ``big``: benchmarks/scenarios/big_reports.yaml, 500 samples per report),
    ``flowmon_reports_total`` metric, polled every 0.1 s) and stops when ``count()`` of
    ``flow_windows FINAL`` (polled through the worker's SQL endpoint) reaches the number
    of windows the oracle expects. Ingest-only: until the reports topic's committed
-   offsets (consumer group = app id, read by a non-joining member) reach the reports produced;
+   offsets (the ingest group, ``<app id>-ingest``, read by a non-joining member) reach the reports produced;
 4. the ratio worker end-to-end / raw decode. The issue's goal: >= 0.5 and >= 100,000
    samples/s per worker process.
 
@@ -273,8 +273,10 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
     from pipeline.clickhouse.sqlserve import endpoint_client
 
     n_reports = len(wl.reports)
-    offsets = GroupOffsets(bootstrap, app_id, topics.reports, topics.partitions)
-    await offsets.__aenter__()
+    # the group that reads the reports: <app id>-ingest, or <app id> in a tree from before the ingest reader
+    groups = [GroupOffsets(bootstrap, g, topics.reports, topics.partitions) for g in (f"{app_id}-ingest", app_id)]
+    for offsets in groups:
+        await offsets.__aenter__()
     client = None
     endpoint = Path(w.log_path.parent) / "sql-endpoint.json"
     t_spawn = w.started
@@ -312,7 +314,7 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
             if t_first is not None and t_lag0 is None and stamp >= next_lag:
                 next_lag = stamp + 0.2
                 try:
-                    committed = sum((await offsets.committed()).values())
+                    committed = max([sum((await offsets.committed()).values()) for offsets in groups])
                 except Exception:  # coordinator moving, group not there yet: next time
                     pass
                 if committed >= n_reports:
@@ -355,7 +357,8 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
         res.exact = int(total) == wl.samples
         res.deadletters = int(client.command("SELECT count() FROM deadletter FINAL"))
     finally:
-        await offsets.__aexit__()
+        for offsets in groups:
+            await offsets.__aexit__()
 
 
 _CHECKED_TREES: dict[Path, str] = {}

@@ -103,11 +103,13 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
 
 def _install_health(flow: Any, ctx: Any) -> None:
     """``/metrics`` and ``/healthz`` on the metrics port, and the task that reads the consumer groups' lag."""
+    from pipeline.runtime.agents.ingest import ingest_group
     from pipeline.runtime.health import LagMonitor, serve
 
     s, t = flow.settings, flow.topics
     # the whole pipeline's groups, whatever this worker's roles: a stalled stage is what a health check must see
-    groups = {s.app_id: [t.reports, t.pairs, t.health, t.windows, t.nhi],  # windows, nhi: the monitor agents
+    groups = {ingest_group(s.app_id): [t.reports],
+              s.app_id: [t.pairs, t.health, t.windows, t.nhi],  # windows, nhi: the monitor agents
               f"{s.app_id}-sink": [t.windows, t.deadletter, t.anomalies, t.attributions, t.nhi, t.monitors,
                                    t.monitor_windows, t.monitor_nhi]}
 

@@ -8,9 +8,10 @@ topic, partition p holding pairs partition p's windows, written through the same
 producer (flushed before every offset commit) and read back by ``runtime.restore`` whenever a
 partition is (re)assigned.
 
-Every worker runs the same Faust topology (ingest, aggregate, attribute) in one consumer
-group, ``<app_id>``; the ClickHouse sink is a separate consumer group (``runtime.land``), run
-by the processes whose ``roles`` include ``sink``.
+Every worker runs the same Faust topology (aggregate, attribute, monitors) in one consumer
+group, ``<app_id>``; the reports are read below Faust, in the group ``<app_id>-ingest``
+(``runtime.agents.ingest``); the ClickHouse sink is a separate consumer group (``runtime.land``),
+run by the processes whose ``roles`` include ``sink``.
 """
 
 from __future__ import annotations

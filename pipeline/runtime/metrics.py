@@ -28,6 +28,8 @@ class Metrics:
         self.duplicates = Counter("flowmon_partials_duplicate", "Partials of a report already counted, skipped: a replay "
                                   "after a crash, or a report its agent sent again",
                                   registry=r)
+        self.pairs_replayed = Counter("flowmon_pairs_replayed", "Pairs messages read again after a restart or a "
+                                      "rebalance that the restored state already held, skipped", registry=r)
         self.windows = Counter("flowmon_windows_emitted", "Windows closed and emitted", registry=r)
         self.open_windows = Gauge("flowmon_open_windows", "Open (pair, window) states held", registry=r)
         self.landed = Counter("flowmon_windows_landed", "Windows written to ClickHouse", registry=r)

@@ -5,7 +5,9 @@ The aggregate agent writes every changed key of a partition's ``aggregate.step.P
 keys, ``StateKey``; JSON value, or a tombstone) to partition p of the state topic, through
 the worker's producer, before the events that caused the change are acknowledged. Whoever is
 assigned pairs partition p next replays state partition p up to its end and rebuilds
-the store; per-source offsets inside the state absorb any replay of the pairs topic.
+the store. The state also says up to which pairs offset it reaches (``PAIRS_KEY``, written
+last), so the pairs messages a replay brings again are skipped; report identities inside the
+windows absorb the rest (a replay of the reports, re-sent reports).
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from pipeline.detect.detection import Detection
 from pipeline.runtime import kafka
 from pipeline.wire.records import encode
 
-__all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY"]
+__all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY",
+           "PAIRS_KEY"]
 
 #: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
 DETECT_KEY = "__detect__"
+
+#: Second element of the key that says how far in the pairs topic a partition's state reaches:
+#: ``[partition, "__pairs__"]`` -> ``{"offset": N}`` (every message up to offset N is in the state).
+PAIRS_KEY = "__pairs__"
 
 
 class StateKey(NamedTuple):
@@ -70,8 +77,24 @@ class PartitionState:
         self.windows = windows
         self.detection = detection
         self.partition = windows.partition
+        #: Every pairs message up to this offset is in the state (-1: none). The aggregate agent skips
+        #: what a replay brings again below it: a replay of the pairs topic from the group's committed
+        #: offset (behind what the state holds after a crash or a rebalance) can reach back further
+        #: than the windows remember the reports they closed with (one window length), and would
+        #: dead-letter as late what the state already counts.
+        self.pairs_offset = -1
+        self._pairs_dirty = False
+
+    def applied(self, offset: int) -> None:
+        """The pairs message at ``offset`` is in the state now."""
+        if offset > self.pairs_offset:
+            self.pairs_offset = offset
+            self._pairs_dirty = True
 
     def load(self, key: str, val: dict[str, Any]) -> None:
+        if key == self._pairs_key():
+            self.pairs_offset = max(self.pairs_offset, int(val["offset"]))
+            return
         k = StateKey.parse(key)
         if k.detector_key is not None:
             if self.detection is not None:
@@ -93,7 +116,13 @@ class PartitionState:
                 out.append(StateWrite(StateKey.detector(self.partition, k), None if v is None else encode(v)))
         for text, v in self.windows.take_dirty().items():
             out.append(StateWrite(StateKey(self.partition, None, text), None if v is None else encode(v)))
+        if self._pairs_dirty:  # last: once it is durable, every write before it in the partition is too
+            out.append(StateWrite(StateKey(self.partition, None, self._pairs_key()), encode({"offset": self.pairs_offset})))
+            self._pairs_dirty = False
         return out
+
+    def _pairs_key(self) -> str:
+        return orjson.dumps([self.partition, PAIRS_KEY]).decode()
 
 
 async def restore(conn: kafka.Connection | str, topic: str, store: PartitionWindows | PartitionState, **kw) -> int:

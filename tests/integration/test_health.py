@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
+from pipeline.runtime.agents.ingest import ingest_group
 from pipeline.runtime.brokers import free_port
 from tests.integration.test_pipeline import FLEET, fleet
 
@@ -45,7 +46,7 @@ def test_healthz_turns_unhealthy_while_the_pipeline_is_stuck(deploy, request):
     assert body["status"] == "ok" and body["watermark_age_s"] is None  # it owns no pairs partition
     d.produce(reports)
     body = _wait(port, lambda code, b: code == 503, 60, d)
-    app = d.settings.app_id
+    app = ingest_group(d.settings.app_id)  # the group that reads the reports
     assert any(f"consumer group {app}: " in r and "no offset committed" in r for r in body["reasons"]), body
     waiting = body["consumer_lag"][app][d.topics.reports]
     if request.node.callspec.params["broker"] == "kafka":

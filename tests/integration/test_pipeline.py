@@ -195,3 +195,51 @@ def test_backfill_into_an_idle_worker(deploy):
     assert d.wait_windows(len(expected), timeout=120) == len(expected), d.logs()
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []
+
+
+def test_upgrade_starts_where_the_faust_group_left(deploy):
+    """Workers from before the ingest reader read the reports in the Faust group ``<app_id>``; the
+    reader's own group (``<app_id>-ingest``) starts each partition where that group committed it:
+    an upgrade neither replays the topic (into closed windows: floods of late dead letters) nor skips.
+    The old half of the reports, committed by the old group, lands nothing; the new half lands exactly."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from pipeline.runtime import kafka
+    from pipeline.runtime.agents.ingest import ingest_group
+
+    sim, reports, _ = fleet(minutes=40, seed=7)
+    reports.sort(key=lambda r: r["start"])
+    cut = len(reports) // 2
+    old, new = reports[:cut], reports[cut:]
+    d = deploy(topology=FLEET)
+    d.produce(old)
+
+    async def commit_as_the_old_group() -> dict:
+        c = kafka.consumer(d.conn, group=d.settings.app_id, auto_offset_reset="earliest")
+        await c.start()
+        try:
+            tps = [TopicPartition(d.topics.reports, p) for p in range(d.settings.partitions)]
+            c.assign(tps)
+            last: dict = {}
+            n, deadline = 0, time.time() + 60
+            while n < len(old) and time.time() < deadline:
+                for tp, msgs in (await c.getmany(timeout_ms=500)).items():
+                    n += len(msgs)
+                    last[tp] = msgs[-1].offset + 1
+            assert n == len(old)
+            await c.commit(last)
+            return {tp.partition: off for tp, off in last.items()}
+        finally:
+            await c.stop()
+
+    left = asyncio.run(commit_as_the_old_group())
+    d.produce(new)
+    d.start()
+    expected = sim.expected_totals(new, 600)
+    assert d.wait_windows(len(expected), timeout=240) == len(expected), d.logs()
+    assert compare(expected, d.landed()) == []
+    assert d.deadletters() == []
+    assert f"where group {d.settings.app_id} left it" in d.logs()
+    assert ingest_group(d.settings.app_id) != d.settings.app_id and len(left) == d.settings.partitions

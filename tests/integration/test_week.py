@@ -7,6 +7,7 @@ import os
 import time
 import urllib.request
 
+from pipeline.runtime.agents.ingest import ingest_group
 from pipeline.runtime.brokers import free_port
 
 HOUR = 3600
@@ -43,15 +44,15 @@ def _metric(port: int, name: str) -> float:
 
 
 def _lag(port: int, d) -> int:
-    """Messages the pipeline's group has not committed on the reports and pairs topics (/healthz)."""
+    """Messages the pipeline's groups have not committed on the reports and pairs topics (/healthz)."""
     import json
     import urllib.error
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).read()
     except urllib.error.HTTPError as e:
         body = e.read()
-    lag = json.loads(body)["consumer_lag"][d.settings.app_id]
-    return lag[d.topics.reports] + lag[d.topics.pairs]
+    lag = json.loads(body)["consumer_lag"]
+    return lag[ingest_group(d.settings.app_id)][d.topics.reports] + lag[d.settings.app_id][d.topics.pairs]
 
 
 def _rss_kb(pid: int) -> int:

@@ -6,7 +6,7 @@ import orjson
 
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
-from pipeline.runtime.restore import DETECT_KEY, PartitionState, StateKey
+from pipeline.runtime.restore import DETECT_KEY, PAIRS_KEY, PartitionState, StateKey
 from pipeline.wire.records import Origin, PairsMessage, Partial, ProgressMark
 
 
@@ -40,3 +40,24 @@ def test_detector_keys_first_typed_and_restored_by_kind():
     assert set(back.detection.keys) == set(ps.detection.keys)
     assert back.windows.watermark == ps.windows.watermark and back.windows.open.keys() == ps.windows.open.keys()
     assert ps.take_dirty() == []
+
+
+def test_the_state_says_how_far_in_the_pairs_topic_it_reaches():
+    """Written last (once it is durable, so is everything before it in the partition), only when it
+    moved, and restored: the aggregate agent skips the pairs messages at or below it on a replay."""
+    ps = _state()
+    assert ps.pairs_offset == -1
+    _feed(ps)
+    ps.applied(41)
+    ps.applied(40)  # never goes back
+    writes = ps.take_dirty()
+    assert orjson.loads(writes[-1].key.text) == [2, PAIRS_KEY] and orjson.loads(writes[-1].value) == {"offset": 41}
+    assert all(orjson.loads(w.key.text)[1] != PAIRS_KEY for w in writes[:-1])
+    assert ps.take_dirty() == []  # unchanged: not written again
+    back = _state()
+    for w in writes:
+        if w.value is not None:
+            back.load(w.key.text, orjson.loads(w.value))
+    assert back.pairs_offset == 41 and back.windows.open.keys() == ps.windows.open.keys()
+    ps.applied(42)
+    assert [orjson.loads(w.value) for w in ps.take_dirty()] == [{"offset": 42}]

@@ -1,8 +1,10 @@
 """Shell: the Faust agents that wire topics and state to the pure cores, one module each.
 
-* ``ingest`` (reports topic): ``ingest.step.Ingest`` validates, places and pre-aggregates a
-  report; one pairs message per pairs partition, and dead letters.
-* ``marks`` (timer): promises, per reports partition owned, how far ingest got
+* ``ingest`` (reports topic, read below Faust by an aiokafka consumer in its own group,
+  ``<app_id>-ingest``, in batches; a task of the app): ``ingest.step.Ingest`` validates,
+  places and pre-aggregates each report; one pairs message per pairs partition and batch,
+  and dead letters, delivered before the batch's offsets are committed.
+* ``marks`` (timer): promises, per reports partition the ingest reader owns, how far it got
   (``ingest.progress.SourceProgress``), on every pairs partition.
 * ``aggregate`` (pairs topic): each message through its partition's
   ``aggregate.step.PartitionStep`` (windows, detection); closed windows to the windows
@@ -16,9 +18,9 @@
   ``runtime.monitors.MonitorFollower``); monitor windows and monitor NHI records out.
 * ``rebalance``: what a worker forgets or restores when partitions move.
 
-At-least-once: Faust flushes the producer before it commits offsets, so whatever an
-acked event caused is durable first; replays are absorbed by the windows' per-source
-offsets (see ``aggregate.windows``).
+At-least-once: Faust flushes the producer before it commits offsets (and the ingest reader
+waits for its batch's deliveries before committing), so whatever an acked event caused is
+durable first; replays are absorbed by the windows' per-source offsets (see ``aggregate.windows``).
 """
 
 from __future__ import annotations

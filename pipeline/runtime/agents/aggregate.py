@@ -45,8 +45,8 @@ async def store(ctx: Context, p: int) -> PartitionState:
             ctx.stores[q_ps.partition] = q_ps
             q_pw = q_ps.windows
             log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "
-                     "watermark %s", q_ps.partition, n, len(q_pw.open), len(q_pw.closed),
-                     len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark)
+                     "watermark %s, up to pairs offset %d", q_ps.partition, n, len(q_pw.open), len(q_pw.closed),
+                     len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark, q_ps.pairs_offset)
         ps = ctx.stores[p]
     return ps
 
@@ -106,15 +106,23 @@ def install(ctx: Context) -> None:
             out = StepOutput()
             late: list[DeadLetter] = []
             touched: dict[int, PartitionState] = {}
+            replayed = 0
             for event in events:
                 p = event.message.partition
                 ps = touched.get(p) or await store(ctx, p)
                 touched[p] = ps
+                if event.message.offset <= ps.pairs_offset:  # already in the restored state
+                    replayed += 1
+                    continue
                 for msg in decode_pairs(event.value):  # ingest batches; marks come alone
                     n = len(out.late)
                     ps.step.apply(msg, out)
                     late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
                     await pacer.tick()  # the loop's other tasks (sink, timers) get their turn
+                ps.applied(event.message.offset)
+            if replayed:
+                m.pairs_replayed.inc(replayed)
+                log.info("skipped %d pairs messages read again that the restored state already holds", replayed)
             m.intervals.inc(out.intervals)
             m.detect_errors.inc(out.detect_errors)
             m.late_for_detection.inc(out.late_for_detection)

@@ -62,6 +62,7 @@ class Context:
     stage: AttributionStage | None = None  # restored on its first batch (the health topic's one partition)
     topology: Topology | None = None
     monitors: Any = None  # the runtime.monitors.MonitorFollower the monitor agents read (set by their install)
+    reader: Any = None  # the ingest stage's agents.ingest.ReportsReader (set by its install)
 
     @classmethod
     def create(cls, flow: Flow, topology: Topology | None = None) -> Context:

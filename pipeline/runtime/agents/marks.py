@@ -1,9 +1,8 @@
-"""The marks timer: per reports partition owned, a progress mark to every pairs partition."""
+"""The marks timer: per reports partition the ingest reader owns, a progress mark to every pairs partition."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pipeline.runtime.agents.context import Context
 from pipeline.wire.records import encode_mark
@@ -11,39 +10,41 @@ from pipeline.wire.records import encode_mark
 __all__ = ["install"]
 
 
-def _committed(consumer: Any, tp: Any) -> int:
-    """Where the group committed ``tp``, as Faust last read or wrote it (0 if never).
-
-    Faust keeps it in ``Consumer._committed_offset`` and has no public accessor for it: the
-    public ``position()`` is the *fetch* position, which runs ahead of what was processed
-    (prefetched batches), and would declare a partition caught up before its buffered reports
-    were processed; ``committed()`` asks the broker every tick. The one private read, here.
-    """
-    return consumer._committed_offset.get(tp) or 0
-
-
 def install(ctx: Context) -> None:
     app, t, s, progress = ctx.flow.app, ctx.topics, ctx.settings, ctx.progress
 
     @app.timer(s.mark_interval_s)
     async def marks() -> None:
+        reader = ctx.reader
+        if reader is None:
+            return
         now = time.time()
-        mine = [tp for tp in app.consumer.assignment() if tp.topic == t.reports]
+        mine = reader.assignment()
         # idle candidates: nothing processed for source_idle_s
         idle = {tp for tp in mine if progress.idle(tp.partition, now)}
+        # caught up: the next offset to process is at the log end. First by the end the last fetch
+        # saw (no broker round trip), then, for a partition that looks caught up, by the end asked
+        # now: the last fetch's answer may predate reports that the next fetch is bringing (a fetch
+        # that returned another partition's records while these were being produced), and an idle
+        # mark sent then lets the other partitions close windows those reports belong to. Only
+        # idle partitions are asked, once per tick, in one request.
+        maybe = []
         for tp in mine:
-            caught_up = False
-            # the log end as the last fetch saw it: no broker round trip (ListOffsets took ~1 s per
-            # tick on Kafka), and right on Tansu, whose ListOffsets answers the last batch's base + 1
+            if tp not in idle:
+                continue
             try:
-                end = app.consumer.highwater(tp) if tp in idle else None
+                end = reader.highwater(tp)
             except Exception:  # not fetched yet, or mid-rebalance: try again next tick
                 end = None
-            if end is not None:
-                last = progress.last_offset.get(tp.partition)
-                # next offset to process: after what we processed, else where the group committed
-                nxt = last + 1 if last is not None else _committed(app.consumer, tp)
-                caught_up = nxt >= end
+            if end is not None and reader.next_offset(tp.partition) >= end:
+                maybe.append(tp)
+        try:
+            ends = await reader.end_offsets(maybe)
+        except Exception:  # the broker is away, a rebalance: not caught up this tick
+            ends = {}
+        caught = {tp for tp in maybe if tp in ends and reader.next_offset(tp.partition) >= ends[tp]}
+        for tp in mine:
+            caught_up = tp in caught
             mark = progress.mark(tp.partition, now, caught_up)
             if mark is None:
                 continue
