@@ -114,7 +114,7 @@ def install(ctx: Context) -> None:
                 if event.message.offset <= ps.pairs_offset:  # already in the restored state
                     replayed += 1
                     continue
-                for msg in decode_pairs(event.value):  # ingest batches; marks come alone
+                for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a lone mark
                     n = len(out.late)
                     ps.step.apply(msg, out)
                     late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]

@@ -13,6 +13,12 @@ only promises what has been sent. A commit refused (the group rebalanced meanwhi
 logged: whoever owns the partition next reads the batch again, and the windows drop what
 they already applied (``aggregate.windows``: per-source offsets and report identities).
 
+Idle sources. A reports partition marked idle (caught up and quiet) does not hold the pairs
+partitions' watermarks back. A batch holds up to 2,000 reports, often of one partition only, so
+each batch first wakes, in every pairs partition, every source it carries or has not read to its
+end (a non-idle mark ahead of the data): otherwise one partition's backlog would move the
+watermark past the reports of another partition still marked idle, read next, and make them late.
+
 Upgrading from a worker that read the reports in the Faust group ``<app_id>``: a partition the
 ingest group has no offset for starts where ``<app_id>`` committed it, not at the beginning
 (which would replay the whole topic into closed windows).
@@ -33,7 +39,7 @@ from pipeline.ingest.validate import Rejection
 from pipeline.runtime import kafka
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.runtime.land import backoff_delays
-from pipeline.wire.records import DeadLetter, chunks, encode_deadletter, encode_pairs_batch
+from pipeline.wire.records import DeadLetter, ProgressMark, chunks, encode_deadletter, encode_mark, encode_pairs_batch
 
 __all__ = ["install", "send_deadletter", "ReportsReader", "ingest_group"]
 
@@ -165,6 +171,18 @@ class ReportsReader(ConsumerRebalanceListener):
             await self.consumer.stop()
             await self.faust_group.stop()
 
+    def _unfinished(self, batch: dict[TopicPartition, list]) -> set[int]:
+        """The reports partitions with reports in ``batch`` or not known to be read to their end."""
+        out = {tp.partition for tp, records in batch.items() if records}
+        for tp in self.assignment():
+            try:
+                end = self.highwater(tp)
+            except Exception:  # noqa: BLE001 - revoked meanwhile: not ours to wake
+                continue
+            if end is None or self.next_offset(tp.partition) < end:
+                out.add(tp.partition)
+        return out
+
     async def _process(self, batch: dict[TopicPartition, list]) -> None:
         """One batch: through the core, pairs messages and dead letters sent and delivered, progress
         recorded, offsets committed."""
@@ -191,8 +209,13 @@ class ReportsReader(ConsumerRebalanceListener):
                 done.append((tp.partition, rec.offset, res.start))
                 samples += res.accepted
                 await pacer.tick()
-        for p, payloads in by_part.items():
-            for chunk in chunks(payloads, PAIRS_MESSAGE_BYTES):
+        # every source with reports in this batch, or still to read, is active again in every pairs partition
+        # *before* any of the batch's data: a source marked idle earlier would otherwise not hold the
+        # watermark back while another source's backlog went through, and its own reports, read next,
+        # would be late (a backfill into an idle worker; a replacement worker reading a dead one's backlog)
+        wake = [encode_mark(ProgressMark(src, None)) for src in sorted(self._unfinished(batch))]
+        for p in range(ctx.settings.partitions):
+            for chunk in chunks(wake + by_part.get(p, []), PAIRS_MESSAGE_BYTES):
                 pending.append(await ctx.send(t.pairs, encode_pairs_batch(chunk), p))
         for part, off, start in done:  # a mark may only promise what has been sent
             ctx.progress.processed(part, off, start, now)
