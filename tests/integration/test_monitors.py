@@ -64,7 +64,7 @@ def wait_log(d: Deployment, text: str, timeout: float = 30) -> None:
     end = time.time() + timeout
     while time.time() < end:
         d.check_alive()
-        if any(text in f.read_text(errors="replace") for f in d.workdir.glob("worker-*.log")):
+        if text in d.logs(tail=None):
             return
         time.sleep(0.2)
     raise AssertionError(f"no {text!r} in the worker log\n" + d.logs())

@@ -241,5 +241,5 @@ def test_upgrade_starts_where_the_faust_group_left(deploy):
     assert d.wait_windows(len(expected), timeout=240) == len(expected), d.logs()
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []
-    assert f"where group {d.settings.app_id} left it" in d.logs()
+    assert f"where group {d.settings.app_id} left it" in d.logs(tail=None)
     assert ingest_group(d.settings.app_id) != d.settings.app_id and len(left) == d.settings.partitions

@@ -82,10 +82,13 @@ class Deployment:
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs if p.returncode is None)
 
-    def logs(self) -> str:
+    def logs(self, tail: int | None = 4000) -> str:
+        """The workers' logs, each cut to its last ``tail`` characters (for a failure message);
+        ``tail=None`` for the whole text, to search in."""
         out = []
         for f in sorted(self.workdir.glob("worker-*.log")):
-            out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-4000:])
+            text = f.read_text(errors="replace")
+            out.append(f"--- {f.name}\n" + (text if tail is None else text[-tail:]))
         return "\n".join(out)
 
     def close(self) -> None:
