@@ -80,6 +80,7 @@ def _sink_owner_check(s: Settings, explicit: bool) -> Settings:
 def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_every: float = 0) -> None:
     import faust
 
+    from pipeline.runtime import collector
     from pipeline.runtime.app import create_app
     from pipeline.runtime.kafka import connection
     from pipeline.runtime.topics import setup_topics
@@ -97,6 +98,9 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
     if s.metrics_port:
         _install_health(flow, ctx)
     _announce(flow, status_every)
+    collector.tune(s.gc_young_threshold)
+    if s.gc_young_threshold:
+        collector.settle()  # the imports and the app live as long as the process
     # redirect_stdouts=False: the status lines stay plain lines, not log records
     faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False).execute_from_commandline()
 
@@ -122,7 +126,7 @@ def _install_health(flow: Any, ctx: Any) -> None:
 
     monitor = LagMonitor(flow.conn, groups, flow.metrics, interval_s=s.health_interval_s,
                          stuck_after_s=s.health_stuck_s, watermark=watermark, sink_failing=sink_failing)
-    serve(s.metrics_port, monitor, flow.metrics.registry)
+    serve(s.metrics_port, monitor, flow.metrics.with_process().registry)
 
     @flow.app.task
     async def health() -> None:

@@ -12,7 +12,7 @@ Examples
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, ProcessCollector, start_http_server
 
 __all__ = ["Metrics"]
 
@@ -58,6 +58,14 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         v = self.registry.get_sample_value(name, labels or None)
         return 0.0 if v is None else v
+
+    def with_process(self) -> Metrics:
+        """Also export the process's own figures (``process_resident_memory_bytes``, CPU seconds, ...) and
+        Python's garbage collector (``python_gc_collections_total`` by generation): what a worker's ``/metrics``
+        shows, not the in-process pipelines of the tests and the evaluation."""
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        return self
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

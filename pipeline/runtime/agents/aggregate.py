@@ -11,6 +11,7 @@ from dataclasses import replace
 from pipeline.aggregate.step import StepOutput
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
+from pipeline.runtime import collector
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.runtime.agents.ingest import send_deadletter
 from pipeline.runtime.restore import PartitionState, restore_many
@@ -47,6 +48,8 @@ async def store(ctx: Context, p: int) -> PartitionState:
             log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "
                      "watermark %s, up to pairs offset %d", q_ps.partition, n, len(q_pw.open), len(q_pw.closed),
                      len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark, q_ps.pairs_offset)
+        if todo and ctx.settings.gc_young_threshold:
+            collector.settle()  # the restored state lives as long as the assignment
         ps = ctx.stores[p]
     return ps
 
