@@ -161,8 +161,9 @@ async def _alerts(bootstrap: str, topic: str, seen: list[tuple[float, dict]], st
 
 
 async def _drive(bootstrap: str, topics: Topics, fleet: Fleet, p: dict, warmup: int, after_s: float,
-                 windows: LandedWindows, seen: list) -> dict[int, float]:
-    """Send every interval's reports at its end until the fault's alert and two windows after it landed."""
+                 windows: LandedWindows, seen: list, deadline: float) -> dict[int, float]:
+    """Send every interval's reports at its end until the fault's alert and two windows after it landed
+    (or the deadline: the result then says what is missing)."""
     stop = asyncio.Event()
     listener = asyncio.create_task(_alerts(bootstrap, topics.anomalies, seen, stop))
     sent_at: dict[int, float] = {}
@@ -185,6 +186,9 @@ async def _drive(bootstrap: str, topics: Topics, fleet: Fleet, p: dict, warmup: 
                 first_end = time.time()
             if first_end is not None and len(windows.complete) >= 2 and time.time() > first_end + after_s:
                 return sent_at
+            if time.time() > deadline:
+                console.log("[red]deadline reached[/]")
+                return sent_at
     finally:
         stop.set()
         await listener
@@ -196,7 +200,8 @@ def _opened(seen: list[tuple[float, dict]], fleet: Fleet) -> tuple[float, dict] 
                  and e["metric"] == "retrans_rate" and e["src_subnet"] == a and e["dst_subnet"] == b), None)
 
 
-def measure(kind: str, workroot: Path, p: dict, subnets: int, reporters: int, partitions: int) -> dict:
+def measure(kind: str, workroot: Path, p: dict, subnets: int, reporters: int, partitions: int,
+            timeout_s: float) -> dict:
     b = broker(kind, workroot / kind)
     prefix = unique_name("lat")
     workdir = workroot / prefix
@@ -225,7 +230,7 @@ def measure(kind: str, workroot: Path, p: dict, subnets: int, reporters: int, pa
                     raise RuntimeError(f"worker did not join:\n{w.tail()}")
                 time.sleep(0.2)
             sent_at = asyncio.run(_drive(b.bootstrap, topics, fleet, p, WARMUP, p["window"] + p["lateness"] + 30,
-                                         windows, seen))
+                                         windows, seen, time.time() + timeout_s))
         finally:
             windows.stop.set()
             w.stop()
@@ -249,13 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subnets", type=int, default=8)
     ap.add_argument("--reporters", type=int, default=4)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--timeout", type=float, help="give up after this many seconds (default: 600 with --quick, "
+                    "2,400 without)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     a = ap.parse_args(argv)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     p = QUICK if a.quick else PRODUCTION
     workroot = Path(tempfile.mkdtemp(prefix="flowmon-latency-"))
     try:
-        r = measure(a.broker, workroot, p, a.subnets, a.reporters, a.partitions)
+        r = measure(a.broker, workroot, p, a.subnets, a.reporters, a.partitions,
+                    a.timeout or (600 if a.quick else 2400))
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
     if a.json:
