@@ -101,6 +101,7 @@ DEFAULTS: Mapping[str, float] = MappingProxyType(params_dict(BaselineParams()))
 
 
 _RTT_METRICS = ("rtt_p50", "rtt_p90")
+_COUNT_METRICS = ("retrans_rate", "timeout_rate")
 _STATE_ATTRS = ("retr", "seg", "tmo", "flw", "disp", "rtt", "rtt0", "m0", "settle", "seen", "streak")
 
 
@@ -185,12 +186,13 @@ class Baseline(Detector):
         self.seg = stats.EWMean(a)
         self.tmo = stats.EWMean(a)
         self.flw = stats.EWMean(a)
-        self.disp = {m: stats.EWMean(a) for m in ("retrans_rate", "timeout_rate")}
-        self.rtt = {m: (stats.EWMean(a), stats.EWVar(a)) for m in _RTT_METRICS}
+        self.disp: dict[str, stats.EWMean] = {}
+        self.rtt: dict[str, tuple[stats.EWMean, stats.EWVar]] = {}
         # EW estimates lean towards their first values for ~1/fading intervals (EWVar starts at 0):
         # until then, the plain mean and variance of what was seen
-        self.rtt0 = {m: stats.Var() for m in _RTT_METRICS}
-        self.m0 = {m: stats.Mean() for m in _RTT_METRICS}
+        self.rtt0: dict[str, stats.Var] = {}
+        self.m0: dict[str, stats.Mean] = {}
+        self._add_missing()
         self.settle = int(math.ceil(1.0 / a)) if a > 0 else 0
         self.seen = dict.fromkeys(METRICS, 0)  # intervals learned per metric
         self.streak = dict.fromkeys(METRICS, 0)  # hot scored intervals in a row, up to the last one
@@ -198,12 +200,26 @@ class Baseline(Detector):
     def learned(self, metric: str) -> int | None:
         return self.seen[metric]
 
+    def _add_missing(self) -> None:
+        """Fresh statistics for what the parameters use and this model lacks. Only what is used is kept
+        (a key's memory and state): the dispersions with ``learn_dispersion``, the RTT tail with
+        ``score_p90``; a state written under other parameters gets the missing ones here."""
+        p, a = self.params, self.params.fading
+        if p.learn_dispersion:
+            for m in _COUNT_METRICS:
+                if m not in self.disp:
+                    self.disp[m] = stats.EWMean(a)
+        for m in _RTT_METRICS if p.score_p90 else _RTT_METRICS[:1]:
+            if m not in self.rtt:
+                self.rtt[m] = (stats.EWMean(a), stats.EWVar(a))
+                self.rtt0[m], self.m0[m] = stats.Var(), stats.Mean()
+
     # --- state (one per scored key and interval goes to the state topic) ------------------
     def __getstate__(self) -> dict[str, Any]:
         """The compact form: each statistic's own serialised state (river's Rust core as the bytes
         its pickle carries; a plain mean as its two numbers), not the statistics pickled as objects.
-        About 1,300 bytes (half of them the parameters) and 5 µs instead of 2,000 bytes and 26 µs:
-        the worker writes one per key scored. Exact: a restored model scores as the original would
+        About 1,050 bytes (half of them the parameters; only the statistics the parameters use, see
+        ``_add_missing``) and 5 µs instead of 2,000 bytes and 26 µs: the worker writes one per key scored. Exact: a restored model scores as the original would
         (``tests/detect/test_contract.py``). A model restored from an older form and missing a
         statistic (``Detection.load`` then learns it again) is written in that form."""
         if not all(hasattr(self, a) for a in _STATE_ATTRS):
@@ -223,16 +239,18 @@ class Baseline(Detector):
         p = self.params = BaselineParams(**{k: v for k, v in state["p"].items() if k in names})
         ew = [_ew(stats.EWMean(p.fading), "_ewmean", b) for b in state["ew"]]
         self.retr, self.seg, self.tmo, self.flw = ew[:4]
-        self.disp = dict(zip(("retrans_rate", "timeout_rate"), ew[4:]))
+        self.disp = dict(zip(_COUNT_METRICS, ew[4:]))
         self.rtt = {m: (_ew(stats.EWMean(p.fading), "_ewmean", a), _ew(stats.EWVar(p.fading), "_ewvar", b))
                     for m, (a, b) in zip(_RTT_METRICS, state["rtt"])}
         self.rtt0 = {m: _var(*v) for m, v in zip(_RTT_METRICS, state["rtt0"])}
         self.m0 = {m: stats.Mean._from_state(n, mean) for m, (n, mean) in zip(_RTT_METRICS, state["m0"])}
         self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
+        self._add_missing()
 
     def _dispersion(self, metric: str) -> float:
-        d = self.disp[metric]
-        return max(d.get(), 1.0) if self.params.learn_dispersion and self.seen[metric] >= self.params.warmup else 1.0
+        if self.params.learn_dispersion and self.seen[metric] >= self.params.warmup:
+            return max(self.disp[metric].get(), 1.0)
+        return 1.0
 
     # --- scoring ---------------------------------------------------------------------------
     def score(self, o: Observation) -> dict[str, Verdict]:
@@ -332,7 +350,7 @@ class Baseline(Detector):
     def _learn_count(self, metric: str, o: Observation, v: Verdict) -> None:
         p = self.params
         k, n = (o.retrans, o.segments) if metric == "retrans_rate" else (o.timeouts, o.flows)
-        if self.seen[metric] > 1:
+        if p.learn_dispersion and self.seen[metric] > 1:  # only read with learn_dispersion
             mu = max(v.expected, p.rate_floor_retrans if metric == "retrans_rate" else p.rate_floor_timeouts) * n
             self.disp[metric].update(min(_anscombe(k, mu) ** 2, p.dispersion_cap))
         num, den = (self.retr, self.seg) if metric == "retrans_rate" else (self.tmo, self.flw)

@@ -10,6 +10,7 @@ import pickle
 
 import pytest
 
+from pipeline.detect.baseline import Baseline, BaselineParams
 from pipeline.detect.contract import METRICS, Detector, Verdict, params_dict, params_from
 from pipeline.detect.detection import DEFAULTS, MODELS, Detection, dump_model, load_model
 from pipeline.detect.observe import Observation
@@ -168,7 +169,7 @@ def test_baseline_compact_state_is_exact(cut):
     for o in (_spike(), _spike()):  # a streak in progress is carried too
         a.learn(o, a.score(o))
     blob = dump_model(a)
-    assert b"form" in base64.b64decode(blob) and len(blob) < 1800  # ~1,300 bytes; the objects pickled: ~2,000
+    assert b"form" in base64.b64decode(blob) and len(blob) < 1600  # ~1,400 base64 bytes; the objects pickled: ~2,000
     c = load_model(blob)
     assert c.__getstate__() == a.__getstate__() and c.streak == a.streak
     assert c.streak["retrans_rate"] == (2 if cut >= 20 else 0)  # hot only once warmed up
@@ -197,3 +198,41 @@ def test_baseline_state_of_the_earlier_form_still_loads(monkeypatch):
         assert va == vc
         a.learn(o, va)
         c.learn(o, vc)
+
+
+def test_baseline_keeps_only_the_statistics_its_parameters_use():
+    """The RTT tail's statistics only with ``score_p90``, the count dispersions only with
+    ``learn_dispersion``: by default neither is ever read, and a key's memory and state are smaller."""
+    lean, full = Baseline(BaselineParams()), Baseline(BaselineParams(score_p90=1, learn_dispersion=1))
+    assert (list(lean.rtt), list(lean.rtt0), list(lean.m0), lean.disp) == (["rtt_p50"], ["rtt_p50"], ["rtt_p50"], {})
+    assert list(full.rtt) == ["rtt_p50", "rtt_p90"] and list(full.disp) == ["retrans_rate", "timeout_rate"]
+    assert len(dump_model(lean)) < len(dump_model(full)) - 250
+    for k in range(60):  # both learn on: nothing lacks (a KeyError here means a statistic went missing)
+        for m in (lean, full):
+            o = _spike() if k % 13 == 0 else _normal(k)
+            m.learn(o, m.score(o))
+    assert full.seen["rtt_p90"] > 20 and full.disp["retrans_rate"].get() > 0
+    restored = load_model(dump_model(full))
+    assert restored.__getstate__() == full.__getstate__() and list(restored.disp) == list(full.disp)
+
+
+def test_baseline_state_with_every_statistic_still_loads_and_scores_the_same():
+    """States written before only the used statistics were kept carry every one (the dispersions and the
+    RTT tail, never read by default): they load, score and learn as the model they were taken from."""
+    a = _trained("baseline", 70)
+    st = a.__getstate__()
+    unused = Baseline(BaselineParams(score_p90=1, learn_dispersion=1)).__getstate__()  # fresh statistics
+    st["ew"] = st["ew"] + unused["ew"][4:]
+    for part in ("rtt", "rtt0", "m0"):
+        st[part] = st[part] + unused[part][1:]
+    c = Baseline.__new__(Baseline)
+    c.__setstate__(st)
+    assert list(c.rtt) == ["rtt_p50", "rtt_p90"] and list(c.disp) == ["retrans_rate", "timeout_rate"]
+    for k in range(70, 130):
+        o = _spike() if k % 17 == 0 else _normal(k)
+        va, vc = a.score(o), c.score(o)
+        assert va == vc, k
+        a.learn(o, va)
+        c.learn(o, vc)
+    got = c.__getstate__()
+    assert got["ew"][:4] == a.__getstate__()["ew"] and got["rtt"][:1] == a.__getstate__()["rtt"]
