@@ -145,6 +145,8 @@ class KeyState:
                    AlertBook.from_state(s["alerts"]), dict(s.get("hot_since", {})))
 
 
+_FAMILY_ITEMS = tuple(FAMILY_METRICS.items())
+
 #: Attribution counts a key as degraded from this fraction of the alert threshold on (and above its
 #: baseline): correlation across the fleet wants the weaker signals too, alerting does not.
 ELEVATED_FRACTION = 0.6
@@ -158,20 +160,28 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
     over the key's connections — a host's own evidence is confirmed for *alerting* only once it
     lasts, but across the fleet, several hosts hot at once on many connections each are what
     correlation is for. ``instance`` None: the pair key (no ``top``, no ``ip``)."""
-    level: dict[str, int | None] = {}
-    weak = []
-    for fam, metrics in FAMILY_METRICS.items():
-        ms = [m for m in metrics if m in verdicts and ((n := model.learned(m)) is None or n >= warmup)]
-        flagged = any(verdicts[m].flagged or (verdicts[m].hot and verdicts[m].wide) for m in ms)
-        level[fam] = None if not ms else int(flagged or any(
-            verdicts[m].score >= ELEVATED_FRACTION * z and verdicts[m].observed > verdicts[m].expected for m in ms))
-        if level[fam] and not flagged:
-            weak.append(fam)
+    elevated = ELEVATED_FRACTION * z
+    levels: list[int | None] = []
+    weak: tuple[str, ...] = ()
+    for fam, metrics in _FAMILY_ITEMS:  # one per scored key and interval: plain loops, no generators
+        level = None
+        strong = False
+        for m in metrics:
+            v = verdicts.get(m)
+            if v is None or ((n := model.learned(m)) is not None and n < warmup):
+                continue  # no evidence, or still learning
+            if v.flagged or (v.hot and v.wide):
+                level, strong = 1, True
+            elif level != 1:
+                level = 1 if v.score >= elevated and v.observed > v.expected else 0
+        levels.append(level)
+        if level and not strong:
+            weak += (fam,)
+    retrans, timeouts, lat = levels
     if instance is None:
-        return KeyHealth(t, src, dst, None, level["retrans"], level["timeouts"], level["lat"], tuple(weak))
+        return KeyHealth(t, src, dst, None, retrans, timeouts, lat, weak)
     a, b, c = top or (None, None, None)  # which remote contributed most, per family
-    return KeyHealth(t, src, dst, instance, level["retrans"], level["timeouts"], level["lat"], tuple(weak),
-                     (a, b, c), ip)
+    return KeyHealth(t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip)
 
 
 def _pair_observation(hosts: Mapping[str, list]) -> Observation:
@@ -314,6 +324,9 @@ class Detection:
                 since.setdefault(m, t)
             else:
                 since.pop(m, None)
+        if not ks.alerts.open and not any(v.flagged for v in verdicts.values()):
+            self.open_keys.discard(key)
+            return []  # nothing open, nothing flagged: no alert changes (most keys, most intervals)
         changes = ks.alerts.step(t, verdicts, since, self.params.z, int(self.params.resolve_after), self.window_s)
         if ks.alerts.open:
             self.open_keys.add(key)
