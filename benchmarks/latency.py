@@ -4,21 +4,21 @@ a fault's first interval its alert is on the anomalies topic.
     python -m benchmarks.latency [--broker tansu|kafka] [--quick] [--subnets 8] [--reporters 4]
 
 A fleet of ``--subnets`` subnets with ``--reporters`` reporting instances and 3 servers each;
-every reporting instance talks to the servers of the next three subnets (9 connections). At each wall-clock interval boundary ``t`` every instance sends
-its report for ``[t - interval, t)``, as an agent does, with retransmissions at a steady 0.01 %
-of its segments. After ``--warmup`` intervals (the detectors need 20 scored ones per key) the
-instances of the first subnet start retransmitting 3 % of their segments towards the second
-one, on every connection: a fault on the path, spread over reporters and remote endpoints, that
-the pair key flags on its first interval (evidence from one remote endpoint would wait for
-``confirm_after`` intervals).
+every reporting instance talks to the servers of the next three subnets (9 connections). At
+each wall-clock interval boundary ``t`` every instance sends its report for ``[t - interval, t)``,
+as an agent does, with retransmissions at a steady 0.01 % of its segments. After 22 intervals
+(the detectors need 20 scored ones per key) the instances of the first subnet start
+retransmitting 3 % of their segments towards the second one, on every connection: a fault on
+the path, spread over reporters and remote endpoints, that the pair key flags on its first
+interval (evidence from one remote endpoint would wait for ``confirm_after`` intervals).
 
 Measured, against the wall clock:
 
-* **window**: for each 10-minute (``--window``) window that closed during the run, the time its
-  last subnet pair became visible in ``flow_windows FINAL`` (polled every 0.25 s through the
-  sink's SQL endpoint) less the window's end; the worker cannot close a window before its end
-  plus ``allowed_lateness_s`` (the reports of the last interval arrive at its end), so that
-  lateness is shown beside it, and the part that is the pipeline's own.
+* **window**: for each window that closed during the run, the time its last subnet pair became
+  visible in ``flow_windows FINAL`` (polled every 0.25 s through the sink's SQL endpoint) less
+  the window's end. A window closes when the watermark (the largest report start) passes its end
+  plus ``allowed_lateness_s``, that is when the reports of the interval after that arrive: the
+  table shows the lateness, and the part beyond it.
 * **alert**: the time the pair key's ``opened`` event for ``retrans_rate`` was read from the
   anomalies topic less the time the fault's first interval was sent (its end). A grid interval
   is scored once the watermark passes its middle by ``interval_lateness_s``.

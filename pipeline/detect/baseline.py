@@ -219,9 +219,10 @@ class Baseline(Detector):
         """The compact form: each statistic's own serialised state (river's Rust core as the bytes
         its pickle carries; a plain mean as its two numbers), not the statistics pickled as objects.
         About 1,050 bytes (half of them the parameters; only the statistics the parameters use, see
-        ``_add_missing``) and 5 µs instead of 2,000 bytes and 26 µs: the worker writes one per key scored. Exact: a restored model scores as the original would
-        (``tests/detect/test_contract.py``). A model restored from an older form and missing a
-        statistic (``Detection.load`` then learns it again) is written in that form."""
+        ``_add_missing``) and 5 µs instead of 2,000 bytes and 26 µs: the worker writes one per key
+        scored. Exact: a restored model scores as the original would (``tests/detect/test_contract.py``).
+        A model restored from an older form and missing a statistic (``Detection.load`` then learns it
+        again) is written in that form."""
         if not all(hasattr(self, a) for a in _STATE_ATTRS):
             return super().__getstate__()
         return {"p": _params_dict(self.params), "form": 2,
