@@ -116,12 +116,16 @@ def test_sink_waits_out_an_unreachable_clickhouse(tansu_broker, database):
                 await _send(bootstrap, topics.windows, batches[0])
                 await _until(lambda: count() == 50, 60, task)
                 proxy.down()
+                down_at = time.monotonic()
                 for b in batches[1:]:
                     await _send(bootstrap, topics.windows, b)
                     await asyncio.sleep(2)
-                await asyncio.sleep(14)
-                assert count() == 50, "nothing can land while ClickHouse is unreachable"
+                # the lander has tried and failed (its error counter says so): polled, not read after a fixed sleep,
+                # since the consumer may take a while to fetch the new batches on a loaded machine
+                await _until(lambda: metrics.value("flowmon_sink_write_errors_total", table="flow_windows") >= 3, 90, task)
+                await asyncio.sleep(max(0.0, 20 - (time.monotonic() - down_at)))  # unreachable for 20 s at least
                 assert metrics.value("flowmon_sink_healthy") == 0
+                assert count() == 50, "nothing can land while ClickHouse is unreachable"
                 proxy.up()
                 await _until(lambda: count() == 200, 90, task)
             finally:
