@@ -3,8 +3,9 @@
     python -m benchmarks.core WORKLOAD SAMPLES [--partitions 8] [--detect] [--batch 1000]
 
 Generates the workload as ``benchmarks.bench`` does, serialises every report, then
-times, in one process: ``Ingest.process`` (orjson decode, validation, placement,
-pre-aggregation, one pairs message per destination partition) for every report, and
+times, in one process: ``Ingest.process_batch`` (orjson decode, validation, placement,
+pre-aggregation, one pairs message per report and destination partition) for every 500
+reports, as the worker's ingest reader calls it, and
 ``PartitionWindows.apply`` (orjson decode of each pairs message, window update) for
 every pairs message, then one progress mark per source that closes every window and
 builds its record. Prints one JSON line: samples, reports, pairs messages, seconds
@@ -25,18 +26,19 @@ of one ingest batch each: far more reports, so fewer state writes per report tha
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 
 import orjson
 
+from pipeline.config import Settings
 from pipeline.ingest.step import Ingest
 from pipeline.ingest.topology import load_topology
 from pipeline.ingest.validate import Validator
 from pipeline.aggregate.step import StepOutput
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
+from pipeline.runtime import collector
 from pipeline.runtime.restore import PartitionState
 from pipeline.wire.records import decode_pairs
 
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     samples, reports = wl.samples, len(wl.reports)
     scenario = wl.scenario
     del wl
-    gc.collect()
+    collector.tune(Settings().gc_young_threshold)  # the worker's collector settings (runtime.collector)
+    collector.settle()
 
     parts = a.partitions
     core = Ingest(Validator(load_topology(scenario)), 600, parts)
@@ -66,12 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     out: list[list[bytes]] = [[] for _ in range(parts)]
     accepted = 0
     last_start = 0
-    for i, raw in enumerate(raws):
-        res = core.process(raw, "reports", i % parts, i // parts, now)
+    records = [(raw, i % parts, i // parts) for i, raw in enumerate(raws)]
+    for i in range(0, len(records), 500):  # as the worker's ingest reader (ReportsReader.CORE_BATCH)
+        res = core.process_batch(records[i:i + 500], "reports", now)
         accepted += res.accepted
-        last_start = max(last_start, res.start or 0)
-        for p, payload in res.messages.items():
-            out[p].append(payload)
+        last_start = max([last_start, *(s for s in res.starts if s is not None)])
+        for p, payloads in res.messages.items():
+            out[p].extend(payloads)
     t1 = time.perf_counter()
     if a.detect:
         return _with_detection(a, out, parts, samples, accepted, reports, last_start, t0, t1)

@@ -24,7 +24,7 @@ updated by ACKs, so an idle connection reports a stale value (its last spike, sa
 Examples
 --------
 >>> import numpy as np
->>> from pipeline.ingest.validate import Report
+>>> from pipeline.ingest.validate import Batch, Report
 >>> rep = Report("h1", ("s1", "a1", "v1"), 1764000030, 30, dst=np.array([0, 1, 0]),
 ...     counters=np.array([[5, 1, 7], [0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 1, 2]]),
 ...     rtt=np.array([1000, 1000, 2000]), rtt_owner=np.array([0, 2, 1]), index=np.arange(3),
@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.ingest.validate import Report
+from pipeline.ingest.validate import Batch, Report
 from pipeline.wire.records import (
     BYTES_RECEIVED,
     BYTES_SENT,
@@ -64,7 +64,7 @@ from pipeline.wire.records import (
 )
 from pipeline.wire.rtt import bucket
 
-__all__ = ["partials", "PARTIAL_COUNTERS"]
+__all__ = ["partials", "partials_many", "PARTIAL_COUNTERS"]
 
 
 #: Below this many samples a plain loop beats numpy's per-call overhead (same result, tested).
@@ -218,3 +218,77 @@ def _sample_medians(rtt: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndar
     present = np.flatnonzero(counts)
     starts = np.cumsum(counts) - counts
     return present, v[starts[present] + (counts[present] - 1) // 2]
+
+
+def partials_many(batch: Batch, places: Sequence[tuple[str, str, str]], window_s: int) -> list[list[Partial]]:
+    """``partials`` of every report of a batch (``validate.Batch``), computed together.
+
+    One numpy group-by over all samples of all reports (group = report and destination
+    placement), so the per-sample work is numpy's and Python builds only the partials.
+    Report ``k``'s list equals ``partials`` of that report alone: same sums, maxima, tops,
+    histograms and medians, in the same order (by placement code).
+    """
+    n = batch.n
+    nrep = len(batch.heads)
+    if n == 0:
+        return [[] for _ in range(nrep)]
+    counters, rtt, owner, ips = batch.counters, batch.rtt, batch.rtt_owner, batch.ips
+    rep = np.repeat(np.arange(nrep, dtype=np.int64), np.diff(batch.bounds))
+    key = rep * (int(batch.dst.max()) + 1) + batch.dst
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    g = starts.shape[0]
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    g_rep = rep[order[starts]].tolist()
+    g_dst = batch.dst[order[starts]].tolist()
+    sums = np.add.reduceat(counters[:, order], starts, axis=1).T.tolist()
+    nsamples = np.diff(starts, append=n).tolist()
+    idx = np.arange(n)
+    best_r, arg_r = _group_max(counters[RETRANSMISSIONS], inverse, g, idx)
+    best_t, arg_t = _group_max(counters[TIMEOUTS], inverse, g, idx)
+    if rtt.size:
+        grp = inverse[owner]
+        rtt_count = np.bincount(grp, minlength=g)
+        rtt_sum = np.zeros(g, dtype=np.int64)
+        o2 = np.argsort(grp, kind="stable")
+        present = np.flatnonzero(rtt_count)
+        rtt_sum[present] = np.add.reduceat(rtt[o2], np.searchsorted(grp[o2], present))
+        hists = _group_hists(grp, rtt, g)
+        # per sample with observations: its lower median and its largest observation
+        o3 = np.lexsort((rtt, owner))
+        v = rtt[o3]
+        per = np.bincount(owner, minlength=n)
+        has = np.flatnonzero(per)
+        first = (np.cumsum(per) - per)[has]
+        med = v[first + (per[has] - 1) // 2]
+        moved = (counters[BYTES_SENT] + counters[BYTES_RECEIVED])[has] > 0  # an idle sample's RTT is stale
+        med_hists = _group_hists(inverse[has[moved]], med[moved], g)
+        rtt_max = np.full(n, -1, dtype=np.int64)
+        rtt_max[has] = v[first + per[has] - 1]
+        best_l, arg_l = _group_max(rtt_max, inverse, g, idx)
+        top_lat = [ips[i] if x >= 0 else None for x, i in zip(best_l, arg_l)]
+        rtt_count, rtt_sum = rtt_count.tolist(), rtt_sum.tolist()
+    else:
+        rtt_count = rtt_sum = [0] * g
+        hists = [{} for _ in range(g)]
+        med_hists = [{} for _ in range(g)]
+        top_lat = [None] * g
+    out: list[list[Partial]] = [[] for _ in range(nrep)]
+    heads, rids = batch.heads, batch.rids
+    srcs = [list(h[1]) for h in heads]
+    wss = [h[2] - h[2] % window_s for h in heads]
+    for k in range(g):
+        r = g_rep[k]
+        head = heads[r]
+        c = sums[k]
+        c.extend((nsamples[k], rtt_count[k], rtt_sum[k]))
+        br, bt = best_r[k], best_t[k]
+        out[r].append(new_partial((srcs[r], list(places[g_dst[k]]), wss[r], head[0], c, hists[k], [br, bt],
+                                   [ips[arg_r[k]] if br > 0 else None, ips[arg_t[k]] if bt > 0 else None, top_lat[k]],
+                                   head[4], rids[r], med_hists[k])))
+    return out

@@ -7,6 +7,12 @@ the reports topic and sends what it returns; how far it got per reports partitio
 report's partials for that partition: per-message costs are paid per report, not per
 sample or per pair.
 
+The worker's reader calls ``Ingest.process_batch``: the same result for many reports at once,
+with their decoding and header checks per report but validation, placement and
+pre-aggregation as numpy columns over all of them (``Validator.check_many``,
+``preagg.partials_many``). ``process`` is the reference it is tested against, and the path
+every report that is not plainly good takes, so each refusal keeps its exact reason.
+
 Examples
 --------
 >>> import orjson
@@ -30,7 +36,7 @@ import base64
 import time
 from dataclasses import dataclass, field
 
-from pipeline.ingest.preagg import partials
+from pipeline.ingest.preagg import partials, partials_many
 from pipeline.ingest.progress import SourceProgress
 from pipeline.ingest.validate import Rejection, Validator
 from pipeline.wire.contract import pair_partition
@@ -44,7 +50,7 @@ from pipeline.wire.records import (
     encode_pairs,
 )
 
-__all__ = ["Ingest", "IngestResult", "SourceProgress", "deadletter", "encode", "grid_interval", "decode_pairs"]
+__all__ = ["Ingest", "IngestResult", "BatchResult", "SourceProgress", "deadletter", "encode", "grid_interval", "decode_pairs"]
 
 
 def grid_interval(start: int, interval_s: int, grid_s: int) -> int:
@@ -98,6 +104,17 @@ class IngestResult:
     start: int | None = None  # event time of the report, when accepted
 
 
+@dataclass(slots=True)
+class BatchResult:
+    """What ``Ingest.process_batch`` made of many reports, in the order they were given."""
+
+    messages: dict[int, list[bytes]] = field(default_factory=dict)  # pairs partition -> messages, in order
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    starts: list[int | None] = field(default_factory=list)  # per report: its event time, when accepted
+    accepted: int = 0
+    rejected: int = 0
+
+
 class Ingest:
     """Validate, place and pre-aggregate one report; cut it into per-partition messages."""
 
@@ -126,3 +143,48 @@ class Ingest:
         for p, parts in by_part.items():
             res.messages[p] = encode_pairs(origin, report.start, g, parts)
         return res
+
+    def process_batch(self, records: list[tuple[bytes, int, int]], topic: str, now: float) -> BatchResult:
+        """``process`` for many reports ``(raw, partition, offset)`` at once, with the same result.
+
+        Reports whose header and samples are all plainly good are validated, placed and
+        pre-aggregated together (``Validator.check_many``, ``preagg.partials_many``); every
+        other report goes through ``process`` alone, so its refusals keep their exact reasons.
+        Each pairs partition gets its messages in the order of ``records``."""
+        v = self.validator
+        batches, slow = v.check_many([r[0] for r in records], now)
+        per: list[list[tuple[int, bytes]] | IngestResult | None] = [None] * len(records)
+        out = BatchResult(starts=[None] * len(records))
+        cache: dict[tuple[str, str], int] = {}
+        for b in batches:
+            for row, head, parts in zip(b.rows, b.heads, partials_many(b, v.places, self.window_s)):
+                _, part, off = records[row]
+                start = head[2]
+                by_part: dict[int, list[Partial]] = {}
+                for pt in parts:
+                    sd = (pt.src[0], pt.dst[0])
+                    p = cache.get(sd)
+                    if p is None:
+                        p = cache[sd] = pair_partition(sd[0], sd[1], self.partitions)
+                    by_part.setdefault(p, []).append(pt)
+                origin = Origin(part, off)
+                g = grid_interval(start, head[3], self.grid_s)
+                per[row] = [(p, encode_pairs(origin, start, g, ps)) for p, ps in by_part.items()]
+                out.starts[row] = start
+            out.accepted += b.n
+        for row in slow:  # after the batches: ``check`` may start the placement cache afresh
+            raw, part, off = records[row]
+            per[row] = res = self.process(raw, topic, part, off, now)
+            out.starts[row] = res.start
+        messages = out.messages
+        for item in per:
+            if type(item) is list:
+                for p, payload in item:
+                    messages.setdefault(p, []).append(payload)
+            else:
+                for p, payload in item.messages.items():
+                    messages.setdefault(p, []).append(payload)
+                out.deadletters.extend(item.deadletters)
+                out.accepted += item.accepted
+                out.rejected += item.rejected
+        return out

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from pipeline.ingest.step import IngestResult, deadletter
+from pipeline.ingest.step import BatchResult, IngestResult, deadletter
 from pipeline.ingest.validate import Rejection
 from pipeline.runtime import kafka
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
@@ -68,6 +68,8 @@ class ReportsReader(ConsumerRebalanceListener):
     #: Reports per batch at most (what one ``getmany`` returns): per-batch costs (one pairs message
     #: per pairs partition, one commit) are spread over this many.
     BATCH = 2000
+    #: Reports per ``Ingest.process_batch`` call: the event loop gets a turn (``Pacer``) between two.
+    CORE_BATCH = 500
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -171,6 +173,25 @@ class ReportsReader(ConsumerRebalanceListener):
             await self.consumer.stop()
             await self.faust_group.stop()
 
+    def _one_by_one(self, chunk: list[tuple[bytes, int, int]], now: float) -> BatchResult:
+        """``process_batch`` of ``chunk`` as ``process`` of each report; a report it fails on is dead-lettered."""
+        t, out = self.ctx.topics, BatchResult()
+        for raw, part, off in chunk:
+            try:
+                res = self.ctx.core.process(raw, t.reports, part, off, now)
+            except Exception as exc:
+                log.exception("ingest failed on %s[%d]@%d", t.reports, part, off)
+                res = IngestResult(deadletters=[deadletter(
+                    Rejection("internal_error", f"{type(exc).__name__}: {exc}", raw=raw), "ingest", t.reports, part,
+                    off, now)])
+            for p, payload in res.messages.items():
+                out.messages.setdefault(p, []).append(payload)
+            out.deadletters.extend(res.deadletters)
+            out.starts.append(res.start)
+            out.accepted += res.accepted
+            out.rejected += res.rejected
+        return out
+
     def _unfinished(self, batch: dict[TopicPartition, list]) -> set[int]:
         """The reports partitions with reports in ``batch`` or not known to be read to their end."""
         out = {tp.partition for tp, records in batch.items() if records}
@@ -193,22 +214,22 @@ class ReportsReader(ConsumerRebalanceListener):
         pending = []
         done: list[tuple[int, int, int | None]] = []
         samples = 0
-        for tp, records in batch.items():
-            for rec in records:
-                try:
-                    res = ctx.core.process(rec.value or b"", t.reports, tp.partition, rec.offset, now)
-                except Exception as exc:  # a bug must not stop the worker nor lose the input
-                    log.exception("ingest failed on %s[%d]@%d", t.reports, tp.partition, rec.offset)
-                    res = IngestResult(deadletters=[deadletter(
-                        Rejection("internal_error", f"{type(exc).__name__}: {exc}", raw=rec.value or b""),
-                        "ingest", t.reports, tp.partition, rec.offset, now)])
-                for p, payload in res.messages.items():
-                    by_part.setdefault(p, []).append(payload)
-                for dl in res.deadletters:
-                    pending.append(await send_deadletter(ctx, dl))
-                done.append((tp.partition, rec.offset, res.start))
-                samples += res.accepted
-                await pacer.tick()
+        records = [(rec.value or b"", tp.partition, rec.offset) for tp, recs in batch.items() for rec in recs]
+        for i in range(0, len(records), self.CORE_BATCH):
+            chunk = records[i:i + self.CORE_BATCH]
+            try:
+                res = ctx.core.process_batch(chunk, t.reports, now)
+            except Exception:  # a bug must not stop the worker nor lose the input: one report at a time
+                log.exception("ingest failed on a batch of %s; retrying its %d reports one by one", t.reports,
+                              len(chunk))
+                res = self._one_by_one(chunk, now)
+            for p, payloads in res.messages.items():
+                by_part.setdefault(p, []).extend(payloads)
+            for dl in res.deadletters:
+                pending.append(await send_deadletter(ctx, dl))
+            done.extend((part, off, start) for (_, part, off), start in zip(chunk, res.starts))
+            samples += res.accepted
+            await pacer.tick()
         # every source with reports in this batch, or still to read, is active again in every pairs partition
         # *before* any of the batch's data: a source marked idle earlier would otherwise not hold the
         # watermark back while another source's backlog went through, and its own reports, read next,
