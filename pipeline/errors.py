@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 __all__ = ["FlowmonError", "UsageError", "ConfigError", "InputError", "BrokerUnavailable", "ClickHouseFailed",
-           "NoData", "InUse", "NotPermitted", "EXIT_STATUSES", "exit_status_table", "one_line"]
+           "NoData", "InUse", "NotPermitted", "EXIT_STATUSES", "exit_status_table", "one_line", "first_line"]
 
 #: The longest line an error prints (library messages may echo whole queries).
 MAX_LINE = 400
@@ -35,6 +35,18 @@ def one_line(text: str, limit: int = MAX_LINE) -> str:
     """
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), for a one-line log entry.
+
+    >>> first_line(ValueError("bad offset\\nTraceback of the broker ..."))
+    'bad offset'
+    >>> first_line(TimeoutError()), first_line(OSError("x" * 500))[-3:], len(first_line(OSError("x" * 500)))
+    ('TimeoutError', 'xxx', 300)
+    """
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
 
 
 class FlowmonError(Exception):

@@ -25,6 +25,7 @@ from pipeline.alerts.events import METRICS, SCOPES, SEVERITIES
 from pipeline.alerts.filters import parse_pair
 from pipeline.alerts.render import format_attribution, format_event
 from pipeline.alerts.stats import AlertStats
+from pipeline.errors import first_line
 from pipeline.alerts.webhook import Webhook
 from pipeline.alerts.webhook import log as webhook_log
 from pipeline.cli.options import BrokerOpt, console, make_settings, resolve_bootstrap
@@ -135,7 +136,7 @@ def _history(s: Any, emit: Emit, emit_attr: Emit, hook: Webhook | None, stats: A
     try:
         records = list(history(_client(s), attribution=attribution))
     except (ClickHouseError, OSError) as exc:
-        console.print(f"[red]ClickHouse {escape(s.clickhouse_dsn)}:[/] {escape(str(exc).splitlines()[0])}",
+        console.print(f"[red]ClickHouse {escape(s.clickhouse_dsn)}:[/] {escape(first_line(exc))}",
                       highlight=False, soft_wrap=True)
         return 2
 

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from pipeline.errors import (BrokerUnavailable, ClickHouseFailed, ConfigError, FlowmonError, InputError, UsageError,
-                             one_line)
+                             MAX_LINE, first_line, one_line)
 
 __all__ = ["as_flowmon_error", "click_errors", "report", "settings_error", "warn"]
 
@@ -99,8 +99,7 @@ def as_flowmon_error(exc: BaseException) -> FlowmonError:
         return InputError(f"invalid YAML: {exc}", hint="fix the file")
     brokers = _mod("pipeline.runtime.brokers")
     if brokers is not None and isinstance(exc, brokers.BrokerError):
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return BrokerUnavailable(f"embedded broker: {first}",
+        return BrokerUnavailable(f"embedded broker: {first_line(exc, MAX_LINE)}",
                                  hint="see its log in the data directory, or use a running broker (--broker host:port)")
     kafka_errors = _mod("aiokafka.errors")
     if kafka_errors is not None and isinstance(exc, kafka_errors.KafkaError):

@@ -12,6 +12,7 @@ import logging
 import typer
 
 from pipeline.cli.options import console, make_settings
+from pipeline.errors import MAX_LINE, first_line
 
 __all__ = ["migrate_command"]
 
@@ -32,7 +33,7 @@ def migrate_command() -> None:
         finally:
             client.close()
     except (ClickHouseError, OSError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, MAX_LINE)
         console.print(f"[red]ClickHouse schema not migrated:[/] {first}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"ClickHouse schema: applied {', '.join(applied)}" if applied else "ClickHouse schema: up to date",

@@ -30,6 +30,7 @@ from fastapi.templating import Jinja2Templates
 from pipeline.console import views
 from pipeline.console.timerange import PRESETS, RangeError, TimeRange, parse_range
 from pipeline.views import queries
+from pipeline.errors import first_line
 
 __all__ = ["create_app", "plotly_js_dir", "LIVE_WITHIN_S"]
 
@@ -82,8 +83,7 @@ def create_app(source: Callable[[], Any], *, title: str = "flowmon", where: str 
                 raise
             except Exception as e:  # ClickHouse unreachable or refusing: one line, not a traceback
                 getattr(source, "reset", lambda: None)()
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise PageError(f"ClickHouse did not answer query {name!r}: {msg[:300]}"
+                raise PageError(f"ClickHouse did not answer query {name!r}: {first_line(e)}"
                                 f"{' (' + where + ')' if where else ''}", 503) from None
         log.debug("%s: %d rows in %.1f ms", name, len(rows), 1000 * (time.perf_counter() - t0))
         return rows

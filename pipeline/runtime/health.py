@@ -50,6 +50,8 @@ from typing import Any
 
 from prometheus_client import exposition
 
+from pipeline.errors import first_line
+
 __all__ = ["Progress", "HealthReport", "assess", "LagMonitor", "serve"]
 
 log = logging.getLogger("flowmon.health")
@@ -170,8 +172,7 @@ class LagMonitor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker may be away; /healthz will say so
-                log.warning("health: cannot read consumer lag (%s); retrying", str(exc).splitlines()[0][:200]
-                            if str(exc) else type(exc).__name__)
+                log.warning("health: cannot read consumer lag (%s); retrying", first_line(exc))
                 self.report()
                 await asyncio.sleep(self.interval_s)
 

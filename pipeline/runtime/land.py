@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from pipeline.errors import first_line
 from pipeline.config import Settings
 from pipeline.runtime import kafka
 from pipeline.runtime.metrics import Metrics
@@ -117,7 +118,7 @@ class Lander:
                 raise
             except Exception as exc:  # noqa: BLE001 - a sink that stops would silently stall every dashboard
                 delay = next(delays)
-                log.error("sink: consumer failed (%s); restarting it in %.1f s", _first_line(exc), delay)
+                log.error("sink: consumer failed (%s); restarting it in %.1f s", first_line(exc), delay)
                 await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
@@ -209,7 +210,7 @@ class Lander:
                 self.metrics.sink_errors.labels(table=table).inc()
                 self.metrics.sink_healthy.set(0)
                 if is_missing_table(exc) and self.repair is not None:
-                    log.error("sink: %s is missing (%s); re-creating the schema", table, _first_line(exc))
+                    log.error("sink: %s is missing (%s); re-creating the schema", table, first_line(exc))
                     try:
                         await loop.run_in_executor(self.executor, self.repair)
                         continue  # retry at once on the re-created table
@@ -217,10 +218,5 @@ class Lander:
                         exc = repair_exc
                 delay = next(delays)
                 log.error("sink: writing %d %s rows failed (attempt %d): %s; retrying in %.1f s",
-                          len(records), table, attempt, _first_line(exc), delay)
+                          len(records), table, attempt, first_line(exc), delay)
                 await asyncio.sleep(delay)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

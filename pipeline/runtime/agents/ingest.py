@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pipeline.errors import first_line
 from pipeline.ingest.step import BatchResult, IngestResult, deadletter
 from pipeline.ingest.validate import Rejection
 from pipeline.runtime import kafka
@@ -82,9 +83,14 @@ class ReportsReader(ConsumerRebalanceListener):
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(self.ctx.topics.reports, p) for p in sorted(self.assigned)]
 
-    def highwater(self, tp: TopicPartition) -> int | None:
-        """The log end as the last fetch saw it (no broker round trip); None before a fetch."""
-        return self.consumer.highwater(tp) if self.consumer is not None else None
+    def fetched_to_end(self, tp: TopicPartition) -> bool | None:
+        """Is everything before the log end, as the last fetch saw it, processed (no broker round trip)?
+        False too before a first fetch; None when the partition is not assigned (revoked meanwhile)."""
+        try:
+            end = self.consumer.highwater(tp) if self.consumer is not None else None
+        except Exception:  # noqa: BLE001 - aiokafka raises for a partition it no longer has
+            return None
+        return end is not None and self.next_offset(tp.partition) >= end
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The log ends now (ListOffsets: one broker round trip)."""
@@ -117,7 +123,7 @@ class ReportsReader(ConsumerRebalanceListener):
             await self._start_offsets(tps)
         except Exception as exc:  # noqa: BLE001 - the group's own offsets (or the reset) still apply
             log.warning("ingest: could not read the committed offsets of %s (%s)", ctx.topics.reports,
-                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                        first_line(exc))
         log.info("ingest: assigned reports %s", sorted(mine))
 
     async def _start_offsets(self, tps: list[TopicPartition]) -> None:
@@ -149,8 +155,7 @@ class ReportsReader(ConsumerRebalanceListener):
                 raise
             except Exception as exc:  # noqa: BLE001 - ingest that stops would silently stall everything
                 delay = next(delays)
-                log.error("ingest: consumer failed (%s); restarting it in %.1f s",
-                          str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__, delay)
+                log.error("ingest: consumer failed (%s); restarting it in %.1f s", first_line(exc), delay)
                 await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
@@ -196,11 +201,7 @@ class ReportsReader(ConsumerRebalanceListener):
         """The reports partitions with reports in ``batch`` or not known to be read to their end."""
         out = {tp.partition for tp, records in batch.items() if records}
         for tp in self.assignment():
-            try:
-                end = self.highwater(tp)
-            except Exception:  # noqa: BLE001 - revoked meanwhile: not ours to wake
-                continue
-            if end is None or self.next_offset(tp.partition) < end:
+            if self.fetched_to_end(tp) is False:  # None: revoked meanwhile, not ours to wake
                 out.add(tp.partition)
         return out
 

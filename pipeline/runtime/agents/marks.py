@@ -28,16 +28,8 @@ def install(ctx: Context) -> None:
         # that returned another partition's records while these were being produced), and an idle
         # mark sent then lets the other partitions close windows those reports belong to. Only
         # idle partitions are asked, once per tick, in one request.
-        maybe = []
-        for tp in mine:
-            if tp not in idle:
-                continue
-            try:
-                end = reader.highwater(tp)
-            except Exception:  # not fetched yet, or mid-rebalance: try again next tick
-                end = None
-            if end is not None and reader.next_offset(tp.partition) >= end:
-                maybe.append(tp)
+        # (not fetched yet, or revoked mid-rebalance: next tick)
+        maybe = [tp for tp in mine if tp in idle and reader.fetched_to_end(tp)]
         try:
             ends = await reader.end_offsets(maybe)
         except Exception:  # the broker is away, a rebalance: not caught up this tick
