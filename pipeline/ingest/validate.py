@@ -9,6 +9,13 @@ The fast path builds numpy columns for the whole report and checks types and ran
 vectorised; only when that fails does the slow path walk the samples one by one to say
 exactly which are bad and why. Limits come from the JSON schema (``wire.LIMITS``).
 
+:meth:`Validator.check_many` does the same for many reports at once (the worker's reader calls
+it through ``Ingest.process_batch``): msgspec decodes each report straight into typed structs
+(``_PlainReport``), checking every field's type in C; the header's ranges are checked per
+report, and the samples' ranges and placements as numpy columns over a few thousand samples of
+many reports. Whatever is not plainly good that way is handed back for :meth:`check`, so the
+reasons stay exactly those ``check`` gives.
+
 Examples
 --------
 >>> import orjson
@@ -39,6 +46,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -143,6 +151,42 @@ def report_identity(instance: str, start: int, interval_s: int, report_id: str |
         # each part after its length (8 bytes, little-endian), fed at once: one update, the same digest
         h.update(b"".join([x for part in content for x in (len(part).to_bytes(8, "little"), part)]))
     return int.from_bytes(h.digest(), "little") >> 1
+
+
+class _PlainEndpoint(msgspec.Struct):
+    ip: str
+    subnet: str | None = None
+    az: str | None = None
+    vpc: str | None = None
+
+
+class _PlainSample(msgspec.Struct):
+    remote: _PlainEndpoint
+    bytes_sent: int
+    bytes_received: int
+    retransmissions: int
+    timeouts: int
+    flows: int
+    rtt_us: list[int]
+
+
+class _PlainReport(msgspec.Struct):
+    """A report whose every field has its exact JSON type (integers that are integers, a sample
+    list, endpoints with a string ``ip``): what ``check_many``'s decoder accepts. Ranges, lengths
+    and placement are checked after it; anything else (a ``1.0``, a flat report, a ``null``
+    ``report_id``) is left to ``check``. Unknown fields are ignored, as ``check`` ignores them."""
+
+    version: int
+    instance: str
+    local: _PlainEndpoint
+    start: int
+    interval_s: int
+    samples: list[_PlainSample]
+    report_id: str | msgspec.UnsetType = msgspec.UNSET
+
+
+#: Decodes and type-checks a plainly good report in one pass, in C (``check_many``).
+_PLAIN = msgspec.json.Decoder(_PlainReport)
 
 
 class _Columns(NamedTuple):
@@ -445,6 +489,25 @@ class Validator:
         owner = np.repeat(np.arange(len(samples), dtype=np.int64), lens_a)
         return _Columns(np.array(codes, dtype=np.int64), counters, rtt, owner, [k[0] for k in keys], lens_a)
 
+    def _gather_plain(self, samples: list[_PlainSample]) -> _Columns | None:
+        """``_gather`` of decoded ``_PlainSample``: their types are checked, so only the conversions can fail
+        (an integer beyond 64 bits)."""
+        try:
+            counters = np.array([[x.bytes_sent for x in samples], [x.bytes_received for x in samples],
+                                 [x.retransmissions for x in samples], [x.timeouts for x in samples],
+                                 [x.flows for x in samples]], dtype=np.int64)
+            rtts = [x.rtt_us for x in samples]
+            lens = np.fromiter(map(len, rtts), dtype=np.int64, count=len(rtts))
+            rtt = np.fromiter(chain.from_iterable(rtts), dtype=np.int64, count=int(lens.sum()))
+        except OverflowError:
+            return None
+        keys = [(r.ip, r.subnet, r.az, r.vpc) for r in [x.remote for x in samples]]
+        codes = list(map(self._place_code.get, keys))
+        if None in codes:
+            codes = [self._try_code(k) if c is None else c for k, c in zip(keys, codes)]
+        owner = np.repeat(np.arange(len(samples), dtype=np.int64), lens)
+        return _Columns(np.array(codes, dtype=np.int64), counters, rtt, owner, [k[0] for k in keys], lens)
+
     def _try_code(self, key: tuple) -> int:
         try:
             return self._code(key)
@@ -477,14 +540,14 @@ class Validator:
         lists: list[list] = []
         rows: list[int] = []
         size = 0
+        decode = _PLAIN.decode
         for i, raw in enumerate(raws):
             head = None
             if len(raw) <= self.max_message_bytes:
                 try:
-                    msg = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    msg = None
-                head = self._quick_header(msg, now)
+                    head = self._quick_header(decode(raw), now)
+                except msgspec.MsgspecError:  # not plainly good: ``check`` says what is wrong
+                    pass
             if head is None:
                 slow.append(i)
                 continue
@@ -500,42 +563,29 @@ class Validator:
         slow.sort()
         return out, slow
 
-    def _quick_header(self, msg: Any, now: float) -> tuple | None:
-        """``(instance, src, start, interval_s, report_id, local_ip, samples)`` when the header is plainly
-        good (exact types, in range, a sample list); ``None`` leaves the message to ``check``."""
-        if type(msg) is not dict:
-            return None
-        version, instance, start, interval_s = (msg.get("version"), msg.get("instance"), msg.get("start"),
-                                                msg.get("interval_s"))
-        samples = msg.get("samples")
-        if not (type(version) is int and version == WIRE_VERSION and type(instance) is str
-                and type(start) is int and type(interval_s) is int and type(samples) is list):
-            return None
-        if not (1 <= len(instance) <= LIMITS["id_max_len"] and LIMITS["start_min"] <= start <= now + self.max_future_s
+    def _quick_header(self, msg: _PlainReport, now: float) -> tuple | None:
+        """``(instance, src, start, interval_s, report_id, local_ip, samples)`` when the header's values are
+        in range (their types the decoder checked); ``None`` leaves the message to ``check``."""
+        instance, start, interval_s, samples, report_id = (msg.instance, msg.start, msg.interval_s, msg.samples,
+                                                           msg.report_id)
+        if not (msg.version == WIRE_VERSION and 1 <= len(instance) <= LIMITS["id_max_len"]
+                and LIMITS["start_min"] <= start <= now + self.max_future_s
                 and LIMITS["interval_min"] <= interval_s <= LIMITS["interval_max"]
                 and 1 <= len(samples) <= self.max_samples):
             return None
-        report_id = msg.get("report_id")
-        if report_id is not None and not (type(report_id) is str
-                                          and 1 <= len(report_id) <= LIMITS["report_id_max_len"]):
+        if report_id is msgspec.UNSET:
+            report_id = None
+        elif not 1 <= len(report_id) <= LIMITS["report_id_max_len"]:
             return None
-        if report_id is None and "report_id" in msg:
-            return None
-        local = msg.get("local")
-        if type(local) is not dict:
-            return None
-        try:
-            key = (local["ip"], local.get("subnet"), local.get("az"), local.get("vpc"))
-            src = self._local_src.get(key)
-        except (KeyError, TypeError):
-            return None
+        local = msg.local
+        key = (local.ip, local.subnet, local.az, local.vpc)
+        src = self._local_src.get(key)
         if src is None:
             try:
-                ep = _endpoint(msg, "local", "local")
-                src = self.places[self._code(ep)]
+                src = self.places[self._code(key)]
             except _Bad:
                 return None
-            if ep[1] is None and src == (EXTERNAL, EXTERNAL, EXTERNAL):
+            if key[1] is None and src == (EXTERNAL, EXTERNAL, EXTERNAL):
                 return None
             self._local_src[key] = src
         return instance, src, start, interval_s, report_id, key[0], samples
@@ -546,7 +596,7 @@ class Validator:
         if not ks:
             return
         lens = [len(lists[k]) for k in ks]
-        cols = self._gather(list(chain.from_iterable(lists[k] for k in ks)))
+        cols = self._gather_plain(list(chain.from_iterable(lists[k] for k in ks)))
         if cols is None:
             if len(ks) == 1:
                 slow.append(rows[ks[0]])
