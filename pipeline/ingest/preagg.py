@@ -79,55 +79,10 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
     ws = report.start - report.start % window_s
     if n <= SMALL:
         return _partials_small(report, places, ws)
-    groups, inverse = np.unique(report.dst, return_inverse=True)
-    g = groups.shape[0]
-    if g == 1:
-        sums = report.counters.sum(axis=1, keepdims=True)
-    else:
-        order = np.argsort(inverse, kind="stable")
-        starts = np.searchsorted(inverse[order], np.arange(g))
-        sums = np.add.reduceat(report.counters[:, order], starts, axis=1)
-    nsamples = np.bincount(inverse, minlength=g)
-    rtt_count = np.zeros(g, dtype=np.int64)
-    rtt_sum = np.zeros(g, dtype=np.int64)
-    hists: list[dict[int, int]] = [{} for _ in range(g)]
-    if report.rtt.size:
-        grp = inverse[report.rtt_owner]
-        rtt_count = np.bincount(grp, minlength=g)
-        order = np.argsort(grp, kind="stable")
-        present = np.flatnonzero(rtt_count)
-        starts = np.searchsorted(grp[order], present)
-        rtt_sum[present] = np.add.reduceat(report.rtt[order], starts)
-        hists = _group_hists(grp, report.rtt, g)
-    # per group: the largest one-sample retransmissions / timeouts / RTT, and whose they were
-    ips = report.ips
-    idx = np.arange(n)
-    best_r, arg_r = _group_max(report.counters[RETRANSMISSIONS], inverse, g, idx)
-    best_t, arg_t = _group_max(report.counters[TIMEOUTS], inverse, g, idx)
-    top_lat: list[str | None] = [None] * g
-    med_hists: list[dict[int, int]] = [{} for _ in range(g)]
-    if report.rtt.size:
-        owners, med = _sample_medians(report.rtt, report.rtt_owner, n)
-        moved = (report.counters[BYTES_SENT] + report.counters[BYTES_RECEIVED])[owners] > 0  # an idle sample's RTT is stale
-        owners, med = owners[moved], med[moved]
-        med_hists = _group_hists(inverse[owners], med, g)
-        rtt_max = np.full(n, -1, dtype=np.int64)
-        np.maximum.at(rtt_max, report.rtt_owner, report.rtt)
-        best_l, arg_l = _group_max(rtt_max, inverse, g, idx)
-        if ips:
-            top_lat = [ips[i] if v >= 0 else None for v, i in zip(best_l, arg_l)]
-    x_rows = [[r, t] for r, t in zip(best_r, best_t)]
-    tops = [[ips[ir] if ips and r > 0 else None, ips[it] if ips and t > 0 else None, lat]
-            for r, ir, t, it, lat in zip(best_r, arg_r, best_t, arg_t, top_lat)]
-    src = list(report.src)
-    out = []
-    sums_l = sums.T.tolist()
-    for k, place in enumerate(groups.tolist()):
-        c = sums_l[k]
-        c.extend((int(nsamples[k]), int(rtt_count[k]), int(rtt_sum[k])))
-        out.append(new_partial((src, list(places[place]), ws, report.instance, c, hists[k], x_rows[k], tops[k],
-                                report.local_ip, report.rid, med_hists[k])))
-    return out
+    ips = report.ips or [None] * n  # (a Report built by hand may leave them out: no tops then)
+    one = Batch([0], [(report.instance, report.src, report.start, report.interval_s, report.local_ip)], [report.rid],
+                np.array([0, n], dtype=np.int64), report.dst, report.counters, report.rtt, report.rtt_owner, ips)
+    return partials_many(one, places, window_s)[0]
 
 
 def _partials_small(report: Report, places: Sequence[tuple[str, str, str]], ws: int) -> list[Partial]:
@@ -206,18 +161,19 @@ def _group_max(values: np.ndarray, group: np.ndarray, g: int, idx: np.ndarray) -
     return values[first].tolist(), first.tolist()
 
 
-def _sample_medians(rtt: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(samples with RTT observations, the lower median of each one's observations).
+def _sample_medians(rtt: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(samples with RTT observations, the lower median of each one's observations, and the largest).
 
     >>> _sample_medians(np.array([5, 1, 9, 7, 3]), np.array([0, 0, 0, 2, 2]), 3)
-    (array([0, 2]), array([5, 3]))
+    (array([0, 2]), array([5, 3]), array([9, 7]))
     """
     order = np.lexsort((rtt, owner))
-    o, v = owner[order], rtt[order]
-    counts = np.bincount(o, minlength=n)
+    v = rtt[order]
+    counts = np.bincount(owner, minlength=n)
     present = np.flatnonzero(counts)
-    starts = np.cumsum(counts) - counts
-    return present, v[starts[present] + (counts[present] - 1) // 2]
+    first = (np.cumsum(counts) - counts)[present]
+    per = counts[present]
+    return present, v[first + (per - 1) // 2], v[first + per - 1]
 
 
 def partials_many(batch: Batch, places: Sequence[tuple[str, str, str]], window_s: int) -> list[list[Partial]]:
@@ -259,17 +215,11 @@ def partials_many(batch: Batch, places: Sequence[tuple[str, str, str]], window_s
         present = np.flatnonzero(rtt_count)
         rtt_sum[present] = np.add.reduceat(rtt[o2], np.searchsorted(grp[o2], present))
         hists = _group_hists(grp, rtt, g)
-        # per sample with observations: its lower median and its largest observation
-        o3 = np.lexsort((rtt, owner))
-        v = rtt[o3]
-        per = np.bincount(owner, minlength=n)
-        has = np.flatnonzero(per)
-        first = (np.cumsum(per) - per)[has]
-        med = v[first + (per[has] - 1) // 2]
+        has, med, top = _sample_medians(rtt, owner, n)
         moved = (counters[BYTES_SENT] + counters[BYTES_RECEIVED])[has] > 0  # an idle sample's RTT is stale
         med_hists = _group_hists(inverse[has[moved]], med[moved], g)
         rtt_max = np.full(n, -1, dtype=np.int64)
-        rtt_max[has] = v[first + per[has] - 1]
+        rtt_max[has] = top
         best_l, arg_l = _group_max(rtt_max, inverse, g, idx)
         top_lat = [ips[i] if x >= 0 else None for x, i in zip(best_l, arg_l)]
         rtt_count, rtt_sum = rtt_count.tolist(), rtt_sum.tolist()
