@@ -125,6 +125,7 @@ def _var(ddof: int, n: float, mean: float, s: float) -> stats.Var:
     return v
 
 
+@functools.lru_cache(maxsize=16)
 def _winsorized_var(c: float) -> float:
     """Variance of a standard normal clipped at ±c (a clipped-deviation variance divided by it is unbiased).
 
@@ -266,66 +267,72 @@ class Baseline(Detector):
                                               o.flows, self.tmo, self.flw, p.rate_floor_timeouts, p.min_timeouts,
                                               p.min_timeout_excess, o.one_reporter)
         if o.rtt_count:
-            for metric, x in (("rtt_p50", o.rtt_p50), ("rtt_p90", o.rtt_p90)):
-                if metric == "rtt_p90" and (o.rtt_count < p.min_rtt_count_p90 or not p.score_p90):
-                    continue
-                out[metric] = self._rtt(metric, x, o)
+            out["rtt_p50"] = self._rtt("rtt_p50", o.rtt_p50, o)
+            if p.score_p90 and o.rtt_count >= p.min_rtt_count_p90:
+                out["rtt_p90"] = self._rtt("rtt_p90", o.rtt_p90, o)
         return out
 
     def _count(self, metric: str, k: int, kmax: int, kmax_remote: int, exposure: float, num: stats.EWMean,
                den: stats.EWMean, floor: float, min_k: float, min_excess: float, o_one: bool) -> Verdict:
         p = self.params
-        base = num.get() / den.get() if self.seen[metric] and den.get() > 0 else floor
+        seen = self.seen[metric]
+        d = den.get() if seen else 0.0
+        base = num.get() / d if d > 0 else floor
         rate = max(base, floor)
         mu = rate * exposure
-        sd = math.sqrt(self._dispersion(metric))
-
-        def judge(kk: int) -> tuple[float, float, bool]:
-            score = max(_anscombe(kk, mu), 0.0) / sd
-            obs = kk / exposure
-            return score, obs, (score >= p.z and kk >= min_k and obs - rate >= min_excess and obs >= 2 * rate)
-
-        score, obs, hot = judge(k)
-        # judge is monotone in the count: with the whole count not hot, no part of it is (most intervals)
-        broad = hot and not o_one and (judge(k - kmax)[2] if p.trim_largest else hot)
-        wide = hot and (judge(k - kmax_remote)[2] if p.trim_largest else hot)
-        ready = self.seen[metric] >= p.warmup
+        sd = math.sqrt(self._dispersion(metric)) if p.learn_dispersion else 1.0
+        z, root_mu = p.z, math.sqrt(mu + 0.375)
+        # the Anscombe deviation of the count (``_anscombe``); hot: it and the absolute change pass
+        score = max(2.0 * (math.sqrt(k + 0.375) - root_mu), 0.0) / sd
+        obs = k / exposure
+        hot = score >= z and k >= min_k and obs - rate >= min_excess and obs >= 2 * rate
         streak = self.streak[metric] + 1 if hot else 0
-        flagged = ready and hot and (broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after))
-        return Verdict(flagged, score, obs, base, hot and ready, streak, wide)
+        if not hot:  # the judgement is monotone in the count: with the whole count not hot, no part of it is
+            return Verdict(False, score, obs, base, False, 0, False)
+        trim = p.trim_largest
+
+        def judge(kk: int) -> bool:
+            sc = max(2.0 * (math.sqrt(kk + 0.375) - root_mu), 0.0) / sd
+            ob = kk / exposure
+            return sc >= z and kk >= min_k and ob - rate >= min_excess and ob >= 2 * rate
+
+        broad = not o_one and (judge(k - kmax) if trim else True)
+        wide = judge(k - kmax_remote) if trim else True
+        ready = seen >= p.warmup
+        flagged = ready and (broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after))
+        return Verdict(flagged, score, obs, base, ready, streak, wide)
 
     def _rtt(self, metric: str, x: float, o: Observation) -> Verdict:
         p = self.params
-        if not self.seen[metric]:
+        seen = self.seen[metric]
+        if not seen:
             return Verdict(False, 0.0, x, x)
-        if self.seen[metric] < self.settle:
+        if seen < self.settle:
             m, var = self.m0[metric].get(), self.rtt0[metric].get()
         else:
             mean, ewvar = self.rtt[metric]
             m, var = mean.get(), ewvar.get() / _winsorized_var(p.rtt_clip)
         # deviations are learned scaled by sqrt(observations): an interval with few RTT
         # samples is allowed a wider swing than one with many
-        w = math.sqrt(min(o.n(metric), p.rtt_count_cap))
+        w = math.sqrt(min(o.rtt_samples if metric == "rtt_p50" else o.rtt_count, p.rtt_count_cap))
         sd = max(math.sqrt(max(var, 0.0)), p.rtt_sd_floor)
-        lx = math.log(max(x, 1.0))
-        z = max((lx - m) * w / sd, 0.0)
+        z = max((math.log(max(x, 1.0)) - m) * w / sd, 0.0)
+        wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
+        if seen < p.warmup:  # not ready: never hot
+            return Verdict(False, z, x, math.exp(m), False, 0, wide)
         exp_us = math.exp(m)
         # a spread estimated from few intervals is itself uncertain: a little more is asked early on
-        z_needed = p.z * (1.0 + 2.0 / self.seen[metric])
-        ready = self.seen[metric] >= p.warmup
-
-        def passes(v: float) -> bool:
-            zz = max((math.log(max(v, 1.0)) - m) * w / sd, 0.0)
-            return zz >= z_needed and v >= p.min_rtt_ratio * exp_us and v - exp_us >= p.min_rtt_excess_us
-
-        hot = ready and passes(x)
-        streak = self.streak[metric] + 1 if hot else 0
-        wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
-        if not hot:
+        z_needed = p.z * (1.0 + 2.0 / seen)
+        min_ratio, min_excess = p.min_rtt_ratio, p.min_rtt_excess_us
+        if not (z >= z_needed and x >= min_ratio * exp_us and x - exp_us >= min_excess):
             return Verdict(False, z, x, exp_us, False, 0, wide)
+        streak = self.streak[metric] + 1
         # the median over >= rtt_broad_samples remotes of several reporters is not moved by one
         # flow's spike, nor by one host's hiccup (it stays hot with that reporter set aside); a tail is
-        broad = wide and not o.one_reporter and passes(o.rtt_p50_rest)
+        rest = o.rtt_p50_rest
+        broad = (wide and not o.one_reporter
+                 and max((math.log(max(rest, 1.0)) - m) * w / sd, 0.0) >= z_needed
+                 and rest >= min_ratio * exp_us and rest - exp_us >= min_excess)
         confirmed = broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after)
         return Verdict(confirmed, z, x, exp_us, True, streak, wide)
 

@@ -145,7 +145,8 @@ class KeyState:
                    AlertBook.from_state(s["alerts"]), dict(s.get("hot_since", {})))
 
 
-_FAMILY_ITEMS = tuple(FAMILY_METRICS.items())
+_FAMILIES = tuple(FAMILY_METRICS)
+_FAMILY_OF = {m: i for i, metrics in enumerate(FAMILY_METRICS.values()) for m in metrics}
 
 #: Attribution counts a key as degraded from this fraction of the alert threshold on (and above its
 #: baseline): correlation across the fleet wants the weaker signals too, alerting does not.
@@ -161,22 +162,22 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
     lasts, but across the fleet, several hosts hot at once on many connections each are what
     correlation is for. ``instance`` None: the pair key (no ``top``, no ``ip``)."""
     elevated = ELEVATED_FRACTION * z
-    levels: list[int | None] = []
+    # a family's level is the highest of its metrics' (1: strong or elevated, 0: scored), whatever their order
+    levels: list[int | None] = [None, None, None]
+    strong = [False, False, False]
+    learned = model.learned
+    for m, v in verdicts.items():  # one per scored key and interval: plain loops, no generators
+        if (n := learned(m)) is not None and n < warmup:
+            continue  # still learning
+        i = _FAMILY_OF[m]
+        if v.flagged or (v.hot and v.wide):
+            levels[i], strong[i] = 1, True
+        elif levels[i] != 1:
+            levels[i] = 1 if v.score >= elevated and v.observed > v.expected else 0
     weak: tuple[str, ...] = ()
-    for fam, metrics in _FAMILY_ITEMS:  # one per scored key and interval: plain loops, no generators
-        level = None
-        strong = False
-        for m in metrics:
-            v = verdicts.get(m)
-            if v is None or ((n := model.learned(m)) is not None and n < warmup):
-                continue  # no evidence, or still learning
-            if v.flagged or (v.hot and v.wide):
-                level, strong = 1, True
-            elif level != 1:
-                level = 1 if v.score >= elevated and v.observed > v.expected else 0
-        levels.append(level)
-        if level and not strong:
-            weak += (fam,)
+    for i in (0, 1, 2):
+        if levels[i] and not strong[i]:
+            weak += (_FAMILIES[i],)
     retrans, timeouts, lat = levels
     if instance is None:
         return KeyHealth(t, src, dst, None, retrans, timeouts, lat, weak)
@@ -184,7 +185,7 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
     return KeyHealth(t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip)
 
 
-def _pair_observation(hosts: Mapping[str, list]) -> Observation:
+def _pair_observation(hosts: Mapping[str, list], p90: bool = True) -> Observation:
     """The pair key's observation: every host's counters summed, and what one reporter, one remote
     endpoint or the worst reporter's RTT can explain."""
     total = zero_counters()
@@ -207,7 +208,7 @@ def _pair_observation(hosts: Mapping[str, list]) -> Observation:
         if m and (q := quantile(m, 0.5)) > worst_med:
             worst_med, worst = q, m
     remote_max = [max(by_remote[j].values(), default=0) for j in range(2)]
-    o = observe(total, hist, [max(by_host[j], remote_max[j]) for j in range(2)], meds)
+    o = observe(total, hist, [max(by_host[j], remote_max[j]) for j in range(2)], meds, p90)
     rest = 0.0
     if worst is not None:
         others = {b: n - worst.get(b, 0) for b, n in meds.items() if n > worst.get(b, 0)}
@@ -248,6 +249,8 @@ class Detection:
         self.window_s = window_s
         self.model_name = model
         self.params = params_from(MODELS[model].Params, params)
+        # the pipeline's model, as configured by default, reads no RTT p90: the observations skip it
+        self._p90 = not (model == "baseline" and not getattr(self.params, "score_p90", 1))
         self.instances = instances
         self.keys: dict[tuple[str, str, str], KeyState] = {}
         self.dirty: set[tuple[str, str, str]] = set()
@@ -273,13 +276,19 @@ class Detection:
     def score_interval(self, iv: GridInterval) -> list[AnomalyEvent]:
         """:meth:`interval`, the events as records."""
         t, src, dst, hosts = iv.t, iv.src, iv.dst, iv.hosts
-        events = self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, _pair_observation(hosts))
+        places = ((src[0], src[1], src[2]), (dst[0], dst[1], dst[2]))
+        p90 = self._p90
+        events = self._score(("pair", src[0], dst[0]), "pair", None, src, dst, t, _pair_observation(hosts, p90),
+                             places=places)
         if self.instances:
+            d0, score = dst[0], self._score
             for host in sorted(hosts):
                 e = hosts[host]
-                events += self._score(("instance", host, dst[0]), "instance", host, src, dst, t,
-                                      observe(e[HOST_COUNTERS], e[HOST_RTT_HIST], e[HOST_MAXIMA], e[HOST_MEDIANS]),
-                                      e[HOST_TOP], e[HOST_IP])
+                ev = score(("instance", host, d0), "instance", host, src, dst, t,
+                           observe(e[HOST_COUNTERS], e[HOST_RTT_HIST], e[HOST_MAXIMA], e[HOST_MEDIANS], p90),
+                           e[HOST_TOP], e[HOST_IP], places)
+                if ev:
+                    events += ev
         events += self.sweep(t)
         if self.key_ttl_s and t >= self._next_expiry:
             self.expire(t)
@@ -306,25 +315,36 @@ class Detection:
         return len(old)
 
     def _score(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
-               dst: list[str], t: int, o: Observation, top: list | None = None,
-               ip: str | None = None) -> list[AnomalyEvent]:
-        ks = self._key(key, scope, instance, src, dst)
-        if ks.last_t and t <= ks.last_t:
+               dst: list[str], t: int, o: Observation, top: list | None = None, ip: str | None = None,
+               places: tuple[Place, Place] | None = None) -> list[AnomalyEvent]:
+        """Score ``o`` for ``key`` (``places``: ``src`` and ``dst`` as tuples, when the caller has them)."""
+        ks = self.keys.get(key)
+        if ks is None:
+            ks = self._key(key, scope, instance, src, dst)
+        elif ks.last_t and t <= ks.last_t:
             return []  # scored before a restart, whose window state was not written yet: once only
-        verdicts = ks.model.score(o)
+        model = ks.model
+        verdicts = model.score(o)
+        if places is None:
+            places = ((src[0], src[1], src[2]), (dst[0], dst[1], dst[2]))
         # the health of every scored key goes to attribution (pair keys: its fallback when reporters are too weak)
-        self.health.append(_health(t, (src[0], src[1], src[2]), (dst[0], dst[1], dst[2]), instance, verdicts,
-                                   ks.model, self.params.warmup, self.params.z, top, ip))
-        ks.model.learn(o, verdicts)
-        ks.last_t = max(ks.last_t, t)
+        self.health.append(_health(t, places[0], places[1], instance, verdicts, model, self.params.warmup,
+                                   self.params.z, top, ip))
+        model.learn(o, verdicts)
+        if t > ks.last_t:
+            ks.last_t = t
         self.dirty.add(key)
         since = ks.hot_since
+        flagged = False
         for m, v in verdicts.items():
-            if v.hot or v.flagged:
+            if v.flagged:
+                flagged = True
                 since.setdefault(m, t)
-            else:
+            elif v.hot:
+                since.setdefault(m, t)
+            elif since:
                 since.pop(m, None)
-        if not ks.alerts.open and not any(v.flagged for v in verdicts.values()):
+        if not flagged and not ks.alerts.open:
             self.open_keys.discard(key)
             return []  # nothing open, nothing flagged: no alert changes (most keys, most intervals)
         changes = ks.alerts.step(t, verdicts, since, self.params.z, int(self.params.resolve_after), self.window_s)
@@ -377,6 +397,8 @@ class Detection:
             ks.model = Baseline(p if isinstance(p, BaselineParams) else params_from(BaselineParams, params_dict(p)))
         if ks.alerts.open:
             self.open_keys.add(k)  # type: ignore[arg-type]
+        if getattr(getattr(ks.model, "params", None), "score_p90", 0):
+            self._p90 = True  # a model restored with parameters of its own that read the RTT p90
 
     def state_bytes(self) -> dict[str, float]:
         """Serialised state per key: mean and max bytes (the memory bound the README reports)."""

@@ -13,6 +13,7 @@ Metrics (see :meth:`Observation.value`):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from collections.abc import Mapping
@@ -76,9 +77,10 @@ class Observation(NamedTuple):  # immutable like the frozen records, ~4x cheaper
 
 
 def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] = (0, 0),
-            m: Mapping[int, int] | None = None) -> Observation:
+            m: Mapping[int, int] | None = None, p90: bool = True) -> Observation:
     """Observation from summed partial counters ``c``, RTT histogram ``h``, one-sample maxima ``x``
-    and the histogram ``m`` of the samples' median RTTs.
+    and the histogram ``m`` of the samples' median RTTs. ``p90=False``: the model reads no
+    ``rtt_p90``, which is then NaN (not computed: one quantile fewer per key and interval).
 
     >>> o = observe([14_480_000, 0, 20, 1, 4, 4, 4, 4000], {}, [12, 1])
     >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_p50, o.retrans_max
@@ -90,5 +92,5 @@ def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] =
     rx, tx = int(x[MAX_RETRANSMISSIONS]), int(x[MAX_TIMEOUTS])
     return Observation(c[BYTES_SENT] / MSS, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], rc,
                        quantile(m, 0.5) if ns else (quantile(h, 0.5) if rc and h else mean),
-                       quantile(h, 0.9) if rc and h else mean, rx, tx, rx, tx,
+                       (quantile(h, 0.9) if rc and h else mean) if p90 else math.nan, rx, tx, rx, tx,
                        ns if ns else min(rc, 1))

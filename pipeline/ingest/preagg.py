@@ -76,9 +76,8 @@ def partials(report: Report, places: Sequence[tuple[str, str, str]], window_s: i
     n = report.n
     if n == 0:
         return []
-    ws = report.start - report.start % window_s
     if n <= SMALL:
-        return _partials_small(report, places, ws)
+        return _partials_small(report, places, report.start - report.start % window_s)
     ips = report.ips or [None] * n  # (a Report built by hand may leave them out: no tops then)
     one = Batch([0], [(report.instance, report.src, report.start, report.interval_s, report.local_ip)], [report.rid],
                 np.array([0, n], dtype=np.int64), report.dst, report.counters, report.rtt, report.rtt_owner, ips)

@@ -155,18 +155,13 @@ class Ingest:
         batches, slow = v.check_many([r[0] for r in records], now)
         per: list[list[tuple[int, bytes]] | IngestResult | None] = [None] * len(records)
         out = BatchResult(starts=[None] * len(records))
-        cache: dict[tuple[str, str], int] = {}
         for b in batches:
             for row, head, parts in zip(b.rows, b.heads, partials_many(b, v.places, self.window_s)):
                 _, part, off = records[row]
                 start = head[2]
                 by_part: dict[int, list[Partial]] = {}
                 for pt in parts:
-                    sd = (pt.src[0], pt.dst[0])
-                    p = cache.get(sd)
-                    if p is None:
-                        p = cache[sd] = pair_partition(sd[0], sd[1], self.partitions)
-                    by_part.setdefault(p, []).append(pt)
+                    by_part.setdefault(pair_partition(pt.src[0], pt.dst[0], self.partitions), []).append(pt)
                 origin = Origin(part, off)
                 g = grid_interval(start, head[3], self.grid_s)
                 per[row] = [(p, encode_pairs(origin, start, g, ps)) for p, ps in by_part.items()]

@@ -81,8 +81,10 @@ def topic_name(prefix: str, name: str) -> str:
     return f"{prefix}-{name}-v{WIRE_VERSION}"
 
 
+@lru_cache(maxsize=1 << 16)
 def pair_partition(src_subnet: str, dst_subnet: str, partitions: int) -> int:
-    """Stable partition of a directional subnet pair (crc32, same in every process).
+    """Stable partition of a directional subnet pair (crc32, same in every process; cached: ingest asks
+    once per partial).
 
     >>> pair_partition("subnet-1a", "subnet-1c", 8) == pair_partition("subnet-1a", "subnet-1c", 8)
     True

@@ -309,3 +309,27 @@ def test_a_model_learned_by_an_older_version_is_learned_again():
         b.load(k, v)
     assert b.keys[key].model.seen == dict.fromkeys(b.keys[key].model.seen, 0)
     assert _feed(b, [_iv(30 * k) for k in range(1, 40)]) == []
+
+
+def test_the_rtt_tail_is_observed_only_for_models_that_read_it():
+    """The default model reads no RTT p90, so detection skips that quantile (NaN). A key restored with
+    parameters of its own that score the tail (a worker restarted with other settings) turns it back
+    on: its p90 statistics must never learn a NaN."""
+    import math
+
+    lean = Detection()
+    _feed(lean, [_iv(30 * k) for k in range(3)])
+    assert not lean._p90
+    tail = Detection(params={"score_p90": 1})
+    _feed(tail, [_iv(30 * k) for k in range(40)])
+    assert tail._p90
+    state = {k: orjson.loads(orjson.dumps(v)) for k, v in tail.take_dirty().items()}
+    restored = Detection()  # the defaults: no p90 of its own
+    for k, v in state.items():
+        restored.load(k, v)
+    assert restored._p90
+    more = [_iv(30 * k) for k in range(40, 45)] + [_iv(30 * 45, rtt_us=20_000)]
+    assert _feed(restored, more) == _feed(tail, more)  # as if it had never restarted
+    model = restored.keys[("pair", "s1", "s2")].model
+    assert model.seen["rtt_p90"] == 45 and all(math.isfinite(s.get()) for s in model.rtt["rtt_p90"])
+    assert model.__getstate__() == tail.keys[("pair", "s1", "s2")].model.__getstate__()
