@@ -9,6 +9,10 @@ Fixtures:
   the latter also marked ``kafka``); gives the bootstrap string ``"127.0.0.1:PORT"``.
 - ``deploy``: ``deploy(**kw)`` makes a ``harness.Deployment`` on ``broker`` (closed at the end).
 
+When the session has collected ``test_experiments.py``, its namespace campaign starts at once in a
+process of its own (``tests.support.experiments.CampaignProcess``) and those tests run last: the
+campaign's minutes of real traffic pass beside the rest of the suite.
+
 A broker that cannot start makes the test that needs it fail (never skip). Every test in
 this folder is marked ``integration``. ``unique_name(prefix)`` comes from ``helpers``.
 """
@@ -19,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.experiments import EXPERIMENTS, CampaignProcess
 from tests.support.helpers import unique_name
 from tests.support.kafka import ApacheKafka
 
@@ -29,10 +34,34 @@ __all__ = ["unique_name"]
 _HERE = Path(__file__).resolve().parent
 
 
+_EXPERIMENTS = _HERE / "test_experiments.py"
+
+
+def _experiment(item: pytest.Item) -> bool:
+    return Path(str(item.path)).resolve() == _EXPERIMENTS
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+    # the namespace campaign's tests last: by then its process (started below) has finished
+    items.sort(key=_experiment)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the namespace campaign now if its tests are to run (after ``-k`` and the like)."""
+    config = session.config
+    if config.option.collectonly or not any(map(_experiment, session.items)):
+        return
+    work = config._tmp_path_factory.mktemp("experiments")  # type: ignore[attr-defined]
+    config.stash[EXPERIMENTS] = CampaignProcess(work)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    proc = config.stash.get(EXPERIMENTS, None)
+    if proc is not None:
+        proc.stop()  # already done unless the session ended before the campaign did
 
 
 def _started(launcher: BrokerLauncher) -> Iterator[BrokerLauncher]:
