@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -27,7 +28,9 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
           = None,
           realism: Annotated[Optional[str], typer.Option(help="smooth | realistic: overrides every scenario's own "
                                                          "'realism:' (default: the scenario's, smooth if none)")]
-          = None) -> None:
+          = None,
+          jobs: Annotated[int, typer.Option("--jobs", "-j", help="Scenarios run at once, each in a process of its "
+                                            "own (0: one per CPU); the results are the same")] = 0) -> None:
     """Run scenarios through the detection code in simulated time; print detection and false-alarm scores.
 
     Exit status 0 when every run completed, whatever the scores; 2 on a bad scenario file.
@@ -38,7 +41,10 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
     if realism is not None and realism not in ("smooth", "realistic"):
         console.print(f"[red]--realism {realism!r}:[/] expected smooth or realistic")
         raise typer.Exit(2)
-    results = _evaluate_all(scenarios, detector, params, realism)
+    if jobs < 0:
+        console.print(f"[red]--jobs {jobs}:[/] expected 0 (one per CPU) or more")
+        raise typer.Exit(2)
+    results = _evaluate_all(scenarios, detector, params, realism, jobs or os.cpu_count() or 1)
     if events:
         with open(events, "wb") as fh:
             for r in results:
@@ -78,25 +84,34 @@ def _params(detector: str, items: list[str]) -> dict[str, float]:
     return params
 
 
-def _evaluate_all(scenarios: list[Path], detector: str, params: dict[str, float], realism: str | None) -> list[Any]:
-    """Evaluate each scenario in turn, with a progress bar on a terminal; exit 2 on a bad scenario file."""
+def _evaluate_all(scenarios: list[Path], detector: str, params: dict[str, float], realism: str | None,
+                  jobs: int) -> list[Any]:
+    """Evaluate the scenarios (``jobs`` at once), with a progress bar on a terminal; exit 2 on a bad scenario file."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pipeline.sim.evaluate import evaluate
+    from pipeline.sim.evaluate import evaluate, evaluate_many
 
+    options = {"detector": detector, "params": params, "realism": realism}
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("intervals"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                   TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
-        for path in scenarios:
-            task = bar.add_task(path.stem, total=None)
+        if jobs > 1 and len(scenarios) > 1:  # one bar for the whole set: the runs are in other processes
+            task = bar.add_task(f"{len(scenarios)} scenarios, {min(jobs, len(scenarios))} at once",
+                                total=len(scenarios), unit="scenarios")
             try:
-                r = evaluate(path, detector=detector, params=params, realism=realism,
-                             progress=lambda done, total, task=task: bar.update(task, completed=done, total=total))
+                return evaluate_many(list(scenarios), jobs=jobs, done=lambda r: bar.advance(task), **options)
+            except (OSError, ValueError) as exc:
+                console.print(f"[red]{(getattr(exc, '__notes__', None) or ['scenario'])[0]}:[/] {exc}")
+                raise typer.Exit(2)
+        for path in scenarios:  # one at a time, in this process: a bar per scenario, by interval
+            task = bar.add_task(path.stem, total=None, unit="intervals")
+            try:
+                results.append(evaluate(path, **options, progress=lambda done, total, task=task: bar.update(
+                    task, completed=done, total=total)))
             except (OSError, ValueError) as exc:
                 console.print(f"[red]{path}:[/] {exc}")
                 raise typer.Exit(2)
             bar.remove_task(task)
-            results.append(r)
     return results
 
 

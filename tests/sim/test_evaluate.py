@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +11,19 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.sim.evaluate import evaluate, suite_summary
+from pipeline.sim.evaluate import evaluate, evaluate_many, suite_summary
 from pipeline.sim.simulator import Simulator
 
 SCENARIOS = sorted((Path(__file__).parents[1] / "scenarios").glob("*.yaml"))
 SMALL = Path(__file__).parents[1] / "data" / "detect_small.yaml"
 
 
+JOBS = os.cpu_count() or 1  # scenarios at once (evaluate_many: the same results as one at a time)
+
+
 @pytest.fixture(scope="module")
 def suite():
-    return {p.stem: evaluate(p) for p in SCENARIOS}
+    return {p.stem: r for p, r in zip(SCENARIOS, evaluate_many(SCENARIOS, jobs=JOBS))}
 
 
 def test_suite_has_the_required_scenarios():
@@ -107,6 +111,24 @@ def test_eval_cli_json(tmp_path):
     assert n == len(evaluate(SMALL).events) > 0
 
 
+def test_evaluate_many_in_processes_is_evaluate_one_at_a_time(tmp_path):
+    """Two scenarios at once, each in a process of its own: the same results, in order; a bad scenario
+    among them is raised with its path."""
+    other = tmp_path / "other.yaml"
+    other.write_text(SMALL.read_text().replace("seed: ", "seed: 1"))
+    done = []
+    got = evaluate_many([SMALL, other], jobs=2, done=lambda r: done.append(r.source))
+    want = [evaluate(SMALL), evaluate(other)]
+    assert [r.as_json()["faults"] for r in got] == [r.as_json()["faults"] for r in want]
+    assert [r.events for r in got] == [r.events for r in want] and got[0].events != got[1].events
+    assert sorted(done) == sorted([str(SMALL), str(other)])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMALL.read_text().replace("kind: loss", "kind: lightning"))
+    with pytest.raises(ValueError, match="lightning") as e:
+        evaluate_many([SMALL, bad], jobs=2)
+    assert e.value.__notes__ == [str(bad)]
+
+
 def test_eval_cli_refuses_a_bad_scenario(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMALL.read_text().replace("kind: loss", "kind: lightning"))
@@ -184,7 +206,8 @@ REALISTIC = ["trap-diurnal-swing", "trap-traffic-surge", "trap-host-join-leave",
 
 @pytest.fixture(scope="module")
 def realistic():
-    return {n: evaluate(Path(__file__).parents[1] / "scenarios" / f"{n}.yaml", realism="realistic") for n in REALISTIC}
+    paths = [Path(__file__).parents[1] / "scenarios" / f"{n}.yaml" for n in REALISTIC]
+    return dict(zip(REALISTIC, evaluate_many(paths, jobs=JOBS, realism="realistic")))
 
 
 def test_goals_on_realistic_telemetry(realistic):

@@ -4,7 +4,7 @@ and ping measured on the wire.
 
 The lab (``tests.support.netns``): subnets 1a, 1c, 1d in three AZs joined by a router; a server
 ``subnet-1a/0``, clients ``subnet-1a/1``, ``subnet-1c/0..2`` and ``subnet-1d/0``. Agents report every 2 s;
-windows are 20 s, detection intervals 2 s. One campaign (a module fixture, ~7 minutes) runs the phases
+windows are 20 s, detection intervals 2 s. One campaign (~8 minutes) runs the phases
 one after the other, each starting on a window boundary so that its windows hold its traffic only:
 
 A. HTTP: every client fetches a 10 MB file three times.
