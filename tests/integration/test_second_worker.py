@@ -59,9 +59,14 @@ def test_second_worker_joins_the_embedded_tansu_broker_and_leaves_the_sink(tmp_p
         _wait("the first worker's SQL endpoint", lambda: (data / "sql-endpoint.json").exists(), procs, tmp_path)
         bootstrap = json.loads((data / "broker.json").read_text())["bootstrap"]
 
-        second = _worker(tmp_path, "second")  # no --roles: the pipeline only
+        second = _worker(tmp_path, "second", "--loglevel", "info")  # no --roles: the pipeline only
         procs.append(second)
         _wait("the second worker's start line", lambda: "running: pipeline" in (tmp_path / "second.err").read_text(),
+              procs, tmp_path)
+        # reports produced before the reports group has rebalanced could all go to the first worker (CI saw
+        # it read every one): wait until the second has partitions of its own (``ReportsReader`` logs them)
+        _wait("the second worker's share of the reports partitions",
+              lambda: re.search(r"ingest: assigned reports \[\d", (tmp_path / "second.err").read_text()),
               procs, tmp_path)
         said = (tmp_path / "second.err").read_text()
         assert f"joining the embedded broker on {bootstrap}" in said
