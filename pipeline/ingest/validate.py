@@ -14,7 +14,10 @@ it through ``Ingest.process_batch``): msgspec decodes each report straight into 
 (``_PlainReport``), checking every field's type in C; the header's ranges are checked per
 report, and the samples' ranges and placements as numpy columns over a few thousand samples of
 many reports. Whatever is not plainly good that way is handed back for :meth:`check`, so the
-reasons stay exactly those ``check`` gives.
+reasons stay exactly those ``check`` gives. The two paths check the same things on two input types
+on purpose (``_header``/``_quick_header``, ``_gather``/``_gather_plain``): ``check`` works on the
+orjson dicts and is the reference that ``tests/ingest/test_batch.py`` holds the msgspec path to;
+running ``check`` through msgspec first would make that test compare the fast path with itself.
 
 Examples
 --------
