@@ -196,7 +196,11 @@ def evaluate_many(sources: list[str | Path], *, jobs: int = 1, done: Callable[[E
     if jobs <= 1:
         out = []
         for src in sources:
-            out.append(evaluate(src, **options))
+            try:
+                out.append(evaluate(src, **options))
+            except Exception as exc:
+                exc.add_note(str(src))
+                raise
             if done is not None:
                 done(out[-1])
         return out
