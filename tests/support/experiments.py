@@ -87,13 +87,13 @@ class Campaign:
         """Degraded periods that overlap the phase: (scope_kind, scope, element)."""
         return [tuple(n) for n in self.by_phase[phase]["nhi"]]  # type: ignore[misc]
 
-    def to_json(self) -> bytes:
-        return orjson.dumps({"phases": {k: asdict(p) for k, p in self.phases.items()}, "by_phase": self.by_phase,
-                             "deadletters": self.deadletters, "workdir": self.workdir})
+    def to_dict(self) -> dict[str, Any]:
+        """Its JSON form (``campaign.json``)."""
+        return {"phases": {k: asdict(p) for k, p in self.phases.items()}, "by_phase": self.by_phase,
+                "deadletters": self.deadletters, "workdir": self.workdir}
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Campaign:
-        d = orjson.loads(raw)
+    def from_dict(cls, d: dict[str, Any]) -> Campaign:
         return cls({k: Phase(**p) for k, p in d["phases"].items()}, d["by_phase"], d["deadletters"], d["workdir"])
 
 
@@ -413,7 +413,7 @@ class CampaignProcess:
             raise LabError(d["lab_error"])
         if d.get("error"):
             raise RuntimeError(f"the campaign failed: {d['error']}\n{self._tail()}")
-        return Campaign.from_json(orjson.dumps(d["campaign"]))
+        return Campaign.from_dict(d["campaign"])
 
     def stop(self) -> None:
         """End it early (the session ended first): it tears the lab down on SIGTERM."""
@@ -450,7 +450,7 @@ def main(argv: list[str]) -> int:
         table = _table(camp)
         (work / "experiments.md").write_text(table)
         print(table, flush=True)
-        out = {"campaign": orjson.loads(camp.to_json())}
+        out = {"campaign": camp.to_dict()}
     (work / RESULT).write_bytes(orjson.dumps(out))
     return 0 if "campaign" in out else 1
 
