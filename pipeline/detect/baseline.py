@@ -2,8 +2,13 @@
 
 Chosen by measured precision/recall against river's ``anomaly.GaussianScorer``,
 ``anomaly.HalfSpaceTrees`` and ``drift.PageHinkley`` (``detect.candidates``; see
-``flowmon eval --detector`` and the README). It learns with river's ``stats.EWMean`` /
-``stats.EWVar``:
+``flowmon eval --detector`` and the README). It learns with river's statistics
+(``stats.EWMean``, ``stats.EWVar``, and ``stats.Mean`` / ``stats.Var`` while the EW ones
+settle), kept as plain numbers: one list of floats per key, updated with river's own
+arithmetic (``detect.statistics``; ``tests/detect/test_statistics.py`` holds every update
+to river's objects, bit for bit). A river statistic is a Python object around a Rust core,
+~165 bytes each and a call across the boundary per update; a fleet keeps tens of thousands
+of keys, each with 10-14 of them:
 
 * counts (retransmissions vs segments, timeouts vs flows): exponentially weighted
   means of the count and of its exposure, whose ratio is a volume-weighted baseline
@@ -29,8 +34,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
-from river import stats
-
+import pipeline.detect.statistics as st
 from pipeline.detect.contract import METRICS, Detector, Verdict, params_dict
 from pipeline.detect.observe import Observation
 
@@ -102,27 +106,25 @@ DEFAULTS: Mapping[str, float] = MappingProxyType(params_dict(BaselineParams()))
 
 _RTT_METRICS = ("rtt_p50", "rtt_p90")
 _COUNT_METRICS = ("retrans_rate", "timeout_rate")
-_STATE_ATTRS = ("retr", "seg", "tmo", "flw", "disp", "rtt", "rtt0", "m0", "settle", "seen", "streak")
+
+# Where each statistic sits in ``Baseline.s`` (one list of floats per key; ``None``: an EW mean not yet updated).
+# Counts: the EW means of retransmissions, segments, timeouts, flows, then the two dispersions (``None`` unless
+# ``learn_dispersion``).
+_RETR, _SEG, _TMO, _FLW = 0, 1, 2, 3
+_DISP = {"retrans_rate": 4, "timeout_rate": 5}
+#: Each RTT metric's block (the p90's only with ``score_p90``), at these offsets from its start:
+#: the EW mean of log(rtt); the EW variance of its deviations (EW mean of d, of d²); their plain
+#: variance (n, mean, S) and the plain mean of log(rtt) (n, mean), read until the EW ones settle.
+_RTT_AT = {"rtt_p50": 6, "rtt_p90": 14}
+_RTT_LEN = 8
+_FRESH_RTT = [None, None, None, 0.0, 0.0, 0.0, 0.0, 0.0]
+_FORM = 3
 
 
 @functools.lru_cache(maxsize=64)
 def _params_dict(params: BaselineParams) -> dict[str, Any]:
     """``params_dict``, once per parameter set (frozen, so hashable): every state carries it."""
     return params_dict(params)
-
-
-def _ew(stat: Any, core: str, blob: bytes) -> Any:
-    """A river EW statistic given the serialised state of its Rust core (what its pickle restores)."""
-    getattr(stat, core).__setstate__(blob)
-    return stat
-
-
-def _var(ddof: int, n: float, mean: float, s: float) -> stats.Var:
-    """A ``stats.Var`` with exactly these internals (``Var._from_state`` rescales the variance: not exact)."""
-    v = stats.Var(ddof=ddof)
-    v.mean = stats.Mean._from_state(n, mean)
-    v._S = s
-    return v
 
 
 @functools.lru_cache(maxsize=16)
@@ -141,8 +143,14 @@ def _anscombe(k: float, mu: float) -> float:
     return 2.0 * (math.sqrt(k + 0.375) - math.sqrt(mu + 0.375))
 
 
+def _params_of(state: Mapping[str, Any]) -> BaselineParams:
+    """The parameters a state carries; names a newer model has and the state lacks take their default."""
+    names = {f.name for f in fields(BaselineParams)}
+    return BaselineParams(**{k: v for k, v in state.get("p", {}).items() if k in names})
+
+
 class Baseline(Detector):
-    """EW baselines (river ``stats.EWMean``/``EWVar``), deviation scores, and confirmation.
+    """EW baselines (river's ``stats.EWMean``/``EWVar`` arithmetic), deviation scores, and confirmation.
 
     Counts (retransmissions vs segments, timeouts vs flows): the ratio of two EW means is
     the baseline rate; the score is the Anscombe deviation ``2(√(k+3/8) − √(μ+3/8))`` of
@@ -159,6 +167,8 @@ class Baseline(Detector):
     connection's or one flow's (an instance key's evidence, one reporter's, is never broad).
     A model never learns from a hot interval.
 
+    Its statistics are one list of floats, ``s`` (see ``_RTT_AT``; :meth:`statistics` names them).
+
     >>> from pipeline.detect import Baseline, BaselineParams    # pickled by the package's name (see its doc)
     >>> from pipeline.detect.observe import Observation
     >>> m = Baseline(BaselineParams())
@@ -174,6 +184,8 @@ class Baseline(Detector):
     >>> v = m.score(broad)
     >>> v["retrans_rate"].flagged, round(v["retrans_rate"].expected, 4), v["rtt_p50"].flagged
     (True, 0.0001, False)
+    >>> round(m.statistics()["rtt_p50"]["mean"], 3)     # EW mean of log(800 µs)
+    6.685
     """
 
     Params = BaselineParams
@@ -181,19 +193,11 @@ class Baseline(Detector):
 
     def __init__(self, params: BaselineParams) -> None:
         super().__init__(params)
+        self.s: list[float | None] = [None, None, None, None, None, None]
+        self._add_missing()
         a = params.fading
-        # the order of the statistics in ``disp``, ``rtt``, ``rtt0`` and ``m0`` is the compact state's
-        self.retr = stats.EWMean(a)
-        self.seg = stats.EWMean(a)
-        self.tmo = stats.EWMean(a)
-        self.flw = stats.EWMean(a)
-        self.disp: dict[str, stats.EWMean] = {}
-        self.rtt: dict[str, tuple[stats.EWMean, stats.EWVar]] = {}
         # EW estimates lean towards their first values for ~1/fading intervals (EWVar starts at 0):
         # until then, the plain mean and variance of what was seen
-        self.rtt0: dict[str, stats.Var] = {}
-        self.m0: dict[str, stats.Mean] = {}
-        self._add_missing()
         self.settle = int(math.ceil(1.0 / a)) if a > 0 else 0
         self.seen = dict.fromkeys(METRICS, 0)  # intervals learned per metric
         self.streak = dict.fromkeys(METRICS, 0)  # hot scored intervals in a row, up to the last one
@@ -202,56 +206,79 @@ class Baseline(Detector):
         return self.seen[metric]
 
     def _add_missing(self) -> None:
-        """Fresh statistics for what the parameters use and this model lacks. Only what is used is kept
-        (a key's memory and state): the dispersions with ``learn_dispersion``, the RTT tail with
-        ``score_p90``; a state written under other parameters gets the missing ones here."""
-        p, a = self.params, self.params.fading
-        if p.learn_dispersion:
-            for m in _COUNT_METRICS:
-                if m not in self.disp:
-                    self.disp[m] = stats.EWMean(a)
-        for m in _RTT_METRICS if p.score_p90 else _RTT_METRICS[:1]:
-            if m not in self.rtt:
-                self.rtt[m] = (stats.EWMean(a), stats.EWVar(a))
-                self.rtt0[m], self.m0[m] = stats.Var(), stats.Mean()
+        """Room for what the parameters use and this model lacks. Only what is used is kept (a key's
+        memory and state): the dispersions with ``learn_dispersion``, the RTT tail with ``score_p90``;
+        a state written under other parameters gets the missing ones here, fresh."""
+        p, s = self.params, self.s  # fresh dispersions are None (not yet updated): nothing to add for them
+        want = _RTT_AT["rtt_p90" if p.score_p90 else "rtt_p50"] + _RTT_LEN
+        while len(s) < want:
+            s.extend(_FRESH_RTT)
+
+    def statistics(self) -> dict[str, Any]:
+        """The statistics by name (for reading; ``None``: an EW mean not yet updated)."""
+        s = self.s
+        out: dict[str, Any] = {"retr": s[_RETR], "seg": s[_SEG], "tmo": s[_TMO], "flw": s[_FLW]}
+        if self.params.learn_dispersion:
+            out["disp"] = {m: s[i] for m, i in _DISP.items()}
+        for m, j in _RTT_AT.items():
+            if j + _RTT_LEN <= len(s):
+                out[m] = {"mean": s[j], "ew_var": st.ew_var(s[j + 1], s[j + 2]), "var0": st.var_get(s[j + 3], s[j + 5]),
+                          "mean0": s[j + 7], "n0": s[j + 6]}
+        return out
 
     # --- state (one per scored key and interval goes to the state topic) ------------------
     def __getstate__(self) -> dict[str, Any]:
-        """The compact form: each statistic's own serialised state (river's Rust core as the bytes
-        its pickle carries; a plain mean as its two numbers), not the statistics pickled as objects.
-        About 1,050 bytes (half of them the parameters; only the statistics the parameters use, see
-        ``_add_missing``) and 5 µs instead of 2,000 bytes and 26 µs: the worker writes one per key
-        scored. Exact: a restored model scores as the original would (``tests/detect/test_contract.py``).
-        A model restored from an older form and missing a statistic (``Detection.load`` then learns it
-        again) is written in that form."""
-        if not all(hasattr(self, a) for a in _STATE_ATTRS):
-            return super().__getstate__()
-        return {"p": _params_dict(self.params), "form": 2,
-                "ew": [s._ewmean.__getstate__() for s in (self.retr, self.seg, self.tmo, self.flw, *self.disp.values())],
-                "rtt": [(m._ewmean.__getstate__(), v._ewvar.__getstate__()) for m, v in self.rtt.values()],
-                "rtt0": [(v.ddof, v.mean.n, v.mean._mean, v._S) for v in self.rtt0.values()],
-                "m0": [(x.n, x._mean) for x in self.m0.values()],
-                "settle": self.settle, "seen": self.seen, "streak": self.streak}
+        """The plain form (3): the parameters, the statistics as numbers (``None``: not yet updated),
+        the counts. About 1,000 bytes of JSON, no pickle (each was river's serialised Rust cores,
+        pickled and base64-encoded: 1,412 bytes). Exact: floats go through JSON and back unchanged
+        (``tests/detect/test_contract.py``)."""
+        if not all(hasattr(self, a) for a in ("s", "settle", "seen", "streak")):
+            return super().__getstate__()  # only a test's stand-in for an older version lacks one
+        return {"p": _params_dict(self.params), "form": _FORM, "s": self.s.copy(), "settle": self.settle,
+                "seen": self.seen.copy(), "streak": self.streak.copy()}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
-        if state.get("form") != 2:  # a state written before the compact form: the statistics as objects
+        form = state.get("form")
+        if form == _FORM:
+            self.params = _params_of(state)
+            self.s = list(state["s"])
+            self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
+        elif form == 2:  # river's Rust cores, serialised
+            self.params = p = _params_of(state)
+            ew = [st.ew_from_core(b) for b in state["ew"]]
+            s: list[float | None] = ew[:4] + [None, None]
+            if p.learn_dispersion:
+                s[4:6] = (ew[4:] + [None, None])[:2]
+            for (a, b), v0, m0 in zip(state["rtt"], state["rtt0"], state["m0"]):
+                _ddof, n, mu, sq = v0  # a river stats.Var(ddof=1), as every Baseline made them
+                s += [st.ew_from_core(a), *st.ew_var_from_core(b), n, mu, sq, m0[0], m0[1]]
+            self.s = s
+            self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
+        else:  # the first form: the model's attributes, river's statistics pickled as objects
             super().__setstate__(state)
-            return
-        names = {f.name for f in fields(BaselineParams)}
-        p = self.params = BaselineParams(**{k: v for k, v in state["p"].items() if k in names})
-        ew = [_ew(stats.EWMean(p.fading), "_ewmean", b) for b in state["ew"]]
-        self.retr, self.seg, self.tmo, self.flw = ew[:4]
-        self.disp = dict(zip(_COUNT_METRICS, ew[4:]))
-        self.rtt = {m: (_ew(stats.EWMean(p.fading), "_ewmean", a), _ew(stats.EWVar(p.fading), "_ewvar", b))
-                    for m, (a, b) in zip(_RTT_METRICS, state["rtt"])}
-        self.rtt0 = {m: _var(*v) for m, v in zip(_RTT_METRICS, state["rtt0"])}
-        self.m0 = {m: stats.Mean._from_state(n, mean) for m, (n, mean) in zip(_RTT_METRICS, state["m0"])}
-        self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
+            if hasattr(self, "retr"):
+                self._from_objects(self.__dict__)
+            else:
+                self.s = [None] * 6
         self._add_missing()
+
+    def _from_objects(self, d: dict[str, Any]) -> None:
+        s: list[float | None] = [st.ew_from_river(d.pop(k)) for k in ("retr", "seg", "tmo", "flw")] + [None, None]
+        disp = d.pop("disp", {})
+        if self.params.learn_dispersion:
+            s[4:6] = [st.ew_from_river(disp[m]) if m in disp else None for m in _COUNT_METRICS]
+        rtt, rtt0, m0 = d.pop("rtt", {}), d.pop("rtt0", {}), d.pop("m0", {})
+        for m in _RTT_METRICS:
+            if m not in rtt or len(s) != _RTT_AT[m]:
+                break
+            v0, mm = rtt0[m], m0[m]
+            s += [st.ew_from_river(rtt[m][0]), *st.ew_var_from_river(rtt[m][1]), v0.mean.n, v0.mean._mean, v0._S,
+                  mm.n, mm._mean]
+        self.s = s
 
     def _dispersion(self, metric: str) -> float:
         if self.params.learn_dispersion and self.seen[metric] >= self.params.warmup:
-            return max(self.disp[metric].get(), 1.0)
+            return max(self.s[_DISP[metric]] or 0.0, 1.0)
         return 1.0
 
     # --- scoring ---------------------------------------------------------------------------
@@ -260,11 +287,11 @@ class Baseline(Detector):
         out: dict[str, Verdict] = {}
         if o.segments >= p.min_segments:
             out["retrans_rate"] = self._count("retrans_rate", o.retrans, o.retrans_max, o.retrans_max_remote,
-                                              o.segments, self.retr, self.seg, p.rate_floor_retrans, p.min_retrans,
+                                              o.segments, _RETR, _SEG, p.rate_floor_retrans, p.min_retrans,
                                               p.min_retrans_excess, o.one_reporter)
         if o.flows >= p.min_flows:
             out["timeout_rate"] = self._count("timeout_rate", o.timeouts, o.timeouts_max, o.timeouts_max_remote,
-                                              o.flows, self.tmo, self.flw, p.rate_floor_timeouts, p.min_timeouts,
+                                              o.flows, _TMO, _FLW, p.rate_floor_timeouts, p.min_timeouts,
                                               p.min_timeout_excess, o.one_reporter)
         if o.rtt_count:
             out["rtt_p50"] = self._rtt("rtt_p50", o.rtt_p50, o)
@@ -272,12 +299,13 @@ class Baseline(Detector):
                 out["rtt_p90"] = self._rtt("rtt_p90", o.rtt_p90, o)
         return out
 
-    def _count(self, metric: str, k: int, kmax: int, kmax_remote: int, exposure: float, num: stats.EWMean,
-               den: stats.EWMean, floor: float, min_k: float, min_excess: float, o_one: bool) -> Verdict:
+    def _count(self, metric: str, k: int, kmax: int, kmax_remote: int, exposure: float, num: int, den: int,
+               floor: float, min_k: float, min_excess: float, o_one: bool) -> Verdict:
         p = self.params
         seen = self.seen[metric]
-        d = den.get() if seen else 0.0
-        base = num.get() / d if d > 0 else floor
+        s = self.s
+        d = (s[den] or 0.0) if seen else 0.0
+        base = (s[num] or 0.0) / d if d > 0 else floor
         rate = max(base, floor)
         mu = rate * exposure
         sd = math.sqrt(self._dispersion(metric)) if p.learn_dispersion else 1.0
@@ -307,11 +335,11 @@ class Baseline(Detector):
         seen = self.seen[metric]
         if not seen:
             return Verdict(False, 0.0, x, x)
+        s, j = self.s, _RTT_AT[metric]
         if seen < self.settle:
-            m, var = self.m0[metric].get(), self.rtt0[metric].get()
+            m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
         else:
-            mean, ewvar = self.rtt[metric]
-            m, var = mean.get(), ewvar.get() / _winsorized_var(p.rtt_clip)
+            m, var = s[j], st.ew_var(s[j + 1], s[j + 2]) / _winsorized_var(p.rtt_clip)
         # deviations are learned scaled by sqrt(observations): an interval with few RTT
         # samples is allowed a wider swing than one with many
         w = math.sqrt(min(o.rtt_samples if metric == "rtt_p50" else o.rtt_count, p.rtt_count_cap))
@@ -356,31 +384,38 @@ class Baseline(Detector):
                 self._learn_rtt(metric, o, v)
 
     def _learn_count(self, metric: str, o: Observation, v: Verdict) -> None:
-        p = self.params
-        k, n = (o.retrans, o.segments) if metric == "retrans_rate" else (o.timeouts, o.flows)
+        p, s = self.params, self.s
+        a = p.fading
+        b = 1.0 - a
+        if metric == "retrans_rate":
+            k, n, num, floor = o.retrans, o.segments, _RETR, p.rate_floor_retrans
+        else:
+            k, n, num, floor = o.timeouts, o.flows, _TMO, p.rate_floor_timeouts
         if p.learn_dispersion and self.seen[metric] > 1:  # only read with learn_dispersion
-            mu = max(v.expected, p.rate_floor_retrans if metric == "retrans_rate" else p.rate_floor_timeouts) * n
-            self.disp[metric].update(min(_anscombe(k, mu) ** 2, p.dispersion_cap))
-        num, den = (self.retr, self.seg) if metric == "retrans_rate" else (self.tmo, self.flw)
-        num.update(k)
-        den.update(n)
+            i = _DISP[metric]
+            s[i] = st.ew(s[i], min(_anscombe(k, max(v.expected, floor) * n) ** 2, p.dispersion_cap), a, b)
+        s[num] = st.ew(s[num], k, a, b)
+        s[num + 1] = st.ew(s[num + 1], n, a, b)
 
     def _learn_rtt(self, metric: str, o: Observation, v: Verdict) -> None:
-        p = self.params
-        mean, var = self.rtt[metric]
+        p, s, j = self.params, self.s, _RTT_AT[metric]
+        a = p.fading
+        b = 1.0 - a
         lx = math.log(max(v.observed, 1.0))
         w = math.sqrt(min(o.n(metric), p.rtt_count_cap))
-        if self.seen[metric] > 1:
-            settled = self.seen[metric] > self.settle
-            m = mean.get() if settled else self.m0[metric].get()
+        seen = self.seen[metric]
+        if seen > 1:
+            settled = seen > self.settle
+            m = s[j] if settled else s[j + 7]
             d = (lx - m) * w
             if settled:  # Huber-style: a deviation counts at most rtt_clip spreads (drift, one odd interval)
-                sd = math.sqrt(max(var.get(), 0.0) / _winsorized_var(p.rtt_clip))
+                sd = math.sqrt(max(st.ew_var(s[j + 1], s[j + 2]), 0.0) / _winsorized_var(p.rtt_clip))
                 lim = p.rtt_clip * max(sd, p.rtt_sd_floor)
                 d = max(-lim, min(lim, d))
                 lx = m + d / w
-            var.update(d)
+            s[j + 1] = st.ew(s[j + 1], d, a, b)  # EWVar.update(d): its two EW means
+            s[j + 2] = st.ew(s[j + 2], d * d, a, b)
             if not settled:
-                self.rtt0[metric].update(d)
-        mean.update(lx)
-        self.m0[metric].update(lx)
+                s[j + 3], s[j + 4], s[j + 5] = st.var(s[j + 3], s[j + 4], s[j + 5], d)
+        s[j] = st.ew(s[j], lx, a, b)
+        s[j + 6], s[j + 7] = st.mean(s[j + 6], s[j + 7], lx)

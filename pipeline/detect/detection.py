@@ -52,6 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.detect.baseline import _FORM as _PLAIN_FORM
 from pipeline.detect.baseline import DEFAULTS, Baseline, BaselineParams
 from pipeline.detect.candidates import GaussianCandidate, HalfSpaceCandidate, PageHinkleyCandidate
 from pipeline.detect.contract import FAMILY_METRICS, METRICS, Detector, Verdict, params_dict, params_from
@@ -113,11 +114,22 @@ class _RiverUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"state may not load {module}.{name}")
 
 
-def dump_model(model: Any) -> str:
+def dump_model(model: Any) -> str | dict[str, Any]:
+    """A model as the state topic carries it: the ``Baseline``'s plain form (a dict of numbers, JSON as it
+    is), any other model pickled (base64; ``flowmon eval`` models, and the ``Baseline`` before that form)."""
+    if type(model) is Baseline and (state := model.__getstate__()).get("form") == _PLAIN_FORM:
+        return state
     return base64.b64encode(pickle.dumps(model, protocol=5)).decode()
 
 
-def load_model(blob: str) -> Any:
+def load_model(blob: str | Mapping[str, Any]) -> Any:
+    """The model :func:`dump_model` wrote (or an earlier version's pickled one)."""
+    if isinstance(blob, Mapping):
+        if blob.get("form") != _PLAIN_FORM:
+            raise ValueError(f"unknown model state form {blob.get('form')!r}")
+        model = Baseline.__new__(Baseline)
+        model.__setstate__(blob)
+        return model
     return _RiverUnpickler(io.BytesIO(base64.b64decode(blob))).load()
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import pathlib
 import pickle
 
+import orjson
 import pytest
 
 from pipeline.detect.baseline import Baseline, BaselineParams
@@ -161,18 +163,23 @@ def test_models_are_pickled_by_the_package_name():
 
 
 @pytest.mark.parametrize("cut", [1, 30, 55, 80])
-def test_baseline_compact_state_is_exact(cut):
-    """The state topic's compact form (river's serialised cores, not pickled objects) restores a model
-    that scores and learns exactly as the original, before and after the EW estimates settle (50
+def test_baseline_plain_state_is_exact(cut):
+    """The state topic's plain form (the statistics as JSON numbers, no pickle) restores a model that
+    scores and learns exactly as the original, before and after the EW estimates settle (50
     intervals), and through a hot streak; and it is the small form (what made it worth having)."""
     a = _trained("baseline", cut)
     for o in (_spike(), _spike()):  # a streak in progress is carried too
         a.learn(o, a.score(o))
     blob = dump_model(a)
-    assert b"form" in base64.b64decode(blob) and len(blob) < 1600  # ~1,400 base64 bytes; the objects pickled: ~2,000
-    c = load_model(blob)
+    assert isinstance(blob, dict) and blob["form"] == 3
+    wire = orjson.dumps(blob)
+    assert len(wire) < 1100  # ~1,000 bytes; river's cores pickled: 1,412; the objects pickled: 2,112
+    c = load_model(orjson.loads(wire))
     assert c.__getstate__() == a.__getstate__() and c.streak == a.streak
     assert c.streak["retrans_rate"] == (2 if cut >= 20 else 0)  # hot only once warmed up
+    a.s[0] = -1.0
+    assert blob["s"][0] != -1.0  # a state is a snapshot: the key learning on does not change it
+    a.s[0] = c.s[0]
     for k in range(cut, cut + 60):
         o = _spike() if k % 17 == 0 else _normal(k)
         va, vc = a.score(o), c.score(o)
@@ -182,57 +189,80 @@ def test_baseline_compact_state_is_exact(cut):
     assert c.__getstate__() == a.__getstate__()
 
 
-def test_baseline_state_of_the_earlier_form_still_loads(monkeypatch):
-    """A state written before the compact form (every river statistic pickled as an object) loads and
-    scores as the model it was taken from."""
-    a = _trained("baseline", 70)
-    with monkeypatch.context() as mp:
-        mp.setattr(MODELS["baseline"], "__getstate__", Detector.__getstate__)
-        old = dump_model(a)
-    assert b"form" not in base64.b64decode(old) and len(old) > len(dump_model(a)) + 500  # the earlier form
-    c = load_model(old)
-    assert c.__getstate__() == a.__getstate__()
-    for k in range(70, 100):
-        o = _normal(k)
-        va, vc = a.score(o), c.score(o)
-        assert va == vc
-        a.learn(o, va)
-        c.learn(o, vc)
+#: States of earlier forms, written by the river-backed model before the plain form (form 2: river's Rust
+#: cores serialised; form 1: the statistics pickled as objects), after 1, 30 and 70 intervals of
+#: ``_normal`` with a spike every 17th; and what that model then scored on the 60 intervals after. Written
+#: by flowmon at 23a83c0 (the last river-backed model), with this file's ``_normal`` and ``_spike``.
+_EARLIER = orjson.loads((pathlib.Path(__file__).parent / "data" / "baseline_states.json").read_bytes())
+
+
+def _earlier_sequence(start: int, stop: int):
+    return [_spike() if k and k % 17 == 0 else _normal(k) for k in range(start, stop)]
+
+
+@pytest.mark.parametrize("form", [1, 2])
+@pytest.mark.parametrize("params", ["lean", "full"])
+@pytest.mark.parametrize("n", [1, 30, 70])
+def test_baseline_states_of_earlier_forms_load_exactly(form, params, n):
+    """A state an earlier flowmon wrote loads into the plain form with every statistic exact: it scores
+    the next 60 intervals as the river-backed model it was taken from did (recorded), and holds the
+    numbers a model learning the same intervals now holds."""
+    c = load_model(_EARLIER[f"form{form}_{params}_{n}"])
+    p = BaselineParams() if params == "lean" else BaselineParams(score_p90=1, learn_dispersion=1)
+    assert c.params == p
+    fresh = Baseline(p)
+    for o in _earlier_sequence(0, n):
+        fresh.learn(o, fresh.score(o))
+    assert c.__getstate__() == fresh.__getstate__()
+    for o, want in zip(_earlier_sequence(n, n + 60), _EARLIER[f"next_{params}_{n}"], strict=True):
+        v = c.score(o)
+        assert {m: list(x) for m, x in v.items()} == want
+        c.learn(o, v)
+
+
+def test_baseline_state_with_every_statistic_still_loads_and_scores_the_same(monkeypatch):
+    """States written before only the used statistics were kept carry every one (the dispersions and the
+    RTT tail, never read by default): they load, score and learn as the model they were taken from."""
+    from river import stats
+
+    raw = base64.b64decode(_EARLIER["form2_lean_70"])
+    captured: list[dict] = []
+    with monkeypatch.context() as mp:  # the state inside the pickle, as the earlier version wrote it
+        mp.setattr(Baseline, "__setstate__", lambda self, state: captured.append(state))
+        pickle.loads(raw)
+    state = dict(captured[0])
+    fresh_ew, fresh_var = stats.EWMean(0.02)._ewmean.__getstate__(), stats.EWVar(0.02)._ewvar.__getstate__()
+    state["ew"] = state["ew"] + [fresh_ew, fresh_ew]
+    state["rtt"], state["rtt0"], state["m0"] = (state["rtt"] + [(fresh_ew, fresh_var)], state["rtt0"] + [(1, 0, 0.0, 0.0)],
+                                                state["m0"] + [(0, 0.0)])
+    c = Baseline.__new__(Baseline)
+    c.__setstate__(state)
+    assert "rtt_p90" in c.statistics() and len(c.s) == 22
+    for o, want in zip(_earlier_sequence(70, 130), _EARLIER["next_lean_70"], strict=True):
+        v = c.score(o)
+        assert {m: list(x) for m, x in v.items()} == want
+        c.learn(o, v)
 
 
 def test_baseline_keeps_only_the_statistics_its_parameters_use():
     """The RTT tail's statistics only with ``score_p90``, the count dispersions only with
     ``learn_dispersion``: by default neither is ever read, and a key's memory and state are smaller."""
     lean, full = Baseline(BaselineParams()), Baseline(BaselineParams(score_p90=1, learn_dispersion=1))
-    assert (list(lean.rtt), list(lean.rtt0), list(lean.m0), lean.disp) == (["rtt_p50"], ["rtt_p50"], ["rtt_p50"], {})
-    assert list(full.rtt) == ["rtt_p50", "rtt_p90"] and list(full.disp) == ["retrans_rate", "timeout_rate"]
-    assert len(dump_model(lean)) < len(dump_model(full)) - 250
-    for k in range(60):  # both learn on: nothing lacks (a KeyError here means a statistic went missing)
+    assert (len(lean.s), len(full.s)) == (14, 22)
+    assert set(lean.statistics()) == {"retr", "seg", "tmo", "flw", "rtt_p50"}
+    assert set(full.statistics()) == {"retr", "seg", "tmo", "flw", "disp", "rtt_p50", "rtt_p90"}
+    for k in range(60):  # both learn on: nothing lacks (an IndexError here means a statistic went missing)
         for m in (lean, full):
             o = _spike() if k % 13 == 0 else _normal(k)
             m.learn(o, m.score(o))
-    assert full.seen["rtt_p90"] > 20 and full.disp["retrans_rate"].get() > 0
-    restored = load_model(dump_model(full))
-    assert restored.__getstate__() == full.__getstate__() and list(restored.disp) == list(full.disp)
+    assert full.seen["rtt_p90"] > 20 and full.statistics()["disp"]["retrans_rate"] > 0
+    assert lean.s[4:6] == [None, None]  # never learned without learn_dispersion
+    assert len(orjson.dumps(dump_model(lean))) < len(orjson.dumps(dump_model(full))) - 150
+    restored = load_model(orjson.loads(orjson.dumps(dump_model(full))))
+    assert restored.__getstate__() == full.__getstate__()
 
 
-def test_baseline_state_with_every_statistic_still_loads_and_scores_the_same():
-    """States written before only the used statistics were kept carry every one (the dispersions and the
-    RTT tail, never read by default): they load, score and learn as the model they were taken from."""
-    a = _trained("baseline", 70)
-    st = a.__getstate__()
-    unused = Baseline(BaselineParams(score_p90=1, learn_dispersion=1)).__getstate__()  # fresh statistics
-    st["ew"] = st["ew"] + unused["ew"][4:]
-    for part in ("rtt", "rtt0", "m0"):
-        st[part] = st[part] + unused[part][1:]
-    c = Baseline.__new__(Baseline)
-    c.__setstate__(st)
-    assert list(c.rtt) == ["rtt_p50", "rtt_p90"] and list(c.disp) == ["retrans_rate", "timeout_rate"]
-    for k in range(70, 130):
-        o = _spike() if k % 17 == 0 else _normal(k)
-        va, vc = a.score(o), c.score(o)
-        assert va == vc, k
-        a.learn(o, va)
-        c.learn(o, vc)
-    got = c.__getstate__()
-    assert got["ew"][:4] == a.__getstate__()["ew"] and got["rtt"][:1] == a.__getstate__()["rtt"]
+def test_a_state_of_an_unknown_form_is_refused():
+    state = dump_model(_trained("baseline", 3))
+    with pytest.raises(ValueError, match="unknown model state form 4"):
+        load_model({**state, "form": 4})

@@ -331,5 +331,5 @@ def test_the_rtt_tail_is_observed_only_for_models_that_read_it():
     more = [_iv(30 * k) for k in range(40, 45)] + [_iv(30 * 45, rtt_us=20_000)]
     assert _feed(restored, more) == _feed(tail, more)  # as if it had never restarted
     model = restored.keys[("pair", "s1", "s2")].model
-    assert model.seen["rtt_p90"] == 45 and all(math.isfinite(s.get()) for s in model.rtt["rtt_p90"])
+    assert model.seen["rtt_p90"] == 45 and all(math.isfinite(x) for x in model.statistics()["rtt_p90"].values())
     assert model.__getstate__() == tail.keys[("pair", "s1", "s2")].model.__getstate__()
