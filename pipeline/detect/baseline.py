@@ -123,7 +123,8 @@ _FORM = 3
 
 @functools.lru_cache(maxsize=64)
 def _params_dict(params: BaselineParams) -> dict[str, Any]:
-    """``params_dict``, once per parameter set (frozen, so hashable): every state carries it."""
+    """``params_dict``, once per parameter set (frozen, so hashable): every state carries it (a copy: the
+    state leaves the model as a plain dict)."""
     return params_dict(params)
 
 
@@ -234,7 +235,7 @@ class Baseline(Detector):
         (``tests/detect/test_contract.py``)."""
         if not all(hasattr(self, a) for a in ("s", "settle", "seen", "streak")):
             return super().__getstate__()  # only a test's stand-in for an older version lacks one
-        return {"p": _params_dict(self.params), "form": _FORM, "s": self.s.copy(), "settle": self.settle,
+        return {"p": _params_dict(self.params).copy(), "form": _FORM, "s": self.s.copy(), "settle": self.settle,
                 "seen": self.seen.copy(), "streak": self.streak.copy()}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:

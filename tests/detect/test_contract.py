@@ -180,6 +180,8 @@ def test_baseline_plain_state_is_exact(cut):
     a.s[0] = -1.0
     assert blob["s"][0] != -1.0  # a state is a snapshot: the key learning on does not change it
     a.s[0] = c.s[0]
+    blob["p"]["z"] = 0.0  # nor does whoever holds the state change the model's parameters, or another key's state
+    assert a.params.z == 5.0 and dump_model(a)["p"]["z"] == 5.0
     for k in range(cut, cut + 60):
         o = _spike() if k % 17 == 0 else _normal(k)
         va, vc = a.score(o), c.score(o)
