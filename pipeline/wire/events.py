@@ -145,8 +145,11 @@ class KeyHealth(NamedTuple):  # immutable like the frozen records, ~4x cheaper t
     ``src`` towards ``dst``), which carries neither ``top`` nor ``ip``. ``top``: per
     family, the remote IP that contributed most (None: unknown); ``ip``: the reporter's own.
 
-    On the wire (``flow-health-v1``) a pair key's ``r`` is ``"src>dst"`` with ``"pair": true``;
-    ``weak`` is present only when not empty.
+    On the wire (``flow-health-v1``, ``wire.records.encode_health``) a key is the array of these
+    fields in this order (``src``, ``dst``, ``weak`` and ``top`` as arrays). :meth:`to_wire` is the
+    object form earlier versions sent (a pair key's ``r`` is ``"src>dst"`` with ``"pair": true``;
+    ``weak`` present only when not empty): :meth:`from_wire` reads both, so health replayed from
+    before an upgrade still counts.
     """
 
     t: int
@@ -189,9 +192,20 @@ class KeyHealth(NamedTuple):  # immutable like the frozen records, ~4x cheaper t
         return out
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> KeyHealth:
-        """Absent optional fields (``weak``, ``top``, ``ip``, a family) read as unknown."""
-        get = d.get  # (one per scored key and interval: kept cheap)
+    def from_wire(cls, d: Mapping[str, Any] | list[Any]) -> KeyHealth:
+        """The array form, or the object form (absent optional fields: ``weak``, ``top``, ``ip``, a family,
+        read as unknown).
+
+        >>> import orjson
+        >>> h = KeyHealth(600, ("s1", "az1", "v"), ("s2", "az2", "v"), "s1/0", 1, 0, None, ("retrans",), ("10.0.1.9", None, None))
+        >>> KeyHealth.from_wire(orjson.loads(orjson.dumps(tuple(h)))) == h == KeyHealth.from_wire(h.to_wire())
+        True
+        """
+        if type(d) is list:  # (one per scored key and interval: kept cheap)
+            t, src, dst, r, retrans, timeouts, lat, weak, top, ip = d
+            return cls(t, tuple(src), tuple(dst), r, retrans, timeouts, lat, tuple(weak) if weak else (),
+                       None if top is None else tuple(top), ip)  # type: ignore[arg-type]
+        get = d.get  # type: ignore[union-attr]
         top, weak = get("top"), get("weak")
         return cls(d["t"], tuple(d["src"]), tuple(d["dst"]), None if get("pair") else d["r"],  # type: ignore[arg-type]
                    get("retrans"), get("timeouts"), get("lat"), tuple(weak) if weak else (),
@@ -212,7 +226,7 @@ class HealthBatch:
     opened: tuple[AnomalyEvent, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {"p": self.partition, "upto": self.upto, "health": [h.to_wire() for h in self.health],
+        return {"p": self.partition, "upto": self.upto, "health": [tuple(h) for h in self.health],
                 "opened": [e.to_wire() for e in self.opened]}
 
     @classmethod

@@ -12,7 +12,7 @@ from pipeline.detect.detection import Detection
 from pipeline.wire.contract import schema
 from pipeline.wire.events import (FAMILIES, FAMILY_OF, METRICS, AnomalyEvent, Attribution, HealthBatch, KeyHealth,
                                   NhiPeriod, family_of)
-from pipeline.wire.records import GridInterval
+from pipeline.wire.records import GridInterval, HealthUpdate, encode_health
 
 SUBNETS = {"a1": "az1", "a2": "az1", "b1": "az2", "c1": "az3"}
 
@@ -31,8 +31,9 @@ def _iv(t: int, src: str, dst: str, *, retrans: int = 1) -> dict:
 def run() -> dict:
     """A small fleet: every subnet talks to every other; b1 loses packets from interval 40 on."""
     det = Detection()
-    stage, typed = AttributionStage(1), AttributionStage(1)
-    out: dict = {"events": [], "health": [], "attributions": [], "nhi": [], "typed": ([], [])}
+    stage, typed, rows = AttributionStage(1), AttributionStage(1), AttributionStage(1)
+    out: dict = {"events": [], "health": [], "attributions": [], "nhi": [], "typed": ([], []), "rows": ([], []),
+                 "messages": 0}
     for k in range(60):
         t = 30 * k
         new = []
@@ -40,9 +41,17 @@ def run() -> dict:
             for d in SUBNETS:
                 if s != d:
                     new += det.interval(_iv(t, s, d, retrans=400 if k >= 40 and "b1" in (s, d) else 1))
-        health = [h.to_wire() for h in det.take_health()]
+        records = det.take_health()
+        health = [h.to_wire() for h in records]  # the object form earlier versions sent
         msg = orjson.loads(orjson.dumps({"p": 0, "upto": t, "health": health,
                                          "opened": [e for e in new if e["event"] == "opened"]}))
+        # what the worker sends now: arrays, in messages of at most 2 KB here (~20 keys each)
+        opened = [AnomalyEvent.from_wire(e) for e in new if e["event"] == "opened"]
+        for m in encode_health(HealthUpdate(0, t, records, opened), 2048):
+            r, n = rows.apply(orjson.loads(m))
+            out["rows"][0].extend(r)
+            out["rows"][1].extend(n)
+            out["messages"] += 1
         recs, nhi = stage.apply(msg)
         trecs, tnhi = typed.apply_batch(HealthBatch.from_wire(msg))
         out["typed"][0].extend(trecs)
@@ -53,6 +62,9 @@ def run() -> dict:
         out["nhi"] += nhi
     recs, nhi = stage.finish()
     trecs, tnhi = typed.finish_records()
+    r, n = rows.finish()
+    out["rows"][0].extend(r)
+    out["rows"][1].extend(n)
     out["attributions"] += recs
     out["nhi"] += nhi
     out["typed"][0].extend(trecs)
@@ -79,6 +91,34 @@ def test_typed_stage_equals_wire_stage(run):
     assert [r.to_wire() for r in recs] == run["attributions"]
     assert [n.to_wire() for n in nhi] == run["nhi"]
     assert {r["cause"] for r in run["attributions"]} >= {"infrastructure"}
+
+
+def test_health_as_arrays_in_chunks_attributes_as_the_object_form(run):
+    """The health topic's array form, split across messages, gives the stage exactly what the object form
+    earlier versions sent does: the same attributions and NHI periods, record for record."""
+    assert run["messages"] > 2 * 60  # every interval's health took several messages
+    assert run["rows"] == (run["attributions"], run["nhi"])
+
+
+def test_health_messages_stay_under_their_limit_and_keep_order():
+    """Each message holds at most ``limit`` bytes of entries (one larger entry goes alone); read back in
+    order they are the update's entries; ``upto`` and the opened alerts ride on the last message only."""
+    import random
+
+    rnd = random.Random(7)
+    health = [KeyHealth(30 * (i // 50), ("s1", "az1", "v"), ("s2", "az2", "v"), None if i % 7 == 0 else "x" * rnd.randint(1, 400),
+                        rnd.choice([0, 1, None]), 0, None, ("lat",) if i % 5 == 0 else (),
+                        None if i % 7 == 0 else ("10.0.0.1", None, "10.0.0.2"), "10.1.0.1") for i in range(2_000)]
+    for limit in (300, 4096, 100_000, 10_000_000):
+        msgs = [orjson.loads(m) for m in encode_health(HealthUpdate(3, 990, health, []), limit)]
+        got = [KeyHealth.from_wire(h) for m in msgs for h in m["health"]]
+        assert got == health, limit
+        for m in msgs:
+            assert m["p"] == 3 and (len(m["health"]) == 1 or len(orjson.dumps(m["health"])) <= limit)
+        assert [m["upto"] for m in msgs] == [None] * (len(msgs) - 1) + [990]
+        assert (len(msgs) == 1) == (limit == 10_000_000)
+    assert [orjson.loads(m) for m in encode_health(HealthUpdate(3, None, [], []), 100)] == [
+        {"p": 3, "upto": None, "health": [], "opened": []}]
 
 
 def test_health_round_trips_and_keeps_its_wire_form(run):
