@@ -38,7 +38,7 @@ import pipeline.detect.statistics as st
 from pipeline.detect.contract import METRICS, Detector, Verdict, params_dict
 from pipeline.detect.observe import Observation
 
-__all__ = ["BaselineParams", "Baseline", "DEFAULTS"]
+__all__ = ["BaselineParams", "Baseline", "DEFAULTS", "STATE_FORM"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,9 @@ _DISP = {"retrans_rate": 4, "timeout_rate": 5}
 _RTT_AT = {"rtt_p50": 6, "rtt_p90": 14}
 _RTT_LEN = 8
 _FRESH_RTT = [None, None, None, 0.0, 0.0, 0.0, 0.0, 0.0]
-_FORM = 3
+#: The form of the state :meth:`Baseline.__getstate__` writes (plain JSON numbers; 2: river's serialised
+#: cores, pickled; 1, no "form": the statistics pickled as objects).
+STATE_FORM = 3
 
 
 @functools.lru_cache(maxsize=64)
@@ -235,12 +237,12 @@ class Baseline(Detector):
         (``tests/detect/test_contract.py``)."""
         if not all(hasattr(self, a) for a in ("s", "settle", "seen", "streak")):
             return super().__getstate__()  # only a test's stand-in for an older version lacks one
-        return {"p": _params_dict(self.params).copy(), "form": _FORM, "s": self.s.copy(), "settle": self.settle,
+        return {"p": _params_dict(self.params).copy(), "form": STATE_FORM, "s": self.s.copy(), "settle": self.settle,
                 "seen": self.seen.copy(), "streak": self.streak.copy()}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         form = state.get("form")
-        if form == _FORM:
+        if form == STATE_FORM:
             self.params = _params_of(state)
             self.s = list(state["s"])
             self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])

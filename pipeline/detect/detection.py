@@ -12,10 +12,10 @@ Alerts (``lifecycle.AlertBook``) turn flags into ``opened`` / ``updated`` / ``re
 events (``wire.events.AnomalyEvent``, ``schemas/wire/flow_anomaly.v1.json``); the health of
 every scored key (``wire.events.KeyHealth``) is kept for attribution.
 
-What the runtime gets (dicts, the wire form, which it encodes as they are):
-:meth:`Detection.interval` returns the anomaly events' ``to_wire()`` dicts (the worker sets
-their ``emitted_at``), :meth:`Detection.take_health` the health entries' ``to_wire()``
-dicts. :meth:`Detection.score_interval` is the typed form of ``interval``.
+What the runtime gets: :meth:`Detection.interval` returns the anomaly events' ``to_wire()``
+dicts, the wire form, which it encodes as they are (the worker sets their ``emitted_at``);
+:meth:`Detection.score_interval` is the typed form of ``interval``. :meth:`Detection.take_health`
+returns the health entries as records (``wire.records.encode_health`` puts them on the health topic).
 
 Examples
 --------
@@ -52,8 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.detect.baseline import _FORM as _PLAIN_FORM
-from pipeline.detect.baseline import DEFAULTS, Baseline, BaselineParams
+from pipeline.detect.baseline import DEFAULTS, STATE_FORM, Baseline, BaselineParams
 from pipeline.detect.candidates import GaussianCandidate, HalfSpaceCandidate, PageHinkleyCandidate
 from pipeline.detect.contract import FAMILY_METRICS, METRICS, Detector, Verdict, params_dict, params_from
 from pipeline.detect.lifecycle import AlertBook, AlertChange
@@ -117,7 +116,7 @@ class _RiverUnpickler(pickle.Unpickler):
 def dump_model(model: Any) -> str | dict[str, Any]:
     """A model as the state topic carries it: the ``Baseline``'s plain form (a dict of numbers, JSON as it
     is), any other model pickled (base64; ``flowmon eval`` models, and the ``Baseline`` before that form)."""
-    if type(model) is Baseline and (state := model.__getstate__()).get("form") == _PLAIN_FORM:
+    if type(model) is Baseline and (state := model.__getstate__()).get("form") == STATE_FORM:
         return state
     return base64.b64encode(pickle.dumps(model, protocol=5)).decode()
 
@@ -125,7 +124,7 @@ def dump_model(model: Any) -> str | dict[str, Any]:
 def load_model(blob: str | Mapping[str, Any]) -> Any:
     """The model :func:`dump_model` wrote (or an earlier version's pickled one)."""
     if isinstance(blob, Mapping):
-        if blob.get("form") != _PLAIN_FORM:
+        if blob.get("form") != STATE_FORM:
             raise ValueError(f"unknown model state form {blob.get('form')!r}")
         model = Baseline.__new__(Baseline)
         model.__setstate__(blob)
@@ -368,7 +367,7 @@ class Detection:
 
     def take_health(self) -> list[KeyHealth]:
         """Health of the keys scored since the last call (``attribute.AttributionStage`` input; on the
-        health topic as ``KeyHealth.to_wire``: pair keys carry ``"pair": true`` and ``r`` = ``"src>dst"``)."""
+        health topic as arrays of their fields, ``wire.records.encode_health``)."""
         out, self.health = self.health, []
         return out
 
