@@ -242,20 +242,9 @@ class Baseline(Detector):
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         form = state.get("form")
-        if form == STATE_FORM:
+        if form == STATE_FORM or form == 2:  # form 2: river's Rust cores, serialised
             self.params = _params_of(state)
-            self.s = list(state["s"])
-            self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
-        elif form == 2:  # river's Rust cores, serialised
-            self.params = p = _params_of(state)
-            ew = [st.ew_from_core(b) for b in state["ew"]]
-            s: list[float | None] = ew[:4] + [None, None]
-            if p.learn_dispersion:
-                s[4:6] = (ew[4:] + [None, None])[:2]
-            for (a, b), v0, m0 in zip(state["rtt"], state["rtt0"], state["m0"]):
-                _ddof, n, mu, sq = v0  # a river stats.Var(ddof=1), as every Baseline made them
-                s += [st.ew_from_core(a), *st.ew_var_from_core(b), n, mu, sq, m0[0], m0[1]]
-            self.s = s
+            self.s = list(state["s"]) if form == STATE_FORM else self._from_cores(state)
             self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
         else:  # the first form: the model's attributes, river's statistics pickled as objects
             super().__setstate__(state)
@@ -264,6 +253,16 @@ class Baseline(Detector):
             else:
                 self.s = [None] * 6
         self._add_missing()
+
+    def _from_cores(self, state: Mapping[str, Any]) -> list[float | None]:
+        ew = [st.ew_from_core(b) for b in state["ew"]]
+        s: list[float | None] = ew[:4] + [None, None]
+        if self.params.learn_dispersion:
+            s[4:6] = (ew[4:] + [None, None])[:2]
+        for (a, b), v0, m0 in zip(state["rtt"], state["rtt0"], state["m0"]):
+            _ddof, n, mu, sq = v0  # a river stats.Var(ddof=1), as every Baseline made them
+            s += [st.ew_from_core(a), *st.ew_var_from_core(b), n, mu, sq, m0[0], m0[1]]
+        return s
 
     def _from_objects(self, d: dict[str, Any]) -> None:
         s: list[float | None] = [st.ew_from_river(d.pop(k)) for k in ("retr", "seg", "tmo", "flw")] + [None, None]
