@@ -38,7 +38,7 @@ import pipeline.detect.statistics as st
 from pipeline.detect.contract import METRICS, Detector, Verdict, params_dict
 from pipeline.detect.observe import Observation
 
-__all__ = ["BaselineParams", "Baseline", "DEFAULTS", "STATE_FORM"]
+__all__ = ["BaselineParams", "Baseline", "DEFAULTS", "STATE_FORM", "PLAIN_FORMS", "STATE_METRICS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +118,23 @@ _DISP = {"retrans_rate": 4, "timeout_rate": 5}
 _RTT_AT = {"rtt_p50": 6, "rtt_p90": 14}
 _RTT_LEN = 8
 _FRESH_RTT = [None, None, None, 0.0, 0.0, 0.0, 0.0, 0.0]
-#: The form of the state :meth:`Baseline.__getstate__` writes (plain JSON numbers; 2: river's serialised
-#: cores, pickled; 1, no "form": the statistics pickled as objects).
-STATE_FORM = 3
+#: The form of the state :meth:`Baseline.__getstate__` writes: 4, plain JSON numbers, the parameters
+#: other than their defaults, the counts as lists in ``STATE_METRICS`` order. Earlier forms load:
+#: 3, the same with every parameter and the counts by name; 2, river's serialised cores, pickled;
+#: 1 (no "form"), the statistics pickled as objects.
+STATE_FORM = 4
+#: The plain forms (``detection.load_model`` takes these as dicts).
+PLAIN_FORMS = (3, 4)
+#: The order of the counts (``seen``, ``streak``) in a form-4 state; a new metric needs a new form.
+STATE_METRICS = ("retrans_rate", "timeout_rate", "rtt_p50", "rtt_p90")
 
 
 @functools.lru_cache(maxsize=64)
-def _params_dict(params: BaselineParams) -> dict[str, Any]:
-    """``params_dict``, once per parameter set (frozen, so hashable): every state carries it (a copy: the
-    state leaves the model as a plain dict)."""
-    return params_dict(params)
+def _params_diff(params: BaselineParams) -> dict[str, Any]:
+    """The parameters that differ from their defaults, once per parameter set (frozen, so hashable):
+    every state carries them (a copy: the state leaves the model as a plain dict). The defaults'
+    names and values took ~500 of a state's ~1,000 bytes."""
+    return {k: v for k, v in params_dict(params).items() if v != DEFAULTS[k]}
 
 
 @functools.lru_cache(maxsize=16)
@@ -231,21 +238,28 @@ class Baseline(Detector):
 
     # --- state (one per scored key and interval goes to the state topic) ------------------
     def __getstate__(self) -> dict[str, Any]:
-        """The plain form (3): the parameters, the statistics as numbers (``None``: not yet updated),
-        the counts. About 1,000 bytes of JSON, no pickle (each was river's serialised Rust cores,
-        pickled and base64-encoded: 1,412 bytes). Exact: floats go through JSON and back unchanged
-        (``tests/detect/test_contract.py``)."""
+        """The plain form (4): the parameters that differ from their defaults (``{}`` by default), the
+        statistics as numbers (``None``: not yet updated), the counts. About 400 bytes of JSON, no pickle
+        (form 3, with every parameter by name: ~1,000; river's serialised Rust cores, pickled and
+        base64-encoded: 1,412). Exact: floats go through JSON and back unchanged
+        (``tests/detect/test_contract.py``). A parameter the state leaves out takes the default of the
+        flowmon that loads it: an upgrade that changes a default applies it to restored keys too."""
         if not all(hasattr(self, a) for a in ("s", "settle", "seen", "streak")):
             return super().__getstate__()  # only a test's stand-in for an older version lacks one
-        return {"p": _params_dict(self.params).copy(), "form": STATE_FORM, "s": self.s.copy(), "settle": self.settle,
-                "seen": self.seen.copy(), "streak": self.streak.copy()}
+        seen, streak = self.seen, self.streak
+        return {"p": _params_diff(self.params).copy(), "form": STATE_FORM, "s": self.s.copy(), "settle": self.settle,
+                "seen": [seen[m] for m in STATE_METRICS], "streak": [streak[m] for m in STATE_METRICS]}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         form = state.get("form")
-        if form == STATE_FORM or form == 2:  # form 2: river's Rust cores, serialised
+        if form in PLAIN_FORMS or form == 2:  # form 2: river's Rust cores, serialised
             self.params = _params_of(state)
-            self.s = list(state["s"]) if form == STATE_FORM else self._from_cores(state)
-            self.settle, self.seen, self.streak = state["settle"], dict(state["seen"]), dict(state["streak"])
+            self.s = self._from_cores(state) if form == 2 else list(state["s"])
+            self.settle = state["settle"]
+            if form == STATE_FORM:
+                self.seen, self.streak = dict(zip(STATE_METRICS, state["seen"])), dict(zip(STATE_METRICS, state["streak"]))
+            else:
+                self.seen, self.streak = dict(state["seen"]), dict(state["streak"])
         else:  # the first form: the model's attributes, river's statistics pickled as objects
             super().__setstate__(state)
             if hasattr(self, "retr"):

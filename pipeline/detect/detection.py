@@ -52,7 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.detect.baseline import DEFAULTS, STATE_FORM, Baseline, BaselineParams
+from pipeline.detect.baseline import DEFAULTS, PLAIN_FORMS, STATE_FORM, Baseline, BaselineParams
 from pipeline.detect.candidates import GaussianCandidate, HalfSpaceCandidate, PageHinkleyCandidate
 from pipeline.detect.contract import FAMILY_METRICS, METRICS, Detector, Verdict, params_dict, params_from
 from pipeline.detect.lifecycle import AlertBook, AlertChange
@@ -124,7 +124,7 @@ def dump_model(model: Any) -> str | dict[str, Any]:
 def load_model(blob: str | Mapping[str, Any]) -> Any:
     """The model :func:`dump_model` wrote (or an earlier version's pickled one)."""
     if isinstance(blob, Mapping):
-        if blob.get("form") != STATE_FORM:
+        if blob.get("form") not in PLAIN_FORMS:
             raise ValueError(f"unknown model state form {blob.get('form')!r}")
         model = Baseline.__new__(Baseline)
         model.__setstate__(blob)

@@ -171,9 +171,9 @@ def test_baseline_plain_state_is_exact(cut):
     for o in (_spike(), _spike()):  # a streak in progress is carried too
         a.learn(o, a.score(o))
     blob = dump_model(a)
-    assert isinstance(blob, dict) and blob["form"] == 3
+    assert isinstance(blob, dict) and blob["form"] == 4 and blob["p"] == {}  # default parameters: none written
     wire = orjson.dumps(blob)
-    assert len(wire) < 1100  # ~1,000 bytes; river's cores pickled: 1,412; the objects pickled: 2,112
+    assert len(wire) < 450  # ~400 bytes; every parameter by name (form 3): ~1,000; river's cores pickled: 1,412
     c = load_model(orjson.loads(wire))
     assert c.__getstate__() == a.__getstate__() and c.streak == a.streak
     assert c.streak["retrans_rate"] == (2 if cut >= 20 else 0)  # hot only once warmed up
@@ -181,7 +181,9 @@ def test_baseline_plain_state_is_exact(cut):
     assert blob["s"][0] != -1.0  # a state is a snapshot: the key learning on does not change it
     a.s[0] = c.s[0]
     blob["p"]["z"] = 0.0  # nor does whoever holds the state change the model's parameters, or another key's state
-    assert a.params.z == 5.0 and dump_model(a)["p"]["z"] == 5.0
+    assert a.params.z == 5.0 and dump_model(a)["p"] == {}
+    blob["seen"][0] = -1
+    assert a.seen["retrans_rate"] == c.seen["retrans_rate"] > 0
     for k in range(cut, cut + 60):
         o = _spike() if k % 17 == 0 else _normal(k)
         va, vc = a.score(o), c.score(o)
@@ -191,10 +193,11 @@ def test_baseline_plain_state_is_exact(cut):
     assert c.__getstate__() == a.__getstate__()
 
 
-#: States of earlier forms, written by the river-backed model before the plain form (form 2: river's Rust
-#: cores serialised; form 1: the statistics pickled as objects), after 1, 30 and 70 intervals of
-#: ``_normal`` with a spike every 17th; and what that model then scored on the 60 intervals after. Written
-#: by flowmon at 23a83c0 (the last river-backed model), with this file's ``_normal`` and ``_spike``.
+#: States of earlier forms, after 1, 30 and 70 intervals of ``_normal`` with a spike every 17th: written by
+#: the river-backed model before the plain form (form 2: river's Rust cores serialised; form 1: the
+#: statistics pickled as objects), with what that model then scored on the 60 intervals after (flowmon at
+#: 23a83c0, the last river-backed model, with this file's ``_normal`` and ``_spike``); and form 3 (every
+#: parameter by name, the counts as dicts), written by flowmon at f28e26b.
 _EARLIER = orjson.loads((pathlib.Path(__file__).parent / "data" / "baseline_states.json").read_bytes())
 
 
@@ -202,7 +205,7 @@ def _earlier_sequence(start: int, stop: int):
     return [_spike() if k and k % 17 == 0 else _normal(k) for k in range(start, stop)]
 
 
-@pytest.mark.parametrize("form", [1, 2])
+@pytest.mark.parametrize("form", [1, 2, 3])
 @pytest.mark.parametrize("params", ["lean", "full"])
 @pytest.mark.parametrize("n", [1, 30, 70])
 def test_baseline_states_of_earlier_forms_load_exactly(form, params, n):
@@ -266,5 +269,35 @@ def test_baseline_keeps_only_the_statistics_its_parameters_use():
 
 def test_a_state_of_an_unknown_form_is_refused():
     state = dump_model(_trained("baseline", 3))
-    with pytest.raises(ValueError, match="unknown model state form 4"):
-        load_model({**state, "form": 4})
+    with pytest.raises(ValueError, match="unknown model state form 5"):
+        load_model({**state, "form": 5})
+
+
+def test_baseline_state_carries_the_parameters_other_than_their_defaults():
+    """Parameters given to a key travel with its state (and only those); one the state leaves out takes
+    the loading flowmon's default, so an upgrade that changes a default applies it to restored keys too."""
+    own = BaselineParams(z=4.0, score_p90=1)
+    m = Baseline(own)
+    for k in range(30):
+        m.learn(_normal(k), m.score(_normal(k)))
+    blob = orjson.loads(orjson.dumps(dump_model(m)))
+    assert blob["p"] == {"z": 4.0, "score_p90": 1}
+    assert load_model(blob).params == own and load_model(blob).__getstate__() == m.__getstate__()
+    blob["p"] = {"score_p90": 1}  # as if z had been the default when it was written
+    assert load_model(blob).params == BaselineParams(score_p90=1)
+    assert "rtt_p90" in load_model(blob).statistics()
+
+
+def test_form_4_counts_are_in_the_metrics_order():
+    """A form-4 state lists its counts in ``STATE_METRICS`` order: adding or moving a metric needs a new form."""
+    from pipeline.detect.baseline import STATE_METRICS
+    from pipeline.detect.contract import METRICS
+
+    assert tuple(METRICS) == STATE_METRICS
+    m = Baseline(BaselineParams())
+    m.seen, m.streak = {"retrans_rate": 1, "timeout_rate": 2, "rtt_p50": 3, "rtt_p90": 4}, dict.fromkeys(METRICS, 0)
+    m.streak["rtt_p50"] = 7
+    st = m.__getstate__()
+    assert st["seen"] == [1, 2, 3, 4] and st["streak"] == [0, 0, 7, 0]
+    back = load_model(st)
+    assert back.seen == m.seen and back.streak == m.streak
