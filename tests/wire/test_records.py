@@ -1,5 +1,6 @@
 """The pairs-path records encode to the very bytes the dict-based code wrote (state restore, the
-sink and older workers read them), and decode back to equal records."""
+sink and older workers read them) — but for the pairs topic's partials, now arrays, whose earlier
+object form still decodes to the same records — and decode back to equal records."""
 
 from __future__ import annotations
 
@@ -45,11 +46,16 @@ def test_pairs_messages_keep_their_bytes_and_round_trip(msg):
     res = Ingest(Validator(TOPO), window_s=600, partitions=4).process(orjson.dumps(msg), "r", 2, 9, now=time.time())
     for raw in res.messages.values():
         (m,) = decode_pairs(raw)
-        old = orjson.dumps({"o": [2, 9], "t": msg["start"], "g": m.grid, "parts": [_old_partial(p) for p in m.parts]},
-                           option=_OPTS)
-        assert raw == old
+        arrays = [[p.src, p.dst, p.window_start, p.host, p.counters, p.rtt_hist, p.maxima, p.top, p.ip, p.report_id,
+                   p.medians] for p in m.parts]  # each partial: its fields in order
+        assert raw == orjson.dumps({"o": [2, 9], "t": msg["start"], "g": m.grid, "P": arrays}, option=_OPTS)
         assert encode_pairs_message(m) == raw
         assert decode_message(orjson.loads(raw)) == m
+        # a worker of an earlier version wrote the partials as objects: they still read the same
+        old = orjson.dumps({"o": [2, 9], "t": msg["start"], "g": m.grid, "parts": [_old_partial(p) for p in m.parts]},
+                           option=_OPTS)
+        assert decode_pairs(b"[" + old + b"," + raw + b"]") == [m, m]
+        assert len(raw) < len(old)
         for p in m.parts:
             assert decode_partial(orjson.loads(encode(encode_partial(p)))) == p
 
