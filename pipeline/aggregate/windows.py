@@ -120,6 +120,8 @@ from pipeline.wire.records import (
     encode_window_state,
     host_sums,
     instance_entries,
+    pack_ids,
+    state_ids,
     zero_counters,
 )
 from pipeline.wire.rtt import merge_into, quantile
@@ -438,7 +440,7 @@ class PartitionWindows:
             elif key in self.open:
                 val = self.open[key].state()
             elif key in self.closed:
-                val = {"closed": True, "ids": sorted(self.closed[key])}
+                val = {"closed": True, "I": pack_ids(self.closed[key])}
             else:
                 val = None
             out[self.key_str(key)] = val
@@ -458,6 +460,6 @@ class PartitionWindows:
             return
         k = (int(parts[1]), parts[2], parts[3])
         if val.get("closed"):
-            self.closed[k] = set(val.get("ids", ()))
+            self.closed[k] = set(state_ids(val))
         else:
             self.open[k] = WindowAgg.from_state(val)

@@ -42,9 +42,11 @@ b'{"mark":[0,1000],"idle":1080}'
 
 from __future__ import annotations
 
+import base64
 import functools
+import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -65,7 +67,7 @@ __all__ = [
     "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
     "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "deadletter_record",
     "encode_health",
-    "encode_window_state", "decode_window_state", "chunks", "instance_entries", "INSTANCE_FIELDS",
+    "encode_window_state", "decode_window_state", "pack_ids", "unpack_ids", "state_ids", "chunks", "instance_entries", "INSTANCE_FIELDS",
     "encode_window",
     # an interval's per-host sums
     "GridInterval", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
@@ -437,10 +439,38 @@ class WindowState(NamedTuple):
     instances: dict[str, list[int]] | None = None
 
 
+def pack_ids(ids: Iterable[int]) -> str:
+    """Report identities (63-bit, ``validate.report_identity``) as the state topic keeps them: sorted, each
+    as 8 little-endian bytes, base64 — ~11 characters per identity where a JSON number takes ~20. They were
+    ~60 % of an open window's state, which is written after every batch that touches the window.
+
+    >>> pack_ids({3, 1}), unpack_ids(pack_ids({3, 1}))
+    ('AQAAAAAAAAADAAAAAAAAAA==', [1, 3])
+    """
+    s = sorted(ids)
+    return base64.b64encode(struct.pack(f"<{len(s)}Q", *s)).decode()
+
+
+def unpack_ids(text: str) -> list[int]:
+    """:func:`pack_ids` back (sorted); a value that is not such a string is refused (``ValueError``)."""
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 8:
+        raise ValueError(f"packed report identities of {len(raw)} bytes, not a multiple of 8")
+    return list(struct.unpack(f"<{len(raw) // 8}Q", raw))
+
+
+def state_ids(d: dict[str, Any]) -> list[int]:
+    """The report identities of a window's state: packed (``I``), or a JSON list (``ids``, written before
+    they were packed), or none (before report identities existed)."""
+    packed = d.get("I")
+    return unpack_ids(packed) if packed is not None else list(d.get("ids", ()))
+
+
 def encode_window_state(w: WindowState) -> dict[str, Any]:
-    """The JSON-ready dict of an open window's state (the key order it always had; ``inst`` last, when known)."""
+    """The JSON-ready dict of an open window's state (the key order it always had, the identities packed
+    under ``I`` where they were a list under ``ids``; ``inst`` last, when known)."""
     d = {"src": w.src, "dst": w.dst, "ws": w.window_start, "c": w.counters, "h": w.rtt_hist,
-         "hosts": w.hosts, "ids": w.report_ids, "iv": w.intervals}
+         "hosts": w.hosts, "I": pack_ids(w.report_ids), "iv": w.intervals}
     if w.instances is not None:
         d["inst"] = w.instances
     return d
@@ -452,7 +482,7 @@ def decode_window_state(d: dict[str, Any]) -> WindowState:
     iv = {int(t): {host: host_sums_from_state(e) for host, e in hosts.items()} for t, hosts in d.get("iv", {}).items()}
     inst = d.get("inst")
     return WindowState(d["src"], d["dst"], d["ws"], list(d["c"]), {int(b): n for b, n in d["h"].items()},
-                       d["hosts"], d.get("ids", []), iv,
+                       d["hosts"], state_ids(d), iv,
                        None if inst is None else {host: list(c) for host, c in inst.items()})
 
 

@@ -8,7 +8,9 @@ import base64
 import time
 
 import orjson
+import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.aggregate.windows import PartitionWindows, WindowAgg
 from pipeline.ingest.step import Ingest, deadletter
@@ -27,6 +29,9 @@ from pipeline.wire.records import (
     encode_mark,
     encode_pairs_message,
     encode_partial,
+    pack_ids,
+    state_ids,
+    unpack_ids,
 )
 from tests.ingest.test_validate import TOPO
 from tests.support.strategies import reports
@@ -138,11 +143,57 @@ def test_window_state_keeps_its_shape():
     (state,) = [v for k, v in pw.take_dirty().items() if "__progress__" not in k]
     assert orjson.loads(encode(state)) == {
         "src": ["s", "a", "v"], "dst": ["d", "b", "v"], "ws": 0, "c": [1, 0, 0, 0, 1, 2, 1, 900], "h": {"157": 1},
-        "hosts": ["h"], "ids": [5],
+        "hosts": ["h"], "I": base64.b64encode((5).to_bytes(8, "little")).decode(),
         "iv": {"0": {"h": [[1, 0, 0, 0, 1, 2, 1, 900], {"157": 1}, [3, 0], ["10.0.1.9", None, "10.0.1.4"],
                            "10.0.0.4", {"157": 1}]}},
         "inst": {"h": [1, 0, 0, 0, 1, 2, 1, 900]}}
-    assert list(state) == ["src", "dst", "ws", "c", "h", "hosts", "ids", "iv", "inst"]
+    assert list(state) == ["src", "dst", "ws", "c", "h", "hosts", "I", "iv", "inst"]
     assert WindowAgg.from_state(orjson.loads(encode(state))).state() == orjson.loads(encode(state)) | {
         "h": {157: 1}, "iv": {0: {"h": [[1, 0, 0, 0, 1, 2, 1, 900], {157: 1}, [3, 0],
                                       ["10.0.1.9", None, "10.0.1.4"], "10.0.0.4", {157: 1}]}}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.integers(0, 2**63 - 1), max_size=60))
+def test_report_identities_pack_exactly(ids):
+    """Every 63-bit identity survives packing, sorted; the packed form is about half the JSON list's size."""
+    text = pack_ids(ids)
+    assert unpack_ids(orjson.loads(orjson.dumps(text))) == sorted(ids)
+    assert state_ids({"I": text}) == state_ids({"ids": sorted(ids)}) == sorted(ids)
+    if len(ids) >= 20 and min(ids) >= 2**59:  # typical identities: 18-19 digits
+        assert len(orjson.dumps(text)) < 0.6 * len(orjson.dumps(sorted(ids)))
+
+
+def test_packed_identities_that_are_not_whole_refuse_to_load():
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        unpack_ids(base64.b64encode(b"1234567").decode())
+    with pytest.raises(ValueError):
+        unpack_ids("not base64!")
+
+
+def test_window_state_written_with_identities_as_a_list_still_loads():
+    """State an earlier worker wrote (identities as a JSON list, open and closed windows) restores the same
+    windows: a replayed report is still a duplicate, a new one still counts."""
+    part = {"src": ["s", "a", "v"], "dst": ["d", "b", "v"], "ws": 0, "host": "h", "c": [1, 0, 0, 0, 1, 2, 1, 900],
+            "h": {"157": 1}, "x": [3, 0], "top": ["10.0.1.9", None, "10.0.1.4"], "ip": "10.0.0.4", "id": 5,
+            "m": {"157": 1}}
+    pw = PartitionWindows(0, 600, 60, sources=1)
+    pw.apply(PairsMessage(Origin(0, 1), 0, 0, [decode_partial(part)]))
+    pw.apply(PairsMessage(Origin(0, 2), 600, 600, [decode_partial(part | {"ws": 600, "id": 6})]))
+    pw.apply(ProgressMark(0, 700))  # closes the first window
+    state = {k: orjson.loads(encode(v)) for k, v in pw.take_dirty().items() if v is not None}
+    old = {}
+    for k, v in state.items():
+        if "I" in v:
+            v = dict(v)
+            v["ids"] = unpack_ids(v.pop("I"))
+        old[k] = v
+    assert any(v.get("closed") and v["ids"] == [5] for v in old.values())
+    assert any("hosts" in v and v["ids"] == [6] for v in old.values())
+    for val in (state, old):
+        back = PartitionWindows(0, 600, 60, sources=1)
+        for k, v in val.items():
+            back.load(k, v)
+        assert back.apply(PairsMessage(Origin(0, 3), 600, 600, [decode_partial(part | {"ws": 600, "id": 6})])).duplicates == 1
+        assert back.apply(PairsMessage(Origin(0, 4), 0, 0, [decode_partial(part)])).duplicates == 1
+        assert back.apply(PairsMessage(Origin(0, 5), 600, 600, [decode_partial(part | {"ws": 600, "id": 7})])).applied == 1
