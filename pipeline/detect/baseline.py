@@ -149,6 +149,11 @@ def _winsorized_var(c: float) -> float:
     return 1.0 - 2.0 * (c * phi + tail) + 2.0 * c * c * tail
 
 
+#: ``_verdict((flagged, score, observed, expected, hot, streak, wide))``: a ``Verdict`` without the Python-level
+#: ``__new__`` of a NamedTuple (one per metric, key and interval). Every field given: no defaults here.
+_verdict = functools.partial(tuple.__new__, Verdict)
+
+
 def _anscombe(k: float, mu: float) -> float:
     return 2.0 * (math.sqrt(k + 0.375) - math.sqrt(mu + 0.375))
 
@@ -332,7 +337,7 @@ class Baseline(Detector):
         hot = score >= z and k >= min_k and obs - rate >= min_excess and obs >= 2 * rate
         streak = self.streak[metric] + 1 if hot else 0
         if not hot:  # the judgement is monotone in the count: with the whole count not hot, no part of it is
-            return Verdict(False, score, obs, base, False, 0, False)
+            return _verdict((False, score, obs, base, False, 0, False))
         trim = p.trim_largest
 
         def judge(kk: int) -> bool:
@@ -344,13 +349,13 @@ class Baseline(Detector):
         wide = judge(k - kmax_remote) if trim else True
         ready = seen >= p.warmup
         flagged = ready and (broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after))
-        return Verdict(flagged, score, obs, base, ready, streak, wide)
+        return _verdict((flagged, score, obs, base, ready, streak, wide))
 
     def _rtt(self, metric: str, x: float, o: Observation) -> Verdict:
         p = self.params
         seen = self.seen[metric]
         if not seen:
-            return Verdict(False, 0.0, x, x)
+            return _verdict((False, 0.0, x, x, False, 0, False))
         s, j = self.s, _RTT_AT[metric]
         if seen < self.settle:
             m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
@@ -363,13 +368,13 @@ class Baseline(Detector):
         z = max((math.log(max(x, 1.0)) - m) * w / sd, 0.0)
         wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
         if seen < p.warmup:  # not ready: never hot
-            return Verdict(False, z, x, math.exp(m), False, 0, wide)
+            return _verdict((False, z, x, math.exp(m), False, 0, wide))
         exp_us = math.exp(m)
         # a spread estimated from few intervals is itself uncertain: a little more is asked early on
         z_needed = p.z * (1.0 + 2.0 / seen)
         min_ratio, min_excess = p.min_rtt_ratio, p.min_rtt_excess_us
         if not (z >= z_needed and x >= min_ratio * exp_us and x - exp_us >= min_excess):
-            return Verdict(False, z, x, exp_us, False, 0, wide)
+            return _verdict((False, z, x, exp_us, False, 0, wide))
         streak = self.streak[metric] + 1
         # the median over >= rtt_broad_samples remotes of several reporters is not moved by one
         # flow's spike, nor by one host's hiccup (it stays hot with that reporter set aside); a tail is
@@ -378,7 +383,7 @@ class Baseline(Detector):
                  and max((math.log(max(rest, 1.0)) - m) * w / sd, 0.0) >= z_needed
                  and rest >= min_ratio * exp_us and rest - exp_us >= min_excess)
         confirmed = broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after)
-        return Verdict(confirmed, z, x, exp_us, True, streak, wide)
+        return _verdict((confirmed, z, x, exp_us, True, streak, wide))
 
     # --- learning --------------------------------------------------------------------------
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:

@@ -45,6 +45,7 @@ intervals, dated from the first (one connection's evidence would need ``confirm_
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import pickle
@@ -164,6 +165,10 @@ _FAMILY_OF = {m: i for i, metrics in enumerate(FAMILY_METRICS.values()) for m in
 ELEVATED_FRACTION = 0.6
 
 
+#: ``_key_health((...every field...))``: a ``KeyHealth`` without the Python-level ``__new__`` of a NamedTuple.
+_key_health = functools.partial(tuple.__new__, KeyHealth)
+
+
 def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapping[str, Verdict],
             model: Detector, warmup: float, z: float, top: list | None = None, ip: str | None = None) -> KeyHealth:
     """One key's interval for attribution: per family 1 (flagged or elevated), 0 (scored, normal)
@@ -191,41 +196,40 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
             weak += (_FAMILIES[i],)
     retrans, timeouts, lat = levels
     if instance is None:
-        return KeyHealth(t, src, dst, None, retrans, timeouts, lat, weak)
+        return _key_health((t, src, dst, None, retrans, timeouts, lat, weak, None, None))
     a, b, c = top or (None, None, None)  # which remote contributed most, per family
-    return KeyHealth(t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip)
+    return _key_health((t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip))
 
 
 def _pair_observation(hosts: Mapping[str, list], p90: bool = True) -> Observation:
     """The pair key's observation: every host's counters summed, and what one reporter, one remote
     endpoint or the worst reporter's RTT can explain."""
-    total = zero_counters()
+    entries = list(hosts.values())
+    counters = [e[HOST_COUNTERS] for e in entries]
+    total = [sum(col) for col in zip(*counters)] if counters else zero_counters()  # integers: exact in any order
     hist: dict[int, int] = {}
     meds: dict[int, int] = {}
     by_remote: list[dict[str, int]] = [{}, {}]  # retransmissions / timeouts of each host's top remote, summed
-    by_host = [0, 0]
+    by_host = [max([0] + [c[k] for c in counters]) for k in (RETRANSMISSIONS, TIMEOUTS)]  # the largest reporter's
     worst_med, worst = -1.0, None
-    for e in hosts.values():
-        c, m = e[HOST_COUNTERS], e[HOST_MEDIANS]
-        for i, v in enumerate(c):
-            total[i] += v
+    for e in entries:
+        m = e[HOST_MEDIANS]
         merge_into(hist, e[HOST_RTT_HIST])
         merge_into(meds, m)
         x, top = e[HOST_MAXIMA], e[HOST_TOP]
-        for j, (counter, most, remote) in enumerate(_COUNTS):
-            by_host[j] = max(by_host[j], c[counter])
-            if top[remote] is not None:
-                by_remote[j][top[remote]] = by_remote[j].get(top[remote], 0) + x[most]
+        for j, (_counter, most, remote) in enumerate(_COUNTS):
+            if (r := top[remote]) is not None:
+                br = by_remote[j]
+                br[r] = br.get(r, 0) + x[most]
         if m and (q := quantile(m, 0.5)) > worst_med:
             worst_med, worst = q, m
     remote_max = [max(by_remote[j].values(), default=0) for j in range(2)]
-    o = observe(total, hist, [max(by_host[j], remote_max[j]) for j in range(2)], meds, p90)
     rest = 0.0
     if worst is not None:
         others = {b: n - worst.get(b, 0) for b, n in meds.items() if n > worst.get(b, 0)}
         rest = quantile(others, 0.5) if others else 0.0
-    return o._replace(retrans_max_remote=remote_max[0], timeouts_max_remote=remote_max[1],
-                               one_reporter=len(hosts) < 2, rtt_p50_rest=rest)
+    return observe(total, hist, [max(by_host[j], remote_max[j]) for j in range(2)], meds, p90, remote=remote_max,
+                   one_reporter=len(hosts) < 2, rest=rest)
 
 
 class Detection:

@@ -13,6 +13,7 @@ Metrics (see :meth:`Observation.value`):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -76,11 +77,18 @@ class Observation(NamedTuple):  # immutable like the frozen records, ~4x cheaper
         return self.rtt_p50 if metric == "rtt_p50" else self.rtt_p90
 
 
+#: ``_observation((...every field...))``: an ``Observation`` without the Python-level ``__new__`` of a NamedTuple.
+_observation = functools.partial(tuple.__new__, Observation)
+
+
 def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] = (0, 0),
-            m: Mapping[int, int] | None = None, p90: bool = True) -> Observation:
+            m: Mapping[int, int] | None = None, p90: bool = True, *, remote: list[int] | None = None,
+            one_reporter: bool = True, rest: float = 0.0) -> Observation:
     """Observation from summed partial counters ``c``, RTT histogram ``h``, one-sample maxima ``x``
     and the histogram ``m`` of the samples' median RTTs. ``p90=False``: the model reads no
     ``rtt_p90``, which is then NaN (not computed: one quantile fewer per key and interval).
+    A pair key's observation also has ``remote`` (the largest parts one remote endpoint explains,
+    else ``x``), ``one_reporter`` and ``rest`` (``rtt_p50_rest``).
 
     >>> o = observe([14_480_000, 0, 20, 1, 4, 4, 4, 4000], {}, [12, 1])
     >>> o.segments, o.value("retrans_rate"), o.value("timeout_rate"), o.rtt_p50, o.retrans_max
@@ -90,7 +98,8 @@ def observe(c: list[int], h: Mapping[int, int], x: tuple[int, int] | list[int] =
     mean = c[RTT_SUM_US] / rc if rc else 0.0
     ns = sum(m.values()) if m else 0
     rx, tx = int(x[MAX_RETRANSMISSIONS]), int(x[MAX_TIMEOUTS])
-    return Observation(c[BYTES_SENT] / MSS, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], rc,
-                       quantile(m, 0.5) if ns else (quantile(h, 0.5) if rc and h else mean),
-                       (quantile(h, 0.9) if rc and h else mean) if p90 else math.nan, rx, tx, rx, tx,
-                       ns if ns else min(rc, 1))
+    rr, rt = (rx, tx) if remote is None else remote
+    return _observation((c[BYTES_SENT] / MSS, c[RETRANSMISSIONS], c[TIMEOUTS], c[FLOWS], rc,
+                         quantile(m, 0.5) if ns else (quantile(h, 0.5) if rc and h else mean),
+                         (quantile(h, 0.9) if rc and h else mean) if p90 else math.nan, rx, tx, rr, rt,
+                         ns if ns else min(rc, 1), rest, one_reporter))

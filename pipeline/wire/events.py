@@ -201,10 +201,10 @@ class KeyHealth(NamedTuple):  # immutable like the frozen records, ~4x cheaper t
         >>> KeyHealth.from_wire(orjson.loads(orjson.dumps(tuple(h)))) == h == KeyHealth.from_wire(h.to_wire())
         True
         """
-        if type(d) is list:  # (one per scored key and interval: kept cheap)
+        if type(d) is list:  # (one per scored key and interval: kept cheap, no Python-level __new__)
             t, src, dst, r, retrans, timeouts, lat, weak, top, ip = d
-            return cls(t, tuple(src), tuple(dst), r, retrans, timeouts, lat, tuple(weak) if weak else (),
-                       None if top is None else tuple(top), ip)  # type: ignore[arg-type]
+            return tuple.__new__(cls, (t, tuple(src), tuple(dst), r, retrans, timeouts, lat, tuple(weak) if weak else (),
+                                       None if top is None else tuple(top), ip))  # type: ignore[arg-type]
         get = d.get  # type: ignore[union-attr]
         top, weak = get("top"), get("weak")
         return cls(d["t"], tuple(d["src"]), tuple(d["dst"]), None if get("pair") else d["r"],  # type: ignore[arg-type]

@@ -36,13 +36,33 @@ def bucket(rtt_us: np.ndarray) -> np.ndarray:
     return np.floor(np.log2(np.maximum(rtt_us, 1)) * BUCKETS_PER_DOUBLING).astype(np.int64)
 
 
-def bucket_value(b: int) -> float:
-    """Geometric midpoint of bucket ``b``, in microseconds."""
+def _midpoint(b: int) -> float:
     return float(2.0 ** ((b + 0.5) / BUCKETS_PER_DOUBLING))
 
 
+#: The midpoints of buckets 0..1023 (RTTs up to 2**64 µs), computed once: a quantile is taken per key and
+#: interval, often of a one-bucket histogram (one sample's median).
+_MIDPOINTS = tuple(_midpoint(b) for b in range(1024))
+
+
+def bucket_value(b: int) -> float:
+    """Geometric midpoint of bucket ``b``, in microseconds.
+
+    >>> bucket_value(159) == float(2.0 ** (159.5 / 16)), bucket_value(5000) == float(2.0 ** (5000.5 / 16))
+    (True, True)
+    """
+    return _MIDPOINTS[b] if 0 <= b < 1024 else _midpoint(b)
+
+
 def quantile(hist: Mapping[int, int], q: float) -> float:
-    """The ``q`` quantile (0..1) of a sparse histogram: midpoint of the bucket holding rank ``q*n``."""
+    """The ``q`` quantile (0..1) of a sparse histogram: midpoint of the bucket holding rank ``q*n``.
+
+    >>> quantile({159: 3}, 0.9) == quantile({159: 3, 175: 0}, 0.9) == bucket_value(159), quantile({159: 0}, 0.5)
+    (True, 0.0)
+    """
+    if len(hist) == 1:  # one bucket: its midpoint, unless it is empty
+        for b, n in hist.items():
+            return bucket_value(b) if n else 0.0
     total = sum(hist.values())
     if total == 0:
         return 0.0
