@@ -79,6 +79,7 @@ Origin(partition=0, offset=100)
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,7 @@ from pipeline.wire.records import (
     GridInterval,
     FLOWS,
     HOST_COUNTERS,
+    HOST_IP,
     HOST_MAXIMA,
     HOST_MEDIANS,
     HOST_RTT_HIST,
@@ -129,6 +131,8 @@ from pipeline.wire.rtt import merge_into, quantile
 __all__ = ["PartitionWindows", "Outcome", "WindowAgg", "PROGRESS_KEY", "merge_host"]
 
 PROGRESS_KEY = "__progress__"
+
+_intern = sys.intern
 
 #: The one-sample maxima compared across reports, each with the position of the top remote IP that goes with it.
 _MAXIMA = ((MAX_RETRANSMISSIONS, TOP_RETRANSMISSIONS), (MAX_TIMEOUTS, TOP_TIMEOUTS))
@@ -179,10 +183,17 @@ class WindowAgg:
 
     def add(self, part: Partial, t: int | None = None) -> None:
         """Add a partial (to the window and to its instance); with ``t`` (its report's grid interval) also to
-        that interval's per-host sums."""
+        that interval's per-host sums.
+
+        The reporter's name and the addresses kept are interned: an open window keeps each partial's
+        per-host sums until its grid interval is scored, and would otherwise hold the same few thousand
+        names and addresses once per partial (``benchmarks.rss``: peak 859 -> 730 MiB with 10,000 open
+        pair-windows when this was measured). The partial's ``top`` list is interned in place: it is the
+        decoder's own, kept here as it is.
+        """
         self.counters[:] = map(add, self.counters, part.counters)
         merge_into(self.rtt_hist, part.rtt_hist)
-        host = part.host
+        host = _intern(part.host)
         self.hosts.add(host)
         inst = self.instances
         if inst is not None:
@@ -194,6 +205,10 @@ class WindowAgg:
         if t is not None:
             per_host = self.intervals.setdefault(t, {})
             entry = host_sums(part)
+            top = entry[HOST_TOP]
+            top[:] = [x and _intern(x) for x in top]
+            if (ip := entry[HOST_IP]) is not None:
+                entry[HOST_IP] = _intern(ip)
             cur = per_host.get(host)
             if cur is None:
                 per_host[host] = entry

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from pipeline.wire.contract import WIRE_VERSION
@@ -233,10 +234,52 @@ def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
     return _new_pairs((_new_origin(d["o"]), None if t is None else int(t), d.get("g", t), parts))
 
 
+class _WireMessage(msgspec.Struct):
+    """A pairs-topic message as :func:`decode_pairs` decodes it first: data (``o``, ``t``, ``g``, and
+    ``P``, or ``parts`` from an earlier version) or a mark (``mark``, ``idle``)."""
+
+    o: tuple[int, int] | None = None
+    t: int | None = None
+    g: int | None | msgspec.UnsetType = msgspec.UNSET  # absent in the oldest messages: the report's start
+    P: list[Partial] | None = None
+    parts: list[Any] | None = None
+    mark: tuple[int, int | None] | None = None
+    idle: int | float | None = None
+
+
+#: Decodes a pairs-topic value with its types (histogram keys back to ints, partials built) in C.
+_PAIRS_DECODER = msgspec.json.Decoder(list[_WireMessage] | _WireMessage)
+
+
 def decode_pairs(value: bytes) -> list[PairsMessage | ProgressMark]:
-    """A pairs-topic value: the ingest stage's batch (a JSON array) or a lone mark."""
-    val = orjson.loads(value)
-    return [decode_message(m) for m in (val if type(val) is list else (val,))]
+    """A pairs-topic value: the ingest stage's batch (a JSON array) or a lone mark.
+
+    Decoded by msgspec into typed records at about the cost of ``orjson.loads`` alone (building the
+    partials from orjson's dicts and lists in Python took twice that again: ``benchmarks/README.md``).
+    A value whose types msgspec does not expect (a float where the ingest stage writes integers) goes
+    the general way: ``orjson`` and :func:`decode_message`. Names and addresses are not interned here
+    (a partial is immutable): ``aggregate.windows`` interns what it keeps.
+    """
+    try:
+        val = _PAIRS_DECODER.decode(value)
+    except msgspec.ValidationError:
+        d = orjson.loads(value)
+        return [decode_message(m) for m in (d if type(d) is list else (d,))]
+    out: list[PairsMessage | ProgressMark] = []
+    for m in (val if type(val) is list else (val,)):
+        mark = m.mark
+        if mark is not None:
+            out.append(ProgressMark(mark[0], mark[1], m.idle))
+            continue
+        parts = m.P
+        if parts is None:
+            parts = [decode_partial(p) for p in m.parts or ()]
+        o, t = m.o, m.t
+        if o is None:
+            raise ValueError("a pairs message without its origin ('o')")
+        g = m.g
+        out.append(_new_pairs((_new_origin(o), t, t if g is msgspec.UNSET else g, parts)))
+    return out
 
 
 def encode_pairs_batch(messages: list[bytes]) -> bytes:

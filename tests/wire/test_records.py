@@ -197,3 +197,45 @@ def test_window_state_written_with_identities_as_a_list_still_loads():
         assert back.apply(PairsMessage(Origin(0, 3), 600, 600, [decode_partial(part | {"ws": 600, "id": 6})])).duplicates == 1
         assert back.apply(PairsMessage(Origin(0, 4), 0, 0, [decode_partial(part)])).duplicates == 1
         assert back.apply(PairsMessage(Origin(0, 5), 600, 600, [decode_partial(part | {"ws": 600, "id": 7})])).applied == 1
+
+
+def test_pairs_values_msgspec_does_not_expect_decode_the_general_way():
+    """``decode_pairs`` decodes with msgspec's types; a value it does not expect (a float where the ingest
+    stage writes integers, a mark's idle clock as a float) is decoded by the general path, to the same
+    records ``decode_message`` makes; a data message's absent ``g`` is its start, a null one stays null."""
+    p = [["s", "a", "v"], ["d", "b", "v"], 0, "h", [1, 0, 0, 0, 1, 2, 1, 900], {"157": 1}, [3, 0],
+         ["10.0.1.9", None, None], "10.0.0.4", 5, {"157": 1}]
+    floaty = [*p[:4], [1, 0, 0, 0, 1, 2, 1, 900.5], *p[5:]]
+    for msgs in ([{"o": [0, 1], "t": 30, "g": 30, "P": [p]}],
+                 [{"o": [0, 1], "t": 30, "g": 30, "P": [floaty]}],  # not msgspec's types: the general path
+                 [{"mark": [0, 60], "idle": 99.5}, {"o": [0, 2], "t": 30, "P": [p]}],
+                 [{"o": [0, 3], "t": 30, "g": None, "P": [p]}]):
+        raw = orjson.dumps(msgs)
+        assert decode_pairs(raw) == [decode_message(m) for m in orjson.loads(raw)]
+    (m,) = decode_pairs(orjson.dumps([{"o": [0, 2], "t": 30, "P": [p]}]))
+    assert m.grid == 30 and m.parts[0].rtt_hist == {157: 1} and m.parts[0].counters == [1, 0, 0, 0, 1, 2, 1, 900]
+    (m,) = decode_pairs(orjson.dumps([{"o": [0, 3], "t": 30, "g": None, "P": [p]}]))
+    assert m.grid is None
+    (m,) = decode_pairs(orjson.dumps([{"o": [0, 1], "t": 30, "g": 30, "P": [floaty]}]))
+    assert m.parts[0].counters[7] == 900.5
+    assert decode_pairs(b'{"mark":[3,null],"idle":7}') == [ProgressMark(3, None, 7)]
+
+
+def test_an_open_window_keeps_names_and_addresses_once():
+    """Partials decoded from separate messages carry separate string objects; what a window keeps of
+    them (the reporter's name, its address, the top remotes) is one object per distinct value."""
+    def value(rid: int, t: int) -> bytes:
+        p = [["s", "a", "v"], ["d", "b", "v"], 0, "host-" + "x" * 20, [1, 0, 0, 0, 1, 2, 1, 900], {"157": 1}, [3, 0],
+             ["10.0.1." + "9" * 2, None, None], "10.0.0." + "4" * 2, rid, {"157": 1}]
+        return orjson.dumps([{"o": [0, rid], "t": t, "g": t, "P": [p]}])
+
+    pw = PartitionWindows(0, 600, 60, sources=1, interval_lateness_s=300)  # no interval handed over yet
+    for rid, t in ((1, 0), (2, 30), (3, 60)):
+        for msg in decode_pairs(value(rid, t)):
+            pw.apply(msg)
+    (agg,) = pw.open.values()
+    entries = [hosts[h] for hosts in agg.intervals.values() for h in hosts]
+    names = [h for hosts in agg.intervals.values() for h in hosts]
+    assert len(entries) >= 2  # (the first interval may have been handed over already)
+    assert len({id(n) for n in names}) == 1 and len({id(e[4]) for e in entries}) == 1
+    assert len({id(e[3][0]) for e in entries}) == 1
