@@ -23,6 +23,7 @@ from pipeline.aggregate.step import PartitionStep
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
 from pipeline.runtime import kafka
+from pipeline.wire.events import HealthBatch
 from pipeline.wire.records import encode
 
 __all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY",
@@ -203,7 +204,7 @@ async def restore_stage(conn: kafka.Connection | str, state_topic: str, health_t
             for msg in batch.get(tp, []):
                 if msg.offset >= first_offset:
                     return n, recs, nhi
-                r, h = stage.apply(orjson.loads(msg.value), time.time(), msg.offset)
+                r, h = stage.apply(HealthBatch.decode(msg.value), time.time(), msg.offset)
                 recs += r
                 nhi += h
                 n += 1

@@ -33,7 +33,7 @@ def run() -> dict:
     det = Detection()
     stage, typed, rows = AttributionStage(1), AttributionStage(1), AttributionStage(1)
     out: dict = {"events": [], "health": [], "attributions": [], "nhi": [], "typed": ([], []), "rows": ([], []),
-                 "messages": 0}
+                 "messages": 0, "mismatches": 0}
     for k in range(60):
         t = 30 * k
         new = []
@@ -48,10 +48,13 @@ def run() -> dict:
         # what the worker sends now: arrays, in messages of at most 2 KB here (~20 keys each)
         opened = [AnomalyEvent.from_wire(e) for e in new if e["event"] == "opened"]
         for m in encode_health(HealthUpdate(0, t, records, opened), 2048):
-            r, n = rows.apply(orjson.loads(m))
+            batch = HealthBatch.decode(m)  # as the worker reads it (msgspec)
+            out["mismatches"] += batch != HealthBatch.from_wire(orjson.loads(m))
+            r, n = rows.apply(batch)
             out["rows"][0].extend(r)
             out["rows"][1].extend(n)
             out["messages"] += 1
+        out["mismatches"] += HealthBatch.decode(orjson.dumps(msg)) != HealthBatch.from_wire(msg)  # objects, too
         recs, nhi = stage.apply(msg)
         trecs, tnhi = typed.apply_batch(HealthBatch.from_wire(msg))
         out["typed"][0].extend(trecs)
@@ -98,6 +101,20 @@ def test_health_as_arrays_in_chunks_attributes_as_the_object_form(run):
     earlier versions sent does: the same attributions and NHI periods, record for record."""
     assert run["messages"] > 2 * 60  # every interval's health took several messages
     assert run["rows"] == (run["attributions"], run["nhi"])
+    assert run["mismatches"] == 0  # msgspec's decoding equals the general path's, arrays and objects alike
+
+
+def test_health_values_msgspec_does_not_expect_decode_the_general_way():
+    """A health value whose types msgspec does not expect (a float ``upto``) or that mixes entry forms decodes
+    as the general path does; one that is not JSON is refused (the attribute agent logs and counts it)."""
+    h = KeyHealth(30, ("s1", "a1", "v"), ("s2", "a2", "v"), "s1/0", 1, 0, None, ("lat",), ("10.9.0.1", None, None), "10.0.0.4")
+    for d in ({"p": 1, "upto": 30.0, "health": [list(h)], "opened": []},
+              {"p": 1, "upto": 30, "health": [list(h), h.to_wire()]},
+              {"p": 1, "health": []}):
+        assert HealthBatch.decode(orjson.dumps(d)) == HealthBatch.from_wire(d)
+    assert HealthBatch.decode(orjson.dumps({"p": 1, "upto": 30, "health": [list(h), h.to_wire()]})).health == (h, h)
+    with pytest.raises(ValueError):
+        HealthBatch.decode(b'{"p": 1, "health": [')
 
 
 def test_health_messages_stay_under_their_limit_and_keep_order():

@@ -7,11 +7,11 @@ import asyncio
 import logging
 import time
 
-import orjson
 
 from pipeline.attribute.correlate import AttributionStage
 from pipeline.runtime.agents.context import Context
 from pipeline.runtime.restore import restore_stage
+from pipeline.wire.events import HealthBatch
 from pipeline.wire.records import encode
 
 __all__ = ["install"]
@@ -48,7 +48,7 @@ def install(ctx: Context) -> None:
             now = time.time()
             for event in events:
                 try:
-                    recs, nhi = stage.apply(orjson.loads(event.value), now, event.message.offset)
+                    recs, nhi = stage.apply(HealthBatch.decode(event.value), now, event.message.offset)
                 except Exception:  # a bug must not stop the stream; the message stays in the topic
                     log.exception("attribution failed on %s@%d", t.health, event.message.offset)
                     m.detect_errors.inc()
