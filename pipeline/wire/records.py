@@ -15,8 +15,8 @@ On the topics these records are compact JSON:
 * pairs message: ``{"o": [src_partition, src_offset], "t": report_start, "g": grid_interval,
   "P": [partial array, ...]}``; the ingest stage sends a JSON array of them per batch. Messages
   of earlier versions carry ``"parts": [partial, ...]`` (objects) instead, and are still read.
-  Arrays: 20 % fewer bytes, and about half the work to encode and a quarter less to decode
-  (``benchmarks/README.md``)
+  Arrays: 20 % fewer bytes and about half the work to encode; :func:`decode_pairs` reads them
+  with msgspec (``benchmarks/README.md``)
 * progress mark: ``{"mark": [src_partition, event_time], "idle": clock}`` (``idle`` optional)
 * closed window: ``schemas/wire/flow_window.v1.json``
 

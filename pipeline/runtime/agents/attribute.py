@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 
-
 from pipeline.attribute.correlate import AttributionStage
 from pipeline.runtime.agents.context import Context
 from pipeline.runtime.restore import restore_stage
