@@ -82,6 +82,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from operator import add
@@ -447,8 +448,13 @@ class PartitionWindows:
 
     def take_dirty(self) -> dict[str, dict | None]:
         """State of every key changed since the last call (``None``: deleted)."""
-        out: dict[str, dict | None] = {}
-        for key in self.dirty:
+        return dict(self.iter_dirty())
+
+    def iter_dirty(self) -> Iterator[tuple[str, dict | None]]:
+        """:meth:`take_dirty` one key at a time (the keys taken when the iteration starts, each state built
+        when it is reached)."""
+        dirty, self.dirty = self.dirty, set()
+        for key in dirty:
             if key == PROGRESS_KEY:
                 val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark,
                                     "iv_threshold": self._iv_threshold, "reached": self.reached}
@@ -458,9 +464,7 @@ class PartitionWindows:
                 val = {"closed": True, "I": pack_ids(self.closed[key])}
             else:
                 val = None
-            out[self.key_str(key)] = val
-        self.dirty.clear()
-        return out
+            yield self.key_str(key), val
 
     def load(self, key: str, val: dict) -> None:
         """Restore one key written by ``take_dirty`` (after a restart or rebalance)."""

@@ -49,7 +49,7 @@ import functools
 import hashlib
 import io
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -397,11 +397,19 @@ class Detection:
     # --- persistence -------------------------------------------------------------------
     def take_dirty(self) -> dict[tuple[str, str, str], dict[str, Any] | None]:
         """The state of every key changed since the last call; ``None`` for a key forgotten (:meth:`expire`)."""
-        out: dict[tuple[str, str, str], dict[str, Any] | None] = {k: self.keys[k].state() for k in self.dirty}
-        out.update(dict.fromkeys(self.expired))
-        self.dirty.clear()
-        self.expired.clear()
-        return out
+        return dict(self.iter_dirty())
+
+    def iter_dirty(self) -> Iterator[tuple[tuple[str, str, str], dict[str, Any] | None]]:
+        """:meth:`take_dirty` one key at a time: the keys are taken when the iteration starts, each state is
+        built when it is reached (a batch that scored tens of thousands of keys does not hold all their
+        states at once)."""
+        dirty, expired = self.dirty, self.expired
+        self.dirty, self.expired = set(), set()
+        keys = self.keys
+        for k in dirty:
+            yield k, keys[k].state()
+        for k in expired:
+            yield k, None
 
     def load(self, key: Iterable[str], val: Mapping[str, Any]) -> None:
         k = tuple(key)

@@ -13,7 +13,7 @@ windows absorb the rest (a replay of the reports, re-sent reports).
 from __future__ import annotations
 
 import time
-
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import orjson
@@ -111,16 +111,22 @@ class PartitionState:
         holds it unscored; it is then scored again on restart, and ``Detection`` skips it
         (each key remembers the last interval it scored). The reverse order would lose it.
         """
-        out: list[StateWrite] = []
+        return list(self.iter_dirty())
+
+    def iter_dirty(self) -> Iterator[StateWrite]:
+        """:meth:`take_dirty` one write at a time, in the same order, each state built and encoded when it is
+        reached: the aggregate agent hands each to the producer before the next is made, so a batch that
+        scored tens of thousands of keys never holds all their states at once. What is dirty is taken
+        when the iteration starts."""
+        partition = self.partition
         if self.detection is not None:
-            for k, v in self.detection.take_dirty().items():
-                out.append(StateWrite(StateKey.detector(self.partition, k), None if v is None else encode(v)))
-        for text, v in self.windows.take_dirty().items():
-            out.append(StateWrite(StateKey(self.partition, None, text), None if v is None else encode(v)))
+            for k, v in self.detection.iter_dirty():
+                yield StateWrite(StateKey.detector(partition, k), None if v is None else encode(v))
+        for text, v in self.windows.iter_dirty():
+            yield StateWrite(StateKey(partition, None, text), None if v is None else encode(v))
         if self._pairs_dirty:  # last: once it is durable, every write before it in the partition is too
-            out.append(StateWrite(StateKey(self.partition, None, self._pairs_key()), encode({"offset": self.pairs_offset})))
             self._pairs_dirty = False
-        return out
+            yield StateWrite(StateKey(partition, None, self._pairs_key()), encode({"offset": self.pairs_offset}))
 
     def _pairs_key(self) -> str:
         return orjson.dumps([self.partition, PAIRS_KEY]).decode()

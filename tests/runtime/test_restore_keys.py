@@ -61,3 +61,27 @@ def test_the_state_says_how_far_in_the_pairs_topic_it_reaches():
     assert back.pairs_offset == 41 and back.windows.open.keys() == ps.windows.open.keys()
     ps.applied(42)
     assert [orjson.loads(w.value) for w in ps.take_dirty()] == [{"offset": 42}]
+
+
+def test_state_writes_are_made_one_at_a_time_in_the_same_order(monkeypatch):
+    """The aggregate agent sends each state write before the next is made (``iter_dirty``): a batch that
+    scored tens of thousands of keys never holds all their states at once. The writes, their order (detector
+    keys, windows, the pairs offset last) and what is left dirty are those of ``take_dirty``."""
+    from pipeline.detect.detection import KeyState
+
+    a, b = _state(), _state()
+    for ps in (a, b):
+        _feed(ps)
+        ps.applied(7)
+    want = a.take_dirty()
+    made = []
+    real = KeyState.state
+    monkeypatch.setattr(KeyState, "state", lambda self: made.append(self.instance) or real(self))
+    it = b.iter_dirty()
+    first = next(it)
+    assert len(made) == 1  # only the first key's state exists yet
+    got = [first, *it]
+    assert [(w.key, w.value) for w in got] == [(w.key, w.value) for w in want]
+    assert got[-1].key.text == orjson.dumps([2, PAIRS_KEY]).decode() and orjson.loads(got[-1].value) == {"offset": 7}
+    assert len(made) == sum(w.key.detector_key is not None for w in want) > 1
+    assert list(b.iter_dirty()) == [] == a.take_dirty()  # nothing left dirty

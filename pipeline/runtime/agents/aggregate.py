@@ -88,7 +88,7 @@ async def _write_state(ctx: Context, touched: dict[int, PartitionState]) -> None
     m = ctx.metrics
     biggest = 0
     for p, ps in touched.items():
-        for w in ps.take_dirty():
+        for w in ps.iter_dirty():  # each state made as it is sent: a big batch's states are not all held at once
             await ctx.send(ctx.topics.state, w.value, p, w.key.text.encode())
             if w.value is not None and w.key.detector_key is not None:
                 biggest = max(biggest, len(w.value))
