@@ -45,7 +45,6 @@ from __future__ import annotations
 import base64
 import functools
 import struct
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -76,7 +75,6 @@ __all__ = [
 ]
 
 _OPTS = orjson.OPT_NON_STR_KEYS
-_intern = sys.intern
 
 
 def encode(obj: Any) -> bytes:
@@ -147,19 +145,13 @@ def encode_partial(p: Partial) -> dict[str, Any]:
 
 
 def decode_partial(d: dict[str, Any]) -> Partial:
-    """A partial from its decoded JSON (histogram keys back to ints; absent extras default).
-
-    The reporter's name and the addresses are interned: an open window keeps each partial's
-    per-host sums until its grid interval is scored, and the same few thousand names and
-    addresses would otherwise be held once per partial (``benchmarks.rss``: peak 859 -> 730 MiB
-    with 10,000 open pair-windows, for about 0.4 us per partial).
-    """
+    """A partial from its decoded JSON (histogram keys back to ints; absent extras default). Names and
+    addresses are interned where an open window keeps them (``aggregate.windows.WindowAgg.add``)."""
     m = d.get("m")
     top = d.get("top")
-    ip = d.get("ip")
-    return new_partial((d["src"], d["dst"], d["ws"], _intern(d["host"]), d["c"], {int(b): n for b, n in d["h"].items()},
-                        d.get("x") or [0, 0], [x and _intern(x) for x in top] if top else [None, None, None],
-                        ip and _intern(ip), d["id"], {int(b): n for b, n in m.items()} if m else {}))
+    return new_partial((d["src"], d["dst"], d["ws"], d["host"], d["c"], {int(b): n for b, n in d["h"].items()},
+                        d.get("x") or [0, 0], list(top) if top else [None, None, None], d.get("ip"), d["id"],
+                        {int(b): n for b, n in m.items()} if m else {}))
 
 
 # --- pairs topic -----------------------------------------------------------------------------
@@ -216,7 +208,7 @@ def encode_pairs(origin: Origin, start: int | None, grid: int | None, parts: lis
 
 def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
     """One decoded pairs-topic message as its record (older data messages carry their partials as
-    objects, and may lack ``g`` or ``t``). Names and addresses are interned (:func:`decode_partial`)."""
+    objects, and may lack ``g`` or ``t``)."""
     mark = d.get("mark")
     if mark is not None:
         src, t = mark
@@ -226,9 +218,8 @@ def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
     if arrays is None:
         parts = [decode_partial(p) for p in d["parts"]]
     else:
-        new, intern = new_partial, _intern
-        parts = [new((a[0], a[1], a[2], intern(a[3]), a[4], {int(b): n for b, n in a[5].items()}, a[6],
-                      [x and intern(x) for x in a[7]], a[8] and intern(a[8]), a[9],
+        new = new_partial
+        parts = [new((a[0], a[1], a[2], a[3], a[4], {int(b): n for b, n in a[5].items()}, a[6], list(a[7]), a[8], a[9],
                       {int(b): n for b, n in a[10].items()}))
                  for a in arrays]
     return _new_pairs((_new_origin(d["o"]), None if t is None else int(t), d.get("g", t), parts))
@@ -257,8 +248,8 @@ def decode_pairs(value: bytes) -> list[PairsMessage | ProgressMark]:
     Decoded by msgspec into typed records at about the cost of ``orjson.loads`` alone (building the
     partials from orjson's dicts and lists in Python took twice that again: ``benchmarks/README.md``).
     A value whose types msgspec does not expect (a float where the ingest stage writes integers) goes
-    the general way: ``orjson`` and :func:`decode_message`. Names and addresses are not interned here
-    (a partial is immutable): ``aggregate.windows`` interns what it keeps.
+    the general way: ``orjson`` and :func:`decode_message`. Names and addresses are interned where the
+    windows keep them (``aggregate.windows``), not here.
     """
     try:
         val = _PAIRS_DECODER.decode(value)
