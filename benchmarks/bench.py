@@ -71,7 +71,7 @@ from pipeline.sim.simulator import Simulator
 from pipeline.sim.totals import expected_totals
 from pipeline.runtime.topics import Topics, ensure_topics
 
-from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, scrape_metrics, unique_name, \
+from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, proc_cpu_s, scrape_metrics, unique_name, \
     worker_env
 
 HERE = Path(__file__).resolve().parent
@@ -176,7 +176,9 @@ class Result:
     e2e_rate: float = 0.0
     worker_cpu_s: float = 0.0
     worker_main_cpu_s: float = 0.0
+    worker_cpu_each: list[float] = field(default_factory=list)  # --workers: each process's CPU s, first (sink) first
     other_cores: float = 0.0
+    broker_cores: float = float("nan")  # the broker's CPU over the end-to-end span, in cores (what the workers could not use)
     exact: bool | None = None
     deadletters: int = 0
     profiled: bool = False
@@ -281,7 +283,9 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
     endpoint = Path(w.log_path.parent) / "sql-endpoint.json"
     t_spawn = w.started
     t_first = t_ingested = t_lag0 = t_landed = t_aggregated = t_emitted = None
-    cpu_first = main_first = 0.0
+    main_first = 0.0
+    broker_first = float("nan")
+    cpu_each: list[float] = []
     meter: CpuMeter | None = None
     got = landed = committed = 0
     next_lag = next_ch = 0.0
@@ -302,9 +306,10 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
                 got = int(m.get("flowmon_reports_total", 0))
                 if got and t_first is None:
                     t_first = stamp
-                    cpu_first = sum(x.cpu_s() for x in workers)
+                    cpu_each = [x.cpu_s() for x in workers]
                     main_first = sum(x.main_thread_cpu_s() for x in workers)
                     meter = CpuMeter(w.pid, broker_pid or 0, *[x.pid for x in workers[1:]])
+                    broker_first = proc_cpu_s(broker_pid) if broker_pid else float("nan")
                 if got >= n_reports and t_ingested is None:
                     t_ingested = stamp
                 if wl.partials and t_aggregated is None and m.get("flowmon_partials_applied_total", 0) >= wl.partials:
@@ -349,9 +354,12 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
         res.e2e_s = t_landed - t_first
         res.ingest_rate = wl.samples / res.ingest_s if res.ingest_s > 0 else 0.0
         res.e2e_rate = wl.samples / res.e2e_s if res.e2e_s > 0 else 0.0
-        res.worker_cpu_s = sum(x.cpu_s() for x in workers) - cpu_first
+        res.worker_cpu_each = [x.cpu_s() - c0 for x, c0 in zip(workers, cpu_each)]
+        res.worker_cpu_s = sum(res.worker_cpu_each)
         res.worker_main_cpu_s = sum(x.main_thread_cpu_s() for x in workers) - main_first
         res.other_cores = meter.stop()["other_cores"]
+        if broker_pid:
+            res.broker_cores = (proc_cpu_s(broker_pid) - broker_first) / res.e2e_s if res.e2e_s > 0 else float("nan")
         assert client is not None
         total = client.command("SELECT sum(samples) FROM flow_windows FINAL")
         res.exact = int(total) == wl.samples
@@ -447,7 +455,7 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
         console.log(f"{status.title}: worker ingest {res.ingest_rate:,.0f} samples/s ({res.ingest_s:.2f} s to lag 0), "
                     f"end to end {res.e2e_rate:,.0f} samples/s ({res.e2e_s:.2f} s, tail {res.tail_s:.2f} s), "
                     f"ratio {res.ratio:.2f}; worker CPU {res.worker_cpu_s:.2f} s (main thread "
-                    f"{res.worker_main_cpu_s:.2f} s); other load {res.other_cores:.2f} cores; "
+                    f"{res.worker_main_cpu_s:.2f} s); broker {res.broker_cores:.2f} cores; other load {res.other_cores:.2f} cores; "
                     f"startup {res.startup_s:.1f} s; exact={res.exact}, dead letters {res.deadletters}")
     if profile_to is not None and profile_to.exists():
         res.profile_text = profile_summary(profile_to)
@@ -622,13 +630,13 @@ def scaling_table(results: list[Result]) -> Table:
     >>> import io
     >>> out = Console(width=100, record=True, file=io.StringIO())
     >>> out.print(scaling_table(runs))
-    >>> [line.split()[-2] for line in out.export_text().splitlines() if "tansu" in line]
+    >>> [line.split()[-3] for line in out.export_text().splitlines() if "tansu" in line]
     ['1.60', '1.80', '1.70']
     """
     counts = sorted({r.workers for r in results})
     t = Table(title="scale-out: end to end, samples/s, by worker processes in one group", title_justify="left")
     for col in ("broker", "workload", "run", *[f"{n} worker{'s' if n > 1 else ''}" for n in counts],
-                *[f"{n}/1" for n in counts if n > 1]):
+                *[f"{n}/1" for n in counts if n > 1], f"CPU s per process ({counts[-1]})"):
         t.add_column(col, justify="left" if col in ("broker", "workload") else "right")
     groups: dict[tuple[str, str, str], dict[int, dict[int, Result]]] = {}
     for r in results:
@@ -641,8 +649,10 @@ def scaling_table(results: list[Result]) -> Table:
             for n in ratios:
                 if n in ok and 1 in ok:
                     ratios[n].append(ok[n] / ok[1])
+            most = by_n.get(counts[-1])
             t.add_row(kind, workload + (f" {tree}" if tree else ""), str(run), *cells,
-                      *[f"{ok[n] / ok[1]:.2f}" if n in ok and 1 in ok else "-" for n in ratios])
+                      *[f"{ok[n] / ok[1]:.2f}" if n in ok and 1 in ok else "-" for n in ratios],
+                      " / ".join(f"{c:.1f}" for c in most.worker_cpu_each) if most else "-")
         if len(runs) > 1:
             t.add_row(kind, workload, "median", *[""] * len(counts),
                       *[f"[bold]{_median(v):.2f}[/]" if v else "-" for v in ratios.values()], end_section=True)
