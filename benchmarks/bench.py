@@ -625,13 +625,14 @@ def compare_table(results: list[Result], before: Path, after: Path) -> Table:
 def scaling_table(results: list[Result]) -> Table:
     """--workers 1,2: each run's end-to-end rate per worker count, and the ratio to one worker (median last).
 
-    >>> runs = [Result("tansu", "fleet", n, 1, 100, 1, e2e_rate=r, workers=k)
+    >>> runs = [Result("tansu", "fleet", n, 1, 100, 1, e2e_rate=r, workers=k, worker_cpu_each=[9.5 + k, 9.0][:k])
     ...         for n, (one, two) in enumerate([(10e3, 16e3), (10e3, 18e3)], 1) for k, r in ((1, one), (2, two))]
     >>> import io
     >>> out = Console(width=100, record=True, file=io.StringIO())
     >>> out.print(scaling_table(runs))
-    >>> [line.split()[-3] for line in out.export_text().splitlines() if "tansu" in line]
-    ['1.60', '1.80', '1.70']
+    >>> rows = [line.split("│") for line in out.export_text().splitlines() if "tansu" in line]
+    >>> [(r[-3].strip(), r[-2].strip()) for r in rows]    # the ratio, and each process's CPU with two workers
+    [('1.60', '11.5 / 9.0'), ('1.80', '11.5 / 9.0'), ('1.70', '')]
     """
     counts = sorted({r.workers for r in results})
     t = Table(title="scale-out: end to end, samples/s, by worker processes in one group", title_justify="left")
