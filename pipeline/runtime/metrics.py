@@ -30,6 +30,9 @@ class Metrics:
                                   registry=r)
         self.pairs_replayed = Counter("flowmon_pairs_replayed", "Pairs messages read again after a restart or a "
                                       "rebalance that the restored state already held, skipped", registry=r)
+        self.fenced = Counter("flowmon_pairs_fenced", "Pairs messages whose batch was dropped, unacknowledged, because "
+                              "the worker was no longer in the group (its partitions' new owner reads them again)",
+                              registry=r)
         self.windows = Counter("flowmon_windows_emitted", "Windows closed and emitted", registry=r)
         self.open_windows = Gauge("flowmon_open_windows", "Open (pair, window) states held", registry=r)
         self.landed = Counter("flowmon_windows_landed", "Windows written to ClickHouse", registry=r)

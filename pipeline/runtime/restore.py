@@ -8,11 +8,28 @@ assigned pairs partition p next replays state partition p up to its end and rebu
 the store. The state also says up to which pairs offset it reaches (``PAIRS_KEY``, written
 last), so the pairs messages a replay brings again are skipped; report identities inside the
 windows absorb the rest (a replay of the reports, re-sent reports).
+
+Owners. A worker put out of the group without knowing it (paused past the session timeout)
+may still deliver state writes after another worker took the partition over and restored it:
+its producer sends what it had buffered when it resumes. The state topic keeps the last write
+of each key, so a later restore would mix the two workers' keys, and skip (``PAIRS_KEY``)
+pairs messages the stale keys never had. So whoever restores a partition first writes an
+*owner marker* there (:func:`owner_marker`: a key of its own, never compacted away, naming a
+writer id), and every state write it makes carries that id in a record header
+(``WRITER_HEADER``). Reading a partition back, a record whose writer is not the one the last
+marker before it names is ignored: a stale owner's late writes never count. The restoring worker
+reads past its own marker, so it sees exactly what any later restore will see. A marker counts
+only if it was made later (wall clock, in it) than the owner marker before it: the aggregate
+agent makes one only after the group coordinator confirmed it is a member (``runtime.fence``),
+so a worker paused between that and its marker's delivery made it before it was put out of
+the group, at least a session timeout before its successor made its own. (This assumes the
+workers' clocks agree to well within the session timeout.)
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -27,10 +44,16 @@ from pipeline.wire.events import HealthBatch
 from pipeline.wire.records import encode
 
 __all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY",
-           "PAIRS_KEY"]
+           "PAIRS_KEY", "OWNER_KEY", "WRITER_HEADER", "new_writer", "owner_marker", "Restored", "restore_owned"]
 
 #: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
 DETECT_KEY = "__detect__"
+
+#: Second element of an owner marker's key: ``[partition, "__owner__", writer]`` -> ``{"writer": writer}``.
+OWNER_KEY = "__owner__"
+
+#: Record header naming the writer (the owner marker's id) of a state write.
+WRITER_HEADER = "flowmon-writer"
 
 #: Second element of the key that says how far in the pairs topic a partition's state reaches:
 #: ``[partition, "__pairs__"]`` -> ``{"offset": N}`` (every message up to offset N is in the state).
@@ -62,6 +85,47 @@ class StateKey(NamedTuple):
         return cls(parts[0], tuple(parts[2:]) if parts[1] == DETECT_KEY else None, text)
 
 
+def new_writer() -> str:
+    """A writer id for the owner marker of one restore (unique across workers and restarts)."""
+    return uuid.uuid4().hex
+
+
+def owner_marker(partition: int, writer: str, at: float) -> StateWrite:
+    """The record that makes ``writer`` the owner of state partition ``partition`` from here on,
+    made at wall-clock time ``at``.
+
+    >>> w = owner_marker(2, "ab12", 1700000000.5)
+    >>> w.key.text, orjson.loads(w.value)
+    ('[2,"__owner__","ab12"]', {'writer': 'ab12', 'at': 1700000000.5})
+    """
+    return StateWrite(StateKey(partition, None, orjson.dumps([partition, OWNER_KEY, writer]).decode()),
+                      encode({"writer": writer, "at": at}))
+
+
+def _marker(key: bytes | None, value: bytes | None) -> tuple[bytes, float] | None:
+    """An owner marker's writer (as the header carries it) and time, or None for any other record."""
+    if key is None or value is None or b'"__owner__"' not in key:
+        return None
+    parts = orjson.loads(key)
+    if len(parts) != 3 or parts[1] != OWNER_KEY:
+        return None
+    return parts[2].encode(), float(orjson.loads(value).get("at", 0.0))
+
+
+def _writer_of(record: Any) -> bytes | None:
+    for name, value in record.headers or ():
+        if name == WRITER_HEADER:
+            return value
+    return None
+
+
+class Restored(NamedTuple):
+    """What a restore loaded from one partition: keys loaded, and records ignored as a stale owner's."""
+
+    keys: int
+    ignored: int
+
+
 class StateWrite(NamedTuple):
     """One record for the state topic: key, JSON value or None (a tombstone)."""
 
@@ -85,6 +149,8 @@ class PartitionState:
         #: dead-letter as late what the state already counts.
         self.pairs_offset = -1
         self._pairs_dirty = False
+        #: the writer id of the owner marker this state was restored under (its writes carry it)
+        self.writer: str | None = None
 
     def applied(self, offset: int) -> None:
         """The pairs message at ``offset`` is in the state now."""
@@ -142,28 +208,53 @@ async def restore_many(conn: kafka.Connection | str, topic: str, stores: list[Pa
     """``restore`` for several partitions with one consumer; returns the keys loaded per store.
 
     Reads each partition from its beginning to its end (:func:`kafka.read_to_end`), keeping the
-    latest value of each key, then loads the keys whose latest value is not a tombstone.
+    latest value of each key, then loads the keys whose latest value is not a tombstone. A record
+    written by another writer than the one the last owner marker before it names is ignored.
     """
+    return [r.keys for r in await restore_owned(conn, topic, stores, max_bytes=max_bytes, timeout_s=timeout_s)]
+
+
+async def restore_owned(conn: kafka.Connection | str, topic: str, stores: list[PartitionWindows] | list[PartitionState],
+                        max_bytes: int = 8 << 20, timeout_s: float = 120.0) -> list[Restored]:
+    """:func:`restore_many`, also saying per store how many records were ignored as a stale owner's."""
     if not stores:
         return []
     tps = [TopicPartition(topic, st.partition) for st in stores]
     consumer = kafka.reader(conn, max_bytes, auto_offset_reset="earliest")
     await consumer.start()
     latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
+    owner: dict[int, bytes | None] = {tp.partition: None for tp in tps}  # None: no marker yet, every record counts
+    owner_at = dict.fromkeys(owner, float("-inf"))
+    ignored = dict.fromkeys(owner, 0)
+
+    def take(tp: TopicPartition, msg: Any) -> None:
+        p = tp.partition
+        marker = _marker(msg.key, msg.value)
+        if marker is not None:
+            # a marker made before the current owner's is a stale worker's, delivered late: its maker
+            # was still in the group when it made it, so the current owner's came later
+            if marker[1] > owner_at[p]:
+                owner[p], owner_at[p] = marker
+            else:
+                ignored[p] += 1
+        elif owner[p] is not None and _writer_of(msg) != owner[p]:
+            ignored[p] += 1
+        else:
+            latest[p][msg.key] = msg.value
+
     try:
-        await kafka.read_to_end(consumer, tps, lambda tp, msg: latest[tp.partition].__setitem__(msg.key, msg.value),
-                                timeout_s=timeout_s)
+        await kafka.read_to_end(consumer, tps, take, timeout_s=timeout_s)
     finally:
         await consumer.stop()
-    counts = []
+    out = []
     for st in stores:
         n = 0
         for key, value in latest[st.partition].items():
             if value is not None:
                 st.load(key.decode(), orjson.loads(value))
                 n += 1
-        counts.append(n)
-    return counts
+        out.append(Restored(n, ignored[st.partition]))
+    return out
 
 
 class _StageState:

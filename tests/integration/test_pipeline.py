@@ -5,6 +5,7 @@ Every test runs on both brokers (Tansu and Apache Kafka) through the ``broker`` 
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,35 @@ def test_sigkill_worker_mid_run(deploy):
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []  # nothing late, nothing refused
     assert instance_differences(d.client) == []  # the replayed and restored windows' instances too
+
+
+def test_paused_worker_does_not_overwrite_its_successor(deploy):
+    """A worker paused mid-backlog past the session timeout is put out of the group; another worker
+    restores its partitions. When the paused one resumes, the batch it was in must not write its state
+    over the new owner's (``runtime.fence``): after the rebalance that takes it back in, both workers
+    restore from the state topic, and the totals stay exact."""
+    sim, reports, expected = fleet(minutes=40, seed=5)
+    d = deploy(topology=FLEET)
+    d.start(roles="sink")
+    w1 = d.start(roles="pipeline")
+    d.produce(reports)
+    first = d.wait_windows(1, timeout=180)
+    w1.send_signal(signal.SIGSTOP)
+    try:
+        assert 1 <= first < len(expected), "the pause must happen mid-run"
+        d.start(roles="pipeline")
+        log = d.workdir / "worker-2.log"
+        deadline = time.time() + 120
+        while time.time() < deadline and log.read_text(errors="replace").count(": restored ") < 4:
+            time.sleep(0.5)  # the new worker owns every pairs partition and has restored them all
+        assert log.read_text(errors="replace").count(": restored ") >= 4, d.logs()
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    got = d.wait_windows(len(expected), timeout=300)
+    assert got == len(expected), d.logs()
+    assert compare(expected, d.landed()) == [], d.logs()
+    assert d.deadletters() == []
+    assert instance_differences(d.client) == []
 
 
 @pytest.mark.kafka

@@ -55,3 +55,59 @@ def test_restore_empty_partition(broker):
     pw = PartitionWindows(1, 600, 60, sources=1)
     assert asyncio.run(restore(broker, topics.state, pw, timeout_s=30)) == 0
     assert pw.open == {} and pw.watermark is None
+
+
+class _Keys:
+    """A store that keeps what a restore loads, key by key."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.loaded: dict[str, dict] = {}
+
+    def load(self, key: str, val: dict) -> None:
+        self.loaded[key] = val
+
+
+def test_restore_ignores_a_stale_owners_late_writes(broker):
+    """Writes from a worker that lost the partition (it was paused, and resumed after the next owner
+    wrote its marker) never count in a restore, nor does a marker made before the owner's one; the
+    owner's writes do, and so does what came before any marker."""
+    from pipeline.runtime.restore import WRITER_HEADER, owner_marker, restore_owned
+
+    topics = Topics.from_settings(Settings(topic_prefix=unique_name("st"), partitions=2))
+    asyncio.run(ensure_topics(broker, topics))
+
+    async def write() -> None:
+        prod = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=50)
+        await prod.start()
+        try:
+            async def put(key: str, val: dict | None, writer: str | None) -> None:
+                headers = [(WRITER_HEADER, writer.encode())] if writer else None
+                await prod.send(topics.state, None if val is None else encode(val), key=key.encode(), partition=1,
+                                headers=headers)
+
+            async def own(writer: str, at: float) -> None:
+                m = owner_marker(1, writer, at)
+                await prod.send(topics.state, m.value, key=m.key.text.encode(), partition=1)
+
+            await put("k1", {"v": 1}, None)      # from a worker older than the markers: counts
+            await put("k2", {"v": 1}, None)
+            await own("a", 100.0)
+            await put("k1", {"v": 2}, "a")       # the owner's
+            await put("k1", {"v": 0}, "z")       # a stale owner resumed: ignored, k1 stays 2
+            await put("k2", None, "z")           # its tombstone too: k2 stays
+            await own("c", 200.0)
+            await put("k3", {"v": 3}, "c")
+            await put("k1", {"v": 9}, "a")       # a is the stale one now
+            await own("y", 150.0)                # a marker made before c's, delivered late: not an owner
+            await put("k3", {"v": 4}, "y")
+            await put("k4", {"v": 4}, "c")       # c still owns
+            await prod.flush()
+        finally:
+            await prod.stop()
+
+    asyncio.run(write())
+    store = _Keys(1)
+    [got] = asyncio.run(restore_owned(broker, topics.state, [store], timeout_s=30))
+    assert store.loaded == {"k1": {"v": 2}, "k2": {"v": 1}, "k3": {"v": 3}, "k4": {"v": 4}}
+    assert got.keys == 4 and got.ignored == 5

@@ -11,10 +11,10 @@ from dataclasses import replace
 from pipeline.aggregate.step import StepOutput
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
-from pipeline.runtime import collector
+from pipeline.runtime import collector, fence
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.runtime.agents.ingest import send_deadletter
-from pipeline.runtime.restore import PartitionState, restore_many
+from pipeline.runtime.restore import WRITER_HEADER, PartitionState, new_writer, owner_marker, restore_owned
 from pipeline.wire.contract import pair_partition
 from pipeline.wire.records import DeadLetter, decode_pairs, encode, encode_health, encode_window
 
@@ -33,21 +33,40 @@ def new_state(ctx: Context, q: int) -> PartitionState:
                   key_ttl_s=s.detector_key_ttl_s))
 
 
-async def store(ctx: Context, p: int) -> PartitionState:
+async def store(ctx: Context, p: int, gen: int | None = None) -> PartitionState:
     """Pairs partition ``p``'s state; on first use after a rebalance, every assigned pairs
-    partition not restored yet is restored from the state topic, with one consumer."""
+    partition not restored yet is restored from the state topic, with one consumer. ``gen``: the
+    group generation the batch was read under; :class:`fence.Fenced` if this worker is no longer
+    in it (it must not own anything)."""
     ps = ctx.stores.get(p)
     if ps is None:
         app = ctx.flow.app
         await app.producer.flush()  # our own last writes must be readable
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == ctx.topics.pairs} | {p}
         todo = [new_state(ctx, q) for q in sorted(mine) if q not in ctx.stores]
-        for q_ps, n in zip(todo, await restore_many(ctx.flow.conn, ctx.topics.state, todo)):
+        # own each partition before reading it back: a stale owner's writes after the marker never count
+        # (``runtime.restore``), and the restore reads past the marker, so it sees what any later one will;
+        # only a member may make a marker, and it is made right after the coordinator said so
+        if not await fence.still_member(app, gen):
+            raise fence.Fenced
+        writer, at = new_writer(), time.time()
+        marks = []
+        for q_ps in todo:
+            q_ps.writer = writer
+            w = owner_marker(q_ps.partition, writer, at)
+            marks.append(await ctx.send(ctx.topics.state, w.value, q_ps.partition, w.key.text.encode(),
+                                        [(WRITER_HEADER, writer.encode())]))
+        if marks:
+            await asyncio.gather(*marks)
+        for q_ps, got in zip(todo, await restore_owned(ctx.flow.conn, ctx.topics.state, todo)):
             ctx.stores[q_ps.partition] = q_ps
             q_pw = q_ps.windows
             log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "
-                     "watermark %s, up to pairs offset %d", q_ps.partition, n, len(q_pw.open), len(q_pw.closed),
+                     "watermark %s, up to pairs offset %d", q_ps.partition, got.keys, len(q_pw.open), len(q_pw.closed),
                      len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark, q_ps.pairs_offset)
+            if got.ignored:
+                log.warning("pairs partition %d: ignored %d state records a worker wrote after it had lost the "
+                            "partition", q_ps.partition, got.ignored)
         if todo and ctx.settings.gc_young_threshold:
             collector.settle()  # the restored state lives as long as the assignment
         ps = ctx.stores[p]
@@ -88,8 +107,9 @@ async def _write_state(ctx: Context, touched: dict[int, PartitionState]) -> None
     m = ctx.metrics
     biggest = 0
     for p, ps in touched.items():
+        headers = [(WRITER_HEADER, ps.writer.encode())] if ps.writer is not None else None
         for w in ps.iter_dirty():  # each state made as it is sent: a big batch's states are not all held at once
-            await ctx.send(ctx.topics.state, w.value, p, w.key.text.encode())
+            await ctx.send(ctx.topics.state, w.value, p, w.key.text.encode(), headers)
             if w.value is not None and w.key.detector_key is not None:
                 biggest = max(biggest, len(w.value))
     m.open_windows.set(sum(len(ps.windows.open) for ps in ctx.stores.values()))
@@ -106,23 +126,39 @@ def install(ctx: Context) -> None:
         pacer = Pacer()
         async for events in stream.take_events(1000, within=0.05):
             # everything below happens before these events are acked (take_events acks after)
+            gen = fence.generation(flow.app)  # the group generation these events were read under
             out = StepOutput()
             late: list[DeadLetter] = []
             touched: dict[int, PartitionState] = {}
             replayed = 0
-            for event in events:
-                p = event.message.partition
-                ps = touched.get(p) or await store(ctx, p)
-                touched[p] = ps
-                if event.message.offset <= ps.pairs_offset:  # already in the restored state
-                    replayed += 1
-                    continue
-                for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a lone mark
-                    n = len(out.late)
-                    ps.step.apply(msg, out)
-                    late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
-                    await pacer.tick()  # the loop's other tasks (sink, timers) get their turn
-                ps.applied(event.message.offset)
+            try:
+                for event in events:
+                    p = event.message.partition
+                    ps = touched.get(p) or await store(ctx, p, gen)
+                    touched[p] = ps
+                    if event.message.offset <= ps.pairs_offset:  # already in the restored state
+                        replayed += 1
+                        continue
+                    for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a mark
+                        n = len(out.late)
+                        ps.step.apply(msg, out)
+                        late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
+                        await pacer.tick()  # the loop's other tasks (sink, timers) get their turn
+                    ps.applied(event.message.offset)
+                if not await fence.still_member(flow.app, gen):
+                    raise fence.Fenced
+            except fence.Fenced:
+                # put out of the group mid-batch (paused past the session timeout, or the batch outlasted
+                # the rebalance timeout): another worker owns these partitions and restored their state;
+                # nothing this batch caused may be sent after that restore (``runtime.fence``)
+                fence.unack(flow.app, events)
+                ctx.stores.clear()
+                m.fenced.inc(len(events))
+                log.warning("aggregate: this worker was no longer in the group during its batch of %d pairs "
+                            "messages (paused longer than the session timeout, or the batch outlasted the "
+                            "rebalance timeout); the batch is dropped, unacknowledged, and read again by the "
+                            "partitions' owner", len(events))
+                continue
             if replayed:
                 m.pairs_replayed.inc(replayed)
                 log.info("skipped %d pairs messages read again that the restored state already holds", replayed)

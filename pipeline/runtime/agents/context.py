@@ -83,6 +83,7 @@ class Context:
     def metrics(self) -> Metrics:
         return self.flow.metrics
 
-    async def send(self, topic: str, value: bytes | None, partition: int | None = None, key: bytes | None = None):
+    async def send(self, topic: str, value: bytes | None, partition: int | None = None, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]] | None = None):
         """Send through the worker's producer; returns the delivery future."""
-        return await self.flow.app.producer.send(topic, key, value, partition, None, None)
+        return await self.flow.app.producer.send(topic, key, value, partition, None, headers)
