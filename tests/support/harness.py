@@ -162,14 +162,19 @@ class Deployment:
                 await p.stop()
         asyncio.run(go())
 
-    def read_topic(self, topic: str, n: int, timeout: float = 60) -> list[dict]:
+    def read_topic(self, topic: str, n: int, timeout: float = 60, key: str | None = None) -> list[dict]:
+        """The first ``n`` JSON messages of ``topic`` (fewer after ``timeout``); with ``key``, read until
+        ``n`` distinct values of that field have come (at-least-once: a replay repeats messages)."""
+        def done(out: list[dict]) -> bool:
+            return (len(out) if key is None else len({m.get(key) for m in out})) >= n
+
         async def go():
             c = kafka.consumer(self.conn, topic, auto_offset_reset="earliest")
             await c.start()
             out: list[dict] = []
             end = time.time() + timeout
             try:
-                while len(out) < n and time.time() < end:
+                while not done(out) and time.time() < end:
                     for msgs in (await c.getmany(timeout_ms=500)).values():
                         out.extend(orjson.loads(m.value) for m in msgs)
             finally:
