@@ -49,7 +49,7 @@ __all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateK
 #: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
 DETECT_KEY = "__detect__"
 
-#: Second element of an owner marker's key: ``[partition, "__owner__", writer]`` -> ``{"writer": writer}``.
+#: Second element of an owner marker's key: ``[partition, "__owner__", writer]`` -> ``{"writer": writer, "at": t}``.
 OWNER_KEY = "__owner__"
 
 #: Record header naming the writer (the owner marker's id) of a state write.

@@ -54,8 +54,7 @@ async def store(ctx: Context, p: int, gen: int | None = None) -> PartitionState:
         for q_ps in todo:
             q_ps.writer = writer
             w = owner_marker(q_ps.partition, writer, at)
-            marks.append(await ctx.send(ctx.topics.state, w.value, q_ps.partition, w.key.text.encode(),
-                                        [(WRITER_HEADER, writer.encode())]))
+            marks.append(await ctx.send(ctx.topics.state, w.value, q_ps.partition, w.key.text.encode()))
         if marks:
             await asyncio.gather(*marks)
         for q_ps, got in zip(todo, await restore_owned(ctx.flow.conn, ctx.topics.state, todo)):
