@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer group rebalance timeout.")
     heartbeat_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
+    shutdown_grace_s: float = Field(
+        20.0, gt=0, description="After SIGTERM or Ctrl-C a worker stops cleanly (finishes its batch, commits, leaves "
+        "the group); if it has not within this many seconds (a broker that no longer answers), it exits anyway, "
+        "as a crash would: what it had not committed is read again by the partitions' next owner.")
 
     @field_validator("broker")
     @classmethod

@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 __all__ = ["FlowmonError", "UsageError", "ConfigError", "InputError", "BrokerUnavailable", "ClickHouseFailed",
-           "NoData", "InUse", "NotPermitted", "EXIT_STATUSES", "exit_status_table", "one_line", "first_line"]
+           "NoData", "InUse", "NotPermitted", "STOP_TIMED_OUT", "EXIT_STATUSES", "exit_status_table", "one_line", "first_line"]
 
 #: The longest line an error prints (library messages may echo whole queries).
 MAX_LINE = 400
@@ -121,11 +121,16 @@ class NotPermitted(FlowmonError):
             "sock_diag socket (run it as root)")
 
 
-#: exit status -> meaning (0 and 130 are not errors of this family)
+#: The exit status of a worker whose stop outlasted its deadline (``runtime.process.exit_after``; BSD's EX_TEMPFAIL).
+STOP_TIMED_OUT = 75
+
+#: exit status -> meaning (0, 75 and 130 are not errors of this family)
 EXIT_STATUSES: dict[int, str] = {
     0: "success",
     **{cls.exit_code: cls.kind for cls in (FlowmonError, UsageError, BrokerUnavailable, ClickHouseFailed, NoData,
                                            InUse, NotPermitted)},
+    STOP_TIMED_OUT: "a worker asked to stop had not stopped cleanly within FLOWMON_SHUTDOWN_GRACE_S (a broker or "
+                    "ClickHouse it waited for did not answer) and exited anyway; nothing is lost",
     130: "interrupted (Ctrl-C)",
 }
 

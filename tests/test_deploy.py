@@ -415,6 +415,9 @@ def test_worker_settings_for_production(services):
         assert source is not None and source.is_file(), f"{name}: {st.topology} is not mounted from a repo file"
         from pipeline.ingest.topology import load_topology
         assert load_topology(source).instances, f"{name}: topology {source} is empty"
+        grace = s.get("stop_grace_period", "10s")  # Docker's default; a worker ends its own stop by shutdown_grace_s
+        assert grace.endswith("s") and float(grace[:-1]) > st.shutdown_grace_s + 5, \
+            f"{name}: stop_grace_period {grace} leaves the worker no time for its own deadline ({st.shutdown_grace_s} s)"
 
 
 def test_every_flowmon_container_reaches_kafka_and_clickhouse(services):

@@ -78,13 +78,12 @@ def _sink_owner_check(s: Settings, explicit: bool) -> Settings:
 
 
 def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_every: float = 0) -> None:
-    import faust
-
     from pipeline.runtime import collector
     from pipeline.runtime.app import create_app
     from pipeline.runtime.kafka import connection
     from pipeline.runtime.topics import setup_topics
 
+    s.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes its own directory in it, not the parents
     conn = connection(s, bootstrap)
     setup_topics(s, conn)
     flow = create_app(s, conn)
@@ -102,7 +101,27 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
     if s.gc_young_threshold:
         collector.settle()  # the imports and the app live as long as the process
     # redirect_stdouts=False: the status lines stay plain lines, not log records
-    faust.Worker(flow.app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False).execute_from_commandline()
+    _worker_class()(flow.app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False,
+                    grace_s=s.shutdown_grace_s).execute_from_commandline()
+
+
+def _worker_class() -> type:
+    """``faust.Worker`` whose stop on a signal has a deadline (``runtime.process.exit_after``)."""
+    import faust
+
+    from pipeline.runtime.process import exit_after
+
+    class Worker(faust.Worker):  # type: ignore[misc]
+        def __init__(self, *args: Any, grace_s: float, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self.grace_s = grace_s
+
+        def _schedule_shutdown(self, signal: Any) -> None:  # mode's hook for SIGTERM and SIGINT
+            if not self._signal_stop_time:  # the first signal starts the clock
+                exit_after(self.grace_s, f"worker {os.getpid()}")
+            super()._schedule_shutdown(signal)
+
+    return Worker
 
 
 def _install_health(flow: Any, ctx: Any) -> None:

@@ -54,7 +54,9 @@ class Deployment:
                         FLOWMON_REPLICATION_FACTOR=str(replication_factor),
                         FLOWMON_CLICKHOUSE_DSN=f"chdb://{workdir / 'chdb'}",
                         FLOWMON_SESSION_TIMEOUT_S="6", FLOWMON_REBALANCE_TIMEOUT_S="6",
-                        FLOWMON_HEARTBEAT_S="1", FLOWMON_SOURCE_IDLE_S="2", FLOWMON_COMMIT_INTERVAL_S="0.5")
+                        FLOWMON_HEARTBEAT_S="1", FLOWMON_SOURCE_IDLE_S="2", FLOWMON_COMMIT_INTERVAL_S="0.5",
+                        # a worker stuck in its stop (a paused one rejoining as the others leave) exits by then
+                        FLOWMON_SHUTDOWN_GRACE_S="10")
         if topology is not None:
             self.env["FLOWMON_TOPOLOGY"] = str(topology)
         self.env.update(env)
