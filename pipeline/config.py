@@ -192,7 +192,10 @@ class Settings(BaseSettings):
     # --- Kafka group timings --------------------------------------------------------
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout: how long a dead worker "
                                    "keeps its partitions. Tansu answers a group join after about half of it.")
-    rebalance_timeout_s: float = Field(10.0, gt=0, description="Consumer group rebalance timeout.")
+    rebalance_timeout_s: float = Field(
+        30.0, gt=0, description="Consumer group rebalance timeout: how long a rebalance waits for a member to finish "
+        "its batch. A batch of a worker catching up on a backlog is 10-13 s of work; a member that misses this "
+        "timeout is put out of the group and its whole batch is dropped and read again (Faust's own default: 60 s).")
     heartbeat_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
     shutdown_grace_s: float = Field(
