@@ -120,10 +120,15 @@ def _writer_of(record: Any) -> bytes | None:
 
 
 class Restored(NamedTuple):
-    """What a restore loaded from one partition: keys loaded, and records ignored as a stale owner's."""
+    """What a restore loaded from one partition: keys loaded, records ignored as a stale owner's, and the
+    keys the restoring owner must write again (``rewrite``: key -> the value it loaded): those whose last
+    record is a stale owner's. Compaction keeps only a key's last record; without a new write by the
+    owner, it would in time remove the value that counts and leave the stale one, which every later
+    restore ignores: the key would be lost (a quiet pair's window or detector state, never rewritten)."""
 
     keys: int
     ignored: int
+    rewrite: dict[bytes, bytes] = {}
 
 
 class StateWrite(NamedTuple):
@@ -226,6 +231,7 @@ async def restore_owned(conn: kafka.Connection | str, topic: str, stores: list[P
     owner: dict[int, bytes | None] = {tp.partition: None for tp in tps}  # None: no marker yet, every record counts
     owner_at = dict.fromkeys(owner, float("-inf"))
     ignored = dict.fromkeys(owner, 0)
+    shadowed: dict[int, set[bytes]] = {tp.partition: set() for tp in tps}  # keys whose last record was ignored
 
     def take(tp: TopicPartition, msg: Any) -> None:
         p = tp.partition
@@ -239,8 +245,10 @@ async def restore_owned(conn: kafka.Connection | str, topic: str, stores: list[P
                 ignored[p] += 1
         elif owner[p] is not None and _writer_of(msg) != owner[p]:
             ignored[p] += 1
+            shadowed[p].add(msg.key)
         else:
             latest[p][msg.key] = msg.value
+            shadowed[p].discard(msg.key)
 
     try:
         await kafka.read_to_end(consumer, tps, take, timeout_s=timeout_s)
@@ -253,7 +261,9 @@ async def restore_owned(conn: kafka.Connection | str, topic: str, stores: list[P
             if value is not None:
                 st.load(key.decode(), orjson.loads(value))
                 n += 1
-        out.append(Restored(n, ignored[st.partition]))
+        kept = latest[st.partition]
+        out.append(Restored(n, ignored[st.partition], {k: v for k in sorted(shadowed[st.partition])
+                                                       if (v := kept.get(k)) is not None}))
     return out
 
 

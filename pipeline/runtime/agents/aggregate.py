@@ -57,6 +57,7 @@ async def store(ctx: Context, p: int, gen: int | None = None) -> PartitionState:
             marks.append(await ctx.send(ctx.topics.state, w.value, q_ps.partition, w.key.text.encode()))
         if marks:
             await asyncio.gather(*marks)
+        rewrites = []
         for q_ps, got in zip(todo, await restore_owned(ctx.flow.conn, ctx.topics.state, todo)):
             ctx.stores[q_ps.partition] = q_ps
             q_pw = q_ps.windows
@@ -65,7 +66,12 @@ async def store(ctx: Context, p: int, gen: int | None = None) -> PartitionState:
                      len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark, q_ps.pairs_offset)
             if got.ignored:
                 log.warning("pairs partition %d: ignored %d state records a worker wrote after it had lost the "
-                            "partition", q_ps.partition, got.ignored)
+                            "partition; %d keys written again", q_ps.partition, got.ignored, len(got.rewrite))
+            headers = [(WRITER_HEADER, writer.encode())]
+            for key, value in got.rewrite.items():  # their last record is stale: compaction must not keep only it
+                rewrites.append(await ctx.send(ctx.topics.state, value, q_ps.partition, key, headers))
+        if rewrites:
+            await asyncio.gather(*rewrites)
         if todo and ctx.settings.gc_young_threshold:
             collector.settle()  # the restored state lives as long as the assignment
         ps = ctx.stores[p]
