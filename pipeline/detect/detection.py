@@ -176,7 +176,10 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
     whose metrics is strong (merely elevated: weaker evidence). Strong: flagged, or hot and spread
     over the key's connections — a host's own evidence is confirmed for *alerting* only once it
     lasts, but across the fleet, several hosts hot at once on many connections each are what
-    correlation is for. ``instance`` None: the pair key (no ``top``, no ``ip``)."""
+    correlation is for. ``instance`` None: the pair key (no ``top``, no ``ip``). ``top`` names, per
+    family, the remote that contributed most, except for a count (retransmissions, timeouts) that
+    stays hot with that remote set aside (*wide*): one remote does not explain it, and naming it would
+    let a path's loss, which every remote of a host suffers, pass for one remote's fault."""
     elevated = ELEVATED_FRACTION * z
     # a family's level is the highest of its metrics' (1: strong or elevated, 0: scored), whatever their order
     levels: list[int | None] = [None, None, None]
@@ -186,6 +189,10 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
         if (n := learned(m)) is not None and n < warmup:
             continue  # still learning
         i = _FAMILY_OF[m]
+        if v.hot and v.wide and i < 2 and top is not None:  # a count hot with its largest remote set aside:
+            if top[i] is not None:  # that remote does not explain it, and must not be named as if it did
+                top = list(top)
+                top[i] = None
         if v.flagged or (v.hot and v.wide):
             levels[i], strong[i] = 1, True
         elif levels[i] != 1:

@@ -256,6 +256,23 @@ def test_loss_spread_over_connections_alerts_at_once_but_not_critical_yet():
     assert {e["severity"] for e in ev if e["event"] == "updated"} == {"critical"}
 
 
+def test_a_remote_is_named_only_when_it_explains_the_loss():
+    """Attribution reads ``top`` as "this remote explains the key's degradation". A host losing on
+    several connections at once (a path's loss, which every remote of the host suffers) names no
+    remote for that family: it would pass for a fault of whichever remote lost most. A host whose
+    loss one connection explains names it."""
+    d = Detection()
+    _learned(d)
+    d.take_health()
+    # h0: 150 retransmissions, 50 at most on one remote (wide); h1: 201, 200 of them on one remote
+    h0 = _host(150, worst=50, timeouts=9)
+    _feed(d, [_pair(1200, h0=h0, h1=_host(201, worst=200))])
+    tops = {h.reporter: h.top for h in d.take_health() if h.t == 1200 and h.reporter}
+    assert tops["h0"][0] is None and tops["h1"][0] == "10.0.1.9", tops
+    assert tops["h0"][1] == "10.0.1.9", tops  # its timeouts all on one remote: that one is named
+    assert h0[3] == ["10.0.1.9", "10.0.1.9", None]  # the window's host entry is left as it was
+
+
 def test_one_flow_rtt_spike_is_not_an_alert():
     d = Detection()
     _learned(d)
