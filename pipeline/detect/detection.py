@@ -416,7 +416,8 @@ class Detection:
         for k in dirty:
             yield k, keys[k].state()
         for k in expired:
-            yield k, None
+            if k not in keys:  # a key forgotten and back in the same batch: its new state is what counts
+                yield k, None
 
     def load(self, key: Iterable[str], val: Mapping[str, Any]) -> None:
         k = tuple(key)

@@ -273,6 +273,21 @@ def test_a_remote_is_named_only_when_it_explains_the_loss():
     assert h0[3] == ["10.0.1.9", "10.0.1.9", None]  # the window's host entry is left as it was
 
 
+def test_a_key_forgotten_and_back_in_one_batch_keeps_its_new_state():
+    """A key silent for ``key_ttl_s`` is forgotten (a tombstone); one that reports again before the batch's
+    state is written is written with its new state, not the tombstone (which would drop it on restore)."""
+    d = Detection(key_ttl_s=3600)
+    _feed(d, [_pair(0, h0=_host(1), h1=_host(1))])
+    d.take_dirty()
+    _feed(d, [_pair(4000, h1=_host(1))])  # h0 silent for more than an hour: forgotten
+    assert ("instance", "h0", DST[0]) not in d.keys and d.expired_total == 1
+    _feed(d, [_pair(4030, h0=_host(1), h1=_host(1))])  # and back, in the same batch
+    dirty = d.take_dirty()
+    assert dirty[("instance", "h0", DST[0])] == d.keys[("instance", "h0", DST[0])].state()
+    _feed(d, [_pair(8000, h1=_host(1))])  # forgotten again, and not back: the tombstone goes out
+    assert d.take_dirty()[("instance", "h0", DST[0])] is None
+
+
 def test_one_flow_rtt_spike_is_not_an_alert():
     d = Detection()
     _learned(d)
