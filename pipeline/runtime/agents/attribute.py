@@ -8,7 +8,7 @@ import logging
 import time
 
 from pipeline.attribute.correlate import AttributionStage
-from pipeline.runtime.agents.context import Context
+from pipeline.runtime.agents.context import Context, Pacer
 from pipeline.runtime.restore import restore_stage
 from pipeline.wire.events import HealthBatch
 from pipeline.wire.records import encode
@@ -34,6 +34,7 @@ def install(ctx: Context) -> None:
 
     @flow.app.agent(flow.health, name="attribute")
     async def attribute(stream):
+        pacer = Pacer()
         async for events in stream.take_events(1000, within=0.05):
             stage = ctx.stage
             if stage is None:
@@ -53,6 +54,7 @@ def install(ctx: Context) -> None:
                     m.detect_errors.inc()
                     continue
                 pending += await _publish(ctx, recs, nhi)
+                await pacer.tick()  # a backlog's health is seconds of correlation: the loop's other tasks get turns
             if pending:
                 await asyncio.gather(*pending)
             nxt = stage.replay_from()
