@@ -48,6 +48,7 @@ from pipeline.wire.records import (
     SAMPLES,
     DeadLetter,
     FlowWindow,
+    GridInterval,
     HealthUpdate,
     LatePartial,
     PairsMessage,
@@ -85,30 +86,43 @@ class PartitionStep:
         self._sent_upto: int | None = None  # the last upto take_health handed out
 
     def apply(self, msg: PairsMessage | ProgressMark | dict[str, Any], out: StepOutput | None = None) -> StepOutput:
-        """Apply one pairs-topic message (a record, or its decoded JSON); adds to ``out`` when given."""
+        """Apply one pairs-topic message (a record, or its decoded JSON); adds to ``out`` when given.
+        The same as :meth:`place` then :meth:`score` of every interval it completed."""
         if out is None:
             out = StepOutput()
+        self.score(self.place(msg, out), out)
+        return out
+
+    def place(self, msg: PairsMessage | ProgressMark | dict[str, Any], out: StepOutput) -> list[GridInterval]:
+        """The windows' part of :meth:`apply`: returns the grid intervals the message completed, which
+        :meth:`score` must then be given, in order, before the next message (the aggregate agent scores
+        them a few at a time, giving the event loop a turn in between: a message that completes a
+        backlog's intervals is seconds of scoring)."""
         res = self.windows.apply(msg)
         out.closed += res.closed
         out.late += res.late
         out.applied += res.applied
         out.duplicates += res.duplicates
         out.late_for_detection += res.late_for_detection
+        return res.intervals if self.detection is not None else []
+
+    def score(self, intervals: list[GridInterval], out: StepOutput) -> None:
+        """Score complete grid intervals (from :meth:`place`) with the detectors."""
         det = self.detection
-        if det is not None and res.intervals:
-            for iv in res.intervals:
-                try:
-                    new = det.score_interval(iv)
-                except Exception:  # a detector bug must not stop the windows
-                    log.exception("detection failed on %s->%s at %s", iv.src[0], iv.dst[0], iv.t)
-                    out.detect_errors += 1
-                    continue
-                out.alerts += new
-                opened = [e for e in new if e.event == "opened"]
-                out.opened += opened
-                self._opened += opened
-            out.intervals += len(res.intervals)
-        return out
+        if det is None or not intervals:
+            return
+        for iv in intervals:
+            try:
+                new = det.score_interval(iv)
+            except Exception:  # a detector bug must not stop the windows
+                log.exception("detection failed on %s->%s at %s", iv.src[0], iv.dst[0], iv.t)
+                out.detect_errors += 1
+                continue
+            out.alerts += new
+            opened = [e for e in new if e.event == "opened"]
+            out.opened += opened
+            self._opened += opened
+        out.intervals += len(intervals)
 
     def take_health(self) -> HealthUpdate | None:
         """The attribution stage's update since the last call, or None when there is nothing new

@@ -56,6 +56,30 @@ def test_step_is_windows_then_detection_as_wired_by_hand():
     assert len(out.closed) == 2
 
 
+def test_place_then_score_in_chunks_is_apply():
+    """The aggregate agent places a message, then scores the intervals it completed a few at a time (the
+    event loop gets turns between): the same windows, alerts and health as ``apply``. Here a second
+    reports partition says nothing until the end, so its one mark completes every interval at once."""
+    msgs = [m for m in _stream() if not isinstance(m, ProgressMark)] + [ProgressMark(0, 30 * 60),
+                                                                         ProgressMark(1, 30 * 60)]
+    whole, chunked = (PartitionStep(PartitionWindows(0, 600, 120, 2), Detection(interval_s=30, window_s=600))
+                      for _ in range(2))
+    a, b = StepOutput(), StepOutput()
+    sizes = []
+    for msg in msgs:
+        whole.apply(msg, a)
+        ivs = chunked.place(msg, b)
+        sizes.append(len(ivs))
+        for i in range(0, len(ivs), 7):
+            chunked.score(ivs[i:i + 7], b)
+    assert sizes[-1] == 60 and sum(sizes) == 60  # every interval, from the last mark
+    strip = lambda rs: [dataclasses.replace(r, closed_at=0.0) for r in rs]  # noqa: E731
+    assert strip(a.closed) == strip(b.closed) and len(a.closed) == 2  # the last window is still open
+    assert a.alerts == b.alerts and a.opened == b.opened and a.opened
+    assert (a.intervals, a.applied) == (b.intervals, b.applied) == (60, 120)
+    assert whole.take_health() == chunked.take_health()
+
+
 def test_health_update_once_per_change_with_the_opened_alerts():
     step = _new()
     updates = []

@@ -22,6 +22,9 @@ __all__ = ["install", "store", "new_state"]
 
 log = logging.getLogger("flowmon.agents")
 
+#: Grid intervals scored between two looks at the clock (``Pacer``): a fleet pair-interval is ~2 ms.
+SCORE_CHUNK = 16
+
 
 def new_state(ctx: Context, q: int) -> PartitionState:
     """An empty state for pairs partition ``q``: its windows and detectors."""
@@ -146,9 +149,14 @@ def install(ctx: Context) -> None:
                         continue
                     for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a mark
                         n = len(out.late)
-                        ps.step.apply(msg, out)
+                        intervals = ps.step.place(msg, out)
                         late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
-                        await pacer.tick()  # the loop's other tasks (sink, timers) get their turn
+                        # one message may complete a backlog's intervals (seconds of scoring): the loop's other
+                        # tasks (sink, timers, the ingest reader's group) get their turn between them too
+                        for i in range(0, len(intervals), SCORE_CHUNK):
+                            ps.step.score(intervals[i:i + SCORE_CHUNK], out)
+                            await pacer.tick()
+                        await pacer.tick()
                     ps.applied(event.message.offset)
                 if not await fence.still_member(flow.app, gen):
                     raise fence.Fenced
