@@ -96,6 +96,7 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
         _install_sink(flow)
     if s.metrics_port:
         _install_health(flow, ctx)
+    _install_loop_watch(flow)
     _announce(flow, status_every)
     collector.tune(s.gc_young_threshold)
     if s.gc_young_threshold:
@@ -122,6 +123,17 @@ def _worker_class() -> type:
             super()._schedule_shutdown(signal)
 
     return Worker
+
+
+def _install_loop_watch(flow: Any) -> None:
+    """``flowmon_loop_lag_seconds``, and a warning when the loop answers half a session timeout late."""
+    from pipeline.runtime.loopwatch import LoopWatch
+
+    watch = LoopWatch(flow.metrics.loop_lag, warn_s=flow.settings.session_timeout_s / 2)
+
+    @flow.app.task
+    async def loop_watch() -> None:
+        await watch.run()
 
 
 def _install_health(flow: Any, ctx: Any) -> None:
