@@ -15,6 +15,8 @@ from __future__ import annotations
 from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector,
                                start_http_server)
 
+from pipeline.runtime.loopwatch import BUCKETS as LOOP_LAG_BUCKETS
+
 __all__ = ["Metrics"]
 
 
@@ -58,10 +60,9 @@ class Metrics:
         self.detector_state_bytes = Gauge("flowmon_detector_state_bytes_max",
                                           "Largest serialised detector state of a key written in the last batch",
                                           registry=r)
-
         self.loop_lag = Histogram("flowmon_loop_lag_seconds", "How much later than asked the event loop woke a "
                                   "0.1-s timer (runtime.loopwatch): what every agent, heartbeat and commit waited",
-                                  buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0), registry=r)
+                                  buckets=LOOP_LAG_BUCKETS, registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         v = self.registry.get_sample_value(name, labels or None)
