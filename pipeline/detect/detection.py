@@ -39,7 +39,11 @@ intervals, dated from the first (one connection's evidence would need ``confirm_
 ...  for e in d.interval(iv(1230, 800, retrans=400))]
 [('updated', 'pair', None, 1200, 'critical'), ('opened', 'instance', 's1/0', 1200, 'critical'), ('opened', 'instance', 's1/1', 1200, 'critical')]
 >>> [(w["r"], w["retrans"], w.get("pair"), w.get("top")) for w in (h.to_wire() for h in d.take_health()[-3:])]
-[('s1>s2', 1, True, None), ('s1/0', 1, None, {'retrans': '10.0.1.4', 'timeouts': None, 'lat': None}), ('s1/1', 1, None, {'retrans': '10.0.1.5', 'timeouts': None, 'lat': None})]
+[('s1>s2', 1, True, None), ('s1/0', 1, None, {'retrans': None, 'timeouts': None, 'lat': None}), ('s1/1', 1, None, {'retrans': None, 'timeouts': None, 'lat': None})]
+
+Each host's health names no remote for its retransmissions although its report names
+``10.0.1.4`` / ``10.0.1.5`` as the one that lost most: its loss stays hot with that remote's
+part set aside, so no one remote explains it (a path's loss, which every remote suffers).
 """
 
 from __future__ import annotations
