@@ -40,7 +40,9 @@ timeout rate; ``lat``: RTT mean and p90) and interval, separately:
    ``min_reporters`` (3) distinct reporters are among them, at least ``min_flagged`` (2)
    of those are *flagged* on a key crossing it (elevated keys alone never blame the
    network), and no single instance is an endpoint of every one of its degraded keys (its
-   reporter's ``ip`` or the key's ``top``: one remote instance is not infrastructure).
+   reporter's ``ip`` or the key's ``top``: one remote instance is not infrastructure) unless
+   that instance is *cleared*: at least ``min_exonerating`` other reporters name it on healthy
+   keys (any family's ``top``, e.g. the highest-RTT remote), i.e. talk to it unharmed.
    An *instance* X qualifies
 
    * by its **own** keys: at least ``min_own`` (60 %) of them degraded, and at least
@@ -50,7 +52,8 @@ timeout rate; ``lat``: RTT mean and p90) and interval, separately:
      are not used); or
    * as a **remote**: at least ``min_pointing`` (2) reporters name its IP as ``top`` of a
      degraded key, and at least ``min_exonerating`` other reporters talk to its subnet
-     without degradation (healthy keys, or elevated ones naming another remote).
+     without degradation (healthy keys, or elevated ones naming another remote), and it is
+     not cleared (others talking to *it* unharmed: its clients' loss is their path's).
 
    It explains its own degraded keys, the keys naming it, and (by its own keys) the
    degraded keys towards its subnet that do not name another remote.
@@ -165,6 +168,7 @@ class _K:
     top: str | None  # remote IP that contributed most to the degradation (None: unknown, or healthy)
     me: str | None  # the reporter's own IP (None: unknown)
     els: list[Element]  # infrastructure elements crossed
+    talks: tuple[str, ...] = ()  # a healthy key: the remotes it names (any family's top), talked to unharmed
 
 
 @dataclass(slots=True)
@@ -258,8 +262,9 @@ class Attributor:
                 els = crossed.get(id(e))
                 if els is None:
                     els = crossed[id(e)] = _elements(e.src, e.dst)
+                talks = () if bad or e.top is None else tuple(x for x in e.top if x)
                 k = _K((r, e.dst[0]), r, e.src[0], e.dst[0], bad, bad and fam not in e.weak, top or None,
-                       e.ip or None, els)
+                       e.ip or None, els, talks)
                 keys[k.id] = k
             for (r, sd), v in _Cover(self, list(keys.values()), inst_of_ip, instances=not pairs).run().items():
                 out[(fam, r, sd)] = v
@@ -281,6 +286,7 @@ class _Cover:
         self.outward: dict[str, list[_K]] = defaultdict(list)  # keys towards *other* subnets
         self.members: dict[str, set[str]] = defaultdict(set)
         self.pointing: dict[str, list[_K]] = defaultdict(list)  # degraded keys naming an IP as their top remote
+        self.unharmed: dict[str, set[str]] = defaultdict(set)  # an IP -> reporters of healthy keys naming it
         for k in scored:
             for el in k.els:
                 self.cross[el].append(k)
@@ -291,6 +297,9 @@ class _Cover:
                 self.outward[k.r].append(k)
             if k.top:
                 self.pointing[k.top].append(k)
+            for ip in k.talks:
+                if ip != k.me:
+                    self.unharmed[ip].add(k.r)
         # an instance known only by its IP (no health entry of its own): its subnet is where it is pointed at
         self.ip_subnet: dict[str, str] = {}
         for ip, ks in self.pointing.items():
@@ -315,9 +324,11 @@ class _Cover:
         purity = len(bad) / len(ks)
         rep_bad = sorted({k.r for k in bad})
         flagged = {k.r for k in bad if k.strong}
-        if (purity < a.min_purity or len(rep_bad) < a.min_reporters or len(flagged) < self.min_flagged
-                or _one_remote(bad) is not None):
+        if purity < a.min_purity or len(rep_bad) < a.min_reporters or len(flagged) < self.min_flagged:
             return None
+        one = _one_remote(bad)
+        if one is not None and not self.cleared(one, rep_bad):
+            return None  # one instance is an endpoint of every degraded key, and nobody talks to it unharmed
         rep_all = {k.r for k in ks}
         conf = purity * (1 - 1 / (1 + len(rep_bad)))
         ev = Evidence(purity, len(rep_all), len(rep_bad), tuple(rep_bad[: a.max_listed]), len(ks), len(bad),
@@ -325,6 +336,11 @@ class _Cover:
         detail = {"rule": "infrastructure", "reporters_flagged": len(flagged),
                   "keys_explained_away": len(self.cross[el]) - len(ks)}
         return _Cand(el, {k.id for k in bad}, purity, conf, ev, detail)
+
+    def cleared(self, ip: str, besides: Iterable[str]) -> bool:
+        """At least ``min_exonerating`` reporters other than ``besides`` (and than the instance itself)
+        name ``ip`` on a healthy key: they talk to that instance unharmed, so it is not what loses."""
+        return len(self.unharmed.get(ip, set()) - set(besides) - {self.inst_of_ip.get(ip)}) >= self.a.min_exonerating
 
     def clear(self, r: str) -> bool:
         """Reporter ``r`` is healthy towards every other subnet: none of its keys there still unexplained
@@ -365,7 +381,9 @@ class _Cover:
         if len(pt_reps) >= a.min_pointing:
             others = sorted({k.r for k in self.towards[sx] if k.id not in self.explained and k.r != x
                              and k.r not in pt_reps and (not k.bad or (not k.strong and k.top and k.top != ip))})
-        by_remote = len(pt_reps) >= a.min_pointing and len(others) >= a.min_exonerating
+        # ... unless others talk to it, not just to its subnet, unharmed: then the path to it is what loses
+        by_remote = (len(pt_reps) >= a.min_pointing and len(others) >= a.min_exonerating
+                     and not self.cleared(ip, pt_reps))
         if not (by_own or by_remote):
             return None
         keys = {k.id for k in bad} if own_ok or by_remote else set()

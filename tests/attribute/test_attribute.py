@@ -255,20 +255,21 @@ def test_weak_keys_alone_do_not_make_workload_either():
     assert causes(Attributor().attribute(0, _one_server(with_ips=True))) == {("workload", ("instance", "b1/0"))}
 
 
-def _lab_path_loss(c1_top):
+def _lab_path_loss(c1_top, talked=(None, None)):
     """The namespace lab's first interval of 5 % loss on the 1c<->1a path (health as recorded there): the
     server 1a/0 (10.0.0.4) and 1a/1 (10.0.0.5); 1c/0 and 1c/2 send most to the server, 1c/1 to 1a/1;
-    1d/0 and 1a/1 talk to subnet 1a unharmed; the server and 1a/1 send too little towards 1c to score."""
-    def k(r, sr, ar, sd, ad, bad, top=None, ip=None):
+    1d/0 and 1a/1 talk to subnet 1a unharmed (``talked``: the remote each of their healthy keys names,
+    e.g. its highest-RTT one); the server and 1a/1 send too little towards 1c to score."""
+    def k(r, sr, ar, sd, ad, bad, top=None, ip=None, lat_top=None):
         e = {"t": 0, "r": r, "src": [sr, ar, "v"], "dst": [sd, ad, "v"], "retrans": bad, "timeouts": None,
-             "lat": None, "top": {"retrans": top, "timeouts": None, "lat": None}}
+             "lat": None, "top": {"retrans": top, "timeouts": None, "lat": lat_top}}
         return {**e, "ip": ip} if ip else e
     return [k("1c/0", "1c", "az-c", "1a", "az-a", 1, "10.0.0.4", "10.0.1.4"),
             k("1c/1", "1c", "az-c", "1a", "az-a", 1, c1_top, "10.0.1.5"),
             k("1c/2", "1c", "az-c", "1a", "az-a", 1, "10.0.0.4", "10.0.1.6"),
             *(k(f"1c/{i}", "1c", "az-c", "1d", "az-d", 0, ip=f"10.0.1.{4 + i}") for i in range(3)),
-            k("1d/0", "1d", "az-d", "1a", "az-a", 0, ip="10.0.2.4"),
-            k("1a/1", "1a", "az-a", "1a", "az-a", 0, ip="10.0.0.5"),
+            k("1d/0", "1d", "az-d", "1a", "az-a", 0, ip="10.0.2.4", lat_top=talked[0]),
+            k("1a/1", "1a", "az-a", "1a", "az-a", 0, ip="10.0.0.5", lat_top=talked[1]),
             k("1a/0", "1a", "az-a", "1c", "az-c", None, ip="10.0.0.4")]
 
 
@@ -283,3 +284,24 @@ def test_a_path_loss_where_two_of_three_hosts_mostly_talk_to_one_server():
     assert causes(v) == {("infrastructure", ("az_pair", "az-a|az-c"))}
     v = Attributor().attribute(0, _lab_path_loss("10.0.0.4"))
     assert causes(v) == {("workload", ("instance", "1a/0"))}
+
+
+def test_a_server_others_talk_to_unharmed_is_not_what_loses():
+    """Every degraded key names the server, but two reporters off the path name it on healthy keys: they
+    talk to it unharmed, so the path is at fault. One such reporter is not enough (``min_exonerating``),
+    nor are two that talk unharmed to another host of its subnet: then the server stays the one remote."""
+    server, other = "10.0.0.4", "10.0.0.5"
+    v = Attributor().attribute(0, _lab_path_loss(server, talked=(server, server)))
+    assert causes(v) == {("infrastructure", ("az_pair", "az-a|az-c"))}
+    v = Attributor().attribute(0, _lab_path_loss(server, talked=(server, None)))
+    assert causes(v) == {("workload", ("instance", "1a/0"))}
+    v = Attributor().attribute(0, _lab_path_loss(server, talked=("10.0.2.9", other)))
+    assert causes(v) == {("workload", ("instance", "1a/0"))}
+    # a server losing for everyone: those who talk to it are degraded too, and name it; two more
+    # reporters talk to its subnet (to the other host) unharmed
+    lossy = [{**e, "retrans": 1, "top": {"retrans": server, "timeouts": None, "lat": None}}
+             if e["r"] in ("1d/0", "1a/1") else e for e in _lab_path_loss(server, talked=(server, server))]
+    lossy += [{"t": 0, "r": f"1d/{i}", "src": ["1d", "az-d", "v"], "dst": ["1a", "az-a", "v"], "retrans": 0,
+               "timeouts": None, "lat": None, "top": {"retrans": None, "timeouts": None, "lat": other},
+               "ip": f"10.0.2.{4 + i}"} for i in (1, 2)]
+    assert causes(Attributor().attribute(0, lossy)) == {("workload", ("instance", "1a/0"))}
