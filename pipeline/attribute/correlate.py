@@ -503,15 +503,41 @@ class AttributionStage:
         self.first_offset: dict[int, int] = {}  # interval -> earliest input offset holding it
         self.done_upto = -1  # every interval up to here is attributed
 
-    def apply(self, msg: HealthBatch | Mapping[str, Any], now: float = 0.0,
-              offset: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def apply(self, msg: HealthBatch | Mapping[str, Any], now: float = 0.0, offset: int | None = None,
+              limit: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One message in; (attribution records, NHI records) out, as wire dicts. ``offset``: its position
-        in the input topic (for :meth:`replay_from`)."""
-        recs, nhi = self.apply_batch(msg if isinstance(msg, HealthBatch) else HealthBatch.from_wire(msg), now, offset)
+        in the input topic (for :meth:`replay_from`). ``limit``: attribute at most this many of the intervals
+        it makes ready; :meth:`more` the rest (a backlog's message may ready dozens: seconds of work)."""
+        recs, nhi = self.apply_batch(msg if isinstance(msg, HealthBatch) else HealthBatch.from_wire(msg), now, offset,
+                                     limit)
         return [r.to_wire() for r in recs], [n.to_wire() for n in nhi]
 
-    def apply_batch(self, msg: HealthBatch, now: float = 0.0,
-                    offset: int | None = None) -> tuple[list[Attribution], list[NhiPeriod]]:
+    def ready(self) -> bool:
+        """Some interval every partition has passed still waits (a limited :meth:`apply` left it)."""
+        if len(self.upto) < self.partitions:
+            return False
+        upto = min(self.upto.values())
+        return any(t <= upto for t in self.pending) or any(t <= upto for t in self.opened)
+
+    def more(self, now: float = 0.0, limit: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Attribute (up to ``limit`` of) the intervals :meth:`ready` says wait; wire dicts.
+
+        >>> st = AttributionStage(2)
+        >>> for t in (0, 30, 60):
+        ...     _ = st.apply({"p": 0, "upto": t, "health": [], "opened": []})
+        >>> st.pending[0], st.pending[30] = {}, {}     # two intervals with nothing to attribute
+        >>> st.apply({"p": 1, "upto": 60, "health": [], "opened": []}, limit=1), st.done_upto, st.ready()
+        (([], []), 0, True)
+        >>> st.more(limit=1), st.done_upto, st.ready()
+        (([], []), 30, False)
+        """
+        if len(self.upto) < self.partitions:
+            return [], []
+        recs, nhi = self._flush(min(self.upto.values()), now, limit)
+        return [r.to_wire() for r in recs], [n.to_wire() for n in nhi]
+
+    def apply_batch(self, msg: HealthBatch, now: float = 0.0, offset: int | None = None,
+                    limit: int | None = None) -> tuple[list[Attribution], list[NhiPeriod]]:
         """:meth:`apply`, typed."""
         for h in msg.health:
             if h.t > self.done_upto:
@@ -528,7 +554,7 @@ class AttributionStage:
             self.upto[p] = up
         if len(self.upto) < self.partitions:
             return [], []
-        return self._flush(min(self.upto.values()), now)
+        return self._flush(min(self.upto.values()), now, limit)
 
     def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Attribute everything pending (end of a finite run) and close the NHI periods; wire dicts."""
@@ -541,11 +567,11 @@ class AttributionStage:
         recs, nhi = self._flush(max(ts) if ts else -1, now)
         return recs, nhi + self.nhi.close_all(now)
 
-    def _flush(self, ready: int, now: float) -> tuple[list[Attribution], list[NhiPeriod]]:
+    def _flush(self, ready: int, now: float, limit: int | None = None) -> tuple[list[Attribution], list[NhiPeriod]]:
         recs: list[Attribution] = []
         nhi: list[NhiPeriod] = []
-        for t in sorted(set(self.pending) | set(self.opened)):
-            if t > ready:
+        for n, t in enumerate(sorted(set(self.pending) | set(self.opened))):
+            if t > ready or (limit is not None and n >= limit):
                 break
             health = list(self.pending.pop(t, {}).values())
             self.first_offset.pop(t, None)

@@ -108,6 +108,37 @@ def test_stage_restart_from_state_and_replay_point():
     assert got == want and want[0]["cause"] == "workload"
 
 
+def test_a_message_that_readies_many_intervals_is_attributed_one_at_a_time_alike():
+    """Partition 1 lags, then one message readies 6 intervals: ``limit=1`` and ``more`` (the agent's way,
+    with a turn for the loop between) give the same records as all at once, and mid-way the replay
+    point still covers the intervals left."""
+    def msgs():
+        out = []
+        for k in range(6):
+            t = 30 * k
+            h = [{**e, "t": t} for e in fleet(lambda r, d, k=k: k >= 2 and (r.startswith("b1/") or d == "b1"))]
+            op = [_opened(f"{k:016x}", "b1/0", "b1", "a1", t)] if k >= 2 else []
+            out += [_msg(0, t, h[:40], op), _msg(1, None, h[40:])]
+        return out + [_msg(1, 150)]
+    early = AttributionStage(2)
+    assert all(early.apply(m) == ([], []) for m in msgs()[:-1])  # partition 1 has passed nothing yet
+    st, got, nhi = AttributionStage(2), [], []
+    for off, m in enumerate(msgs()):
+        recs, n = st.apply(m, offset=off, limit=1)
+        got, nhi = got + recs, nhi + n
+    assert st.done_upto == 0 and st.ready() and st.replay_from() == 2  # the message of interval 30 is still needed
+    steps = 0
+    while st.ready():
+        recs, n = st.more(limit=1)
+        got, nhi, steps = got + recs, nhi + n, steps + 1
+    assert steps == 5 and st.done_upto == 150 and st.replay_from() is None
+    ref = AttributionStage(2)
+    all_at_once = [ref.apply(m, offset=off) for off, m in enumerate(msgs())]
+    assert got == [r for recs, _ in all_at_once for r in recs] and len(got) == 4
+    assert {r["cause"] for r in got} == {"infrastructure"}
+    assert nhi == [n for _, ns in all_at_once for n in ns] and nhi
+
+
 def test_nhi_ignores_workload_and_recovers():
     n = NetworkHealth(interval_s=30, recover_after=2, subnet_az={"b1": "az2"})
     assert n.update(0, []) == []

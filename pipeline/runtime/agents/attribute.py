@@ -48,13 +48,18 @@ def install(ctx: Context) -> None:
             now = time.time()
             for event in events:
                 try:
-                    recs, nhi = stage.apply(HealthBatch.decode(event.value), now, event.message.offset)
+                    # one interval at a time: a backlog's message can ready dozens, seconds of correlation,
+                    # and the loop's other tasks get a turn between them
+                    recs, nhi = stage.apply(HealthBatch.decode(event.value), now, event.message.offset, limit=1)
+                    pending += await _publish(ctx, recs, nhi)
+                    while stage.ready():
+                        await pacer.tick()
+                        pending += await _publish(ctx, *stage.more(now, limit=1))
                 except Exception:  # a bug must not stop the stream; the message stays in the topic
                     log.exception("attribution failed on %s@%d", t.health, event.message.offset)
                     m.detect_errors.inc()
                     continue
-                pending += await _publish(ctx, recs, nhi)
-                await pacer.tick()  # a backlog's health is seconds of correlation: the loop's other tasks get turns
+                await pacer.tick()
             if pending:
                 await asyncio.gather(*pending)
             nxt = stage.replay_from()
