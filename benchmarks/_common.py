@@ -125,6 +125,41 @@ def scrape_metrics(port: int, timeout: float = 1.0) -> dict[str, float] | None:
     return out
 
 
+def scrape_histogram(port: int, name: str, timeout: float = 1.0) -> dict[float, float] | None:
+    """A Prometheus histogram's cumulative buckets from 127.0.0.1:port/metrics: ``{le: count}`` (``inf`` last).
+
+    >>> scrape_histogram(1, "x", timeout=0.1) is None   # nothing listens there
+    True
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m and m.group(1) == f"{name}_bucket" and (le := re.search(r'le="([^"]+)"', m.group(2) or "")):
+            out[float(le.group(1))] = out.get(float(le.group(1)), 0.0) + float(m.group(3))
+    return dict(sorted(out.items()))
+
+
+def late_wakes(buckets: dict[float, float], over_s: float) -> tuple[int, float]:
+    """From cumulative ``{le: count}``: how many observations exceeded ``over_s`` (a bucket bound), and the
+    upper bound of the highest bucket holding one (``0.0``: none observed).
+
+    >>> late_wakes({0.1: 5, 0.5: 7, 1.0: 7, 2.0: 8, float("inf"): 8}, 0.5)
+    (1, 2.0)
+    """
+    total = max(buckets.values(), default=0.0)
+    worst, prev = 0.0, 0.0
+    for le, n in buckets.items():
+        if n > prev:
+            worst = le
+        prev = n
+    return int(total - buckets.get(over_s, total)), worst
+
+
 # --- Kafka offsets -------------------------------------------------------------------------------
 class GroupOffsets:
     """Committed offsets of a consumer group, read by a consumer of that group that never joins it.

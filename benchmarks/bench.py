@@ -71,8 +71,8 @@ from pipeline.sim.simulator import Simulator
 from pipeline.sim.totals import expected_totals
 from pipeline.runtime.topics import Topics, ensure_topics
 
-from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, proc_cpu_s, scrape_metrics, unique_name, \
-    worker_env
+from ._common import REPO, CpuMeter, Worker, broker, GroupOffsets, late_wakes, proc_cpu_s, scrape_histogram, \
+    scrape_metrics, unique_name, worker_env
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {
@@ -181,6 +181,8 @@ class Result:
     broker_cores: float = float("nan")  # the broker's CPU over the end-to-end span, in cores (what the workers could not use)
     exact: bool | None = None
     deadletters: int = 0
+    loop_late_1s: list[int] = field(default_factory=list)  # per worker: wakes of its loop's 0.1-s timer > 1 s late
+    loop_worst_s: list[float] = field(default_factory=list)  # per worker: bound of the worst loop-lag bucket hit
     profiled: bool = False
     tree: str = ""  # --compare: "before" (SRC) or "after" (this tree / --src)
     workers: int = 1  # worker processes in the group (--workers): the first also runs the sink
@@ -360,6 +362,13 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
         res.other_cores = meter.stop()["other_cores"]
         if broker_pid:
             res.broker_cores = (proc_cpu_s(broker_pid) - broker_first) / res.e2e_s if res.e2e_s > 0 else float("nan")
+        # how late the event loop woke its 0.1-s timer (runtime.loopwatch), per worker: the stalls that risk a session
+        for port in metrics_ports:
+            h = await loop.run_in_executor(None, scrape_histogram, port, "flowmon_loop_lag_seconds")
+            if h:
+                late, worst = late_wakes(h, 1.0)
+                res.loop_late_1s.append(late)
+                res.loop_worst_s.append(worst)
         assert client is not None
         total = client.command("SELECT sum(samples) FROM flow_windows FINAL")
         res.exact = int(total) == wl.samples
@@ -456,7 +465,8 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
                     f"end to end {res.e2e_rate:,.0f} samples/s ({res.e2e_s:.2f} s, tail {res.tail_s:.2f} s), "
                     f"ratio {res.ratio:.2f}; worker CPU {res.worker_cpu_s:.2f} s (main thread "
                     f"{res.worker_main_cpu_s:.2f} s); broker {res.broker_cores:.2f} cores; other load {res.other_cores:.2f} cores; "
-                    f"startup {res.startup_s:.1f} s; exact={res.exact}, dead letters {res.deadletters}")
+                    f"startup {res.startup_s:.1f} s; exact={res.exact}, dead letters {res.deadletters}; loop woke "
+                    f">1 s late {res.loop_late_1s} times, worst ≤ {res.loop_worst_s} s")
     if profile_to is not None and profile_to.exists():
         res.profile_text = profile_summary(profile_to)
     asyncio.run(_delete_topics(bootstrap, topics.all() + [f"{prefix}-__assignor-__leader"]))
