@@ -149,7 +149,7 @@ def _winsorized_var(c: float) -> float:
     return 1.0 - 2.0 * (c * phi + tail) + 2.0 * c * c * tail
 
 
-#: ``_verdict((flagged, score, observed, expected, hot, streak, wide))``: a ``Verdict`` without the Python-level
+#: ``_verdict((flagged, score, observed, expected, hot, streak, wide, single))``: a ``Verdict`` without the Python-level
 #: ``__new__`` of a NamedTuple (one per metric, key and interval). Every field given: no defaults here.
 _verdict = functools.partial(tuple.__new__, Verdict)
 
@@ -337,7 +337,7 @@ class Baseline(Detector):
         hot = score >= z and k >= min_k and obs - rate >= min_excess and obs >= 2 * rate
         streak = self.streak[metric] + 1 if hot else 0
         if not hot:  # the judgement is monotone in the count: with the whole count not hot, no part of it is
-            return _verdict((False, score, obs, base, False, 0, False))
+            return _verdict((False, score, obs, base, False, 0, False, False))
         trim = p.trim_largest
 
         def judge(kk: int) -> bool:
@@ -349,13 +349,13 @@ class Baseline(Detector):
         wide = judge(k - kmax_remote) if trim else True
         ready = seen >= p.warmup
         flagged = ready and (broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after))
-        return _verdict((flagged, score, obs, base, ready, streak, wide))
+        return _verdict((flagged, score, obs, base, ready, streak, wide, ready and not o_one and not broad))
 
     def _rtt(self, metric: str, x: float, o: Observation) -> Verdict:
         p = self.params
         seen = self.seen[metric]
         if not seen:
-            return _verdict((False, 0.0, x, x, False, 0, False))
+            return _verdict((False, 0.0, x, x, False, 0, False, False))
         s, j = self.s, _RTT_AT[metric]
         if seen < self.settle:
             m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
@@ -368,22 +368,22 @@ class Baseline(Detector):
         z = max((math.log(max(x, 1.0)) - m) * w / sd, 0.0)
         wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
         if seen < p.warmup:  # not ready: never hot
-            return _verdict((False, z, x, math.exp(m), False, 0, wide))
+            return _verdict((False, z, x, math.exp(m), False, 0, wide, False))
         exp_us = math.exp(m)
         # a spread estimated from few intervals is itself uncertain: a little more is asked early on
         z_needed = p.z * (1.0 + 2.0 / seen)
         min_ratio, min_excess = p.min_rtt_ratio, p.min_rtt_excess_us
         if not (z >= z_needed and x >= min_ratio * exp_us and x - exp_us >= min_excess):
-            return _verdict((False, z, x, exp_us, False, 0, wide))
+            return _verdict((False, z, x, exp_us, False, 0, wide, False))
         streak = self.streak[metric] + 1
         # the median over >= rtt_broad_samples remotes of several reporters is not moved by one
         # flow's spike, nor by one host's hiccup (it stays hot with that reporter set aside); a tail is
         rest = o.rtt_p50_rest
-        broad = (wide and not o.one_reporter
-                 and max((math.log(max(rest, 1.0)) - m) * w / sd, 0.0) >= z_needed
-                 and rest >= min_ratio * exp_us and rest - exp_us >= min_excess)
+        rest_hot = (max((math.log(max(rest, 1.0)) - m) * w / sd, 0.0) >= z_needed
+                    and rest >= min_ratio * exp_us and rest - exp_us >= min_excess)
+        broad = wide and not o.one_reporter and rest_hot
         confirmed = broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after)
-        return _verdict((confirmed, z, x, exp_us, True, streak, wide))
+        return _verdict((confirmed, z, x, exp_us, True, streak, wide, not o.one_reporter and not rest_hot))
 
     # --- learning --------------------------------------------------------------------------
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:

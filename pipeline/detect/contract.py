@@ -63,7 +63,8 @@ class Verdict(NamedTuple):  # immutable like the frozen records, ~4x cheaper to 
     flows) or hot ``confirm_after`` intervals in a row; ``streak``: hot intervals in a row
     up to this one, among those the metric was scored in; ``wide``: the evidence is spread
     over connections (not one connection's burst or one flow's spike), though it may still
-    be one host's.
+    be one host's; ``single``: a hot *pair* key's deviation that one reporter or one remote
+    explains (it does not stay hot with that part set aside): one host's, not the path's.
     """
 
     flagged: bool
@@ -73,6 +74,7 @@ class Verdict(NamedTuple):  # immutable like the frozen records, ~4x cheaper to 
     hot: bool = False
     streak: int = 0
     wide: bool = False
+    single: bool = False
 
 
 class ModelParams(Protocol):

@@ -183,7 +183,9 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
     correlation is for. ``instance`` None: the pair key (no ``top``, no ``ip``). ``top`` names, per
     family, the remote that contributed most, except for a count (retransmissions, timeouts) that
     stays hot with that remote set aside (*wide*): one remote does not explain it, and naming it would
-    let a path's loss, which every remote of a host suffers, pass for one remote's fault."""
+    let a path's loss, which every remote of a host suffers, pass for one remote's fault. A pair key's
+    deviation that one reporter or one remote explains (``Verdict.single``) is weak evidence, however
+    confirmed: its alert stands, but pair keys alone must not blame a path for one host's trouble."""
     elevated = ELEVATED_FRACTION * z
     # a family's level is the highest of its metrics' (1: strong or elevated, 0: scored), whatever their order
     levels: list[int | None] = [None, None, None]
@@ -197,8 +199,8 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
             if top[i] is not None:  # that remote does not explain it, and must not be named as if it did
                 top = list(top)
                 top[i] = None
-        if v.flagged or (v.hot and v.wide):
-            levels[i], strong[i] = 1, True
+        if (v.flagged or (v.hot and v.wide)) and not (instance is None and v.single):
+            levels[i], strong[i] = 1, True  # (a pair key's deviation that one reporter or remote explains: weak)
         elif levels[i] != 1:
             levels[i] = 1 if v.score >= elevated and v.observed > v.expected else 0
     weak: tuple[str, ...] = ()

@@ -154,11 +154,13 @@ def _fault_keys(sim: Simulator, f: Fault) -> set[tuple[str, str, str]]:
 
 def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baseline",
              params: Mapping[str, float] | None = None, window_s: int = 600, lateness_s: int = 120,
-             progress: Callable[[int, int], None] | None = None, realism: Any = None) -> EvalResult:
+             progress: Callable[[int, int], None] | None = None, realism: Any = None,
+             instances: bool = True) -> EvalResult:
     """Run one scenario in simulated time; see the module docstring for the scores.
 
     ``realism``: None = the scenario's own ``realism:`` (default smooth), else ``smooth``,
-    ``realistic`` or a mapping (:func:`pipeline.sim.simulator.parse_realism`).
+    ``realistic`` or a mapping (:func:`pipeline.sim.simulator.parse_realism`). ``instances``: the
+    worker's ``detect_instances`` (False: pair keys only, as ``FLOWMON_DETECT_INSTANCES=false``).
     """
     sc = load_scenario(source)
     if sc.duration_s is None:
@@ -178,7 +180,7 @@ def evaluate(source: str | Path | Mapping[str, Any], *, detector: str = "baselin
 
     res = evaluate_stream(sim.topology, stream(), faults, name=name, source=str(sc.source), interval_s=iv_s,
                           start=EPOCH, duration_s=sc.duration_s, detector=detector, params=params,
-                          window_s=window_s, lateness_s=lateness_s, progress=progress)
+                          window_s=window_s, lateness_s=lateness_s, progress=progress, instances=instances)
     res.realism = sim.realism_label
     return res
 
@@ -236,7 +238,7 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
                     faults: list[dict[str, Any]], *, name: str, source: str, interval_s: int, start: int,
                     duration_s: int, detector: str = "baseline", params: Mapping[str, float] | None = None,
                     window_s: int = 600, lateness_s: int = 120,
-                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
+                    progress: Callable[[int, int], None] | None = None, instances: bool = True) -> EvalResult:
     """Run a stream of reports through the worker's cores and score it against ``faults``.
 
     ``deliveries``: ``(arrival time, report dict or its bytes)`` in arrival order, as one
@@ -255,7 +257,7 @@ def evaluate_stream(topology: Any, deliveries: Iterable[tuple[float, Mapping[str
     """
     topo = load_topology(topology)
     iv_s = int(interval_s)
-    run = _Run(topo, iv_s, window_s, lateness_s, detector, params)
+    run = _Run(topo, iv_s, window_s, lateness_s, detector, params, instances)
     n_iv = -(-int(duration_s) // iv_s)
     t_start = time.perf_counter()
     max_start: int | None = None
@@ -287,10 +289,11 @@ class _Run:
     """One stream through the worker's cores: ingest, one pairs partition's step, attribution."""
 
     def __init__(self, topo: Any, iv_s: int, window_s: int, lateness_s: int, detector: str,
-                 params: Mapping[str, float] | None) -> None:
+                 params: Mapping[str, float] | None, instances: bool = True) -> None:
         self.core = Ingest(Validator(topo, max_future_s=10**9, max_message_bytes=1 << 30), window_s, 1, grid_s=iv_s)
         self.step = PartitionStep(PartitionWindows(0, window_s, lateness_s, 1, grid_s=iv_s),
-                                  Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params))
+                                  Detection(interval_s=iv_s, window_s=window_s, model=detector, params=params,
+                                            instances=instances))
         self.stage = AttributionStage(1, iv_s)
         self.events: list[dict[str, Any]] = []
         self.attributions: list[dict[str, Any]] = []

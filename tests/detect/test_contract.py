@@ -221,7 +221,7 @@ def test_baseline_states_of_earlier_forms_load_exactly(form, params, n):
     assert c.__getstate__() == fresh.__getstate__()
     for o, want in zip(_earlier_sequence(n, n + 60), _EARLIER[f"next_{params}_{n}"], strict=True):
         v = c.score(o)
-        assert {m: list(x) for m, x in v.items()} == want
+        assert {m: list(x)[:7] for m, x in v.items()} == want  # recorded before Verdict.single (the 8th)
         c.learn(o, v)
 
 
@@ -245,7 +245,7 @@ def test_baseline_state_with_every_statistic_still_loads_and_scores_the_same(mon
     assert "rtt_p90" in c.statistics() and len(c.s) == 22
     for o, want in zip(_earlier_sequence(70, 130), _EARLIER["next_lean_70"], strict=True):
         v = c.score(o)
-        assert {m: list(x) for m, x in v.items()} == want
+        assert {m: list(x)[:7] for m, x in v.items()} == want  # recorded before Verdict.single (the 8th)
         c.learn(o, v)
 
 

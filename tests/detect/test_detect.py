@@ -273,6 +273,25 @@ def test_a_remote_is_named_only_when_it_explains_the_loss():
     assert h0[3] == ["10.0.1.9", "10.0.1.9", None]  # the window's host entry is left as it was
 
 
+def test_a_pair_key_one_host_explains_is_weak_evidence_for_attribution():
+    """A pair key's loss that one reporter explains (it does not stay hot with that host set aside) is
+    marked weak in its health, however long it lasts and although its alert stands: pair keys alone
+    (``FLOWMON_DETECT_INSTANCES=false``, or attribution's pair fallback) must not blame a path for one
+    host's trouble. The same loss on both hosts is strong."""
+    d = Detection(instances=False)
+    _learned(d)
+    d.take_health()
+    events = _feed(d, [_pair(1200 + 30 * k, h0=_host(150, worst=50), h1=_host(1)) for k in range(3)])
+    assert {(e["scope"], e["metric"]) for e in events if e["event"] == "opened"} == {("pair", "retrans_rate")}
+    pair = [h for h in d.take_health() if h.reporter is None]
+    assert [(h.retrans, h.weak) for h in pair] == [(1, ("retrans",))] * 3
+    d = Detection(instances=False)
+    _learned(d)
+    d.take_health()
+    _feed(d, [_pair(1200, h0=_host(150, worst=50), h1=_host(150, worst=50))])
+    assert [(h.retrans, h.weak) for h in d.take_health() if h.reporter is None] == [(1, ())]
+
+
 def test_a_key_forgotten_and_back_in_one_batch_keeps_its_new_state():
     """A key silent for ``key_ttl_s`` is forgotten (a tombstone); one that reports again before the batch's
     state is written is written with its new state, not the tombstone (which would drop it on restore)."""

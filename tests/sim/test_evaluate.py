@@ -228,3 +228,20 @@ def test_goals_on_realistic_telemetry(realistic):
     # the overlapping faults: the subnet's loss is the network's, the host's own loss is its own
     causes = {f["name"]: f["cause_given"] for f in realistic["attr-overlapping-faults"].faults}
     assert sorted(causes.values()) == ["infrastructure", "workload"], causes
+
+
+def test_pair_keys_only_never_blame_the_network_for_one_host():
+    """``FLOWMON_DETECT_INSTANCES=false`` (pair keys only): a path's loss is still attributed to the
+    network, and one client's NIC loss — every pair key of its subnet degraded by that host alone,
+    which pair keys cannot tell from the subnet — is undetermined, never infrastructure (it was, 3 of 4
+    alerts, before pair keys one host explains counted as weak evidence)."""
+    def faults(name):
+        r = evaluate(SCENARIOS[0].parent / f"{name}.yaml", instances=False)
+        assert r.false_alarms == 0
+        return r.faults
+    (nic,) = faults("attr-client-nic-loss")
+    assert nic["detected"] and nic["cause_truth"] == "workload"
+    assert nic["alerts"] >= 2 and set(nic["causes_of_alerts"]) == {"undetermined"}, nic
+    (path,) = faults("attr-az-pair-loss")
+    assert path["detected"] and path["cause_given"] == "infrastructure", path
+    assert path["causes_of_alerts"].get("infrastructure", 0) >= 0.8 * path["alerts"], path
