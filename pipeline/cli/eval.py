@@ -30,7 +30,10 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
                                                          "'realism:' (default: the scenario's, smooth if none)")]
           = None,
           jobs: Annotated[int, typer.Option("--jobs", "-j", help="Scenarios run at once, each in a process of its "
-                                            "own (0: one per CPU); the results are the same")] = 0) -> None:
+                                            "own (0: one per CPU); the results are the same")] = 0,
+          instances: Annotated[bool, typer.Option("--instances/--pairs-only", help="Also detect per reporting "
+                                                  "instance (the default), or pair keys only, as a worker with "
+                                                  "FLOWMON_DETECT_INSTANCES=false")] = True) -> None:
     """Run scenarios through the detection code in simulated time; print detection and false-alarm scores.
 
     Exit status 0 when every run completed, whatever the scores; 2 on a bad scenario file.
@@ -44,7 +47,7 @@ def eval_(scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML fi
     if jobs < 0:
         console.print(f"[red]--jobs {jobs}:[/] expected 0 (one per CPU) or more")
         raise typer.Exit(2)
-    results = _evaluate_all(scenarios, detector, params, realism, jobs or os.cpu_count() or 1)
+    results = _evaluate_all(scenarios, detector, params, realism, jobs or os.cpu_count() or 1, instances)
     if events:
         with open(events, "wb") as fh:
             for r in results:
@@ -85,13 +88,13 @@ def _params(detector: str, items: list[str]) -> dict[str, float]:
 
 
 def _evaluate_all(scenarios: list[Path], detector: str, params: dict[str, float], realism: str | None,
-                  jobs: int) -> list[Any]:
+                  jobs: int, instances: bool = True) -> list[Any]:
     """Evaluate the scenarios (``jobs`` at once), with a progress bar on a terminal; exit 2 on a bad scenario file."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pipeline.sim.evaluate import evaluate, evaluate_many
 
-    options = {"detector": detector, "params": params, "realism": realism}
+    options = {"detector": detector, "params": params, "realism": realism, "instances": instances}
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                   TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:

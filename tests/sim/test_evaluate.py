@@ -111,6 +111,20 @@ def test_eval_cli_json(tmp_path):
     assert n == len(evaluate(SMALL).events) > 0
 
 
+def test_eval_cli_pairs_only(tmp_path):
+    """``--pairs-only``: pair keys alone, as a worker with ``FLOWMON_DETECT_INSTANCES=false``: pair alerts
+    only; the az-pair loss is found (2 pair alerts, too few pair keys to name the path: undetermined),
+    one host's delay does not move its pairs' medians and is missed, and nothing is called a workload."""
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "eval", str(SMALL), "--pairs-only", "--json",
+                          "--events", str(tmp_path / "ev.jsonl")], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()
+    faults = {f["cause_truth"]: f for f in json.loads(out.stdout)["faults"]}
+    assert faults["infrastructure"]["detected"] and faults["infrastructure"]["cause_given"] != "workload"
+    assert not faults["workload"]["detected"] and faults["workload"]["alerts"] == 0
+    scopes = {orjson.loads(line)["scope"] for line in open(tmp_path / "ev.jsonl", "rb")}
+    assert scopes == {"pair"}
+
+
 def test_evaluate_many_in_processes_is_evaluate_one_at_a_time(tmp_path):
     """Two scenarios at once, each in a process of its own: the same results, in order; a bad scenario
     among them is raised with its path."""
