@@ -108,12 +108,18 @@ class CpuMeter:
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
-def scrape_metrics(port: int, timeout: float = 1.0) -> dict[str, float] | None:
-    """Prometheus text from 127.0.0.1:port/metrics -> {name: value summed over labels}; None if down."""
+def _metrics_text(port: int, timeout: float) -> str | None:
+    """The Prometheus text at 127.0.0.1:port/metrics; None if down."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-            text = r.read().decode()
+            return r.read().decode()
     except OSError:
+        return None
+
+
+def scrape_metrics(port: int, timeout: float = 1.0) -> dict[str, float] | None:
+    """Prometheus text from 127.0.0.1:port/metrics -> {name: value summed over labels}; None if down."""
+    if (text := _metrics_text(port, timeout)) is None:
         return None
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -131,10 +137,7 @@ def scrape_histogram(port: int, name: str, timeout: float = 1.0) -> dict[float, 
     >>> scrape_histogram(1, "x", timeout=0.1) is None   # nothing listens there
     True
     """
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-            text = r.read().decode()
-    except OSError:
+    if (text := _metrics_text(port, timeout)) is None:
         return None
     out: dict[float, float] = {}
     for line in text.splitlines():
