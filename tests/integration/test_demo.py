@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ def test_flowmon_demo(tmp_path):
     status, out = _demo(tmp_path)
     assert status == 0, out[-3000:]
     assert "30/30 pair-windows landed, totals exact" in out
-    assert "20.00" in out  # subnet-1a -> subnet-1a: 20 MB per window
+    rows = {m[1]: (int(m[2]), m[3]) for m in re.finditer(r"│ (subnet-\S+ -> subnet-\S+)[^│]*│\s+(\d+) │\s+([\d.]+) │", out)}
+    assert rows == {"subnet-1a -> subnet-1a": (6, "20.00"),  # the scenario's HTTP transfers: 20 MB per window
+                    **{p: (6, "10.00") for p in ("subnet-1a -> subnet-1c", "subnet-1a -> subnet-1d",
+                                                 "subnet-1c -> subnet-1a", "subnet-1d -> subnet-1a")}}, out
     assert "dead letters: none" in out
     assert "alerts: none" in out  # the HTTP experiment has no fault: nothing may alarm
     assert not (tmp_path / "data" / "broker.json").exists()  # the demo cleans up after itself
@@ -48,8 +52,6 @@ def test_demo_follow_says_when_its_worker_dies(tmp_path):
     import json
     import signal
     import time
-
-    import re
     import urllib.request
 
     env = dict(os.environ, FLOWMON_DATA_DIR=str(tmp_path / "data"), FLOWMON_CONSOLE_PORT="0",
