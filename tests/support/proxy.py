@@ -9,6 +9,20 @@ until ``up()``. Stands between a client and a server to make the server unreacha
 >>> with TcpProxy("127.0.0.1", port) as p:
 ...     s = socket.create_connection(("127.0.0.1", p.port)); s.sendall(b"hi"); s.recv(10)
 b'hi'
+
+An idle connection (its pipe threads blocked reading) is reset by ``down()`` at once, not left half open:
+
+>>> def hold():  # the server side: reads, and is reset in turn
+...     c, _ = srv.accept()
+...     try: c.recv(10)
+...     except OSError: pass
+>>> threading.Thread(target=hold, daemon=True).start()
+>>> with TcpProxy("127.0.0.1", port) as p:
+...     s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+...     while not p._open: time.sleep(0.01)
+...     p.down(); s.recv(10)
+Traceback (most recent call last):
+ConnectionResetError: [Errno 104] Connection reset by peer
 """
 
 from __future__ import annotations
@@ -16,14 +30,21 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time  # noqa: F401 - the doctest's
 
 __all__ = ["TcpProxy"]
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0): the peer sees 'connection reset', as when a server vanishes."""
+    """Close with an RST (SO_LINGER 0): the peer sees 'connection reset', as when a server vanishes.
+
+    ``shutdown(SHUT_RD)`` first: a pipe thread blocked in ``recv`` on the socket holds it open, so a bare
+    ``close()`` would neither wake that thread nor send the RST. The connection would stay half alive, and a
+    client waiting on it for a reply would wait out its whole read timeout (5 min for clickhouse_connect).
+    """
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     sock.close()
