@@ -1,7 +1,7 @@
 """A TCP proxy on loopback that a test can cut: ``down()`` resets every open connection and every new one
 until ``up()``. Stands between a client and a server to make the server unreachable without stopping it.
 
->>> import socket, threading
+>>> import socket, threading, time
 >>> srv = socket.create_server(("127.0.0.1", 0)); port = srv.getsockname()[1]
 >>> def echo():
 ...     c, _ = srv.accept(); c.sendall(c.recv(10)); c.close()
@@ -30,7 +30,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time  # noqa: F401 - the doctest's
 
 __all__ = ["TcpProxy"]
 
