@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         "ClickHouse server: one migration job, not every worker).")
     sink_batch: int = Field(5000, ge=1, description="Max windows per ClickHouse insert.")
     sink_flush_s: float = Field(1.0, gt=0, description="Max seconds a window waits in the sink buffer.")
+    sink_timeout_s: float = Field(
+        60.0, gt=0, description="How long the sink waits for a ClickHouse server (http DSN) to answer one write "
+        "before it counts the write as failed and retries it (writes are idempotent: one that did land is not "
+        "doubled). A server that hangs or a network partition resets nothing; without this a write would wait "
+        "clickhouse_connect's 5 minutes. Not used with chdb.")
     serve_port: int = Field(
         0, ge=0, description="Port of the SQL HTTP endpoint the chdb owner serves (0 = pick a free one)."
     )

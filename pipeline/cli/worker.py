@@ -182,7 +182,11 @@ def _install_sink(flow: Any) -> None:
     elif pending := executor.submit(pending_steps, client).result():
         raise SystemExit(f"ClickHouse schema not up to date (missing {', '.join(pending)}) and FLOWMON_MIGRATE "
                          "is false: run 'flowmon migrate' first")
-    sink = WindowSink(client)
+    # the writes on a client of their own that gives up on a server after sink_timeout_s (the migrations above,
+    # and the repair below, keep clickhouse_connect's 5 minutes: a backfill may take that long)
+    writer = client if is_chdb(s.clickhouse_dsn) else executor.submit(
+        connect, s.clickhouse_url(), timeout_s=s.sink_timeout_s).result()
+    sink = WindowSink(writer)
     server = None
     if is_chdb(s.clickhouse_dsn):
         from pipeline.clickhouse.sqlserve import SqlServer  # imports chdb: only for a chdb DSN

@@ -152,7 +152,8 @@ def _lock_owner(path: str) -> str | None:
         os.close(fd)
 
 
-def connect(dsn: str, database: str | None = None, *, create_database: bool = True, **kwargs: Any) -> Client:
+def connect(dsn: str, database: str | None = None, *, create_database: bool = True, timeout_s: float | None = None,
+            **kwargs: Any) -> Client:
     """A clickhouse_connect client for *dsn* (``chdb://PATH`` or ``http(s)://...``).
 
     Parameters
@@ -164,6 +165,11 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
     create_database
         Create that database if it does not exist (``CREATE DATABASE IF NOT EXISTS``; not
         asked of a server where it exists, so read-only servers work).
+    timeout_s
+        On a server: seconds to wait for the answer to one request before the call fails
+        (``send_receive_timeout``; ``None``: clickhouse_connect's 300). A server that hangs, or a
+        network partition, resets nothing, so without it a call waits the whole 5 minutes.
+        Ignored for chdb, whose calls run in process.
     kwargs
         Passed to ``clickhouse_connect.get_client`` (e.g. ``settings=``).
 
@@ -211,6 +217,8 @@ def connect(dsn: str, database: str | None = None, *, create_database: bool = Tr
         dsn_db = unquote(parts.path.strip("/").split("/")[0]) or None
         database = database or dsn_db
         kwargs.setdefault("autogenerate_session_id", False)
+        if timeout_s is not None:
+            kwargs["send_receive_timeout"] = timeout_s
         client = clickhouse_connect.get_client(dsn=urlunsplit(parts._replace(path="")), **kwargs)
     if database:
         if not _DB_NAME_RE.match(database):

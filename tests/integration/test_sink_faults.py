@@ -182,3 +182,54 @@ def test_poison_records_are_dead_lettered_not_blocking(tansu_broker, database):
                                      ("sink", "internal_error", 12, "base64")], rows
     assert "KeyError" in rows[0][4]
     assert metrics.value("flowmon_deadletter_samples_total", reason="internal_error") == 3
+
+
+def test_sink_gives_up_on_a_clickhouse_that_stops_answering(tansu_broker, database):
+    """ClickHouse stops answering (a hung server, a partition: nothing is reset) for 15 s mid-stream: each write
+    gives up after ``sink_timeout_s`` and is retried, the sink says it is unhealthy meanwhile, and every window
+    lands once when ClickHouse answers again. Without the timeout a write would wait clickhouse_connect's
+    5 minutes, and this test would time out waiting for the second failed write."""
+    s = _settings().model_copy(update={"sink_timeout_s": 3.0})
+    topics = Topics.from_settings(s)
+    bootstrap = str(tansu_broker.bootstrap)
+    asyncio.run(ensure_topics(bootstrap, topics))
+    server = SqlServer(database, writable=True).start()
+    proxy = TcpProxy("127.0.0.1", server.port)
+    metrics = Metrics()
+    errors = lambda: metrics.value("flowmon_sink_write_errors_total", table="flow_windows")  # noqa: E731
+    batches = [make_windows(50, seed=10 + i, window_start=1_700_100_000 + 600 * i) for i in range(4)]
+    count = lambda: database.command("SELECT count() FROM flow_windows FINAL")  # noqa: E731
+    try:
+        # as the worker makes its sink's client (pipeline/cli/worker.py)
+        remote = connect(f"http://127.0.0.1:{proxy.port}/{database.database}", password=server.token,
+                         timeout_s=s.sink_timeout_s)
+
+        async def go() -> None:
+            lander = Lander(s, bootstrap, WindowSink(remote), ThreadPoolExecutor(1), metrics,
+                            backoff=lambda: iter(lambda: 1.0, None))
+            task = asyncio.create_task(lander.run())
+            try:
+                await _send(bootstrap, topics.windows, batches[0])
+                await _until(lambda: count() == 50, 60, task)
+                proxy.stall()
+                stalled_at = time.monotonic()
+                for b in batches[1:]:
+                    await _send(bootstrap, topics.windows, b)
+                await _until(lambda: errors() >= 2, 45, task)  # 3 s timeout + 1 s backoff each
+                assert metrics.value("flowmon_sink_healthy") == 0
+                await asyncio.sleep(max(0.0, 15 - (time.monotonic() - stalled_at)))
+                assert count() == 50, "nothing can land while ClickHouse does not answer"
+                proxy.up()
+                await _until(lambda: count() == 200, 90, task)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        asyncio.run(go())
+    finally:
+        proxy.close()
+        server.stop()
+    assert metrics.value("flowmon_sink_healthy") == 1
+    got = {(r[0], r[1], r[2]): r[3] for r in database.query(
+        "SELECT src_subnet, dst_subnet, toUnixTimestamp(window_start), bytes FROM flow_windows FINAL").result_rows}
+    assert got == {(w["src_subnet"], w["dst_subnet"], w["window_start"]): w["bytes"] for b in batches for w in b}

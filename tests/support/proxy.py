@@ -1,5 +1,7 @@
 """A TCP proxy on loopback that a test can cut: ``down()`` resets every open connection and every new one
-until ``up()``. Stands between a client and a server to make the server unreachable without stopping it.
+until ``up()``; ``stall()`` answers nothing, on open connections or new ones, as a hung server or a network
+partition does (no reset: a client learns only from its own timeout). Stands between a client and a server to
+make the server unreachable without stopping it.
 
 >>> import socket, threading, time
 >>> srv = socket.create_server(("127.0.0.1", 0)); port = srv.getsockname()[1]
@@ -55,6 +57,8 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._up = True
+        self._stalled = False
+        self._held: list[socket.socket] = []  # connections accepted while stalled: never forwarded
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self.refused = 0  # connections reset while down
@@ -74,12 +78,24 @@ class TcpProxy:
         for s in socks:
             _reset(s)
 
-    def up(self) -> None:
+    def stall(self) -> None:
+        """From now on nothing is forwarded either way and new connections are accepted and held, unanswered."""
         with self._lock:
-            self._up = True
+            self._stalled = True
+
+    def up(self) -> None:
+        """Forward again (after ``down()`` or ``stall()``). After a stall, every connection it touched is reset
+        (what passed through it may have lost bytes); new ones are forwarded."""
+        with self._lock:
+            stale = self._held + (list(self._open) if self._stalled else [])
+            self._up, self._stalled, self._held = True, False, []
+            self._open.difference_update(stale)
+        for s in stale:
+            _reset(s)
 
     def close(self) -> None:
         self._closed = True
+        self.up()  # resets the held connections
         self.down()
         self._listener.close()
 
@@ -90,7 +106,11 @@ class TcpProxy:
             except OSError:
                 return
             with self._lock:
-                up = self._up
+                up, stalled = self._up, self._stalled
+                if stalled:
+                    self._held.append(client)
+            if stalled:
+                continue
             if not up:
                 self.refused += 1
                 _reset(client)
@@ -109,7 +129,8 @@ class TcpProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._stalled:  # stalled: swallowed, as by a partition
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
