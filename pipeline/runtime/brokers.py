@@ -120,6 +120,31 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+#: brokers started on a port of their own choosing: how many free ports are tried when one is taken meanwhile
+PORT_TRIES = 3
+
+
+def _port_taken(log_path: Path, since: int) -> bool:
+    """Whether the broker's log, from byte ``since``, says its listener's address was in use (Tansu: ``AddrInUse``,
+    "Address in use"; Apache Kafka: "Address already in use").
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "b.log"
+    >>> _ = p.write_bytes(b"=== start\\nAddress already in use\\n=== start\\nready\\n")
+    >>> _port_taken(p, 0), _port_taken(p, 33)   # the first start's failure; the second start's log alone
+    (True, False)
+    >>> _ = p.write_bytes(b"err=Io(Os { code: 98, kind: AddrInUse })\\n"); _port_taken(p, 0)
+    True
+    """
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(since)
+            text = f.read()
+    except OSError:
+        return False
+    return b"AddrInUse" in text or b"ddress already in use" in text or b"Address in use" in text
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -154,6 +179,9 @@ class BrokerLauncher:
         self.bootstrap = ""
         self.log_path = self.workdir / f"{self.kind}.log"
         self.startup_s: float | None = None
+        #: ports tried by the last start (more than 1: a picked port was taken before the broker bound it)
+        self.port_tries = 0
+        self._log_since = 0  # where the current start's part of the log begins (it is appended to, start by start)
         self._port_in_use = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -182,7 +210,11 @@ class BrokerLauncher:
         return self._proc.pid if self._proc else None
 
     def start(self) -> Self:
-        """Start the broker and wait until it answers Metadata; raise :class:`BrokerError` if not."""
+        """Start the broker and wait until it answers Metadata; raise :class:`BrokerError` if not.
+
+        A port picked here (``port=0``) is free when picked but may be taken before the broker binds it
+        (another process asking for a free port at the same moment): when the broker then fails with
+        "address in use", up to two more free ports are tried."""
         if self.running:
             return self
         self.stop()  # a broker that died on its own: release its files first
@@ -194,32 +226,43 @@ class BrokerLauncher:
             self._lock.close()
             self._lock = None
             raise BrokerError(f"{self.workdir} is in use by another running {self.kind} launcher") from None
-        port = self.port or free_port(self.host)
-        self.bootstrap = f"{self.host}:{port}"
-        self._port_in_use = port
         atexit.register(self.stop)
-        try:
-            self._prepare()
-            t0 = time.monotonic()
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - the broker writes it until stop()
-            self._log.write(f"\n=== {time.strftime('%F %T')} start {self.kind} on {self.bootstrap}\n".encode())
-            self._log.flush()
-            self._proc = subprocess.Popen(
-                self._command(),
-                cwd=self.workdir,
-                env=self._env(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it
-                preexec_fn=die_with_parent(),  # and if we are killed, so is the broker
-            )
-            self._wait_ready(port, t0 + self.start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - t0
-        return self
+        tries = 1 if self.port else PORT_TRIES
+        for attempt in range(1, tries + 1):
+            port = self.port or free_port(self.host)
+            self.bootstrap = f"{self.host}:{port}"
+            self._port_in_use = port
+            try:
+                self._prepare()
+                t0 = time.monotonic()
+                self._log = open(self.log_path, "ab")  # noqa: SIM115 - the broker writes it until stop()
+                since = self._log_since = self._log.tell()
+                self._log.write(f"\n=== {time.strftime('%F %T')} start {self.kind} on {self.bootstrap}\n".encode())
+                self._log.flush()
+                self._proc = subprocess.Popen(
+                    self._command(),
+                    cwd=self.workdir,
+                    env=self._env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it
+                    preexec_fn=die_with_parent(),  # and if we are killed, so is the broker
+                )
+                self._wait_ready(port, t0 + self.start_timeout)
+            except BrokerError:
+                if attempt < tries and _port_taken(self.log_path, since):
+                    self._end_process()
+                    continue
+                self.stop()
+                raise
+            except BaseException:
+                self.stop()
+                raise
+            self.startup_s = time.monotonic() - t0
+            self.port_tries = attempt
+            return self
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _wait_ready(self, port: int, deadline: float) -> None:
         last: Exception | None = None
@@ -229,7 +272,7 @@ class BrokerLauncher:
                 raise BrokerError(
                     f"{self.kind} exited with {code} before it was ready; log {self.log_path}:\n{_tail(self.log_path)}"
                 )
-            if self.fatal_markers and any(m in self.log_path.read_bytes() for m in self.fatal_markers):
+            if self.fatal_markers and any(m in self._log_text() for m in self.fatal_markers):
                 raise BrokerError(f"{self.kind} failed to start; log {self.log_path}:\n{_tail(self.log_path)}")
             try:
                 md = probe_metadata(self.host, port, timeout=2.0)
@@ -248,9 +291,25 @@ class BrokerLauncher:
             f"log {self.log_path}:\n{_tail(self.log_path)}"
         )
 
+    def _log_text(self) -> bytes:
+        """What the broker logged since its current start (an earlier start's failure is not this one's)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_since)
+                return f.read()
+        except OSError:
+            return b""
+
     def stop(self) -> None:
         """SIGTERM the broker, wait up to ``stop_timeout`` s, then SIGKILL. Idempotent."""
         atexit.unregister(self.stop)
+        self._end_process()
+        if self._lock is not None:
+            self._lock.close()  # releases the workdir
+        self._lock = None
+
+    def _end_process(self) -> None:
+        """SIGTERM, then SIGKILL after ``stop_timeout``; close the log."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -259,10 +318,9 @@ class BrokerLauncher:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for f in (self._log, self._lock):
-            if f is not None:
-                f.close()  # closing the lock file releases the workdir
-        self._log = self._lock = None
+        if self._log is not None:
+            self._log.close()
+        self._log = None
 
     def __enter__(self) -> Self:
         return self.start()

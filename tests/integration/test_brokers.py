@@ -7,6 +7,7 @@ Each test runs on Tansu and on Apache Kafka (``broker`` fixture).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -220,6 +221,32 @@ def test_tansu_launcher_lifecycle(tmp_path: Path) -> None:
         assert not busy.running
         with pytest.raises(BrokerError, match="in use"):  # one launcher per workdir
             EmbeddedTansu(tmp_path / "one").start()
+
+
+def test_a_picked_port_taken_before_the_broker_binds_it_is_picked_again(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race of ``free_port()``: the port is free when picked and taken before Tansu binds it. The launcher
+    sees "address in use" in the broker's log and starts it on another free port; a port the caller chose is
+    never changed."""
+    import pipeline.runtime.brokers as brokers
+
+    squatter = socket.create_server(("127.0.0.1", 0))  # takes the port between the pick and the bind
+    taken = squatter.getsockname()[1]
+    picks = iter([taken])
+    real = brokers.free_port
+    monkeypatch.setattr(brokers, "free_port", lambda host="127.0.0.1": next(picks, None) or real(host))
+    try:
+        with EmbeddedTansu(tmp_path / "raced") as t:
+            host, port = t.bootstrap.split(":")
+            assert t.port_tries == 2 and int(port) != taken
+            md = probe_metadata(host, int(port))
+            assert md.cluster_id == t.cluster_id
+        log = t.log_path.read_text(errors="replace")
+        assert log.count("=== ") == 2 and f"start tansu on 127.0.0.1:{taken}" in log
+        with pytest.raises(BrokerError, match="failed to start|exited|not ours"):  # chosen, not picked: no retry
+            EmbeddedTansu(tmp_path / "chosen", port=taken).start()
+    finally:
+        squatter.close()
 
 
 @pytest.mark.kafka
