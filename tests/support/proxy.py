@@ -61,6 +61,7 @@ class TcpProxy:
         self._held: list[socket.socket] = []  # connections accepted while stalled: never forwarded
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._cut: set[socket.socket] = set()  # reset by down() or up(): their pipes must not close them gently
         self.refused = 0  # connections reset while down
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
@@ -75,6 +76,7 @@ class TcpProxy:
         with self._lock:
             self._up = False
             socks, self._open = list(self._open), set()
+            self._cut.update(socks)
         for s in socks:
             _reset(s)
 
@@ -90,6 +92,7 @@ class TcpProxy:
             stale = self._held + (list(self._open) if self._stalled else [])
             self._up, self._stalled, self._held = True, False, []
             self._open.difference_update(stale)
+            self._cut.update(stale)
         for s in stale:
             _reset(s)
 
@@ -134,10 +137,12 @@ class TcpProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                with self._lock:
-                    self._open.discard(s)
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            with self._lock:
+                self._open.difference_update((src, dst))
+                cut = src in self._cut or dst in self._cut
+            if not cut:  # one side ended: end the other in order (a cut connection gets its reset, not a FIN first)
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
