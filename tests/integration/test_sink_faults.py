@@ -148,3 +148,41 @@ def test_sink_waits_out_a_clickhouse_it_cannot_reach(tansu_broker, database, fau
     got = {(r[0], r[1], r[2]): r[3] for r in database.query(
         "SELECT src_subnet, dst_subnet, toUnixTimestamp(window_start), bytes FROM flow_windows FINAL").result_rows}
     assert got == {(w["src_subnet"], w["dst_subnet"], w["window_start"]): w["bytes"] for b in batches for w in b}
+
+
+def test_poison_records_are_dead_lettered_not_blocking(tansu_broker, database):
+    """Records on the sink's topics that cannot become rows (a field missing, not JSON, not an object) land in
+    the deadletter table with their origin and payload; the good records of the same batch land; nothing blocks."""
+    s = _settings()
+    topics = Topics.from_settings(s)
+    bootstrap = str(tansu_broker.bootstrap)
+    asyncio.run(ensure_topics(bootstrap, topics))
+    good = make_windows(20, seed=9)
+    poison = [orjson.dumps({"version": 1, "src_subnet": "x"}), b"\x00not json", b"[1, 2]"]
+    metrics = Metrics()
+
+    async def go() -> None:
+        lander = Lander(s, bootstrap, WindowSink(database), ThreadPoolExecutor(1), metrics,
+                        backoff=lambda: iter(lambda: 0.2, None))
+        task = asyncio.create_task(lander.run())
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await p.start()
+        try:
+            for v in [orjson.dumps(w) for w in good[:10]] + poison + [orjson.dumps(w) for w in good[10:]]:
+                await p.send_and_wait(topics.windows, v, partition=0)
+        finally:
+            await p.stop()
+        try:
+            await _until(lambda: database.command("SELECT count() FROM deadletter FINAL") == 3
+                         and database.command("SELECT count() FROM flow_windows FINAL") == 20, 60, task)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    rows = database.query("SELECT stage, reason, source_offset, payload_encoding, detail FROM deadletter FINAL "
+                          "ORDER BY source_offset").result_rows
+    assert [r[:4] for r in rows] == [("sink", "internal_error", 10, "json"), ("sink", "internal_error", 11, "base64"),
+                                     ("sink", "internal_error", 12, "base64")], rows
+    assert "KeyError" in rows[0][4]
+    assert metrics.value("flowmon_deadletter_samples_total", reason="internal_error") == 3
