@@ -154,6 +154,9 @@ def _winsorized_var(c: float) -> float:
 _verdict = functools.partial(tuple.__new__, Verdict)
 
 
+_sqrt, _log, _exp = math.sqrt, math.log, math.exp
+
+
 def _anscombe(k: float, mu: float) -> float:
     return 2.0 * (math.sqrt(k + 0.375) - math.sqrt(mu + 0.375))
 
@@ -384,6 +387,123 @@ class Baseline(Detector):
         broad = wide and not o.one_reporter and rest_hot
         confirmed = broad or streak >= p.confirm_after or (wide and streak >= p.confirm_wide_after)
         return _verdict((confirmed, z, x, exp_us, True, streak, wide, not o.one_reporter and not rest_hot))
+
+    # --- one calm interval, in one pass ---------------------------------------------------------
+    def calm(self, o: Observation, warmup: float, elevated: float) -> tuple[int | None, int | None, int | None] | None:
+        """:meth:`score` then :meth:`learn` of an interval none of whose metrics is hot (most keys, most
+        intervals), in one pass: the same arithmetic on the same numbers, without the verdicts. Returns
+        the key's health levels per family as ``detection._health`` reads them from the verdicts (``None``:
+        not scored, or fewer than ``warmup`` intervals learned; 1: the score reaches ``elevated`` and the
+        value is above its baseline; else 0). Returns ``None``, having changed nothing, when a metric is
+        hot, or when the parameters learn a dispersion or score the p90: :meth:`score` and :meth:`learn`
+        then do it (``tests/detect/test_calm.py`` holds the two paths to the same states and levels)."""
+        p = self.params
+        if p.learn_dispersion or p.score_p90:
+            return None
+        s, seen, z = self.s, self.seen, p.z
+        segments, flows, rc = o.segments, o.flows, o.rtt_count
+        lr = lt = ll = None
+        score_r = segments >= p.min_segments
+        if score_r:  # _count("retrans_rate", ...)
+            n = seen["retrans_rate"]
+            floor = p.rate_floor_retrans
+            d = (s[_SEG] or 0.0) if n else 0.0
+            base = (s[_RETR] or 0.0) / d if d > 0 else floor
+            rate = floor if floor > base else base
+            k = o.retrans
+            sc = 2.0 * (_sqrt(k + 0.375) - _sqrt(rate * segments + 0.375))
+            if 0.0 > sc:
+                sc = 0.0
+            ob = k / segments
+            if sc >= z and k >= p.min_retrans and ob - rate >= p.min_retrans_excess and ob >= 2 * rate:
+                return None
+            if n >= warmup:
+                lr = 1 if sc >= elevated and ob > base else 0
+        score_t = flows >= p.min_flows
+        if score_t:  # _count("timeout_rate", ...)
+            n = seen["timeout_rate"]
+            floor = p.rate_floor_timeouts
+            d = (s[_FLW] or 0.0) if n else 0.0
+            base = (s[_TMO] or 0.0) / d if d > 0 else floor
+            rate = floor if floor > base else base
+            k = o.timeouts
+            sc = 2.0 * (_sqrt(k + 0.375) - _sqrt(rate * flows + 0.375))
+            if 0.0 > sc:
+                sc = 0.0
+            ob = k / flows
+            if sc >= z and k >= p.min_timeouts and ob - rate >= p.min_timeout_excess and ob >= 2 * rate:
+                return None
+            if n >= warmup:
+                lt = 1 if sc >= elevated and ob > base else 0
+        j = _RTT_AT["rtt_p50"]
+        if rc:  # _rtt("rtt_p50", ...)
+            n = seen["rtt_p50"]
+            x = o.rtt_p50
+            lx = _log(1.0 if 1.0 > x else x)
+            ns, cap = o.rtt_samples, p.rtt_count_cap
+            w = _sqrt(cap if cap < ns else ns)
+            if not n:
+                if n >= warmup:
+                    ll = 0  # score 0, observed = expected
+            else:
+                if n < self.settle:
+                    m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
+                else:
+                    m, var = s[j], st.ew_var(s[j + 1], s[j + 2]) / _winsorized_var(p.rtt_clip)
+                root = _sqrt(0.0 if 0.0 > var else var)
+                sd = p.rtt_sd_floor if p.rtt_sd_floor > root else root
+                zl = (lx - m) * w / sd
+                if 0.0 > zl:
+                    zl = 0.0
+                exp_us = _exp(m)
+                if (n >= p.warmup and zl >= p.z * (1.0 + 2.0 / n) and x >= p.min_rtt_ratio * exp_us
+                        and x - exp_us >= p.min_rtt_excess_us):
+                    return None
+                if n >= warmup:
+                    ll = 1 if zl >= elevated and x > exp_us else 0
+        # nothing hot: learn (``learn``: every metric scored, none hot)
+        a = p.fading
+        b = 1.0 - a
+        streak = self.streak
+        if score_r:
+            streak["retrans_rate"] = 0
+            seen["retrans_rate"] += 1
+            k = o.retrans
+            v = s[_RETR]
+            s[_RETR] = float(k) if v is None else a * k + b * v
+            v = s[_SEG]
+            s[_SEG] = float(segments) if v is None else a * segments + b * v
+        if score_t:
+            streak["timeout_rate"] = 0
+            seen["timeout_rate"] += 1
+            k = o.timeouts
+            v = s[_TMO]
+            s[_TMO] = float(k) if v is None else a * k + b * v
+            v = s[_FLW]
+            s[_FLW] = float(flows) if v is None else a * flows + b * v
+        if rc:  # _learn_rtt("rtt_p50", ...)
+            streak["rtt_p50"] = 0
+            n = seen["rtt_p50"] = seen["rtt_p50"] + 1
+            if n > 1:
+                settled = n > self.settle
+                m = s[j] if settled else s[j + 7]
+                d = (lx - m) * w
+                if settled:
+                    sd = _sqrt(max(st.ew_var(s[j + 1], s[j + 2]), 0.0) / _winsorized_var(p.rtt_clip))
+                    lim = p.rtt_clip * max(sd, p.rtt_sd_floor)
+                    d = max(-lim, min(lim, d))
+                    lx = m + d / w
+                v = s[j + 1]
+                s[j + 1] = float(d) if v is None else a * d + b * v
+                dd = d * d
+                v = s[j + 2]
+                s[j + 2] = float(dd) if v is None else a * dd + b * v
+                if not settled:
+                    s[j + 3], s[j + 4], s[j + 5] = st.var(s[j + 3], s[j + 4], s[j + 5], d)
+            v = s[j]
+            s[j] = float(lx) if v is None else a * lx + b * v
+            s[j + 6], s[j + 7] = st.mean(s[j + 6], s[j + 7], lx)
+        return lr, lt, ll
 
     # --- learning --------------------------------------------------------------------------
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
