@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from river import anomaly, drift, preprocessing, stats
+from river import stats
 
 from pipeline.detect.baseline import BaselineParams
 from pipeline.detect.contract import METRICS, Detector, Verdict
@@ -60,6 +60,8 @@ class GaussianCandidate(Detector):
 
     def __init__(self, params: CandidateParams) -> None:
         super().__init__(params)
+        from river import anomaly  # (its import is a second of scipy: a worker never needs it)
+
         self.g = {m: anomaly.GaussianScorer(window_size=60, grace_period=int(params.warmup)) for m in METRICS}
         self.mean = {m: stats.Mean() for m in METRICS}
         self.cut = 1.0 - math.erfc(params.z / math.sqrt(2))  # two-sided tail of z
@@ -90,6 +92,8 @@ class HalfSpaceCandidate(Detector):
 
     def __init__(self, params: CandidateParams) -> None:
         super().__init__(params)
+        from river import anomaly, preprocessing
+
         self.scaler = preprocessing.MinMaxScaler()
         self.hst = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=50, seed=1)
         self.mean = {m: stats.Mean() for m in METRICS}
@@ -128,6 +132,8 @@ class PageHinkleyCandidate(Detector):
 
     def __init__(self, params: CandidateParams) -> None:
         super().__init__(params)
+        from river import drift
+
         self.ph = {m: drift.PageHinkley(min_instances=int(params.warmup), delta=0.05, threshold=20.0, mode="up")
                    for m in METRICS}
         self.mean = {m: stats.Mean() for m in METRICS}
