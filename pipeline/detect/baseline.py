@@ -157,6 +157,28 @@ _verdict = functools.partial(tuple.__new__, Verdict)
 _sqrt, _log, _exp = math.sqrt, math.log, math.exp
 
 
+#: ``_calm_count``'s answer for a count that is hot.
+_HOT = -1
+
+
+def _calm_count(num: float | None, den: float | None, n: int, k: int, exposure: float, floor: float, min_k: int,
+                min_excess: float, z: float, warmup: float, elevated: float) -> int | None:
+    """``Baseline._count`` (without a learned dispersion) up to *hot*, for ``Baseline.calm``: :data:`_HOT`, or
+    the health level (``None``: fewer than ``warmup`` intervals learned; 1: elevated; 0)."""
+    d = (den or 0.0) if n else 0.0
+    base = (num or 0.0) / d if d > 0 else floor
+    rate = floor if floor > base else base  # max(base, floor)
+    sc = 2.0 * (_sqrt(k + 0.375) - _sqrt(rate * exposure + 0.375))
+    if 0.0 > sc:
+        sc = 0.0
+    ob = k / exposure
+    if sc >= z and k >= min_k and ob - rate >= min_excess and ob >= 2 * rate:
+        return _HOT
+    if n >= warmup:
+        return 1 if sc >= elevated and ob > base else 0
+    return None
+
+
 def _anscombe(k: float, mu: float) -> float:
     return 2.0 * (math.sqrt(k + 0.375) - math.sqrt(mu + 0.375))
 
@@ -404,37 +426,17 @@ class Baseline(Detector):
         segments, flows, rc = o.segments, o.flows, o.rtt_count
         lr = lt = ll = None
         score_r = segments >= p.min_segments
-        if score_r:  # _count("retrans_rate", ...)
-            n = seen["retrans_rate"]
-            floor = p.rate_floor_retrans
-            d = (s[_SEG] or 0.0) if n else 0.0
-            base = (s[_RETR] or 0.0) / d if d > 0 else floor
-            rate = floor if floor > base else base
-            k = o.retrans
-            sc = 2.0 * (_sqrt(k + 0.375) - _sqrt(rate * segments + 0.375))
-            if 0.0 > sc:
-                sc = 0.0
-            ob = k / segments
-            if sc >= z and k >= p.min_retrans and ob - rate >= p.min_retrans_excess and ob >= 2 * rate:
+        if score_r:
+            lr = _calm_count(s[_RETR], s[_SEG], seen["retrans_rate"], o.retrans, segments, p.rate_floor_retrans,
+                             p.min_retrans, p.min_retrans_excess, z, warmup, elevated)
+            if lr == _HOT:
                 return None
-            if n >= warmup:
-                lr = 1 if sc >= elevated and ob > base else 0
         score_t = flows >= p.min_flows
-        if score_t:  # _count("timeout_rate", ...)
-            n = seen["timeout_rate"]
-            floor = p.rate_floor_timeouts
-            d = (s[_FLW] or 0.0) if n else 0.0
-            base = (s[_TMO] or 0.0) / d if d > 0 else floor
-            rate = floor if floor > base else base
-            k = o.timeouts
-            sc = 2.0 * (_sqrt(k + 0.375) - _sqrt(rate * flows + 0.375))
-            if 0.0 > sc:
-                sc = 0.0
-            ob = k / flows
-            if sc >= z and k >= p.min_timeouts and ob - rate >= p.min_timeout_excess and ob >= 2 * rate:
+        if score_t:
+            lt = _calm_count(s[_TMO], s[_FLW], seen["timeout_rate"], o.timeouts, flows, p.rate_floor_timeouts,
+                             p.min_timeouts, p.min_timeout_excess, z, warmup, elevated)
+            if lt == _HOT:
                 return None
-            if n >= warmup:
-                lt = 1 if sc >= elevated and ob > base else 0
         j = _RTT_AT["rtt_p50"]
         if rc:  # _rtt("rtt_p50", ...)
             n = seen["rtt_p50"]
@@ -465,22 +467,13 @@ class Baseline(Detector):
         a = p.fading
         b = 1.0 - a
         streak = self.streak
-        if score_r:
-            streak["retrans_rate"] = 0
-            seen["retrans_rate"] += 1
-            k = o.retrans
-            v = s[_RETR]
-            s[_RETR] = float(k) if v is None else a * k + b * v
-            v = s[_SEG]
-            s[_SEG] = float(segments) if v is None else a * segments + b * v
-        if score_t:
-            streak["timeout_rate"] = 0
-            seen["timeout_rate"] += 1
-            k = o.timeouts
-            v = s[_TMO]
-            s[_TMO] = float(k) if v is None else a * k + b * v
-            v = s[_FLW]
-            s[_FLW] = float(flows) if v is None else a * flows + b * v
+        for scored, metric, num, k, exposure in ((score_r, "retrans_rate", _RETR, o.retrans, segments),
+                                                 (score_t, "timeout_rate", _TMO, o.timeouts, flows)):
+            if scored:  # _learn_count (no dispersion)
+                streak[metric] = 0
+                seen[metric] += 1
+                s[num] = st.ew(s[num], k, a, b)
+                s[num + 1] = st.ew(s[num + 1], exposure, a, b)
         if rc:  # _learn_rtt("rtt_p50", ...)
             streak["rtt_p50"] = 0
             n = seen["rtt_p50"] = seen["rtt_p50"] + 1
