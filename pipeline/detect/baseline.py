@@ -486,15 +486,11 @@ class Baseline(Detector):
                     lim = p.rtt_clip * max(sd, p.rtt_sd_floor)
                     d = max(-lim, min(lim, d))
                     lx = m + d / w
-                v = s[j + 1]
-                s[j + 1] = float(d) if v is None else a * d + b * v
-                dd = d * d
-                v = s[j + 2]
-                s[j + 2] = float(dd) if v is None else a * dd + b * v
+                s[j + 1] = st.ew(s[j + 1], d, a, b)
+                s[j + 2] = st.ew(s[j + 2], d * d, a, b)
                 if not settled:
                     s[j + 3], s[j + 4], s[j + 5] = st.var(s[j + 3], s[j + 4], s[j + 5], d)
-            v = s[j]
-            s[j] = float(lx) if v is None else a * lx + b * v
+            s[j] = st.ew(s[j], lx, a, b)
             s[j + 6], s[j + 7] = st.mean(s[j + 6], s[j + 7], lx)
         return lr, lt, ll
 
