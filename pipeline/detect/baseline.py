@@ -161,17 +161,23 @@ _sqrt, _log, _exp = math.sqrt, math.log, math.exp
 _HOT = -1
 
 
+def _count_score(num: float | None, den: float | None, n: int, k: int, exposure: float, floor: float,
+                 sd: float) -> tuple[float, float, float, float, float]:
+    """A count against its baseline (``Baseline._count``): (score, observed, expected, rate, sqrt(mu + 3/8)),
+    from the EW means of the count ``num`` and its exposure ``den`` after ``n`` learned intervals. The score is
+    the Anscombe deviation of the count (``_anscombe``), over ``sd``."""
+    d = (den or 0.0) if n else 0.0
+    base = (num or 0.0) / d if d > 0 else floor
+    rate = max(base, floor)
+    root_mu = _sqrt(rate * exposure + 0.375)
+    return max(2.0 * (_sqrt(k + 0.375) - root_mu), 0.0) / sd, k / exposure, base, rate, root_mu
+
+
 def _calm_count(num: float | None, den: float | None, n: int, k: int, exposure: float, floor: float, min_k: int,
                 min_excess: float, z: float, warmup: float, elevated: float) -> int | None:
     """``Baseline._count`` (without a learned dispersion) up to *hot*, for ``Baseline.calm``: :data:`_HOT`, or
     the health level (``None``: fewer than ``warmup`` intervals learned; 1: elevated; 0)."""
-    d = (den or 0.0) if n else 0.0
-    base = (num or 0.0) / d if d > 0 else floor
-    rate = floor if floor > base else base  # max(base, floor)
-    sc = 2.0 * (_sqrt(k + 0.375) - _sqrt(rate * exposure + 0.375))
-    if 0.0 > sc:
-        sc = 0.0
-    ob = k / exposure
+    sc, ob, base, rate, _ = _count_score(num, den, n, k, exposure, floor, 1.0)
     if sc >= z and k >= min_k and ob - rate >= min_excess and ob >= 2 * rate:
         return _HOT
     if n >= warmup:
@@ -350,15 +356,10 @@ class Baseline(Detector):
         p = self.params
         seen = self.seen[metric]
         s = self.s
-        d = (s[den] or 0.0) if seen else 0.0
-        base = (s[num] or 0.0) / d if d > 0 else floor
-        rate = max(base, floor)
-        mu = rate * exposure
         sd = math.sqrt(self._dispersion(metric)) if p.learn_dispersion else 1.0
-        z, root_mu = p.z, math.sqrt(mu + 0.375)
-        # the Anscombe deviation of the count (``_anscombe``); hot: it and the absolute change pass
-        score = max(2.0 * (math.sqrt(k + 0.375) - root_mu), 0.0) / sd
-        obs = k / exposure
+        z = p.z
+        score, obs, base, rate, root_mu = _count_score(s[num], s[den], seen, k, exposure, floor, sd)
+        # hot: the deviation and the absolute change pass
         hot = score >= z and k >= min_k and obs - rate >= min_excess and obs >= 2 * rate
         streak = self.streak[metric] + 1 if hot else 0
         if not hot:  # the judgement is monotone in the count: with the whole count not hot, no part of it is
@@ -381,16 +382,10 @@ class Baseline(Detector):
         seen = self.seen[metric]
         if not seen:
             return _verdict((False, 0.0, x, x, False, 0, False, False))
-        s, j = self.s, _RTT_AT[metric]
-        if seen < self.settle:
-            m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
-        else:
-            m, var = s[j], st.ew_var(s[j + 1], s[j + 2]) / _winsorized_var(p.rtt_clip)
         # deviations are learned scaled by sqrt(observations): an interval with few RTT
         # samples is allowed a wider swing than one with many
         w = math.sqrt(min(o.rtt_samples if metric == "rtt_p50" else o.rtt_count, p.rtt_count_cap))
-        sd = max(math.sqrt(max(var, 0.0)), p.rtt_sd_floor)
-        z = max((math.log(max(x, 1.0)) - m) * w / sd, 0.0)
+        z, m, sd = self._rtt_z(_RTT_AT[metric], seen, math.log(max(x, 1.0)), w)
         wide = metric == "rtt_p50" and o.rtt_samples >= p.rtt_broad_samples
         if seen < p.warmup:  # not ready: never hot
             return _verdict((False, z, x, math.exp(m), False, 0, wide, False))
@@ -448,15 +443,7 @@ class Baseline(Detector):
                 if n >= warmup:
                     ll = 0  # score 0, observed = expected
             else:
-                if n < self.settle:
-                    m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
-                else:
-                    m, var = s[j], st.ew_var(s[j + 1], s[j + 2]) / _winsorized_var(p.rtt_clip)
-                root = _sqrt(0.0 if 0.0 > var else var)
-                sd = p.rtt_sd_floor if p.rtt_sd_floor > root else root
-                zl = (lx - m) * w / sd
-                if 0.0 > zl:
-                    zl = 0.0
+                zl, m, _ = self._rtt_z(j, n, lx, w)
                 exp_us = _exp(m)
                 if (n >= p.warmup and zl >= p.z * (1.0 + 2.0 / n) and x >= p.min_rtt_ratio * exp_us
                         and x - exp_us >= p.min_rtt_excess_us):
@@ -476,23 +463,20 @@ class Baseline(Detector):
                 s[num + 1] = st.ew(s[num + 1], exposure, a, b)
         if rc:  # _learn_rtt("rtt_p50", ...)
             streak["rtt_p50"] = 0
-            n = seen["rtt_p50"] = seen["rtt_p50"] + 1
-            if n > 1:
-                settled = n > self.settle
-                m = s[j] if settled else s[j + 7]
-                d = (lx - m) * w
-                if settled:
-                    sd = _sqrt(max(st.ew_var(s[j + 1], s[j + 2]), 0.0) / _winsorized_var(p.rtt_clip))
-                    lim = p.rtt_clip * max(sd, p.rtt_sd_floor)
-                    d = max(-lim, min(lim, d))
-                    lx = m + d / w
-                s[j + 1] = st.ew(s[j + 1], d, a, b)
-                s[j + 2] = st.ew(s[j + 2], d * d, a, b)
-                if not settled:
-                    s[j + 3], s[j + 4], s[j + 5] = st.var(s[j + 3], s[j + 4], s[j + 5], d)
-            s[j] = st.ew(s[j], lx, a, b)
-            s[j + 6], s[j + 7] = st.mean(s[j + 6], s[j + 7], lx)
+            seen["rtt_p50"] += 1
+            self._learn_log(j, lx, w, seen["rtt_p50"])
         return lr, lt, ll
+
+    def _rtt_z(self, j: int, seen: int, lx: float, w: float) -> tuple[float, float, float]:
+        """(z, baseline, spread) of ``lx`` (a log RTT, weighted ``w``) against the RTT block at ``j``, after
+        ``seen`` (>= 1) learned intervals: the plain mean and variance until they settle, then the EW ones."""
+        p, s = self.params, self.s
+        if seen < self.settle:
+            m, var = s[j + 7], st.var_get(s[j + 3], s[j + 5])
+        else:
+            m, var = s[j], st.ew_var(s[j + 1], s[j + 2]) / _winsorized_var(p.rtt_clip)
+        sd = max(_sqrt(max(var, 0.0)), p.rtt_sd_floor)
+        return max((lx - m) * w / sd, 0.0), m, sd
 
     # --- learning --------------------------------------------------------------------------
     def learn(self, o: Observation, verdicts: Mapping[str, Verdict]) -> None:
@@ -528,12 +512,14 @@ class Baseline(Detector):
         s[num + 1] = st.ew(s[num + 1], n, a, b)
 
     def _learn_rtt(self, metric: str, o: Observation, v: Verdict) -> None:
-        p, s, j = self.params, self.s, _RTT_AT[metric]
+        w = math.sqrt(min(o.n(metric), self.params.rtt_count_cap))
+        self._learn_log(_RTT_AT[metric], math.log(max(v.observed, 1.0)), w, self.seen[metric])
+
+    def _learn_log(self, j: int, lx: float, w: float, seen: int) -> None:
+        """Learn a log RTT ``lx`` (weighted ``w``) into the RTT block at ``j``, ``seen`` counting this interval."""
+        p, s = self.params, self.s
         a = p.fading
         b = 1.0 - a
-        lx = math.log(max(v.observed, 1.0))
-        w = math.sqrt(min(o.n(metric), p.rtt_count_cap))
-        seen = self.seen[metric]
         if seen > 1:
             settled = seen > self.settle
             m = s[j] if settled else s[j + 7]
