@@ -273,3 +273,48 @@ def test_upgrade_starts_where_the_faust_group_left(deploy):
     assert d.deadletters() == []
     assert f"where group {d.settings.app_id} left it" in d.logs(tail=None)
     assert ingest_group(d.settings.app_id) != d.settings.app_id and len(left) == d.settings.partitions
+
+
+def _wait_log(d: Deployment, n: int, text: str, count: int = 1, timeout: float = 120) -> str:
+    """Wait until worker ``n``'s log holds ``text`` at least ``count`` times; returns the log."""
+    log = d.workdir / f"worker-{n}.log"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = log.read_text(errors="replace") if log.exists() else ""
+        if got.count(text) >= count:
+            return got
+        d.check_alive()
+        time.sleep(0.2)
+    raise AssertionError(f"worker-{n} never logged {text!r} {count} times\n" + d.logs())
+
+
+def test_a_backlog_into_sources_handed_over_while_idle_is_not_late(tansu_broker, tmp_path):
+    """Sources marked idle by one worker, then handed to a second worker that has not read them yet,
+    must hold the watermark back: else the first worker's backlog closes windows the second worker's
+    sources have reports for, and those land late (dead letters, short windows). The CI run that found
+    this had two workers start together while reports were produced; here the second worker is
+    stopped right after it joined, so the first one's backlog always goes through first.
+
+    Tansu only: the hand-over is the ingest reader's, the same code on either broker."""
+    sim, reports, expected = fleet(minutes=20, seed=7)
+    d = Deployment(tansu_broker.bootstrap, tmp_path / "d", topology=FLEET)
+    try:
+        d.start(roles="sink")
+        d.start(roles="pipeline")  # worker-1: alone, it owns every reports partition ...
+        _wait_log(d, 1, "ingest: assigned reports [0, 1, 2, 3]")
+        time.sleep(8)  # ... and marks them idle (nothing to read for source_idle_s)
+        w2 = d.start(roles="pipeline")
+        _wait_log(d, 2, "ingest: assigned reports [")  # half of them are worker-2's now
+        _wait_log(d, 1, "ingest: assigned reports [", count=2)
+        w2.send_signal(signal.SIGSTOP)  # before it reads them
+        try:
+            d.produce(reports)
+            time.sleep(10)  # worker-1 reads its own sources' backlog
+        finally:
+            w2.send_signal(signal.SIGCONT)
+        got = d.wait_windows(len(expected), timeout=300)
+        assert got == len(expected), d.logs()
+        assert d.deadletters() == [], d.logs()  # nothing late
+        assert compare(expected, d.landed()) == []
+    finally:
+        d.close()

@@ -78,6 +78,11 @@ class ReportsReader(ConsumerRebalanceListener):
         self.faust_group = None  # a consumer of group <app_id> that never joins it: reads its committed offsets
         self.committed: dict[int, int] = {}  # reports partition -> next offset to process, as committed
         self.assigned: set[int] = set()
+        #: held while progress marks are sent: a hand-over's wake marks (:meth:`wake`) and the marks
+        #: timer's never interleave
+        self.marks_lock = asyncio.Lock()
+        #: counts hand-overs: the marks timer drops the marks it worked out before one (``agents.marks``)
+        self.epoch = 0
 
     # --- what the marks timer asks ---------------------------------------------------------
     def assignment(self) -> list[TopicPartition]:
@@ -103,11 +108,38 @@ class ReportsReader(ConsumerRebalanceListener):
         return last + 1 if last is not None else self.committed.get(partition, 0)
 
     # --- rebalance ---------------------------------------------------------------------------
+    async def wake(self, partitions: Iterable[int], why: str, timeout_s: float = 10.0) -> None:
+        """Mark reports ``partitions`` active (not idle) in every pairs partition, and wait for delivery.
+
+        A hand-over: an idle mark is a promise about a partition only while its maker reads it. Once it is
+        revoked, a backlog may wait there that no one reads yet, and with the partition still marked idle the
+        other partitions' backlogs would move the watermark past it: its reports, read by the next owner,
+        would be late. So a worker wakes the partitions it loses before the group moves on (the group waits
+        for the revoke callback), and the partitions it gets before it reads them (their last owner may have
+        died without a word); the next owner marks them idle again once it finds them caught up and quiet."""
+        wake = [encode_mark(ProgressMark(src, None)) for src in sorted(partitions)]
+        if not wake:
+            return
+        ctx = self.ctx
+        async with self.marks_lock:
+            self.epoch += 1
+            try:
+                pending = []
+                for p in range(ctx.settings.partitions):
+                    for chunk in chunks(wake, PAIRS_MESSAGE_BYTES):
+                        pending.append(await ctx.send(ctx.topics.pairs, encode_pairs_batch(chunk), p))
+                await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a stopping producer, an unreachable broker: not fatal
+                log.warning("ingest: could not mark reports %s active on %s (%s); a backlog there may be "
+                            "late if they were idle", sorted(partitions), why, first_line(exc) or type(exc).__name__)
+
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
         for tp in revoked:
             self.ctx.progress.revoked(tp.partition)
             self.assigned.discard(tp.partition)
             self.committed.pop(tp.partition, None)
+        await self.wake([tp.partition for tp in revoked], "revocation")
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         ctx, now = self.ctx, time.time()
@@ -119,6 +151,7 @@ class ReportsReader(ConsumerRebalanceListener):
         for p in mine:
             ctx.progress.assigned(p, now)
         self.assigned = mine
+        await self.wake(mine, "assignment")
         try:
             await self._start_offsets(tps)
         except Exception as exc:  # noqa: BLE001 - the group's own offsets (or the reset) still apply
@@ -240,7 +273,8 @@ class ReportsReader(ConsumerRebalanceListener):
             for chunk in chunks(wake + by_part.get(p, []), PAIRS_MESSAGE_BYTES):
                 pending.append(await ctx.send(t.pairs, encode_pairs_batch(chunk), p))
         for part, off, start in done:  # a mark may only promise what has been sent
-            ctx.progress.processed(part, off, start, now)
+            if part in self.assigned:  # a partition revoked meanwhile: its next owner reads the batch again
+                ctx.progress.processed(part, off, start, now)
         m.samples.inc(samples)
         m.reports.inc(len(done))
         if pending:

@@ -18,7 +18,7 @@ def install(ctx: Context) -> None:
         reader = ctx.reader
         if reader is None:
             return
-        now = time.time()
+        now, epoch = time.time(), reader.epoch
         mine = reader.assignment()
         # idle candidates: nothing processed for source_idle_s
         idle = {tp for tp in mine if progress.idle(tp.partition, now)}
@@ -35,11 +35,16 @@ def install(ctx: Context) -> None:
         except Exception:  # the broker is away, a rebalance: not caught up this tick
             ends = {}
         caught = {tp for tp in maybe if tp in ends and reader.next_offset(tp.partition) >= ends[tp]}
-        for tp in mine:
-            caught_up = tp in caught
-            mark = progress.mark(tp.partition, now, caught_up)
-            if mark is None:
-                continue
-            payload = encode_mark(mark)
-            for p in range(s.partitions):
-                await ctx.send(t.pairs, payload, p)
+        async with reader.marks_lock:
+            # a hand-over while the ends were asked: these marks may speak for partitions this worker lost,
+            # after it woke them for their next owner (``ReportsReader.wake``); the next tick says what is true
+            if reader.epoch != epoch:
+                return
+            for tp in mine:
+                caught_up = tp in caught
+                mark = progress.mark(tp.partition, now, caught_up)
+                if mark is None:
+                    continue
+                payload = encode_mark(mark)
+                for p in range(s.partitions):
+                    await ctx.send(t.pairs, payload, p)
