@@ -18,6 +18,8 @@ partitions' watermarks back. A batch holds up to 2,000 reports, often of one par
 each batch first wakes, in every pairs partition, every source it carries or has not read to its
 end (a non-idle mark ahead of the data): otherwise one partition's backlog would move the
 watermark past the reports of another partition still marked idle, read next, and make them late.
+For the same reason a partition that changes hands is woken by the worker that loses it and by the one
+that gets it (:meth:`ReportsReader.wake`): an idle mark is a promise its reader stops keeping then.
 
 Upgrading from a worker that read the reports in the Faust group ``<app_id>``: a partition the
 ingest group has no offset for starts where ``<app_id>`` committed it, not at the beginning
