@@ -288,15 +288,23 @@ def _wait_log(d: Deployment, n: int, text: str, count: int = 1, timeout: float =
     raise AssertionError(f"worker-{n} never logged {text!r} {count} times\n" + d.logs())
 
 
-def test_a_backlog_into_sources_handed_over_while_idle_is_not_late(tansu_broker, tmp_path):
-    """Sources marked idle by one worker, then handed to a second worker that has not read them yet,
-    must hold the watermark back: else the first worker's backlog closes windows the second worker's
-    sources have reports for, and those land late (dead letters, short windows). The CI run that found
-    this had two workers start together while reports were produced; here the second worker is
-    stopped right after it joined, so the first one's backlog always goes through first.
+def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
+    """A source marked idle must hold the watermark back again once a backlog reaches it, even while its
+    owner has not read it yet: else another worker's backlog closes windows that source has reports for,
+    and they land late (dead letters, short windows). The second worker is stopped before it reads, so the
+    first one's backlog always goes through first; it stays stopped past the session timeout, and the
+    first worker takes its sources over.
 
-    Tansu only: the hand-over is the ingest reader's, the same code on either broker."""
-    sim, reports, expected = fleet(minutes=20, seed=7)
+    1. Hand-over (the CI run that found this: two workers started while reports were produced): worker-1,
+       alone, marks every source idle; worker-2 joins and gets half of them, and is stopped at once.
+    2. Two owners: both have marked their own sources idle; worker-2 is stopped, a second backlog
+       (the next 20 minutes) is produced.
+
+    Tansu only: the marks are the ingest reader's, the same code on either broker."""
+    sim, reports, expected = fleet(minutes=40, seed=7)
+    split = sim.start + 1200  # a window boundary: the phases' windows are apart
+    phases = [[r for r in reports if r["start"] < split], [r for r in reports if r["start"] >= split]]
+    assert all(phases)
     d = Deployment(tansu_broker.bootstrap, tmp_path / "d", topology=FLEET)
     try:
         d.start(roles="sink")
@@ -306,15 +314,19 @@ def test_a_backlog_into_sources_handed_over_while_idle_is_not_late(tansu_broker,
         w2 = d.start(roles="pipeline")
         _wait_log(d, 2, "ingest: assigned reports [")  # half of them are worker-2's now
         _wait_log(d, 1, "ingest: assigned reports [", count=2)
-        w2.send_signal(signal.SIGSTOP)  # before it reads them
-        try:
-            d.produce(reports)
-            time.sleep(10)  # worker-1 reads its own sources' backlog
-        finally:
-            w2.send_signal(signal.SIGCONT)
-        got = d.wait_windows(len(expected), timeout=300)
-        assert got == len(expected), d.logs()
-        assert d.deadletters() == [], d.logs()  # nothing late
+        for n, phase in enumerate(phases, 1):
+            w2.send_signal(signal.SIGSTOP)  # before it reads its sources
+            try:
+                d.produce(phase)
+                time.sleep(10)  # worker-1 reads its own sources' backlog, then takes worker-2's over
+            finally:
+                w2.send_signal(signal.SIGCONT)
+            want = len([k for k in expected if k[2] < split]) if n == 1 else len(expected)
+            assert d.wait_windows(want, timeout=300) == want, d.logs()
+            assert d.deadletters() == [], d.logs()  # nothing late
+            if n < len(phases):
+                _wait_log(d, 2, "ingest: assigned reports [", count=n + 1)  # worker-2 back in the group ...
+                time.sleep(8)  # ... and every source caught up, quiet and marked idle by its owner
         assert compare(expected, d.landed()) == []
     finally:
         d.close()

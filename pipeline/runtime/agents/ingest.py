@@ -19,7 +19,9 @@ each batch first wakes, in every pairs partition, every source it carries or has
 end (a non-idle mark ahead of the data): otherwise one partition's backlog would move the
 watermark past the reports of another partition still marked idle, read next, and make them late.
 For the same reason a partition that changes hands is woken by the worker that loses it and by the one
-that gets it (:meth:`ReportsReader.wake`): an idle mark is a promise its reader stops keeping then.
+that gets it (:meth:`ReportsReader.wake`): an idle mark is a promise its reader stops keeping then. And
+reports on a partition after a quiet spell wake every partition, other workers' too, before the batch's
+work: those may have a backlog of their own that their owner has not read yet.
 
 Upgrading from a worker that read the reports in the Faust group ``<app_id>``: a partition the
 ingest group has no offset for starts where ``<app_id>`` committed it, not at the beginning
@@ -118,7 +120,9 @@ class ReportsReader(ConsumerRebalanceListener):
         other partitions' backlogs would move the watermark past it: its reports, read by the next owner,
         would be late. So a worker wakes the partitions it loses before the group moves on (the group waits
         for the revoke callback), and the partitions it gets before it reads them (their last owner may have
-        died without a word); the next owner marks them idle again once it finds them caught up and quiet."""
+        died without a word); the next owner marks them idle again once it finds them caught up and quiet.
+        The same holds while two workers own partitions that are all idle and a backlog reaches both: the
+        one that reads first wakes every partition (:meth:`_process`), the other's too."""
         wake = [encode_mark(ProgressMark(src, None)) for src in sorted(partitions)]
         if not wake:
             return
@@ -250,6 +254,13 @@ class ReportsReader(ConsumerRebalanceListener):
         pending = []
         done: list[tuple[int, int, int | None]] = []
         samples = 0
+        # reports on a partition quiet for source_idle_s, which its marks may have said idle: every reports
+        # partition, ours or not, is woken first, before this batch's work. Another worker's partitions may
+        # have a backlog of their own, not read yet; marked idle, they would not hold the watermark back while
+        # ours moves it, and their reports would be late. Their owners mark them idle again within a marks
+        # tick if they are still caught up and quiet.
+        if any(recs and ctx.progress.idle(tp.partition, now) for tp, recs in batch.items()):
+            await self.wake(range(ctx.settings.partitions), "reports after a quiet spell")
         records = [(rec.value or b"", tp.partition, rec.offset) for tp, recs in batch.items() for rec in recs]
         for i in range(0, len(records), self.CORE_BATCH):
             chunk = records[i:i + self.CORE_BATCH]
