@@ -20,8 +20,8 @@ end (a non-idle mark ahead of the data): otherwise one partition's backlog would
 watermark past the reports of another partition still marked idle, read next, and make them late.
 For the same reason a partition that changes hands is woken by the worker that loses it and by the one
 that gets it (:meth:`ReportsReader.wake`): an idle mark is a promise its reader stops keeping then. And
-reports on a partition after a quiet spell wake every partition, other workers' too, before the batch's
-work: those may have a backlog of their own that their owner has not read yet.
+a backlog on a partition after a quiet spell wakes every partition, other workers' too, ahead of its
+data: those may have a backlog of their own that their owner has not read yet.
 
 Upgrading from a worker that read the reports in the Faust group ``<app_id>``: a partition the
 ingest group has no offset for starts where ``<app_id>`` committed it, not at the beginning
@@ -121,8 +121,8 @@ class ReportsReader(ConsumerRebalanceListener):
         would be late. So a worker wakes the partitions it loses before the group moves on (the group waits
         for the revoke callback), and the partitions it gets before it reads them (their last owner may have
         died without a word); the next owner marks them idle again once it finds them caught up and quiet.
-        The same holds while two workers own partitions that are all idle and a backlog reaches both: the
-        one that reads first wakes every partition (:meth:`_process`), the other's too."""
+        (While two workers own partitions that are all idle and a backlog reaches both, the one that reads
+        first wakes every partition with its first data: :meth:`_process`.)"""
         wake = [encode_mark(ProgressMark(src, None)) for src in sorted(partitions)]
         if not wake:
             return
@@ -254,13 +254,8 @@ class ReportsReader(ConsumerRebalanceListener):
         pending = []
         done: list[tuple[int, int, int | None]] = []
         samples = 0
-        # reports on a partition quiet for source_idle_s, which its marks may have said idle: every reports
-        # partition, ours or not, is woken first, before this batch's work. Another worker's partitions may
-        # have a backlog of their own, not read yet; marked idle, they would not hold the watermark back while
-        # ours moves it, and their reports would be late. Their owners mark them idle again within a marks
-        # tick if they are still caught up and quiet.
-        if any(recs and ctx.progress.idle(tp.partition, now) for tp, recs in batch.items()):
-            await self.wake(range(ctx.settings.partitions), "reports after a quiet spell")
+        # reports on a partition quiet for source_idle_s, which its marks may have said idle (see below)
+        quiet = any(recs and ctx.progress.idle(tp.partition, now) for tp, recs in batch.items())
         records = [(rec.value or b"", tp.partition, rec.offset) for tp, recs in batch.items() for rec in recs]
         for i in range(0, len(records), self.CORE_BATCH):
             chunk = records[i:i + self.CORE_BATCH]
@@ -281,7 +276,16 @@ class ReportsReader(ConsumerRebalanceListener):
         # *before* any of the batch's data: a source marked idle earlier would otherwise not hold the
         # watermark back while another source's backlog went through, and its own reports, read next,
         # would be late (a backfill into an idle worker; a replacement worker reading a dead one's backlog)
-        wake = [encode_mark(ProgressMark(src, None)) for src in sorted(self._unfinished(batch))]
+        wake_up = self._unfinished(batch)
+        # A backlog (reports older than the idle lag) after a quiet spell wakes every source, other workers'
+        # too: theirs may have a backlog of their own, not read yet; marked idle, they would not hold the
+        # watermark back while ours moves it, and their reports would be late. Their owners mark them idle
+        # again at their next mark if they are still caught up and quiet. (Not for reports of now: live data
+        # cannot move the watermark past a backlog that is late anyway, and a sparse fleet would hold every
+        # window back at every report.)
+        if quiet and any(start is not None and start < now - ctx.settings.source_idle_lag_s for _, _, start in done):
+            wake_up = range(ctx.settings.partitions)
+        wake = [encode_mark(ProgressMark(src, None)) for src in sorted(wake_up)]
         for p in range(ctx.settings.partitions):
             for chunk in chunks(wake + by_part.get(p, []), PAIRS_MESSAGE_BYTES):
                 pending.append(await ctx.send(t.pairs, encode_pairs_batch(chunk), p))
