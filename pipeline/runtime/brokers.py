@@ -18,6 +18,7 @@ import atexit
 import fcntl
 import importlib.resources
 import os
+import random
 import signal
 import socket
 import stat
@@ -49,12 +50,46 @@ class BrokerError(RuntimeError):
 # --- small helpers -------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` (a local IPv4 address) that was free a moment ago.
+#: The kernel's range of ephemeral ports (outgoing connections, ``bind(0)``) where it cannot be read.
+EPHEMERAL_DEFAULT = (32768, 60999)
 
-    >>> 0 < free_port() < 65536 and 0 < free_port("127.0.0.2") < 65536
+
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's ephemeral port range, lowest and highest.
+
+    >>> lo, hi = ephemeral_ports()
+    >>> 1024 <= lo <= hi <= 65535
+    True
+    >>> ephemeral_ports("/nonexistent")
+    (32768, 60999)
+    """
+    try:
+        lo, hi = map(int, Path(path).read_text().split())
+    except (OSError, ValueError):
+        return EPHEMERAL_DEFAULT
+    return lo, hi
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 50) -> int:
+    """Return a TCP port on ``host`` (a local IPv4 address) that was free a moment ago, for a server
+    that binds it later.
+
+    Picked at random below the kernel's ephemeral range, so that no outgoing connection (a Kafka client
+    opens many) can take it in between, as a port ``bind(0)`` hands out can be; only another server
+    binding that very port can. Falls back to ``bind(0)`` when nothing below the range is free.
+
+    >>> 0 < free_port() < ephemeral_ports()[0] and 0 < free_port("127.0.0.2") < 65536
     True
     """
+    lo = ephemeral_ports()[0]
+    below = range(max(1024, lo - 12000), lo)
+    for port in random.sample(below, min(tries, len(below))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:  # in use (or in TIME_WAIT): another one
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
