@@ -29,13 +29,13 @@ def test_a_port_in_use_is_not_picked_and_no_room_below_falls_back(monkeypatch):
     lo, _ = ephemeral_ports()
     with socket.create_server(("127.0.0.1", lo - 1)) as taken:  # the only port below the range ...
         monkeypatch.setattr(brokers, "ephemeral_ports", lambda: (lo, 65535))
-        monkeypatch.setattr(brokers, "random", _OnlyLast(lo - 1))
+        monkeypatch.setattr(brokers, "random", _Offers(lo - 1))
         assert free_port() != taken.getsockname()[1]  # ... is in use: bind(0) decides
     monkeypatch.setattr(brokers, "ephemeral_ports", lambda: (1024, 65535))  # nothing below the range
     assert 1024 <= free_port() < 65536
 
 
-class _OnlyLast:
+class _Offers:
     """``random`` whose ``sample`` offers one port only."""
 
     def __init__(self, port: int) -> None:

@@ -66,6 +66,11 @@ def ingest_group(app_id: str) -> str:
     return f"{app_id}-ingest"
 
 
+def _wake_marks(sources: Iterable[int]) -> list[bytes]:
+    """Progress marks that say ``sources`` are active (not idle), promising nothing more."""
+    return [encode_mark(ProgressMark(src, None)) for src in sorted(sources)]
+
+
 class ReportsReader(ConsumerRebalanceListener):
     """Reads the reports topic in batches (group :func:`ingest_group`), feeds ``ctx.core``, sends what it
     returns, commits once that is delivered; keeps ``ctx.progress`` following its assignment."""
@@ -123,7 +128,7 @@ class ReportsReader(ConsumerRebalanceListener):
         died without a word); the next owner marks them idle again once it finds them caught up and quiet.
         (While two workers own partitions that are all idle and a backlog reaches both, the one that reads
         first wakes every partition with its first data: :meth:`_process`.)"""
-        wake = [encode_mark(ProgressMark(src, None)) for src in sorted(partitions)]
+        wake = _wake_marks(partitions)
         if not wake:
             return
         ctx = self.ctx
@@ -285,7 +290,7 @@ class ReportsReader(ConsumerRebalanceListener):
         # window back at every report.)
         if quiet and any(start is not None and start < now - ctx.settings.source_idle_lag_s for _, _, start in done):
             wake_up = range(ctx.settings.partitions)
-        wake = [encode_mark(ProgressMark(src, None)) for src in sorted(wake_up)]
+        wake = _wake_marks(wake_up)
         for p in range(ctx.settings.partitions):
             for chunk in chunks(wake + by_part.get(p, []), PAIRS_MESSAGE_BYTES):
                 pending.append(await ctx.send(t.pairs, encode_pairs_batch(chunk), p))
