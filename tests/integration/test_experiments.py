@@ -54,10 +54,15 @@ def test_burst_bytes_and_retransmissions_match_iperf3(campaign):
 
 
 def test_loss_on_one_client_is_workload_and_nhi_stays_healthy(campaign):
-    ref_bytes, ref_retrans = campaign.phases["host_loss"].figures["iperf3"]
-    assert ref_retrans > 20, "5 % loss must make iperf3 retransmit"
-    got = campaign.windows("host_loss")[("subnet-1c", "subnet-1a")]
-    assert abs(got["retrans"] - ref_retrans) <= 0.1 * ref_retrans, (got, ref_retrans)
+    fig = campaign.phases["host_loss"].figures
+    (_, iperf3), kernel = fig["iperf3"], fig["kernel_retrans"]
+    assert iperf3 > 20, "5 % loss must make iperf3 retransmit"
+    # The reference is the kernel's own count in the client's namespace: iperf3's figure is read when it
+    # stops writing, and the socket retransmits after that while it drains (in CI: 299 vs 337 landed).
+    got = campaign.instances("host_loss")[(C[0], "subnet-1a")]
+    assert iperf3 <= got["retrans"] <= kernel, (got, fig)
+    assert kernel - got["retrans"] <= max(2, 0.02 * kernel), (got, fig)  # the agent's own (unlossy) links
+    assert campaign.windows("host_loss")[("subnet-1c", "subnet-1a")]["retrans"] >= got["retrans"]
     verdicts = campaign.attributions("host_loss")
     mine = [v for v in verdicts if v["instance"] == C[0]]
     assert mine, f"no anomaly attributed for {C[0]}'s flows: {verdicts}"

@@ -50,11 +50,28 @@ def test_sigterm_stops_cleanly_and_a_lost_broker_cannot_hold_the_stop(tmp_path):
         assert (rc, "did not stop" in text) == (0, False), text[-3000:]
         assert took < GRACE_S, took
 
+        # A broker that no longer answers (frozen; as behind a partition that drops packets): the
+        # stop's commit and leave wait for their request timeouts, so only the deadline can end it.
         proc, log = _worker(tmp_path, broker.bootstrap, 2)
-        broker.stop()  # gone: aiokafka would retry its commit and coordinator lookup for ever
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1)
+            rc, took = _stop(proc)
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        text = log.read_text(errors="replace")
+        assert rc == STOP_TIMED_OUT, text[-3000:]
+        assert GRACE_S <= took < GRACE_S + 10, took
+        assert f"did not stop within {GRACE_S} s" in text
+
+        # A broker that is gone (connections refused): aiokafka may retry for ever or give up at once
+        # (both seen in CI); either way the stop ends by its deadline, and says so if it needed it.
+        proc, log = _worker(tmp_path, broker.bootstrap, 3)
+        broker.stop()
         time.sleep(1)
         rc, took = _stop(proc)
     text = log.read_text(errors="replace")
-    assert rc == STOP_TIMED_OUT, text[-3000:]
-    assert GRACE_S <= took < GRACE_S + 10, took
-    assert f"did not stop within {GRACE_S} s" in text
+    assert rc in (0, STOP_TIMED_OUT), text[-3000:]
+    assert took < GRACE_S + 10, took
+    assert (rc == STOP_TIMED_OUT) == (f"did not stop within {GRACE_S} s" in text), text[-3000:]

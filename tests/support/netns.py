@@ -497,6 +497,15 @@ class Lab:
             time.sleep(0.02)
         raise LabError(f"nothing listens on {host} port {port} after {timeout:.0f} s")
 
+    def tcp_retransmissions(self, host: str) -> int:
+        """The kernel's count of TCP segments retransmitted in ``host``'s namespace so far
+        (``RetransSegs`` of its ``/proc/net/snmp``: every socket, closed ones too). The same counter
+        each socket's ``tcpi_total_retrans`` adds to, so it is the reference for what an agent reports."""
+        lines = [ln.split() for ln in self.run(host, ["cat", "/proc/net/snmp"]).stdout.splitlines() if ln.startswith("Tcp:")]
+        if len(lines) != 2:
+            raise LabError(f"on {host}: /proc/net/snmp has no Tcp: header and values")
+        return int(dict(zip(lines[0][1:], lines[1][1:]))["RetransSegs"])
+
     # --- impairments -------------------------------------------------------------------------
     def host_loss(self, host: str, percent: float) -> None:
         """Drop ``percent`` % of IPv4 packets to and from ``host`` on its link (router side). 0 removes it."""
