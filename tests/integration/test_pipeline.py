@@ -98,14 +98,37 @@ def test_http_experiment(deploy):
     assert rtt[0] > 2 * rtt[1]  # inter-AZ RTT visibly above intra-AZ
 
 
+def _backlog_first(d, reports) -> None:
+    """Produce the whole backlog before any worker reads it (the hand-over tests).
+
+    Produced while a worker reads, a backlog whose production pauses for longer than
+    FLOWMON_SOURCE_IDLE_S (2 s here) finds every source caught up and quiet: idle, and a stream whose
+    every source is idle is finished, so its open windows close by the idle clock and the rest of the
+    backlog is late. That is the rule (README, "Windows, watermarks, lateness"), not what these tests are
+    about. In CI a producer retrying NotLeaderForPartition on Apache Kafka paused that long, and the
+    first windows landed short (205 of 1,640 samples). Reproduced: 6 s of pause after 2.5 minutes of a
+    40-minute backlog, 92 windows short and 12,577 late dead letters."""
+    d.produce(reports)
+
+
+def _assert_exact(d, expected, landed_windows: int) -> None:
+    """Every window landed with its exact totals, and nothing was dead-lettered (late, or refused). On a
+    failure the message holds both at once and the workers' timeline of membership, hand-overs and
+    restores (a log tail starts after the rebalance that matters)."""
+    diff, dead = compare(expected, d.landed()), d.deadletters()
+    reasons = sorted({(x["reason"], x["stage"]) for x in dead})
+    assert (landed_windows, len(diff), len(dead)) == (len(expected), 0, 0), (
+        f"{len(diff)} windows differ, e.g. {diff[:3]}; {len(dead)} dead letters {reasons}\n{d.timeline()}")
+
+
 def test_sigkill_worker_mid_run(deploy):
     """Two workers share the partitions; one is SIGKILLed mid-run and replaced: totals stay exact."""
     sim, reports, expected = fleet(minutes=40, seed=5)
     d = deploy(topology=FLEET)
+    _backlog_first(d, reports)
     d.start(roles="sink")
     w1 = d.start(roles="pipeline")
     d.start(roles="pipeline")
-    d.produce(reports)
     # mid-run: the first windows have landed, most have not
     first = d.wait_windows(1, timeout=180)
     d.kill(w1)
@@ -113,9 +136,7 @@ def test_sigkill_worker_mid_run(deploy):
     time.sleep(1)
     d.start(roles="pipeline")
     got = d.wait_windows(len(expected), timeout=300)
-    assert got == len(expected), d.logs()
-    assert compare(expected, d.landed()) == []
-    assert d.deadletters() == []  # nothing late, nothing refused
+    _assert_exact(d, expected, got)
     assert instance_differences(d.client) == []  # the replayed and restored windows' instances too
 
 
@@ -126,9 +147,9 @@ def test_paused_worker_does_not_overwrite_its_successor(deploy):
     restore from the state topic, and the totals stay exact."""
     sim, reports, expected = fleet(minutes=40, seed=5)
     d = deploy(topology=FLEET)
+    _backlog_first(d, reports)
     d.start(roles="sink")
     w1 = d.start(roles="pipeline")
-    d.produce(reports)
     first = d.wait_windows(1, timeout=180)
     w1.send_signal(signal.SIGSTOP)
     try:
@@ -142,9 +163,7 @@ def test_paused_worker_does_not_overwrite_its_successor(deploy):
     finally:
         w1.send_signal(signal.SIGCONT)
     got = d.wait_windows(len(expected), timeout=300)
-    assert got == len(expected), d.logs()
-    assert compare(expected, d.landed()) == [], d.logs()
-    assert d.deadletters() == []
+    _assert_exact(d, expected, got)
     assert instance_differences(d.client) == []
 
 

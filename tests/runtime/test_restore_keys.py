@@ -7,6 +7,7 @@ import orjson
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
 from pipeline.runtime.restore import DETECT_KEY, PAIRS_KEY, PartitionState, StateKey
+from pipeline.aggregate.step import StepOutput
 from pipeline.wire.records import Origin, PairsMessage, Partial, ProgressMark
 
 
@@ -85,3 +86,86 @@ def test_state_writes_are_made_one_at_a_time_in_the_same_order(monkeypatch):
     assert got[-1].key.text == orjson.dumps([2, PAIRS_KEY]).decode() and orjson.loads(got[-1].value) == {"offset": 7}
     assert len(made) == sum(w.key.detector_key is not None for w in want) > 1
     assert list(b.iter_dirty()) == [] == a.take_dirty()  # nothing left dirty
+
+
+def _pairs_stream(minutes: int = 40) -> list:
+    """Two sources, three hosts towards two destinations, one report per host and 30-s interval; each
+    source marks its progress after every interval: windows open, fill and close along the stream."""
+    msgs: list = []
+    rid = 0
+    for i in range(2 * minutes):
+        t = 30 * i
+        for src in (0, 1):
+            for h, dst in ((f"h{src}a", "s2"), (f"h{src}b", "s3"), (f"h{src}c", "s2")):
+                part = Partial(["s1", "a1", "v"], [dst, "a2", "v"], t - t % 600, h,
+                               [1000 + rid, 10, rid % 3, 0, 1, 1, 1, 900], {157: 1}, [rid % 3, 0], [None, None, None],
+                               None, rid, {157: 1})
+                msgs.append(PairsMessage(Origin(src, rid), t, t, [part]))
+                rid += 1
+            msgs.append(ProgressMark(src, t))
+    return msgs
+
+
+def _landed(emitted: list) -> dict:
+    """The last emission of each window (the sink keeps the latest ``closed_at``), by its totals."""
+    return {(w.src_subnet, w.dst_subnet, w.window_start): (w.bytes, w.retransmissions, w.samples) for w in emitted}
+
+
+def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_exact_totals():
+    """A worker that dies, or is paused and replaced, part way through a batch's state writes leaves a
+    prefix of them in the state topic. Whoever restores it and replays the pairs messages from the committed
+    offset (before the batch) must land exactly the windows an uninterrupted run lands, with nothing
+    dead-lettered: the progress (watermark, idle sources, report offsets reached) must never be ahead of
+    the windows it was written with, or the replay closes a window short and drops its data as late or as
+    read again."""
+    msgs = _pairs_stream()
+    batches = [msgs[i:i + 9] for i in range(0, len(msgs), 9)]  # the pairs offset of message j is j
+    whole = _state2()
+    ref = []
+    log: list[list] = []  # the state writes of each batch
+    closing = []  # the batches that close windows
+    for b, batch in enumerate(batches):
+        out = StepOutput()
+        for j, msg in enumerate(batch):
+            whole.step.apply(msg, out)
+            whole.applied(9 * b + j)
+        ref += out.closed
+        closing += [b] * bool(out.closed)
+        log.append(whole.take_dirty())
+    want = _landed(ref)
+    assert len(want) >= 6 and len(closing) >= 3
+    for k in [3, *closing[:3]]:  # an ordinary batch, and batches whose writes close windows
+        for cut in range(len(log[k]) + 1):
+            topic: dict[str, bytes | None] = {}
+            for writes in [*log[:k], log[k][:cut]]:
+                for w in writes:
+                    topic[w.key.text] = w.value
+            back = _state2()
+            for key, value in topic.items():
+                if value is not None:
+                    back.load(key, orjson.loads(value))
+            emitted = [w for out_k in _replay_outputs(batches, k) for w in out_k]  # what landed before the cut
+            out = StepOutput()
+            for j, msg in enumerate(msgs[9 * k:], start=9 * k):  # from the committed offset: batch k's first
+                if j <= back.pairs_offset:
+                    continue
+                back.step.apply(msg, out)
+                back.applied(j)
+            assert out.late == [], (k, cut, len(log[k]))
+            assert _landed(emitted + out.closed) == want, (k, cut, len(log[k]))
+
+
+def _state2() -> PartitionState:
+    return PartitionState(PartitionWindows(2, 600, 60, 2), Detection(interval_s=30, window_s=600))
+
+
+def _replay_outputs(batches: list, k: int) -> list:
+    """The windows an uninterrupted worker emitted up to and including batch ``k`` (emitted, and durable,
+    before that batch's state writes are sent)."""
+    ps, outs = _state2(), []
+    for batch in batches[:k + 1]:
+        out = StepOutput()
+        for msg in batch:
+            ps.step.apply(msg, out)
+        outs.append(out.closed)
+    return outs

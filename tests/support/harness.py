@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,25 @@ class Deployment:
             text = f.read_text(errors="replace")
             out.append(f"--- {f.name}\n" + (text if tail is None else text[-tail:]))
         return "\n".join(out)
+
+    #: What :meth:`timeline` keeps of a worker's log: group membership, partition hand-overs, restores, fencing.
+    TIMELINE = re.compile(r"Joined group|assigned pairs|assigned reports|restored|ignored|no longer in the group|"
+                          r"answered .* late|Revoking|OffsetCommit failed|wake|Heartbeat failed|skipped|late")
+
+    def timeline(self, width: int = 220) -> str:
+        """The workers' membership and hand-over events, merged in time order, one short line each: the
+        story of a rebalance that a log tail cuts off (for a failure message)."""
+        lines = []
+        for f in sorted(self.workdir.glob("worker-*.log")):
+            for ln in f.read_text(errors="replace").splitlines():
+                m = re.match(r"\[\d{4}-\d\d-\d\d (\S+)\] \[\d+\] \[(\w+)\] (.*)", ln)
+                if m and self.TIMELINE.search(m[3]) and "Timer " not in m[3]:
+                    text = re.sub(r"with member_id \S+", "", m[3]).strip()
+                    lines.append(f"{m[1]} w{f.stem[7:]} {m[2][0]} {text}"[:width])
+        lines.sort()
+        if len(lines) > 300:
+            lines[50:-250] = [f"... {len(lines) - 300} lines ..."]
+        return "\n".join(lines)
 
     def close(self) -> None:
         for p in self.procs:
