@@ -324,12 +324,14 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
     split = sim.start + 1200  # a window boundary: the phases' windows are apart
     phases = [[r for r in reports if r["start"] < split], [r for r in reports if r["start"] >= split]]
     assert all(phases)
-    d = Deployment(tansu_broker.bootstrap, tmp_path / "d", topology=FLEET)
+    # idle after 4 s, not 2: the backlogs are produced while the workers read (the point of the test), and a
+    # pause in production longer than that would end the stream (``_backlog_first``)
+    d = Deployment(tansu_broker.bootstrap, tmp_path / "d", topology=FLEET, FLOWMON_SOURCE_IDLE_S="4")
     try:
         d.start(roles="sink")
         d.start(roles="pipeline")  # worker-1: alone, it owns every reports partition ...
         _wait_log(d, 1, "ingest: assigned reports [0, 1, 2, 3]")
-        time.sleep(8)  # ... and marks them idle (nothing to read for source_idle_s)
+        time.sleep(10)  # ... and marks them idle (nothing to read for source_idle_s)
         w2 = d.start(roles="pipeline")
         _wait_log(d, 2, "ingest: assigned reports [")  # half of them are worker-2's now
         _wait_log(d, 1, "ingest: assigned reports [", count=2)
@@ -345,7 +347,7 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
             assert d.deadletters() == [], d.logs()  # nothing late
             if n < len(phases):
                 _wait_log(d, 2, "ingest: assigned reports [", count=n + 1)  # worker-2 back in the group ...
-                time.sleep(8)  # ... and every source caught up, quiet and marked idle by its owner
+                time.sleep(10)  # ... and every source caught up, quiet and marked idle by its owner
         assert compare(expected, d.landed()) == []
     finally:
         d.close()
