@@ -11,8 +11,8 @@ from pipeline.aggregate.step import StepOutput
 from pipeline.wire.records import Origin, PairsMessage, Partial, ProgressMark
 
 
-def _state() -> PartitionState:
-    return PartitionState(PartitionWindows(2, 600, 60, 1), Detection(interval_s=30, window_s=600))
+def _state(sources: int = 1) -> PartitionState:
+    return PartitionState(PartitionWindows(2, 600, 60, sources), Detection(interval_s=30, window_s=600))
 
 
 def _feed(ps: PartitionState) -> None:
@@ -120,8 +120,9 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
     read again."""
     msgs = _pairs_stream()
     batches = [msgs[i:i + 9] for i in range(0, len(msgs), 9)]  # the pairs offset of message j is j
-    whole = _state2()
+    whole = _state(sources=2)
     ref = []
+    emitted: list[list] = []  # the windows emitted up to and including each batch (before its state writes)
     log: list[list] = []  # the state writes of each batch
     closing = []  # the batches that close windows
     for b, batch in enumerate(batches):
@@ -130,6 +131,7 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
             whole.step.apply(msg, out)
             whole.applied(9 * b + j)
         ref += out.closed
+        emitted.append(list(ref))
         closing += [b] * bool(out.closed)
         log.append(whole.take_dirty())
     want = _landed(ref)
@@ -140,11 +142,10 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
             for writes in [*log[:k], log[k][:cut]]:
                 for w in writes:
                     topic[w.key.text] = w.value
-            back = _state2()
+            back = _state(sources=2)
             for key, value in topic.items():
                 if value is not None:
                     back.load(key, orjson.loads(value))
-            emitted = [w for out_k in _replay_outputs(batches, k) for w in out_k]  # what landed before the cut
             out = StepOutput()
             for j, msg in enumerate(msgs[9 * k:], start=9 * k):  # from the committed offset: batch k's first
                 if j <= back.pairs_offset:
@@ -152,20 +153,5 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
                 back.step.apply(msg, out)
                 back.applied(j)
             assert out.late == [], (k, cut, len(log[k]))
-            assert _landed(emitted + out.closed) == want, (k, cut, len(log[k]))
+            assert _landed(emitted[k] + out.closed) == want, (k, cut, len(log[k]))
 
-
-def _state2() -> PartitionState:
-    return PartitionState(PartitionWindows(2, 600, 60, 2), Detection(interval_s=30, window_s=600))
-
-
-def _replay_outputs(batches: list, k: int) -> list:
-    """The windows an uninterrupted worker emitted up to and including batch ``k`` (emitted, and durable,
-    before that batch's state writes are sent)."""
-    ps, outs = _state2(), []
-    for batch in batches[:k + 1]:
-        out = StepOutput()
-        for msg in batch:
-            ps.step.apply(msg, out)
-        outs.append(out.closed)
-    return outs
