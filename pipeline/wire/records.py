@@ -200,10 +200,13 @@ def encode_pairs_message(msg: PairsMessage) -> bytes:
 
 def encode_pairs(origin: Origin, start: int | None, grid: int | None, parts: list[Partial]) -> bytes:
     """``encode_pairs_message`` from the fields (the ingest hot path builds no ``PairsMessage``); each
-    partial as the array of its fields, in one ``orjson`` call (which takes a ``NamedTuple`` only
-    through ``default``)."""
-    return orjson.dumps({"o": [origin[0], origin[1]], "t": start, "g": grid, "P": parts}, default=tuple,
-                        option=_OPTS)
+    partial as the array of its fields, in one msgspec call. msgspec writes a ``NamedTuple`` as an array
+    itself; ``orjson`` takes one only through ``default``, a Python call per partial (the same bytes at
+    1.5-2x the cost: ``benchmarks/README.md``, issue 14, fourteenth session)."""
+    return _PAIRS_ENCODE({"o": [origin[0], origin[1]], "t": start, "g": grid, "P": parts})
+
+
+_PAIRS_ENCODE = msgspec.json.Encoder().encode
 
 
 def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
