@@ -201,12 +201,14 @@ class Worker:
     """One ``flowmon worker`` subprocess (optionally under pyinstrument), logging to ``log_path``."""
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker",
-                 profile_to: Path | None = None, cwd: Path = REPO) -> None:
+                 profile_to: Path | None = None, cwd: Path = REPO, memray_to: Path | None = None) -> None:
         self.log_path = workdir / f"{name}.log"
         self.profile_to = profile_to
         cmd = [sys.executable]
         if profile_to is not None:
             cmd += ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile_to)]
+        elif memray_to is not None:  # every allocation and its stack (benchmarks.rss --memray)
+            cmd += ["-m", "memray", "run", "-f", "-o", str(memray_to)]
         cmd += ["-m", "pipeline.cli", "worker", "--loglevel", "info"]  # a module before the restructure, a package since
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the worker writes it until it exits
         self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,

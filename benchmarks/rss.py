@@ -12,18 +12,26 @@ name the remote's placement, half leave it to the topology. ``--intervals`` inte
 processed and ``flowmon_open_windows`` says N x N, the worker holds them all, and its
 ``VmHWM`` (peak RSS) and ``VmRSS`` are read from /proc/PID/status. The same figures
 just before the reports are produced (worker joined, idle) are the baseline.
+
+``--memray FILE`` runs the worker under memray (``pip install -e '.[bench]'``), which records
+every allocation with its stack, and then prints where the memory held at the worker's
+high-water mark was allocated: by allocating line, and by the first line of ``pipeline``
+on its stack. The worker is slower under it; its RSS figures include memray's own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
+import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -79,7 +87,7 @@ def reports(topo_dict: dict, subnets: int, reporters: int, intervals: int, seed:
 
 
 def measure(kind: str, bootstrap: str, workroot: Path, subnets: int, reporters: int, intervals: int,
-            partitions: int, timeout_s: float) -> dict:
+            partitions: int, timeout_s: float, memray_to: Path | None = None) -> dict:
     prefix = unique_name("rss")
     workdir = workroot / prefix
     workdir.mkdir(parents=True)
@@ -94,7 +102,7 @@ def measure(kind: str, bootstrap: str, workroot: Path, subnets: int, reporters: 
     port = free_port()
     env = worker_env(bootstrap, prefix, workdir, roles="pipeline", partitions=partitions, topology=topo_path,
                      metrics_port=port, FLOWMON_SOURCE_IDLE_LAG_S="100000000")
-    w = Worker(env, workdir)
+    w = Worker(env, workdir, memray_to=memray_to)
     out: dict = {"broker": kind, "subnets": subnets, "pairs": pairs, "reports": len(reps), "samples": n_samples}
     try:
         deadline = time.time() + timeout_s
@@ -138,9 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--memray", type=Path, metavar="FILE",
+                    help="run the worker under memray, write its capture here and print what the peak held")
     a = ap.parse_args(argv)
     if not 1 <= a.intervals <= 20:
         ap.error("--intervals must be 1..20 (one 10-minute window)")
+    if a.memray is not None:
+        if importlib.util.find_spec("memray") is None:
+            ap.error("--memray needs memray: pip install -e '.[bench]'")
+        if a.broker == "both" or a.repeat > 1:
+            ap.error("--memray records one worker: use it with one --broker and --repeat 1")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     kinds = ["tansu", "kafka"] if a.broker == "both" else [a.broker]
     workroot = Path(tempfile.mkdtemp(prefix="flowmon-rss-"))
@@ -151,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for _ in range(a.repeat):
                     results.append(measure(kind, b.bootstrap, workroot, a.subnets, a.reporters, a.intervals,
-                                           a.partitions, a.timeout))
+                                           a.partitions, a.timeout, a.memray))
             finally:
                 b.stop()
     finally:
@@ -169,7 +184,42 @@ def main(argv: list[str] | None = None) -> int:
     console.print(t)
     console.print("baseline: the worker joined and idle, before any report. peak - baseline / open windows: an upper "
                   "bound of what one open pair-window costs (it includes the ingest buffers and the producer's).")
+    if a.memray is not None:
+        peak_report(a.memray)
     return 0 if all(r["open_windows"] >= r["pairs"] for r in results) else 1
+
+
+def peak_report(capture: Path, top: int = 15) -> None:
+    """What the worker held at its high-water mark (memray's capture), by allocating line and by the first
+    ``pipeline`` line on the stack (``<no pipeline frame>``: the libraries' own, e.g. fetch buffers)."""
+    from memray import FileReader
+
+    by_line: Counter[str] = Counter()
+    by_pipeline: Counter[str] = Counter()
+    for rec in FileReader(capture).get_high_watermark_allocation_records(merge_threads=True):
+        stack = rec.stack_trace(max_stacks=40)
+        if not stack:
+            by_line["<no Python stack>"] += rec.size
+            continue
+        by_line[_where(stack[0])] += rec.size
+        mine = next((f for f in stack if f"{os.sep}pipeline{os.sep}" in f[1]), None)
+        by_pipeline[_where(mine) if mine else "<no pipeline frame>"] += rec.size
+    total = sum(by_line.values())
+    for title, counts in (("allocated at", by_line), ("first pipeline line on the stack", by_pipeline)):
+        t = Table(title=f"held at the peak ({total / 2**20:,.0f} MiB): by {title}", title_justify="left")
+        t.add_column("MiB", justify="right")
+        t.add_column("share", justify="right")
+        t.add_column("where")
+        for where, size in counts.most_common(top):
+            t.add_row(f"{size / 2**20:,.1f}", f"{size / total:.0%}", where)
+        console.print(t)
+
+
+def _where(frame: tuple) -> str:
+    func, path, line = frame[0], frame[1], frame[2]
+    for cut in ("site-packages" + os.sep, str(Path(__file__).resolve().parents[1]) + os.sep):
+        path = path.split(cut)[-1]
+    return f"{path}:{line} ({func})"
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ Were s2 itself slow, the az3 reporters would suffer too and ``subnet s2`` would 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -469,6 +471,16 @@ class _Cover:
 # ------------------------------------------------------------------------------------
 # the stage: health of every partition in, verdicts per alert and NHI changes out
 # ------------------------------------------------------------------------------------
+_intern = sys.intern
+_key_health = functools.partial(tuple.__new__, KeyHealth)
+_SHARED_MAX = 100_000
+
+
+def _interned(xs: tuple) -> tuple:
+    """``xs`` with its strings interned (None kept)."""
+    return tuple([x if x is None else _intern(x) for x in xs])
+
+
 class AttributionStage:
     """Collects the per-interval health from every pairs partition; attributes an interval once
     every partition has passed it.
@@ -502,6 +514,8 @@ class AttributionStage:
         self.opened: dict[int, dict[str, AnomalyEvent]] = defaultdict(dict)
         self.first_offset: dict[int, int] = {}  # interval -> earliest input offset holding it
         self.done_upto = -1  # every interval up to here is attributed
+        #: one object per distinct interval, placement, ``weak`` and ``top`` among the pending entries (see _compact)
+        self._shared: dict[Any, Any] = {}
 
     def apply(self, msg: HealthBatch | Mapping[str, Any], now: float = 0.0, offset: int | None = None,
               limit: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -539,8 +553,10 @@ class AttributionStage:
     def apply_batch(self, msg: HealthBatch, now: float = 0.0, offset: int | None = None,
                     limit: int | None = None) -> tuple[list[Attribution], list[NhiPeriod]]:
         """:meth:`apply`, typed."""
+        compact = self._compact
         for h in msg.health:
             if h.t > self.done_upto:
+                h = compact(h)
                 self.pending[h.t][(h.key, h.dst[0], h.reporter is None)] = h
                 if offset is not None:
                     self.first_offset.setdefault(h.t, offset)
@@ -555,6 +571,32 @@ class AttributionStage:
         if len(self.upto) < self.partitions:
             return [], []
         return self._flush(min(self.upto.values()), now, limit)
+
+    def _compact(self, h: KeyHealth) -> KeyHealth:
+        """``h`` holding shared objects: every decoded entry has its own interval number, placements,
+        names and addresses (967 B per pending entry in process, 180,000 entries; ~250 B shared), and
+        an interval waits here until the slowest partition has passed it: with a fleet's 60,000 keys an
+        interval, that was most of the worker's memory on a backlog (``benchmarks/README.md``)."""
+        shared = self._shared
+        if len(shared) > _SHARED_MAX:  # placements are few; ``top`` combinations are not bounded
+            shared.clear()
+        t, src, dst, r, retrans, timeouts, lat, weak, top, ip = h
+        t = shared.setdefault(t, t)
+        s = shared.get(src)
+        if s is None:
+            s = shared[src] = _interned(src)
+        d = shared.get(dst)
+        if d is None:
+            d = shared[dst] = _interned(dst)
+        if weak:
+            weak = shared.setdefault(weak, weak)
+        if top is not None:
+            tp = shared.get(top)
+            if tp is None:
+                tp = shared[top] = _interned(top)
+            top = tp
+        return _key_health((t, s, d, r if r is None else _intern(r), retrans, timeouts, lat, weak, top,
+                            ip if ip is None else _intern(ip)))
 
     def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Attribute everything pending (end of a finite run) and close the NHI periods; wire dicts."""

@@ -336,3 +336,47 @@ def test_a_server_others_talk_to_unharmed_is_not_what_loses():
                "timeouts": None, "lat": None, "top": {"retrans": None, "timeouts": None, "lat": other},
                "ip": f"10.0.2.{4 + i}"} for i in (1, 2)]
     assert causes(Attributor().attribute(0, lossy)) == {("workload", ("instance", "1a/0"))}
+
+
+def _decoded(p, upto, health, opened=()):
+    """A health message as the attribution agent gets it: encoded as the aggregate agent sends it, then
+    decoded (every entry with strings and tuples of its own)."""
+    from pipeline.wire.events import HealthBatch, KeyHealth
+    from pipeline.wire.records import HealthUpdate, encode_health
+    recs = [KeyHealth.from_wire(e)._replace(top=(f"10.0.9.{i % 3}", None, f"10.0.9.{i % 5}"), ip=f"10.0.1.{i % 16}")
+            for i, e in enumerate(health)]
+    (raw,) = encode_health(HealthUpdate(p, upto, recs, [AnomalyEvent.from_wire(e) for e in opened]), 10_000_000)
+    return HealthBatch.decode(raw)
+
+
+def test_pending_health_shares_its_placements_names_and_addresses(monkeypatch):
+    """An interval's health waits for the slowest partition; decoded, each entry held its own interval
+    number, placements, names and addresses (~970 B). Pending, they share them (~250 B), and decide the
+    same, also when the table of shared objects fills up and starts afresh."""
+    import sys
+
+    from pipeline.attribute import correlate
+
+    h = fleet(lambda r, d: r.startswith("b1/") or d == "b1")
+    op = [_opened("00000000000000aa", "b1/0", "b1", "a1")]
+    ref = AttributionStage(2)
+    ref.apply(_decoded(0, 0, h[:40], op))
+    want = ref.apply(_decoded(1, 0, h[40:]))
+    st = AttributionStage(2)
+    st.apply(_decoded(0, 0, h[:40], op))
+    pending = list(st.pending[0].values())
+    assert len(pending) == 40
+    assert len({id(e.src) for e in pending}) == len({e.src for e in pending})
+    assert len({id(e.dst) for e in pending}) == len({e.dst for e in pending}) == 4
+    assert len({id(e.top) for e in pending}) == len({e.top for e in pending}) < 40
+    assert len({id(e.t) for e in pending}) == 1
+    for e in pending:
+        assert e.reporter is sys.intern(e.reporter) and e.ip is sys.intern(e.ip)
+        assert all(x is sys.intern(x) for x in (*e.src, *e.dst, e.top[0], e.top[2]))
+    assert st.apply(_decoded(1, 0, h[40:])) == want
+    assert want[0] and want[0][0]["cause"] == "infrastructure"
+    monkeypatch.setattr(correlate, "_SHARED_MAX", 3)
+    small = AttributionStage(2)
+    small.apply(_decoded(0, 0, h[:40], op))
+    assert len(small._shared) <= 4 + 3  # cleared whenever it passed the cap
+    assert small.apply(_decoded(1, 0, h[40:])) == want
