@@ -108,7 +108,7 @@ from typing import Any
 
 from pipeline.attribute.nhi import NetworkHealth
 from pipeline.wire.events import (FAMILIES, AnomalyEvent, Attribution, Evidence, HealthBatch, KeyHealth, NhiPeriod,
-                                  family_of, pair_key)
+                                  Place, family_of, pair_key)
 
 __all__ = ["Attributor", "AttributionStage", "Finding", "FAMILIES", "ELEMENT_RANK", "family_of"]
 
@@ -250,7 +250,7 @@ class Attributor:
         entries = [(e, e.key) for e in map(_as_health, health) if (e.reporter is None) == pairs]
         inst_of_ip = {} if pairs else {e.ip: r for e, r in entries if e.ip}
         out: dict[tuple[str, str, str], Finding] = {}
-        crossed: dict[int, list[Element]] = {}  # per entry, computed once for every family
+        crossed: dict[tuple[Place, Place], list[Element]] = {}  # per placement pair (a fleet has few), for every family
         for fam in FAMILIES:
             if not any(getattr(e, fam) for e, _ in entries):  # KeyHealth's fields are named by family
                 continue
@@ -261,9 +261,9 @@ class Attributor:
                     continue
                 bad = bool(v)
                 top = e.top_of(fam) if bad else None
-                els = crossed.get(id(e))
+                els = crossed.get(pl := (e.src, e.dst))
                 if els is None:
-                    els = crossed[id(e)] = _elements(e.src, e.dst)
+                    els = crossed[pl] = _elements(e.src, e.dst)
                 talks = () if bad or e.top is None else tuple(x for x in e.top if x)
                 k = _K((r, e.dst[0]), r, e.src[0], e.dst[0], bad, bad and fam not in e.weak, top or None,
                        e.ip or None, els, talks)
@@ -553,13 +553,17 @@ class AttributionStage:
     def apply_batch(self, msg: HealthBatch, now: float = 0.0, offset: int | None = None,
                     limit: int | None = None) -> tuple[list[Attribution], list[NhiPeriod]]:
         """:meth:`apply`, typed."""
-        compact = self._compact
+        compact, pending, done, last = self._compact, self.pending, self.done_upto, None
         for h in msg.health:
-            if h.t > self.done_upto:
+            t = h[0]
+            if t > done:
                 h = compact(h)
-                self.pending[h.t][(h.key, h.dst[0], h.reporter is None)] = h
-                if offset is not None:
-                    self.first_offset.setdefault(h.t, offset)
+                r, d0 = h[3], h[2][0]  # the fields of ``(h.key, h.dst[0], h.pair)``, read without the properties
+                if t != last:
+                    into, last = pending[t], t
+                    if offset is not None:
+                        self.first_offset.setdefault(t, offset)
+                into[(r if r is not None else pair_key(h[1][0], d0), d0, r is None)] = h
         for e in msg.opened:
             if e.at > self.done_upto:
                 self.opened[e.at][e.alert_id] = e
