@@ -308,12 +308,23 @@ class Detection:
         self._next_expiry = 0
         self.calm = calm
         self._elevated = ELEVATED_FRACTION * self.params.z  # (_health's threshold of an elevated score)
+        #: one list per placement for every key's ``src``/``dst`` (a pair key and its reporters' keys name the
+        #: same two; a copy each was ~160 B of a key's ~1.5 KB). Never changed in place.
+        self._places: dict[tuple[str, ...], list[str]] = {}
+
+    def _place(self, p: Iterable[str]) -> list[str]:
+        t = tuple(p)
+        got = self._places.get(t)
+        if got is None:
+            got = self._places[t] = list(t)
+        return got
 
     def _key(self, key: tuple[str, str, str], scope: str, instance: str | None, src: list[str],
              dst: list[str]) -> KeyState:
         ks = self.keys.get(key)
         if ks is None:
-            ks = self.keys[key] = KeyState(scope, instance, list(src), list(dst), MODELS[self.model_name](self.params))
+            ks = self.keys[key] = KeyState(scope, instance, self._place(src), self._place(dst),
+                                           MODELS[self.model_name](self.params))
         return ks
 
     def interval(self, iv: GridInterval) -> list[dict[str, Any]]:
@@ -457,6 +468,7 @@ class Detection:
     def load(self, key: Iterable[str], val: Mapping[str, Any]) -> None:
         k = tuple(key)
         ks = self.keys[k] = KeyState.from_state(val)  # type: ignore[index]
+        ks.src, ks.dst = self._place(ks.src), self._place(ks.dst)
         if isinstance(ks.model, Baseline) and set(getattr(ks.model, "streak", ())) != set(METRICS):
             # learned by an older flowmon, on other metrics: learn again
             p = self.params
