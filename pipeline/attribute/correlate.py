@@ -99,7 +99,6 @@ Were s2 itself slow, the az3 reporters would suffer too and ``subnet s2`` would 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -108,7 +107,7 @@ from typing import Any
 
 from pipeline.attribute.nhi import NetworkHealth
 from pipeline.wire.events import (FAMILIES, AnomalyEvent, Attribution, Evidence, HealthBatch, KeyHealth, NhiPeriod,
-                                  Place, family_of, pair_key)
+                                  Place, family_of, new_key_health, pair_key)
 
 __all__ = ["Attributor", "AttributionStage", "Finding", "FAMILIES", "ELEMENT_RANK", "family_of"]
 
@@ -472,7 +471,6 @@ class _Cover:
 # the stage: health of every partition in, verdicts per alert and NHI changes out
 # ------------------------------------------------------------------------------------
 _intern = sys.intern
-_key_health = functools.partial(tuple.__new__, KeyHealth)
 _SHARED_MAX = 100_000
 
 
@@ -558,12 +556,11 @@ class AttributionStage:
             t = h[0]
             if t > done:
                 h = compact(h)
-                r, d0 = h[3], h[2][0]  # the fields of ``(h.key, h.dst[0], h.pair)``, read without the properties
                 if t != last:
                     into, last = pending[t], t
                     if offset is not None:
                         self.first_offset.setdefault(t, offset)
-                into[(r if r is not None else pair_key(h[1][0], d0), d0, r is None)] = h
+                into[(h.key, h.dst[0], h.reporter is None)] = h
         for e in msg.opened:
             if e.at > self.done_upto:
                 self.opened[e.at][e.alert_id] = e
@@ -599,7 +596,7 @@ class AttributionStage:
             if tp is None:
                 tp = shared[top] = _interned(top)
             top = tp
-        return _key_health((t, s, d, r if r is None else _intern(r), retrans, timeouts, lat, weak, top,
+        return new_key_health((t, s, d, r if r is None else _intern(r), retrans, timeouts, lat, weak, top,
                             ip if ip is None else _intern(ip)))
 
     def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

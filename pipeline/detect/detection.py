@@ -49,7 +49,6 @@ part set aside, so no one remote explains it (a path's loss, which every remote 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import io
 import pickle
@@ -62,7 +61,7 @@ from pipeline.detect.candidates import GaussianCandidate, HalfSpaceCandidate, Pa
 from pipeline.detect.contract import FAMILY_METRICS, METRICS, Detector, Verdict, params_dict, params_from
 from pipeline.detect.lifecycle import AlertBook, AlertChange
 from pipeline.detect.observe import MSS, Observation, observe
-from pipeline.wire.events import AnomalyEvent, KeyHealth, Place
+from pipeline.wire.events import AnomalyEvent, KeyHealth, Place, new_key_health
 from pipeline.wire.records import (
     HOST_COUNTERS,
     HOST_IP,
@@ -169,9 +168,6 @@ _FAMILY_OF = {m: i for i, metrics in enumerate(FAMILY_METRICS.values()) for m in
 ELEVATED_FRACTION = 0.6
 
 
-#: ``_key_health((...every field...))``: a ``KeyHealth`` without the Python-level ``__new__`` of a NamedTuple.
-_key_health = functools.partial(tuple.__new__, KeyHealth)
-
 
 def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapping[str, Verdict],
             learned: Callable[[str], int | None], warmup: float, z: float, top: list | None = None,
@@ -209,9 +205,9 @@ def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapp
             weak += (_FAMILIES[i],)
     retrans, timeouts, lat = levels
     if instance is None:
-        return _key_health((t, src, dst, None, retrans, timeouts, lat, weak, None, None))
+        return new_key_health((t, src, dst, None, retrans, timeouts, lat, weak, None, None))
     a, b, c = top or (None, None, None)  # which remote contributed most, per family
-    return _key_health((t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip))
+    return new_key_health((t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip))
 
 
 def _calm_health(t: int, src: Place, dst: Place, instance: str | None,
@@ -223,9 +219,9 @@ def _calm_health(t: int, src: Place, dst: Place, instance: str | None,
     if retrans or timeouts or lat:
         weak = tuple(fam for level, fam in zip(levels, _FAMILIES) if level)
     if instance is None:
-        return _key_health((t, src, dst, None, retrans, timeouts, lat, weak, None, None))
+        return new_key_health((t, src, dst, None, retrans, timeouts, lat, weak, None, None))
     a, b, c = top or (None, None, None)
-    return _key_health((t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip))
+    return new_key_health((t, src, dst, instance, retrans, timeouts, lat, weak, (a, b, c), ip))
 
 
 def _pair_observation(hosts: Mapping[str, list], p90: bool = True) -> Observation:

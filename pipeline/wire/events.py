@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -213,6 +214,11 @@ class KeyHealth(NamedTuple):  # immutable like the frozen records, ~4x cheaper t
         return cls(d["t"], tuple(d["src"]), tuple(d["dst"]), None if get("pair") else d["r"],  # type: ignore[arg-type]
                    get("retrans"), get("timeouts"), get("lat"), tuple(weak) if weak else (),
                    None if top is None else (top.get("retrans"), top.get("timeouts"), top.get("lat")), get("ip"))
+
+
+#: ``new_key_health((...every field...))``: a ``KeyHealth`` without the Python-level ``__new__`` of a NamedTuple
+#: (detection builds one per scored key and interval, attribution one per pending entry).
+new_key_health = functools.partial(tuple.__new__, KeyHealth)
 
 
 @dataclass(frozen=True, slots=True)
