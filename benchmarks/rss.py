@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--memray needs memray: pip install -e '.[bench]'")
         if a.broker == "both" or a.repeat > 1:
             ap.error("--memray records one worker: use it with one --broker and --repeat 1")
+        if not a.memray.parent.is_dir():
+            ap.error(f"--memray: no directory {a.memray.parent}: create it, or name a file in one that exists")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     kinds = ["tansu", "kafka"] if a.broker == "both" else [a.broker]
     workroot = Path(tempfile.mkdtemp(prefix="flowmon-rss-"))
