@@ -117,6 +117,41 @@ def test_health_values_msgspec_does_not_expect_decode_the_general_way():
         HealthBatch.decode(b'{"p": 1, "health": [')
 
 
+def test_health_entries_are_the_bytes_orjson_writes_for_their_fields():
+    """msgspec writes each entry as orjson writes the tuple of its fields (names with escapes and
+    non-ASCII, big and negative numbers, None, empty and full ``weak``): readers of earlier versions
+    read the same bytes."""
+    import random
+
+    rnd = random.Random(11)
+    names = ["s1", 'q"uote', "back\\slash", "tab\tnl\n", "ünï-cødé", "\u2028", "ctl\x01", ""]
+    health = [KeyHealth(rnd.choice([0, 30, 2**40, -30]), (rnd.choice(names), "az1", "v"), ("s2", rnd.choice(names), "v"),
+                        rnd.choice([None, "i-1", rnd.choice(names)]), rnd.choice([0, 1, None]), rnd.choice([0, 1, None]),
+                        rnd.choice([0, 1, None]), rnd.choice([(), ("lat",), ("retrans", "timeouts")]),
+                        rnd.choice([None, ("10.0.0.1", None, "10.0.0.2"), (None, None, None)]),
+                        rnd.choice([None, "10.1.0.1", rnd.choice(names)])) for _ in range(3_000)]
+    for limit in (10_000_000, 4096):
+        msgs = encode_health(HealthUpdate(1, 60, health, []), limit)
+        bodies = [m[m.index(b'"health":') + 9:m.rindex(b',"opened":')] for m in msgs]
+        got = [row for b in bodies for row in orjson.loads(b)]
+        assert [orjson.dumps(row) for row in got] == [orjson.dumps(tuple(h)) for h in health]
+        if limit == 10_000_000:
+            assert bodies == [orjson.dumps([tuple(h) for h in health])]
+
+
+def test_a_large_update_whose_first_rows_are_small_is_still_cut_under_its_limit():
+    """A large update is cut by the size of its first rows; when later rows are much larger, the parts
+    that come out too large are halved until they fit, in order."""
+    small = [KeyHealth(30, ("s1", "az1", "v"), ("s2", "az2", "v"), None) for _ in range(400)]
+    large = [KeyHealth(60, ("s1", "az1", "v"), ("s2", "az2", "v"), "i" * 300, 1, 0, 0, (), ("10.0.0.1", None, None),
+                       "10.1.0.1") for _ in range(400)]
+    limit = 8_000
+    msgs = [orjson.loads(m) for m in encode_health(HealthUpdate(0, 60, small + large, []), limit)]
+    assert [KeyHealth.from_wire(h) for m in msgs for h in m["health"]] == small + large
+    assert all(len(orjson.dumps(m["health"])) <= limit for m in msgs)
+    assert len(msgs) >= (400 * 360) // limit  # the large rows alone need this many
+
+
 def test_health_messages_stay_under_their_limit_and_keep_order():
     """Each message holds at most ``limit`` bytes of entries (one larger entry goes alone); read back in
     order they are the update's entries; ``upto`` and the opened alerts ride on the last message only."""
