@@ -472,6 +472,7 @@ class _Cover:
 # ------------------------------------------------------------------------------------
 _intern = sys.intern
 _SHARED_MAX = 100_000
+_NO_LAST = (None, None, None, None, None, None)
 
 
 def _interned(xs: tuple) -> tuple:
@@ -514,6 +515,7 @@ class AttributionStage:
         self.done_upto = -1  # every interval up to here is attributed
         #: one object per distinct interval, placement, ``weak`` and ``top`` among the pending entries (see _compact)
         self._shared: dict[Any, Any] = {}
+        self._last: tuple = _NO_LAST  # the previous entry's placements and interval, as decoded and as shared
 
     def apply(self, msg: HealthBatch | Mapping[str, Any], now: float = 0.0, offset: int | None = None,
               limit: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -581,14 +583,20 @@ class AttributionStage:
         shared = self._shared
         if len(shared) > _SHARED_MAX:  # placements are few; ``top`` combinations are not bounded
             shared.clear()
+            self._last = _NO_LAST
         t, src, dst, r, retrans, timeouts, lat, weak, top, ip = h
-        t = shared.setdefault(t, t)
-        s = shared.get(src)
-        if s is None:
-            s = shared[src] = _interned(src)
-        d = shared.get(dst)
-        if d is None:
-            d = shared[dst] = _interned(dst)
+        last = self._last  # a pair's keys come together: most entries repeat the previous one's placements
+        if src == last[0] and dst == last[1] and t == last[2]:
+            s, d, t = last[3], last[4], last[5]
+        else:
+            t = shared.setdefault(t, t)
+            s = shared.get(src)
+            if s is None:
+                s = shared[src] = _interned(src)
+            d = shared.get(dst)
+            if d is None:
+                d = shared[dst] = _interned(dst)
+            self._last = (src, dst, t, s, d, t)
         if weak:
             weak = shared.setdefault(weak, weak)
         if top is not None:
@@ -597,7 +605,7 @@ class AttributionStage:
                 tp = shared[top] = _interned(top)
             top = tp
         return new_key_health((t, s, d, r if r is None else _intern(r), retrans, timeouts, lat, weak, top,
-                            ip if ip is None else _intern(ip)))
+                               ip if ip is None else _intern(ip)))
 
     def finish(self, now: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Attribute everything pending (end of a finite run) and close the NHI periods; wire dicts."""
