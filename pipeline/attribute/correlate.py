@@ -232,9 +232,17 @@ class Attributor:
         self.min_purity = min_purity
         self.max_listed = max_listed
 
-    def attribute(self, t: int, health: Iterable[KeyHealth | Mapping[str, Any]]) -> dict[tuple[str, str, str], Finding]:
-        """Findings for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Finding}``."""
-        return self._all(health, pairs=False)
+    def attribute(self, t: int, health: Iterable[KeyHealth | Mapping[str, Any]],
+                  blame: int | None = None) -> dict[tuple[str, str, str], Finding]:
+        """Findings for the degraded keys of interval ``t``: ``{(family, reporter, remote subnet): Finding}``.
+
+        ``blame``: only infrastructure findings that at least ``blame`` flagged reporters support are wanted
+        (what moves NHI, when no alert opened in the interval): a family whose degraded keys cannot make one
+        (fewer than ``min_reporters`` degraded reporters, or fewer flagged ones than ``blame`` and
+        ``min_flagged``) is not attributed, and none of its keys is in the result. In a healthy fleet most
+        intervals have a few merely degraded keys and no alert: the method's cover is skipped for them.
+        """
+        return self._all(health, pairs=False, blame=blame)
 
     def attribute_pairs(self, t: int,
                         health: Iterable[KeyHealth | Mapping[str, Any]]) -> dict[tuple[str, str, str], Finding]:
@@ -245,12 +253,18 @@ class Attributor:
         return self._all(health, pairs=True)
 
     def _all(self, health: Iterable[KeyHealth | Mapping[str, Any]],
-             pairs: bool) -> dict[tuple[str, str, str], Finding]:
+             pairs: bool, blame: int | None = None) -> dict[tuple[str, str, str], Finding]:
+        families = FAMILIES
+        if blame is not None:
+            health = list(map(_as_health, health))
+            families = tuple(fam for fam in FAMILIES if self._can_blame(health, fam, max(blame, self.min_flagged)))
+            if not families:
+                return {}
         entries = [(e, e.key) for e in map(_as_health, health) if (e.reporter is None) == pairs]
         inst_of_ip = {} if pairs else {e.ip: r for e, r in entries if e.ip}
         out: dict[tuple[str, str, str], Finding] = {}
         crossed: dict[tuple[Place, Place], list[Element]] = {}  # per placement pair (a fleet has few), for every family
-        for fam in FAMILIES:
+        for fam in families:
             if not any(getattr(e, fam) for e, _ in entries):  # KeyHealth's fields are named by family
                 continue
             keys: dict[Key, _K] = {}
@@ -270,6 +284,21 @@ class Attributor:
             for (r, sd), v in _Cover(self, list(keys.values()), inst_of_ip, instances=not pairs).run().items():
                 out[(fam, r, sd)] = v
         return out
+
+
+    def _can_blame(self, health: list[KeyHealth], fam: str, flagged: int) -> bool:
+        """Whether the reporters' keys of ``fam`` could make an infrastructure finding with ``flagged`` flagged
+        reporters: :meth:`_Cover.infra` counts the degraded and the flagged reporters of the keys crossing
+        one element, a subset of these."""
+        bad: set[str] = set()
+        strong: set[str] = set()
+        for e in health:
+            r = e.reporter
+            if r is not None and getattr(e, fam):
+                bad.add(r)
+                if fam not in e.weak:
+                    strong.add(r)
+        return len(bad) >= self.min_reporters and len(strong) >= flagged
 
 
 class _Cover:
@@ -626,7 +655,8 @@ class AttributionStage:
                 break
             health = list(self.pending.pop(t, {}).values())
             self.first_offset.pop(t, None)
-            findings = self.attributor.attribute(t, health)
+            # no alert opened here: only what may move NHI is needed (most intervals of a healthy fleet)
+            findings = self.attributor.attribute(t, health, None if self.opened.get(t) else self.nhi_min_flagged)
             recs += self._attribute_opened(t, health, findings, now)
             # NHI moves on strong evidence only: flagged keys (not merely elevated) from enough reporters
             blamed = {f.element for f in findings.values() if f.cause == "infrastructure" and f.element

@@ -380,3 +380,66 @@ def test_pending_health_shares_its_placements_names_and_addresses(monkeypatch):
     small.apply(_decoded(0, 0, h[:40], op))
     assert len(small._shared) <= 4 + 3  # cleared whenever it passed the cap
     assert small.apply(_decoded(1, 0, h[40:])) == want
+
+
+def _random_fleet(rnd) -> list[dict]:
+    """A random fleet's interval: subnets over a few AZs, every reporter towards every subnet; a fault on a
+    subnet, an AZ pair or an instance degrades the keys crossing it, on top of scattered noise; some
+    degraded keys merely elevated (``weak``), some keys without a score."""
+    azs = [f"az{i}" for i in range(rnd.randint(2, 4))]
+    subnets = {f"s{i}": rnd.choice(azs) for i in range(rnd.randint(3, 6))}
+    sick_subnet = rnd.choice([None, *subnets])
+    sick_path = rnd.choice([None, tuple(sorted(rnd.sample(azs, 2)))])
+    reporters = [f"{s}/{i}" for s in subnets for i in range(rnd.randint(2, 5))]
+    sick_host = rnd.choice([None, *reporters])
+    noise, p_fault = rnd.choice([0.0, 0.02, 0.1, 0.3]), rnd.choice([0.5, 0.9, 1.0])
+    out = []
+    for r in reporters:
+        s = r.split("/")[0]
+        for d, daz in subnets.items():
+            e = {"t": 0, "r": r, "src": [s, subnets[s], "v"], "dst": [d, daz, "v"], "ip": f"10.{s[1:]}.0.{r[-1]}"}
+            hit = (sick_subnet in (s, d) or r == sick_host
+                   or (sick_path is not None and tuple(sorted((subnets[s], daz))) == sick_path))
+            weak = []
+            for fam in ("retrans", "timeouts", "lat"):
+                level = None if rnd.random() < 0.1 else int(rnd.random() < (p_fault if hit else noise))
+                e[fam] = level
+                if level and rnd.random() < 0.3:
+                    weak.append(fam)
+            e["weak"] = weak
+            out.append(e)
+    return out
+
+
+def test_attributing_only_what_can_move_nhi_blames_the_same_elements():
+    """With no alert opened in an interval only infrastructure findings that enough flagged reporters support
+    are needed (``blame``): skipping the families that cannot make one blames exactly the elements the whole
+    method blames, and the families attributed get the whole method's findings."""
+    import random
+
+    rnd = random.Random(5)
+    skipped = blamed_any = 0
+    for _ in range(300):
+        a = Attributor(min_reporters=rnd.randint(1, 4), min_flagged=rnd.randint(1, 3))
+        health = _random_fleet(rnd)
+        full = a.attribute(0, health)
+        for n in range(1, 5):
+            part = a.attribute(0, health, blame=n)
+
+            def blamed(v):
+                return {f.element for f in v.values()
+                        if f.cause == "infrastructure" and f.detail["reporters_flagged"] >= n}
+
+            assert blamed(part) == blamed(full)
+            fams = {k[0] for k in part}
+            assert part == {k: f for k, f in full.items() if k[0] in fams}
+            skipped += len({k[0] for k in full} - fams)
+            blamed_any += bool(blamed(full))
+    assert skipped > 100 and blamed_any > 100  # both sides of the shortcut are exercised
+    # at the bounds: exactly min_reporters degraded reporters, all flagged (an AZ path, three reporters)
+    health = [key(f"s1/{i}", "s1", "az1", "s2", "az2", lat=1) for i in range(3)]
+    health += [key(f"s1/{i}", "s1", "az1", "s1", "az1") for i in range(3)]
+    health += [key(f"s3/{i}", "s3", "az3", "s2", "az2") for i in range(4)]
+    a = Attributor(min_reporters=3, min_flagged=2)
+    assert causes(a.attribute(0, health, blame=3)) == {("infrastructure", ("az_pair", "az1|az2"))}
+    assert a.attribute(0, health, blame=4) == {}
