@@ -150,7 +150,8 @@ def install(ctx: Context) -> None:
                     for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a mark
                         n = len(out.late)
                         intervals = ps.step.place(msg, out)
-                        late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
+                        if len(out.late) > n:  # (rare: most messages have no late partial)
+                            late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
                         # one message may complete a backlog's intervals (seconds of scoring): the loop's other
                         # tasks (sink, timers, the ingest reader's group) get their turn between them too
                         for i in range(0, len(intervals), SCORE_CHUNK):
