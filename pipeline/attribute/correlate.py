@@ -285,7 +285,6 @@ class Attributor:
                 out[(fam, r, sd)] = v
         return out
 
-
     def _can_blame(self, health: list[KeyHealth], fam: str, flagged: int) -> bool:
         """Whether the reporters' keys of ``fam`` could make an infrastructure finding with ``flagged`` flagged
         reporters: :meth:`_Cover.infra` counts the degraded and the flagged reporters of the keys crossing

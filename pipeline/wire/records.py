@@ -319,17 +319,16 @@ def _health_parts(rows: list[KeyHealth], limit: int) -> Iterator[bytes]:
     """``rows`` encoded as consecutive JSON arrays of at most ``limit`` bytes each (a single row larger
     than that alone), in order. msgspec writes a ``KeyHealth`` (a NamedTuple) as the array of its fields
     itself: one C call per part (``orjson`` takes a NamedTuple only through ``default``, a Python call per
-    row, at twice the cost). Rows that cannot exceed ``limit`` together (most updates) go in one call; a
-    larger update is cut into parts by the size of its first rows, each encoded once, and a part that
-    still comes out too large is halved."""
+    row, at twice the cost). An update whose first rows say it will not fit is cut into parts by their
+    size; each part is encoded once, and one that still comes out too large is halved."""
     n = len(rows)
-    if n * _HEALTH_ROW_MIN <= limit or n < 2:
-        parts: Iterable[list[KeyHealth]] = (rows,)
-    else:
-        probe = len(_HEALTH_ENCODE(rows[:_HEALTH_PROBE])) / min(n, _HEALTH_PROBE)  # bytes per row
-        step = max(1, int(limit * 0.9 / probe))
-        parts = (rows[i:i + step] for i in range(0, n, step))
-    for part in parts:
+    step = n or 1
+    if n > _HEALTH_PROBE:
+        per_row = len(_HEALTH_ENCODE(rows[:_HEALTH_PROBE])) / _HEALTH_PROBE
+        if per_row * n > limit * 0.9:
+            step = max(1, int(limit * 0.9 / per_row))
+    for i in range(0, n or 1, step):
+        part = rows[i:i + step]
         body = _HEALTH_ENCODE(part)
         if len(body) <= limit or len(part) < 2:
             yield body
@@ -340,8 +339,6 @@ def _health_parts(rows: list[KeyHealth], limit: int) -> Iterator[bytes]:
 
 
 _HEALTH_ENCODE = msgspec.json.Encoder().encode
-#: No health row encodes to fewer bytes than this (``[0,[],[],null,null,null,null,[],null,null]``: 41).
-_HEALTH_ROW_MIN = 40
 #: Rows whose encoded size estimates the bytes per row of a large update.
 _HEALTH_PROBE = 256
 

@@ -152,6 +152,21 @@ def test_a_large_update_whose_first_rows_are_small_is_still_cut_under_its_limit(
     assert len(msgs) >= (400 * 360) // limit  # the large rows alone need this many
 
 
+def test_a_large_update_is_encoded_once_per_row(monkeypatch):
+    """An update that does not fit is cut by the size of its first rows: each row is encoded once, plus the
+    probe of the first ones (not whole first, then again in parts)."""
+    from pipeline.wire import records
+
+    encoded = []
+    real = records._HEALTH_ENCODE
+    monkeypatch.setattr(records, "_HEALTH_ENCODE", lambda rows: encoded.append(len(rows)) or real(rows))
+    rows = [KeyHealth(30, ("s1", "az1", "v"), ("s2", "az2", "v"), f"i-{i:05d}", 0, 0, 0, (), ("10.0.0.1", None, None),
+                      "10.1.0.1") for i in range(20_000)]
+    msgs = encode_health(HealthUpdate(0, 30, rows, []), 100_000)
+    assert len(msgs) > 15 and sum(encoded) == len(rows) + records._HEALTH_PROBE
+    assert [KeyHealth.from_wire(h) for m in msgs for h in orjson.loads(m)["health"]] == rows
+
+
 def test_health_messages_stay_under_their_limit_and_keep_order():
     """Each message holds at most ``limit`` bytes of entries (one larger entry goes alone); read back in
     order they are the update's entries; ``upto`` and the opened alerts ride on the last message only."""
