@@ -500,7 +500,7 @@ class _Cover:
 # ------------------------------------------------------------------------------------
 _intern = sys.intern
 _SHARED_MAX = 100_000
-_NO_LAST = (None, None, None, None, None, None)
+_NO_LAST = (None, None, None, None, None)
 
 
 def _interned(xs: tuple) -> tuple:
@@ -543,7 +543,7 @@ class AttributionStage:
         self.done_upto = -1  # every interval up to here is attributed
         #: one object per distinct interval, placement, ``weak`` and ``top`` among the pending entries (see _compact)
         self._shared: dict[Any, Any] = {}
-        self._last: tuple = _NO_LAST  # the previous entry's placements and interval, as decoded and as shared
+        self._last: tuple = _NO_LAST  # the previous entry's src and dst as decoded, its shared interval, src and dst
 
     def apply(self, msg: HealthBatch | Mapping[str, Any], now: float = 0.0, offset: int | None = None,
               limit: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -615,7 +615,7 @@ class AttributionStage:
         t, src, dst, r, retrans, timeouts, lat, weak, top, ip = h
         last = self._last  # a pair's keys come together: most entries repeat the previous one's placements
         if src == last[0] and dst == last[1] and t == last[2]:
-            s, d, t = last[3], last[4], last[5]
+            t, s, d = last[2], last[3], last[4]
         else:
             t = shared.setdefault(t, t)
             s = shared.get(src)
@@ -624,7 +624,7 @@ class AttributionStage:
             d = shared.get(dst)
             if d is None:
                 d = shared[dst] = _interned(dst)
-            self._last = (src, dst, t, s, d, t)
+            self._last = (src, dst, t, s, d)
         if weak:
             weak = shared.setdefault(weak, weak)
         if top is not None:
