@@ -254,13 +254,13 @@ class Attributor:
 
     def _all(self, health: Iterable[KeyHealth | Mapping[str, Any]],
              pairs: bool, blame: int | None = None) -> dict[tuple[str, str, str], Finding]:
+        health = list(map(_as_health, health))
         families = FAMILIES
         if blame is not None:
-            health = list(map(_as_health, health))
             families = tuple(fam for fam in FAMILIES if self._can_blame(health, fam, max(blame, self.min_flagged)))
             if not families:
                 return {}
-        entries = [(e, e.key) for e in map(_as_health, health) if (e.reporter is None) == pairs]
+        entries = [(e, e.key) for e in health if (e.reporter is None) == pairs]
         inst_of_ip = {} if pairs else {e.ip: r for e, r in entries if e.ip}
         out: dict[tuple[str, str, str], Finding] = {}
         crossed: dict[tuple[Place, Place], list[Element]] = {}  # per placement pair (a fleet has few), for every family

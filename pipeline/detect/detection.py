@@ -168,7 +168,6 @@ _FAMILY_OF = {m: i for i, metrics in enumerate(FAMILY_METRICS.values()) for m in
 ELEVATED_FRACTION = 0.6
 
 
-
 def _health(t: int, src: Place, dst: Place, instance: str | None, verdicts: Mapping[str, Verdict],
             learned: Callable[[str], int | None], warmup: float, z: float, top: list | None = None,
             ip: str | None = None) -> KeyHealth:
