@@ -153,21 +153,33 @@ class ReportsReader(ConsumerRebalanceListener):
         await self.wake([tp.partition for tp in revoked], "revocation")
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Wake the partitions, find where each starts, then let them be read.
+
+        aiokafka hands the new assignment to the fetcher *before* this callback runs, and ``getmany``
+        returns its records meanwhile: fetched from the auto-reset position (the beginning), not yet
+        from where the Faust group left a partition on an upgrade, and read before the wake marks are
+        sent. So the partitions stay paused until both are done (``getmany`` drops what a paused
+        partition had fetched)."""
         ctx, now = self.ctx, time.time()
         tps = sorted(assigned)
         mine = {tp.partition for tp in tps}
-        for p in list(ctx.progress.last_seen):
-            if p not in mine:
-                ctx.progress.revoked(p)
-        for p in mine:
-            ctx.progress.assigned(p, now)
-        self.assigned = mine
-        await self.wake(mine, "assignment")
+        self.consumer.pause(*tps)  # before any await: nothing of the new assignment is returned until resumed
         try:
-            await self._start_offsets(tps)
-        except Exception as exc:  # noqa: BLE001 - the group's own offsets (or the reset) still apply
-            log.warning("ingest: could not read the committed offsets of %s (%s)", ctx.topics.reports,
-                        first_line(exc))
+            for p in list(ctx.progress.last_seen):
+                if p not in mine:
+                    ctx.progress.revoked(p)
+            for p in mine:
+                ctx.progress.assigned(p, now)
+            self.assigned = mine
+            await self.wake(mine, "assignment")
+            try:
+                await self._start_offsets(tps)
+            except Exception as exc:  # noqa: BLE001 - the group's own offsets (or the reset) still apply
+                log.warning("ingest: could not read the committed offsets of %s (%s)", ctx.topics.reports,
+                            first_line(exc))
+        finally:
+            held = self.consumer.paused()
+            self.consumer.resume(*[tp for tp in tps if tp in held])  # one revoked meanwhile is no longer ours
         log.info("ingest: assigned reports %s", sorted(mine))
 
     async def _start_offsets(self, tps: list[TopicPartition]) -> None:
