@@ -212,6 +212,11 @@ class WindowAgg:
     #: reporting instance -> its counters over the window (PARTIAL_COUNTERS order); their sum is ``counters``.
     #: None: not known (restored from the state of a worker that did not keep them).
     instances: dict[str, list[int]] | None = field(default_factory=dict)
+    #: ``ids`` sorted as of the last :meth:`sorted_ids`, and the identities added since (``PartitionWindows.apply``
+    #: appends each one it adds to ``ids``): a window's state, written after every batch that touches it, sorts
+    #: only the new ones into the old, not the whole set again (it was ~80 % of building the state).
+    ids_sorted: list[int] = field(default_factory=list, repr=False, compare=False)
+    ids_new: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def add(self, part: Partial, t: int | None = None) -> None:
         """Add a partial (to the window and to its instance); with ``t`` (its report's grid interval) also to
@@ -264,9 +269,29 @@ class WindowAgg:
             {str(b): n for b, n in sorted(h.items())}, time.time(),
             None if self.instances is None else instance_entries(self.instances))
 
+    def sorted_ids(self) -> list[int]:
+        """``sorted(self.ids)``, from the last one and the identities added since (a sorted run and a short
+        one: timsort merges them in about linear time).
+
+        >>> w = WindowAgg(["a"] * 3, ["b"] * 3, 0, ids={5, 1})   # restored: nothing sorted yet
+        >>> w.sorted_ids()
+        [1, 5]
+        >>> w.ids.add(3); w.ids_new.append(3)
+        >>> w.sorted_ids(), w.ids_new
+        ([1, 3, 5], [])
+        """
+        srt, new = self.ids_sorted, self.ids_new
+        if new:
+            srt = sorted(srt + new)
+            new.clear()
+        if len(srt) != len(self.ids):  # restored, or an identity added some other way: the whole set
+            srt = sorted(self.ids)
+        self.ids_sorted = srt
+        return srt
+
     def state(self) -> dict[str, Any]:
         return encode_window_state(WindowState(self.src, self.dst, self.window_start, self.counters, self.rtt_hist,
-                                               sorted(self.hosts), sorted(self.ids), self.intervals, self.instances))
+                                               sorted(self.hosts), self.sorted_ids(), self.intervals, self.instances))
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> WindowAgg:
@@ -381,7 +406,9 @@ class PartitionWindows:
         # a report may hold several partials of one key (endpoints of one subnet placed differently):
         # its identity is recorded once the whole message is applied, so they all count
         for key, rid in now.items():
-            self.open[key].ids.add(rid)
+            agg = self.open[key]
+            agg.ids.add(rid)
+            agg.ids_new.append(rid)
         if msg.start is not None:
             self._mark(origin.partition, msg.start, None, out)
         return out
@@ -462,7 +489,7 @@ class PartitionWindows:
         for key in [k for k in self.open if k[0] + self.window_s + self.lateness_s <= threshold]:
             agg = self.open.pop(key)
             out.closed.append(agg.record(self.window_s))
-            self.closed[key] = ClosedIds(agg.ids)
+            self.closed[key] = ClosedIds(agg.sorted_ids())
             self.dirty.add(key)
         if self._watermark is not None:
             forget = self._watermark - 2 * self.window_s - self.lateness_s

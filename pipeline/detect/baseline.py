@@ -280,10 +280,11 @@ class Baseline(Detector):
         base64-encoded: 1,412). Exact: floats go through JSON and back unchanged
         (``tests/detect/test_contract.py``). A parameter the state leaves out takes the default of the
         flowmon that loads it: an upgrade that changes a default applies it to restored keys too."""
-        if not all(hasattr(self, a) for a in ("s", "settle", "seen", "streak")):
+        try:  # (written once per scored key and batch: no generator for the check)
+            s, settle, seen, streak = self.s, self.settle, self.seen, self.streak
+        except AttributeError:
             return super().__getstate__()  # only a test's stand-in for an older version lacks one
-        seen, streak = self.seen, self.streak
-        return {"p": _params_diff(self.params).copy(), "form": STATE_FORM, "s": self.s.copy(), "settle": self.settle,
+        return {"p": _params_diff(self.params).copy(), "form": STATE_FORM, "s": s.copy(), "settle": settle,
                 "seen": [seen[m] for m in STATE_METRICS], "streak": [streak[m] for m in STATE_METRICS]}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:

@@ -41,7 +41,7 @@ from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
 from pipeline.runtime import kafka
 from pipeline.wire.events import HealthBatch
-from pipeline.wire.records import encode
+from pipeline.wire.records import encode, encode_state
 
 __all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY",
            "PAIRS_KEY", "OWNER_KEY", "WRITER_HEADER", "new_writer", "owner_marker", "Restored", "restore_owned"]
@@ -192,9 +192,9 @@ class PartitionState:
         partition = self.partition
         if self.detection is not None:
             for k, v in self.detection.iter_dirty():
-                yield StateWrite(StateKey.detector(partition, k), None if v is None else encode(v))
+                yield StateWrite(StateKey.detector(partition, k), None if v is None else encode_state(v))
         for text, v in self.windows.iter_dirty():
-            yield StateWrite(StateKey(partition, None, text), None if v is None else encode(v))
+            yield StateWrite(StateKey(partition, None, text), None if v is None else encode_state(v))
         if self._pairs_dirty:  # last: once it is durable, every write before it in the partition is too
             self._pairs_dirty = False
             yield StateWrite(StateKey(partition, None, self._pairs_key()), encode({"offset": self.pairs_offset}))

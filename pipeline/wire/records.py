@@ -64,7 +64,7 @@ __all__ = [
     "Partial", "Origin", "PairsMessage", "ProgressMark", "LatePartial", "DeadLetter", "DeadLetterSource",
     "FlowWindow", "HealthUpdate", "WindowState",
     # codec
-    "encode", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
+    "encode", "encode_state", "new_partial", "encode_partial", "decode_partial", "encode_pairs", "encode_pairs_message",
     "encode_pairs_batch", "encode_mark", "decode_message", "decode_pairs", "encode_deadletter", "deadletter_record",
     "encode_health",
     "encode_window_state", "decode_window_state", "pack_ids", "unpack_ids", "state_ids", "chunks", "instance_entries", "INSTANCE_FIELDS",
@@ -84,6 +84,21 @@ def encode(obj: Any) -> bytes:
     b'{"a":{"1":2}}'
     """
     return orjson.dumps(obj, default=_default, option=_OPTS)
+
+
+def encode_state(obj: Any) -> bytes:
+    """A state-topic value (plain dicts, lists, strings and numbers: a window's or a detector key's state) as
+    JSON, by msgspec: about half of :func:`encode`'s time on these values. What it writes decodes to what
+    :func:`encode`'s does (``null`` for NaN and infinities too); the bytes differ only in how an exponent is
+    spelt (``1e300`` where orjson writes ``1e+300``).
+
+    >>> encode_state({"s": [0.1, None, float("nan")], "h": {1: 2}}) == encode({"s": [0.1, None, float("nan")], "h": {1: 2}})
+    True
+    """
+    return _STATE_ENCODE(obj)
+
+
+_STATE_ENCODE = msgspec.json.Encoder().encode
 
 
 def _default(obj: Any) -> Any:

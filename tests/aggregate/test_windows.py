@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.aggregate.windows import PartitionWindows
+from pipeline.wire.records import unpack_ids
 
 W, LATE = 600, 60
 
@@ -302,7 +303,7 @@ def test_a_resent_report_is_a_duplicate_open_restored_or_closed(sends, restore_a
     """A closed window keeps its report identities sorted in an array (``ClosedIds``: a set of ints costs
     ~120 B per identity, and a window of 5 reporters' 30-s reports holds 100). Whether the window is
     open, restored from the state topic or closed, a re-sent report is a duplicate; a new one after it
-    closed is late. ``sends``: (identity, how many of the first sends to repeat right after it)."""
+    closed is late; the open window's state names every identity applied. ``sends``: (identity, how many of the first sends to repeat right after it)."""
     pw = PartitionWindows(0, W, LATE, sources=1)
     applied: list[int] = []
     sent: list[int] = []
@@ -326,6 +327,8 @@ def test_a_resent_report_is_a_duplicate_open_restored_or_closed(sends, restore_a
         sent.append(rid)
         for old in sent[:again]:
             assert send(old) == (0, 1, 0)
+        if k % 3 == 0 or k == restore_at:  # the state's identities, sorted from the last state's and the new
+            assert unpack_ids(pw.open[(0, "s", "d")].state()["I"]) == sorted(applied)
     if pickled:
         pw = pickle.loads(pickle.dumps(pw))
     (rec,) = pw.apply({"mark": [0, W + LATE]}).closed
@@ -343,3 +346,26 @@ def test_a_resent_report_is_a_duplicate_open_restored_or_closed(sends, restore_a
         if val is not None:
             again.load(key, orjson.loads(orjson.dumps(val, option=orjson.OPT_NON_STR_KEYS)))
     assert list(again.closed[(0, "s", "d")]) == sorted(applied)
+
+
+def test_an_open_windows_state_names_every_identity_mid_stream_and_after_a_restore():
+    """A window's state is written after every batch that touches it; its identities are sorted from the
+    last state's and those added since (``WindowAgg.sorted_ids``). Whatever the states taken in between, a
+    restore (nothing sorted yet) or a re-sent report, the state names exactly the reports applied."""
+    rng = random.Random(5)
+    pw = PartitionWindows(0, W, LATE, sources=1)
+    applied: set[int] = set()
+    for off in range(1, 400):
+        rid = rng.choice(sorted(applied)) if applied and rng.random() < 0.2 else rng.getrandbits(63)
+        pw.apply({"o": [0, off], "t": 0, "g": 0, "parts": [part("d", 0, 1, f"h{rid % 5}", rid=rid)]})
+        applied.add(rid)
+        if rng.random() < 0.3:
+            assert unpack_ids(pw.open[(0, "s", "d")].state()["I"]) == sorted(applied)
+        if off % 97 == 0:  # a restart
+            state = pw.take_dirty()
+            pw = PartitionWindows(0, W, LATE, sources=1)
+            for key, val in state.items():
+                pw.load(key, orjson.loads(orjson.dumps(val, option=orjson.OPT_NON_STR_KEYS)))
+    assert unpack_ids(pw.open[(0, "s", "d")].state()["I"]) == sorted(applied)
+    (rec,) = pw.apply({"mark": [0, W + LATE]}).closed
+    assert rec.samples == len(applied) and list(pw.closed[(0, "s", "d")]) == sorted(applied)
