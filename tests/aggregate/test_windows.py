@@ -303,7 +303,8 @@ def test_a_resent_report_is_a_duplicate_open_restored_or_closed(sends, restore_a
     """A closed window keeps its report identities sorted in an array (``ClosedIds``: a set of ints costs
     ~120 B per identity, and a window of 5 reporters' 30-s reports holds 100). Whether the window is
     open, restored from the state topic or closed, a re-sent report is a duplicate; a new one after it
-    closed is late; the open window's state names every identity applied. ``sends``: (identity, how many of the first sends to repeat right after it)."""
+    closed is late; the open window's state names every identity applied. ``sends``: (identity, how many of
+    the first sends to repeat right after it)."""
     pw = PartitionWindows(0, W, LATE, sources=1)
     applied: list[int] = []
     sent: list[int] = []
