@@ -18,8 +18,9 @@ alone, and after every ``--batch`` pairs messages of a partition does what the a
 agent does after each batch: takes the health for attribution and encodes the changed
 state (windows and detector keys) as the state topic carries it. ``aggregate_s`` then
 includes detection and the state; ``intervals`` counts the pair-intervals scored, ``keys``
-the detector keys, ``state_writes`` the state records encoded. A batch here is ``--batch``
-per-report pairs messages (a worker's batch of 1,000 pairs-topic messages holds the reports
+the detector keys, ``state_writes`` the state records encoded, ``state_bytes_windows`` and
+``state_bytes_detectors`` their values' bytes (``report_bytes``: the reports' own, as produced). A batch
+here is ``--batch`` per-report pairs messages (a worker's batch of 1,000 pairs-topic messages holds the reports
 of one ingest batch each: far more reports, so fewer state writes per report than here).
 """
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wl = make_workload(a.workload, a.samples)
     raws = [orjson.dumps(r) for r in wl.reports]
+    report_bytes = sum(map(len, raws))
     samples, reports = wl.samples, len(wl.reports)
     scenario = wl.scenario
     del wl
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             out[p].extend(payloads)
     t1 = time.perf_counter()
     if a.detect:
-        return _with_detection(a, out, parts, samples, accepted, reports, last_start, t0, t1)
+        return _with_detection(a, out, parts, samples, accepted, reports, report_bytes, last_start, t0, t1)
     stores = [PartitionWindows(p, 600, 60, parts) for p in range(parts)]
     applied = closed = 0
     for p, msgs in enumerate(out):
@@ -100,16 +102,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_detection(a: argparse.Namespace, out: list[list[bytes]], parts: int, samples: int, accepted: int,
-                    reports: int, last_start: int, t0: float, t1: float) -> int:
+                    reports: int, report_bytes: int, last_start: int, t0: float, t1: float) -> int:
     """The aggregate stage as the worker runs it: windows, detection, health and state per batch."""
     states = [PartitionState(PartitionWindows(p, 600, 60, parts, grid_s=30), Detection(interval_s=30, window_s=600))
               for p in range(parts)]
     so = StepOutput()
     writes = 0
+    state_bytes = {"windows": 0, "detectors": 0}  # values written to the state topic, by kind
 
     def batch_end(ps: PartitionState) -> int:
         ps.step.take_health()
-        return len(ps.take_dirty())  # encodes every changed key, as the state topic carries it
+        dirty = ps.take_dirty()  # encodes every changed key, as the state topic carries it
+        for w in dirty:
+            if w.value is not None:
+                state_bytes["windows" if w.key.detector_key is None else "detectors"] += len(w.value)
+        return len(dirty)
 
     for p, msgs in enumerate(out):
         ps = states[p]
@@ -129,7 +136,9 @@ def _with_detection(a: argparse.Namespace, out: list[list[bytes]], parts: int, s
     print(orjson.dumps({"samples": samples, "accepted": accepted, "reports": reports, "pairs_messages": n_msgs,
                         "partials": so.applied, "windows": len(so.closed), "keys": sum(
                             len(ps.detection.keys) for ps in states), "intervals": so.intervals,
-                        "state_writes": writes, "ingest_s": t1 - t0, "aggregate_s": t2 - t1, "close_s": t3 - t2,
+                        "state_writes": writes, "state_bytes_windows": state_bytes["windows"],
+                        "state_bytes_detectors": state_bytes["detectors"], "report_bytes": report_bytes,
+                        "ingest_s": t1 - t0, "aggregate_s": t2 - t1, "close_s": t3 - t2,
                         "total_s": t3 - t0}).decode())
     return 0 if accepted == samples else 1
 
