@@ -66,7 +66,7 @@ def test_loss_on_one_client_is_workload_and_nhi_stays_healthy(campaign):
     assert campaign.windows("host_loss")[("subnet-1c", "subnet-1a")]["retrans"] >= got["retrans"]
     verdicts = campaign.attributions("host_loss")
     mine = [v for v in verdicts if v["instance"] == C[0]]
-    assert mine, f"no anomaly attributed for {C[0]}'s flows: {verdicts}"
+    assert mine, f"no anomaly attributed for {C[0]}'s flows: {verdicts}; warm-up {campaign.phases['warmup'].figures}"
     assert all(v["cause"] == "workload" and v["element"] == C[0] for v in mine), mine
     assert not [v for v in verdicts if v["cause"] == "infrastructure"], verdicts
     assert not [n for n in campaign.nhi("host_loss") if "az-1c" in n[1] and "az-1a" in n[1]], campaign.nhi("host_loss")
@@ -75,7 +75,7 @@ def test_loss_on_one_client_is_workload_and_nhi_stays_healthy(campaign):
 def test_loss_on_the_path_is_infrastructure_and_nhi_degrades(campaign):
     verdicts = campaign.attributions("path_loss")
     flagged = {v["instance"] for v in verdicts if v["scope"] == "instance"}
-    assert len(flagged & set(C)) >= 2, verdicts  # the 1c clients' flows towards 1a
+    assert len(flagged & set(C)) >= 2, (verdicts, campaign.phases["warmup"].figures)  # the 1c clients' flows towards 1a
     mine = [v for v in verdicts if v["instance"] in C]
     assert mine and all(v["cause"] == "infrastructure" and v["element"] == "az-1a|az-1c" for v in mine), verdicts
     # the pair's own retransmission alert too; its timeout or RTT alerts (loss also delays) may stay
