@@ -510,19 +510,34 @@ class PartitionWindows:
 
     def iter_dirty(self) -> Iterator[tuple[str, dict | None]]:
         """:meth:`take_dirty` one key at a time (the keys taken when the iteration starts, each state built
-        when it is reached)."""
+        when it is reached): the windows' states first, then the progress, then the windows forgotten.
+
+        The order is what makes any prefix of one call's writes a state the pairs messages can be replayed
+        onto (a worker may die, or have its writes refused, part way through them; the replay starts where
+        the previous call's state ended): the progress (watermark, report offsets reached) is never stored
+        ahead of the windows it was written with, or the replay would close a window before its messages
+        come again and drop them as read again; and a window's deletion is never stored ahead of the
+        progress that closed and forgot it, or the replay, not knowing the window had closed, would open
+        it again and land it short over the whole one (on a backlog one call may close and forget a
+        window). ``tests/runtime/test_restore_keys.py`` cuts such calls everywhere."""
         dirty, self.dirty = self.dirty, set()
+        progress = False
+        gone: list[tuple[int, str, str]] = []
         for key in dirty:
             if key == PROGRESS_KEY:
-                val: dict | None = {"progress": self.progress, "idle": self.idle, "watermark": self._watermark,
-                                    "iv_threshold": self._iv_threshold, "reached": self.reached}
+                progress = True
             elif key in self.open:
-                val = self.open[key].state()
+                yield self.key_str(key), self.open[key].state()
             elif key in self.closed:
-                val = {"closed": True, "I": pack_ids(self.closed[key])}
+                yield self.key_str(key), {"closed": True, "I": pack_ids(self.closed[key])}
             else:
-                val = None
-            yield self.key_str(key), val
+                gone.append(key)
+        if progress:
+            yield self.key_str(PROGRESS_KEY), {"progress": self.progress, "idle": self.idle,
+                                               "watermark": self._watermark, "iv_threshold": self._iv_threshold,
+                                               "reached": self.reached}
+        for key in gone:
+            yield self.key_str(key), None
 
     def load(self, key: str, val: dict) -> None:
         """Restore one key written by ``take_dirty`` (after a restart or rebalance)."""

@@ -9,6 +9,14 @@ the store. The state also says up to which pairs offset it reaches (``PAIRS_KEY`
 last), so the pairs messages a replay brings again are skipped; report identities inside the
 windows absorb the rest (a replay of the reports, re-sent reports).
 
+Order. A worker may die, or have the broker refuse its writes, part way through one batch's
+writes; those of one partition are stored in the order they were sent, so what is left is a
+prefix, and the replay starts from the previous batch's pairs offset. Every prefix must be a
+state that replay rebuilds exactly, so a batch writes its detector keys, then its windows'
+states, then the windows' progress (watermark, report offsets reached), then the deletions of
+the windows it forgot, then its pairs offset (``PartitionState.iter_dirty``,
+``PartitionWindows.iter_dirty``).
+
 Owners. A worker put out of the group without knowing it (paused past the session timeout)
 may still deliver state writes after another worker took the partition over and restored it:
 its producer sends what it had buffered when it resumes. The state topic keeps the last write
@@ -175,7 +183,8 @@ class PartitionState:
             self.windows.load(key, val)
 
     def take_dirty(self) -> list[StateWrite]:
-        """Changed keys, detector keys first.
+        """Changed keys: detector keys first, then the windows' (``PartitionWindows.iter_dirty``: states, the
+        progress, deletions), then the pairs offset.
 
         The writes of one partition arrive in order, so if a crash loses the tail of a
         batch's writes, a detector may have recorded an interval whose window state still

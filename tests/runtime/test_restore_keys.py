@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
@@ -111,32 +112,41 @@ def _landed(emitted: list) -> dict:
     return {(w.src_subnet, w.dst_subnet, w.window_start): (w.bytes, w.retransmissions, w.samples) for w in emitted}
 
 
-def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_exact_totals():
+@pytest.mark.parametrize("per_batch", [9, 400])
+def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_exact_totals(per_batch):
     """A worker that dies, or is paused and replaced, part way through a batch's state writes leaves a
     prefix of them in the state topic. Whoever restores it and replays the pairs messages from the committed
     offset (before the batch) must land exactly the windows an uninterrupted run lands, with nothing
     dead-lettered: the progress (watermark, idle sources, report offsets reached) must never be ahead of
     the windows it was written with, or the replay closes a window short and drops its data as late or as
-    read again."""
-    msgs = _pairs_stream()
-    batches = [msgs[i:i + 9] for i in range(0, len(msgs), 9)]  # the pairs offset of message j is j
+    read again; and a window forgotten (deleted) must never be behind it, or the replay, not knowing the
+    window had closed, opens it again and lands it short over the whole one. Batches of 400 messages are a
+    backlog's: the watermark moves past a window's close and its forgetting in one batch (as in a worker
+    whose state writes Apache Kafka refused part way through such a batch)."""
+    msgs = _pairs_stream(minutes=60)
+    n = per_batch
+    batches = [msgs[i:i + n] for i in range(0, len(msgs), n)]  # the pairs offset of message j is j
     whole = _state(sources=2)
     ref = []
     emitted: list[list] = []  # the windows emitted up to and including each batch (before its state writes)
     log: list[list] = []  # the state writes of each batch
     closing = []  # the batches that close windows
+    forgetting = []  # the batches that forget closed windows (delete their state)
     for b, batch in enumerate(batches):
         out = StepOutput()
         for j, msg in enumerate(batch):
             whole.step.apply(msg, out)
-            whole.applied(9 * b + j)
+            whole.applied(n * b + j)
         ref += out.closed
         emitted.append(list(ref))
         closing += [b] * bool(out.closed)
         log.append(whole.take_dirty())
+        forgetting += [b] * any(w.value is None and w.key.detector_key is None for w in log[-1])
     want = _landed(ref)
-    assert len(want) >= 6 and len(closing) >= 3
-    for k in [3, *closing[:3]]:  # an ordinary batch, and batches whose writes close windows
+    assert len(want) >= 6 and len(closing) >= 3 and forgetting
+    ks = [3, *closing[:3]] if n < 100 else sorted(set(closing) & set(forgetting))
+    assert ks
+    for k in ks:  # an ordinary batch, and batches whose writes close (and forget) windows
         for cut in range(len(log[k]) + 1):
             topic: dict[str, bytes | None] = {}
             for writes in [*log[:k], log[k][:cut]]:
@@ -147,7 +157,7 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
                 if value is not None:
                     back.load(key, orjson.loads(value))
             out = StepOutput()
-            for j, msg in enumerate(msgs[9 * k:], start=9 * k):  # from the committed offset: batch k's first
+            for j, msg in enumerate(msgs[n * k:], start=n * k):  # from the committed offset: batch k's first
                 if j <= back.pairs_offset:
                     continue
                 back.step.apply(msg, out)
@@ -155,3 +165,25 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
             assert out.late == [], (k, cut, len(log[k]))
             assert _landed(emitted[k] + out.closed) == want, (k, cut, len(log[k]))
 
+
+def test_a_batch_writes_detectors_then_window_states_then_the_progress_then_the_windows_forgotten():
+    """The order that makes every prefix of a batch's state writes one a replay can start from
+    (``PartitionWindows.iter_dirty``), on batches that close and forget windows (a backlog's)."""
+    from pipeline.aggregate.windows import PROGRESS_KEY
+
+    msgs, n = _pairs_stream(minutes=60), 400
+    ps = _state(sources=2)
+    forgotten = 0
+    for b in range(0, len(msgs), n):
+        out = StepOutput()
+        for j, msg in enumerate(msgs[b:b + n], start=b):
+            ps.step.apply(msg, out)
+            ps.applied(j)
+        kinds = []  # 0 detector, 1 window state, 2 progress, 3 window forgotten, 4 pairs offset
+        for w in ps.take_dirty():
+            what = orjson.loads(w.key.text)[1]
+            kinds.append(0 if w.key.detector_key is not None else 4 if what == PAIRS_KEY else
+                         2 if what == PROGRESS_KEY else 3 if w.value is None else 1)
+        assert kinds == sorted(kinds) and kinds.count(2) == 1, kinds
+        forgotten += kinds.count(3)
+    assert forgotten >= 4
