@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 __all__ = ["FlowmonError", "UsageError", "ConfigError", "InputError", "BrokerUnavailable", "ClickHouseFailed",
-           "NoData", "InUse", "NotPermitted", "STOP_TIMED_OUT", "EXIT_STATUSES", "exit_status_table", "one_line", "first_line"]
+           "NoData", "InUse", "NotPermitted", "STOP_TIMED_OUT", "WRITE_FAILED", "EXIT_STATUSES", "exit_status_table", "one_line", "first_line"]
 
 #: The longest line an error prints (library messages may echo whole queries).
 MAX_LINE = 400
@@ -124,11 +124,18 @@ class NotPermitted(FlowmonError):
 #: The exit status of a worker whose stop outlasted its deadline (``runtime.process.exit_after``; BSD's EX_TEMPFAIL).
 STOP_TIMED_OUT = 75
 
-#: exit status -> meaning (0, 75 and 130 are not errors of this family)
+#: The exit status of a worker that could not deliver one of its writes (``runtime.process.exit_on_failed_write``;
+#: BSD's EX_IOERR).
+WRITE_FAILED = 74
+
+#: exit status -> meaning (0, 74, 75 and 130 are not errors of this family)
 EXIT_STATUSES: dict[int, str] = {
     0: "success",
     **{cls.exit_code: cls.kind for cls in (FlowmonError, UsageError, BrokerUnavailable, ClickHouseFailed, NoData,
                                            InUse, NotPermitted)},
+    WRITE_FAILED: "a worker could not deliver a write to Kafka (its producer gave up retrying, or the broker refused "
+                  "it: a message above the topic's max.message.bytes, no permission) and exited before anything "
+                  "committed past it; nothing is lost: the next start reads again what it had not committed",
     STOP_TIMED_OUT: "a worker asked to stop had not stopped cleanly within FLOWMON_SHUTDOWN_GRACE_S (a broker or "
                     "ClickHouse it waited for did not answer) and exited anyway; nothing is lost",
     130: "interrupted (Ctrl-C)",

@@ -17,10 +17,21 @@ still running a minute after SIGTERM, ~125 log lines a second). :func:`exit_afte
 deadline: a daemon thread that, ``grace_s`` seconds after the stop began, says so in one
 line and ends the process as a crash would (``os._exit``). Nothing is lost by it: delivery is
 at least once, so what the worker had not committed is read again by the next owner.
+
+A write the worker's producer could not deliver (it gave up retrying, after Faust's
+``producer_request_timeout``, or the broker refused it: a message above the topic's
+``max.message.bytes``, a missing permission) must not be followed by a commit of the offsets
+it was part of: Faust's commit flushes the producer, but a failed delivery does not stop it,
+and a window state that never reached the state topic, under offsets committed past it,
+would be lost at the next restore. :func:`exit_on_failed_write`, a done-callback on every
+delivery future, ends the process at once, with one line and :data:`WRITE_FAILED`. A
+future's callbacks run in the order they were added, and it is added when the write is sent,
+before anything waits on it, so it runs before the commit's flush (or any ``gather``) returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
@@ -29,9 +40,10 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from pipeline.errors import STOP_TIMED_OUT
+from pipeline.errors import STOP_TIMED_OUT, WRITE_FAILED, first_line
 
-__all__ = ["die_with_parent", "exit_after", "PR_SET_PDEATHSIG", "STOP_TIMED_OUT"]
+__all__ = ["die_with_parent", "exit_after", "exit_on_failed_write", "PR_SET_PDEATHSIG", "STOP_TIMED_OUT",
+           "WRITE_FAILED"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -78,3 +90,34 @@ def exit_after(grace_s: float, what: str, out: TextIO | None = None,
     timer.daemon = True
     timer.start()
     return timer
+
+
+def exit_on_failed_write(topic: str, fut: asyncio.Future, out: TextIO | None = None,
+                         _exit: Callable[[int], object] = os._exit) -> None:
+    """A delivery future's done-callback (``functools.partial(exit_on_failed_write, topic)``): when the write
+    failed, print one line to ``out`` (stderr) and end the process with :data:`WRITE_FAILED` before anything
+    that waits on the write resumes. A delivered or cancelled write: nothing.
+
+    >>> import io
+    >>> loop, out, codes = asyncio.new_event_loop(), io.StringIO(), []
+    >>> ok, bad = loop.create_future(), loop.create_future()
+    >>> ok.set_result(None); exit_on_failed_write("t", ok, out, codes.append); codes
+    []
+    >>> bad.set_exception(ValueError("[Error 10] too large"))
+    >>> exit_on_failed_write("flow-window-state-v1", bad, out, codes.append); codes
+    [74]
+    >>> print(out.getvalue(), end="")      # doctest: +ELLIPSIS
+    a write to flow-window-state-v1 failed (ValueError: [Error 10] too large): exiting before ... not committed
+    >>> loop.close()
+    """
+    if fut.cancelled() or (exc := fut.exception()) is None:
+        return
+    stream = out if out is not None else sys.stderr
+    name, text = type(exc).__name__, first_line(exc)
+    try:
+        stream.write(f"a write to {topic} failed ({text if name in text else f'{name}: {text}'}): exiting before anything commits past it; "
+                     f"fix the cause (the broker, the topic's max.message.bytes or permissions) and start the "
+                     f"worker again: it reads again what it had not committed\n")
+        stream.flush()
+    finally:
+        _exit(WRITE_FAILED)

@@ -4,6 +4,8 @@
   the module): a broker that leads some of the deployment's partitions is SIGKILLed after the
   first windows landed, stays down until its leaderships moved, then comes back.
 - One Apache Kafka node (its own, not the session's shared broker) restarted mid-run.
+- The session's Kafka node refusing the worker's state writes mid-run (the state topic's
+  ``max.message.bytes`` lowered below a state): the worker exits before it commits past them.
 
 Apache Kafka only: the embedded Tansu broker keeps its topics in memory, so a restart of it
 is a new, empty broker (nothing to come back to), and it has no replication.
@@ -11,6 +13,7 @@ is a new, empty broker (nothing to come back to), and it has no replication.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections import Counter
@@ -19,8 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from tests.support.harness import Deployment, compare
 from tests.support.kafka_cluster import KafkaCluster, KafkaNode
+from pipeline.errors import WRITE_FAILED
+from pipeline.runtime import kafka
 from pipeline.runtime.brokers import BrokerError
 from pipeline.sim.simulator import Simulator
 
@@ -132,3 +139,83 @@ def test_single_broker_restart_mid_run(tmp_path: Path):
     finally:
         d.close()
         node.stop()
+
+
+#: A worker whose state write was refused exits at once (0.0-0.6 s after the change here), well inside this.
+EXIT_WITHIN_S = 15
+
+
+def _topic_configs(d: Deployment, topic: str, configs: dict[str, str]) -> None:
+    """Set ``topic``'s configuration overrides to exactly ``configs`` (AlterConfigs replaces them all)."""
+    async def go() -> None:
+        admin = kafka.admin(d.conn)
+        await admin.start()
+        try:
+            for resp in await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)]):
+                assert all(r[0] == 0 for r in resp.resources), resp  # (error code, message, type, name)
+        finally:
+            await admin.close()
+    asyncio.run(go())
+
+
+def _committed_and_stored(d: Deployment) -> dict[int, tuple[int | None, int]]:
+    """Per pairs partition: the offset the workers' group committed (the next to read), and the pairs offset
+    the state topic says its stored state reaches (-1: none)."""
+    from aiokafka import TopicPartition
+
+    from pipeline.aggregate.windows import PartitionWindows
+    from pipeline.runtime.restore import PartitionState, restore_many
+
+    async def go() -> dict[int, tuple[int | None, int]]:
+        c = kafka.consumer(d.conn, group=d.prefix)
+        await c.start()
+        try:
+            committed = {p: await c.committed(TopicPartition(d.topics.pairs, p)) for p in range(d.topics.partitions)}
+        finally:
+            await c.stop()
+        stores = [PartitionState(PartitionWindows(p, 600, 60, d.topics.partitions)) for p in range(d.topics.partitions)]
+        await restore_many(d.conn, d.topics.state, stores)
+        return {st.partition: (committed[st.partition], st.pairs_offset) for st in stores}
+    return asyncio.run(go())
+
+
+def test_a_state_write_the_broker_refuses_ends_the_worker_before_it_commits_past_it(kafka_broker, tmp_path: Path):
+    """Mid-run, the state topic starts refusing every state write (``max.message.bytes`` below a state's
+    size: a write the broker refuses, as it would a write without permission). Faust's commit flushes the
+    producer but goes on when a delivery failed, so a worker that carried on would commit pairs offsets
+    past window states that were never stored, and a restart would restore without them. The worker must
+    exit with ``WRITE_FAILED``, say why in one line, and leave no pairs partition committed beyond what its
+    stored state reaches, so a restart reads again everything the state does not hold.
+
+    Not asserted here: what a new worker started once the topic takes the writes again lands. In 2 of ~45
+    runs of that (with the state writes' order fixed, ``PartitionWindows.iter_dirty``; before, 2 runs in 20
+    went wrong for that reason) its windows were not exact although what was committed and stored was
+    consistent, as asserted below: 66 of 823 pair-windows short, and in the other run 89 short and 6 never
+    closed, nothing dead-lettered. The cause is not found yet (the README's "Delivery" section)."""
+    reports, expected = fleet(seed=13)
+    d = Deployment(str(kafka_broker.bootstrap), tmp_path / "d", topology=FLEET)
+    compact = {"cleanup.policy": "compact"}  # the state topic's own override (AlterConfigs replaces all)
+    try:
+        d.produce(reports)  # the backlog first: a worker that reads it never finds its sources idle
+        d.start(roles="sink")
+        worker = d.start(roles="pipeline")
+        first = d.wait_windows(1, timeout=180)
+        _topic_configs(d, d.topics.state, {**compact, "max.message.bytes": "200"})
+        t0 = time.monotonic()
+        rc = d.wait_exit(worker, timeout=EXIT_WITHIN_S)
+        took = time.monotonic() - t0
+        if rc is None:
+            d.kill(worker)
+        assert rc == WRITE_FAILED, (f"the worker went on for {EXIT_WITHIN_S} s after the state topic began "
+                                    f"refusing its writes (status {rc})\n" + d.logs())
+        log = (d.workdir / "worker-1.log").read_text(errors="replace")
+        assert f"a write to {d.topics.state} failed (" in log, log[-3000:]
+        landed = d.wait_windows(0)
+        print(f"{first} windows landed when the state topic began refusing; the worker exited {took:.1f} s "
+              f"later, {landed} of {len(expected)} landed by then")
+        assert 1 <= first and landed < len(expected), "the refusal must come mid-run"
+        # at least once: every pairs message past what a partition's stored state holds is read again
+        got = _committed_and_stored(d)
+        assert all(c is None or c <= stored + 1 for c, stored in got.values()), got
+    finally:
+        d.close()

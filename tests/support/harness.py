@@ -82,6 +82,16 @@ class Deployment:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
+    def wait_exit(self, proc: subprocess.Popen, timeout: float) -> int | None:
+        """Wait up to ``timeout`` for a worker this test expects to exit by itself: its status (None: still
+        running). An exit seen here is not unexpected (:meth:`check_alive`)."""
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._killed.add(self.procs.index(proc))
+        return rc
+
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs if p.returncode is None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from pipeline.ingest.topology import Topology
 from pipeline.ingest.validate import Validator
 from pipeline.runtime.app import Flow
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.process import exit_on_failed_write
 from pipeline.runtime.restore import PartitionState
 from pipeline.runtime.topics import Topics
 
@@ -94,5 +96,8 @@ class Context:
 
     async def send(self, topic: str, value: bytes | None, partition: int | None = None, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None):
-        """Send through the worker's producer; returns the delivery future."""
-        return await self.flow.app.producer.send(topic, key, value, partition, None, headers)
+        """Send through the worker's producer; returns the delivery future. A write that fails ends the worker
+        before anything commits past it (``process.exit_on_failed_write``)."""
+        fut = await self.flow.app.producer.send(topic, key, value, partition, None, headers)
+        fut.add_done_callback(partial(exit_on_failed_write, topic))
+        return fut
