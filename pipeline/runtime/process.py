@@ -114,10 +114,11 @@ def exit_on_failed_write(topic: str, fut: asyncio.Future, out: TextIO | None = N
         return
     stream = out if out is not None else sys.stderr
     name, text = type(exc).__name__, first_line(exc)
+    why = text if name in text else f"{name}: {text}"
     try:
-        stream.write(f"a write to {topic} failed ({text if name in text else f'{name}: {text}'}): exiting before anything commits past it; "
-                     f"fix the cause (the broker, the topic's max.message.bytes or permissions) and start the "
-                     f"worker again: it reads again what it had not committed\n")
+        stream.write(f"a write to {topic} failed ({why}): exiting before anything commits past it; fix the cause "
+                     f"(the broker, the topic's max.message.bytes or permissions) and start the worker again: it "
+                     f"reads again what it had not committed\n")
         stream.flush()
     finally:
         _exit(WRITE_FAILED)
