@@ -22,13 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.support.harness import Deployment, compare
 from tests.support.kafka_cluster import KafkaCluster, KafkaNode
+from pipeline.aggregate.windows import PartitionWindows
 from pipeline.errors import WRITE_FAILED
 from pipeline.runtime import kafka
 from pipeline.runtime.brokers import BrokerError
+from pipeline.runtime.restore import PartitionState, restore_many
 from pipeline.sim.simulator import Simulator
 
 pytestmark = pytest.mark.kafka
@@ -141,7 +144,7 @@ def test_single_broker_restart_mid_run(tmp_path: Path):
         node.stop()
 
 
-#: A worker whose state write was refused exits at once (0.0-0.6 s after the change here), well inside this.
+#: A worker whose state write was refused exits at once (0.0-1.1 s after the change, in 40+ runs here), well inside this.
 EXIT_WITHIN_S = 15
 
 
@@ -161,11 +164,6 @@ def _topic_configs(d: Deployment, topic: str, configs: dict[str, str]) -> None:
 def _committed_and_stored(d: Deployment) -> dict[int, tuple[int | None, int]]:
     """Per pairs partition: the offset the workers' group committed (the next to read), and the pairs offset
     the state topic says its stored state reaches (-1: none)."""
-    from aiokafka import TopicPartition
-
-    from pipeline.aggregate.windows import PartitionWindows
-    from pipeline.runtime.restore import PartitionState, restore_many
-
     async def go() -> dict[int, tuple[int | None, int]]:
         c = kafka.consumer(d.conn, group=d.prefix)
         await c.start()
