@@ -128,11 +128,18 @@ STOP_TIMED_OUT = 75
 #: BSD's EX_IOERR).
 WRITE_FAILED = 74
 
-#: exit status -> meaning (0, 74, 75 and 130 are not errors of this family)
+#: The exit status of a worker whose stage failed part way through a batch (``runtime.process.exit_on_failed_batch``;
+#: BSD's EX_SOFTWARE).
+BATCH_FAILED = 70
+
+#: exit status -> meaning (0, 70, 74, 75 and 130 are not errors of this family)
 EXIT_STATUSES: dict[int, str] = {
     0: "success",
     **{cls.exit_code: cls.kind for cls in (FlowmonError, UsageError, BrokerUnavailable, ClickHouseFailed, NoData,
                                            InUse, NotPermitted)},
+    BATCH_FAILED: "a worker's stage failed part way through a batch (a state above the producer's "
+                  "max_request_size, a bug: the log has the traceback) and exited before anything committed past it; "
+                  "nothing is lost: the next start reads the batch again",
     WRITE_FAILED: "a worker could not deliver a write to Kafka (its producer gave up retrying, or the broker refused "
                   "it: a message above the topic's max.message.bytes, no permission) and exited before anything "
                   "committed past it; nothing is lost: the next start reads again what it had not committed",

@@ -27,6 +27,13 @@ would be lost at the next restore. :func:`exit_on_failed_write`, a done-callback
 delivery future, ends the process at once, with one line and :data:`WRITE_FAILED`. A
 future's callbacks run in the order they were added, and it is added when the write is sent,
 before anything waits on it, so it runs before the commit's flush (or any ``gather``) returns.
+
+A batch that fails part way (an exception in the aggregate agent: a state above the producer's
+``max_request_size``, which aiokafka refuses before sending, or a bug) must not be committed either:
+Faust's ``take_events`` acks a batch's events in its ``finally`` even when the agent's body raised,
+and the agent is then restarted on the messages after it. The agent takes the events out of the
+acknowledgements and :func:`exit_on_failed_batch` ends the process with one line and
+:data:`BATCH_FAILED`; the next start reads the batch again from the stored state.
 """
 
 from __future__ import annotations
@@ -40,10 +47,10 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from pipeline.errors import STOP_TIMED_OUT, WRITE_FAILED, first_line
+from pipeline.errors import BATCH_FAILED, STOP_TIMED_OUT, WRITE_FAILED, first_line
 
-__all__ = ["die_with_parent", "exit_after", "exit_on_failed_write", "PR_SET_PDEATHSIG", "STOP_TIMED_OUT",
-           "WRITE_FAILED"]
+__all__ = ["die_with_parent", "exit_after", "exit_on_failed_write", "exit_on_failed_batch", "PR_SET_PDEATHSIG",
+           "STOP_TIMED_OUT", "WRITE_FAILED", "BATCH_FAILED"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -122,3 +129,28 @@ def exit_on_failed_write(topic: str, fut: asyncio.Future, out: TextIO | None = N
         stream.flush()
     finally:
         _exit(WRITE_FAILED)
+
+
+def exit_on_failed_batch(stage: str, n: int, exc: BaseException, out: TextIO | None = None,
+                         _exit: Callable[[int], object] = os._exit) -> None:
+    """End the process with :data:`BATCH_FAILED` after ``stage`` failed part way through a batch of ``n``
+    messages with ``exc`` (its caller took the batch out of the acknowledgements and logged the traceback):
+    one line to ``out`` (stderr) first.
+
+    >>> import io
+    >>> out, codes = io.StringIO(), []
+    >>> exit_on_failed_batch("aggregate", 12, ValueError("boom"), out, codes.append); codes
+    [70]
+    >>> print(out.getvalue(), end="")      # doctest: +ELLIPSIS
+    the aggregate stage failed on a batch of 12 messages (ValueError: boom): exiting before anything ... the log
+    """
+    stream = out if out is not None else sys.stderr
+    name, text = type(exc).__name__, first_line(exc)
+    why = text if name in text else f"{name}: {text}"
+    try:
+        stream.write(f"the {stage} stage failed on a batch of {n} messages ({why}): exiting before anything commits "
+                     f"past it; the next start reads the batch again. If it fails again, the traceback is in the "
+                     f"log\n")
+        stream.flush()
+    finally:
+        _exit(BATCH_FAILED)

@@ -28,7 +28,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from tests.support.harness import Deployment, compare
 from tests.support.kafka_cluster import KafkaCluster, KafkaNode
 from pipeline.aggregate.windows import PartitionWindows
-from pipeline.errors import WRITE_FAILED
+from pipeline.errors import BATCH_FAILED, WRITE_FAILED
 from pipeline.runtime import kafka
 from pipeline.runtime.brokers import BrokerError
 from pipeline.runtime.restore import PartitionState, restore_many
@@ -213,6 +213,42 @@ def test_a_state_write_the_broker_refuses_ends_the_worker_before_it_commits_past
               f"later, {landed} of {len(expected)} landed by then")
         assert 1 <= first and landed < len(expected), "the refusal must come mid-run"
         # at least once: every pairs message past what a partition's stored state holds is read again
+        got = _committed_and_stored(d)
+        assert all(c is None or c <= stored + 1 for c, stored in got.values()), got
+    finally:
+        d.close()
+
+
+def _one_pair_reports(hosts: int, start: int = 1796403600) -> list[dict]:
+    """One report from each of ``hosts`` instances of subnet ``big-a``, all to one remote in ``big-b``, in one
+    interval: a single pair-window that holds every host (its state ~155 bytes per host)."""
+    return [{"version": 1, "instance": f"big-{i}",
+             "local": {"ip": f"10.9.{i // 250}.{i % 250 + 1}", "subnet": "big-a", "az": "az-x", "vpc": "v"},
+             "start": start, "interval_s": 30,
+             "samples": [{"remote": {"ip": "10.8.0.1", "subnet": "big-b", "az": "az-y", "vpc": "v"},
+                          "bytes_sent": 1000, "bytes_received": 10, "retransmissions": 0, "timeouts": 0, "flows": 1,
+                          "rtt_us": [200]}]} for i in range(hosts)]
+
+
+def test_a_batch_that_fails_part_way_ends_the_worker_and_nothing_is_committed_past_it(kafka_broker, tmp_path: Path):
+    """8,000 hosts of one subnet report to one other subnet in one interval: the pair-window's state is
+    ~1.2 MB, above the producer's ``max_request_size`` (1 MiB with ``FLOWMON_MAX_MESSAGE_BYTES`` at 256 KiB;
+    with the default 2 MB the broker refuses it instead, and the worker exits with ``WRITE_FAILED``), and
+    aiokafka refuses to send it: the aggregate agent's batch raises after it applied its messages in memory. Faust's ``take_events`` acks a
+    batch's events even when the agent's body raised, and restarts the agent on the messages after it: the
+    commit then went past messages whose effects were never stored, and the next restore lost them (every
+    batch touching that window, for as long as it stayed open). The worker must exit with ``BATCH_FAILED``
+    with its one line, and leave no pairs partition committed past what its stored state holds."""
+    d = Deployment(str(kafka_broker.bootstrap), tmp_path / "d")
+    try:
+        d.produce(_one_pair_reports(8000))
+        worker = d.start(roles="pipeline", FLOWMON_MAX_MESSAGE_BYTES=str(256 << 10))
+        rc = d.wait_exit(worker, timeout=120)
+        if rc is None:
+            d.kill(worker)
+        log = (d.workdir / "worker-0.log").read_text(errors="replace")
+        assert rc == BATCH_FAILED, f"status {rc}: the worker went on after a batch failed\n" + log[-4000:]
+        assert "the aggregate stage failed on a batch of " in log and "MessageSizeTooLargeError" in log, log[-3000:]
         got = _committed_and_stored(d)
         assert all(c is None or c <= stored + 1 for c, stored in got.values()), got
     finally:

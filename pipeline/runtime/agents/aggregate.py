@@ -14,6 +14,7 @@ from pipeline.detect.detection import Detection
 from pipeline.runtime import collector, fence
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.runtime.agents.ingest import send_deadletter
+from pipeline.runtime.process import exit_on_failed_batch
 from pipeline.runtime.restore import WRITER_HEADER, PartitionState, new_writer, owner_marker, restore_owned
 from pipeline.wire.contract import pair_partition
 from pipeline.wire.records import DeadLetter, decode_pairs, encode, encode_health, encode_window
@@ -126,6 +127,51 @@ async def _write_state(ctx: Context, touched: dict[int, PartitionState]) -> None
         m.detector_state_bytes.set(biggest)
 
 
+async def _batch(ctx: Context, events: list, pacer: Pacer) -> None:
+    """One batch of pairs messages: placed and scored, what it produced sent and delivered, then its state
+    written. :class:`fence.Fenced` (nothing sent) when this worker left the group meanwhile."""
+    app, m = ctx.flow.app, ctx.metrics
+    gen = fence.generation(app)  # the group generation these events were read under
+    out = StepOutput()
+    late: list[DeadLetter] = []
+    touched: dict[int, PartitionState] = {}
+    replayed = 0
+    for event in events:
+        p = event.message.partition
+        ps = touched.get(p) or await store(ctx, p, gen)
+        touched[p] = ps
+        if event.message.offset <= ps.pairs_offset:  # already in the restored state
+            replayed += 1
+            continue
+        for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a mark
+            n = len(out.late)
+            intervals = ps.step.place(msg, out)
+            if len(out.late) > n:  # (rare: most messages have no late partial)
+                late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
+            # one message may complete a backlog's intervals (seconds of scoring): the loop's other
+            # tasks (sink, timers, the ingest reader's group) get their turn between them too
+            for i in range(0, len(intervals), SCORE_CHUNK):
+                ps.step.score(intervals[i:i + SCORE_CHUNK], out)
+                await pacer.tick()
+            await pacer.tick()
+        ps.applied(event.message.offset)
+    if not await fence.still_member(app, gen):
+        raise fence.Fenced
+    if replayed:
+        m.pairs_replayed.inc(replayed)
+        log.info("skipped %d pairs messages read again that the restored state already holds", replayed)
+    m.intervals.inc(out.intervals)
+    m.detect_errors.inc(out.detect_errors)
+    m.late_for_detection.inc(out.late_for_detection)
+    m.partials.inc(out.applied)
+    m.duplicates.inc(out.duplicates)
+    pending = await _emit(ctx, out, late, touched)
+    if pending:  # closed windows (and alerts, health) must be durable before the state says so
+        await asyncio.gather(*pending)
+    m.windows.inc(len(out.closed))
+    await _write_state(ctx, touched)
+
+
 def install(ctx: Context) -> None:
     flow, m = ctx.flow, ctx.metrics
 
@@ -133,34 +179,11 @@ def install(ctx: Context) -> None:
     async def aggregate(stream):
         pacer = Pacer()
         async for events in stream.take_events(1000, within=0.05):
-            # everything below happens before these events are acked (take_events acks after)
-            gen = fence.generation(flow.app)  # the group generation these events were read under
-            out = StepOutput()
-            late: list[DeadLetter] = []
-            touched: dict[int, PartitionState] = {}
-            replayed = 0
+            # everything the batch causes happens before its events are acked: take_events acks them when
+            # the next batch is asked for, and also when the body raised (in its ``finally``), so a batch that
+            # fails part way must take its events out of the acknowledgements itself
             try:
-                for event in events:
-                    p = event.message.partition
-                    ps = touched.get(p) or await store(ctx, p, gen)
-                    touched[p] = ps
-                    if event.message.offset <= ps.pairs_offset:  # already in the restored state
-                        replayed += 1
-                        continue
-                    for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a mark
-                        n = len(out.late)
-                        intervals = ps.step.place(msg, out)
-                        if len(out.late) > n:  # (rare: most messages have no late partial)
-                            late += [ps.step.deadletter(lp, ctx.topics.reports) for lp in out.late[n:]]
-                        # one message may complete a backlog's intervals (seconds of scoring): the loop's other
-                        # tasks (sink, timers, the ingest reader's group) get their turn between them too
-                        for i in range(0, len(intervals), SCORE_CHUNK):
-                            ps.step.score(intervals[i:i + SCORE_CHUNK], out)
-                            await pacer.tick()
-                        await pacer.tick()
-                    ps.applied(event.message.offset)
-                if not await fence.still_member(flow.app, gen):
-                    raise fence.Fenced
+                await _batch(ctx, events, pacer)
             except fence.Fenced:
                 # put out of the group mid-batch (paused past the session timeout, or the batch outlasted
                 # the rebalance timeout): another worker owns these partitions and restored their state;
@@ -172,17 +195,13 @@ def install(ctx: Context) -> None:
                             "messages (paused longer than the session timeout, or the batch outlasted the "
                             "rebalance timeout); the batch is dropped, unacknowledged, and read again by the "
                             "partitions' owner", len(events))
-                continue
-            if replayed:
-                m.pairs_replayed.inc(replayed)
-                log.info("skipped %d pairs messages read again that the restored state already holds", replayed)
-            m.intervals.inc(out.intervals)
-            m.detect_errors.inc(out.detect_errors)
-            m.late_for_detection.inc(out.late_for_detection)
-            m.partials.inc(out.applied)
-            m.duplicates.inc(out.duplicates)
-            pending = await _emit(ctx, out, late, touched)
-            if pending:  # closed windows (and alerts, health) must be durable before the state says so
-                await asyncio.gather(*pending)
-            m.windows.inc(len(out.closed))
-            await _write_state(ctx, touched)
+            except BaseException as exc:
+                # a batch that failed part way (a state too big to send, a bug): its windows hold part of it in
+                # memory and its state may be partly written, so neither may go on. Acked, its offsets would be
+                # committed past messages whose effects were never stored: lost at the next restore
+                fence.unack(flow.app, events)
+                ctx.stores.clear()
+                if not isinstance(exc, Exception):  # cancelled: the worker stops, and reads them again next time
+                    raise
+                log.exception("aggregate: a batch of %d pairs messages failed", len(events))
+                exit_on_failed_batch("aggregate", len(events), exc)
