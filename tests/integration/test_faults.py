@@ -183,13 +183,14 @@ def test_a_state_write_the_broker_refuses_ends_the_worker_before_it_commits_past
     producer but goes on when a delivery failed, so a worker that carried on would commit pairs offsets
     past window states that were never stored, and a restart would restore without them. The worker must
     exit with ``WRITE_FAILED``, say why in one line, and leave no pairs partition committed beyond what its
-    stored state reaches, so a restart reads again everything the state does not hold.
+    stored state reaches, so a restart reads again everything the state does not hold; a worker started
+    once the topic takes the writes again then lands every window exactly.
 
-    Not asserted here: what a new worker started once the topic takes the writes again lands. In 2 of ~45
-    runs of that (with the state writes' order fixed, ``PartitionWindows.iter_dirty``; before, 2 runs in 20
-    went wrong for that reason) its windows were not exact although what was committed and stored was
-    consistent, as asserted below: 66 of 823 pair-windows short, and in the other run 89 short and 6 never
-    closed, nothing dead-lettered. The cause is not found yet (the README's "Delivery" section)."""
+    The restart was not asserted at first: in 2 of ~45 runs of it (after the state writes' order was fixed,
+    ``PartitionWindows.iter_dirty``) windows landed short from a consistent state, cause not found. It did
+    not happen again in 84 runs since (two side by side: on a shared broker, restarting at once, some with
+    both cores kept busy, and with a fresh broker each); a batch failing part way, which Faust acked
+    anyway, was closed meanwhile (the test below)."""
     reports, expected = fleet(seed=13)
     d = Deployment(str(kafka_broker.bootstrap), tmp_path / "d", topology=FLEET)
     compact = {"cleanup.policy": "compact"}  # the state topic's own override (AlterConfigs replaces all)
@@ -215,6 +216,9 @@ def test_a_state_write_the_broker_refuses_ends_the_worker_before_it_commits_past
         # at least once: every pairs message past what a partition's stored state holds is read again
         got = _committed_and_stored(d)
         assert all(c is None or c <= stored + 1 for c, stored in got.values()), got
+        _topic_configs(d, d.topics.state, compact)
+        d.start(roles="pipeline")
+        _land_everything(d, expected)
     finally:
         d.close()
 
