@@ -138,8 +138,9 @@ EXIT_STATUSES: dict[int, str] = {
     **{cls.exit_code: cls.kind for cls in (FlowmonError, UsageError, BrokerUnavailable, ClickHouseFailed, NoData,
                                            InUse, NotPermitted)},
     BATCH_FAILED: "a worker's stage failed part way through a batch (a state above the producer's "
-                  "max_request_size, a bug: the log has the traceback) and exited before anything committed past it; "
-                  "nothing is lost: the next start reads the batch again",
+                  "max_request_size, a state restore the broker did not complete within 120 s, a bug: the log has "
+                  "the traceback) and exited before anything committed past it; nothing is lost: the next start "
+                  "reads the batch again",
     WRITE_FAILED: "a worker could not deliver a write to Kafka (its producer gave up retrying, or the broker refused "
                   "it: a message above the topic's max.message.bytes, no permission) and exited before anything "
                   "committed past it; nothing is lost: the next start reads again what it had not committed",
