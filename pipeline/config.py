@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         "scores nothing for this long is forgotten, model and state: a fleet whose hosts come and go keeps the recent "
         "ones only. A key that comes back learns again. 0 = never.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics flowmon creates.")
+    state_message_bytes: int = Field(
+        16 << 20, ge=1 << 20,
+        description="Largest state record a worker writes: a pair-window's (~155 bytes per host reporting in its open "
+        "intervals: 8,000 hosts of one subnet reporting to one other are ~1.2 MB) or the attribution stage's. The state "
+        "topics are created with max.message.bytes a little above it and the worker's producer accepts it; a topic "
+        "that exists keeps its own limit (raise it with kafka-configs).")
 
     # --- validation -------------------------------------------------------------
     max_future_s: int = Field(300, ge=0, description="Samples whose start is this far ahead of the worker clock are refused.")

@@ -88,7 +88,9 @@ def create_app(settings: Settings, conn: Connection | str) -> Flow:
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_commit_interval=settings.commit_interval_s,
         producer_linger=0.005,
-        producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
+        # the largest state record (a big pair-window's) is what the producer must take: the other topics' messages
+        # are cut or bounded below their own limits (pairs and health chunks, windows by max_message_bytes)
+        producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576, settings.state_message_bytes),
         consumer_max_fetch_size=max(settings.max_message_bytes * 2, 4 * 1_048_576),
     )
 

@@ -288,7 +288,7 @@ class _StageState:
 
 
 async def restore_stage(conn: kafka.Connection | str, state_topic: str, health_topic: str, stage, first_offset: int,
-                        timeout_s: float = 120.0) -> tuple[int, list[dict], list[dict]]:
+                        timeout_s: float = 120.0, max_bytes: int = 8 << 20) -> tuple[int, list[dict], list[dict]]:
     """Restore an ``attribute.AttributionStage``: its saved state, then the health messages from the
     saved restart point up to ``first_offset`` (where the stream resumes). Returns how many were
     replayed, and the attribution and NHI records intervals completed during the replay produced
@@ -308,7 +308,7 @@ async def restore_stage(conn: kafka.Connection | str, state_topic: str, health_t
     if start >= first_offset:
         return 0, recs, nhi
     tp = TopicPartition(health_topic, 0)
-    consumer = kafka.reader(conn, 8 << 20)
+    consumer = kafka.reader(conn, max_bytes)
     await consumer.start()
     n = 0
     try:

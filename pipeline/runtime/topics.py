@@ -20,7 +20,10 @@ from pipeline.config import Settings
 from pipeline.runtime import kafka
 from pipeline.wire.contract import topic_name
 
-__all__ = ["Topics", "ensure_topics", "setup_topics"]
+__all__ = ["Topics", "ensure_topics", "setup_topics", "STATE_FRAMING"]
+
+#: What a state topic takes above the largest state record: the record batch's header, the key and headers.
+STATE_FRAMING = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Topics:
     monitor_nhi: str  # per (monitor, NHI period): the periods of the scopes that touch a monitor
     partitions: int
     replication: int
+    #: largest state record (``Settings.state_message_bytes``): the state topics take it, with room for a batch's framing
+    state_bytes: int = 16 << 20
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -47,12 +52,30 @@ class Topics:
             return topic_name(s.topic_prefix, x)
         return cls(n("reports"), n("pairs"), n("windows"), n("deadletter"), n("window-state"), n("anomalies"), n("health"), n("attributions"), n("nhi"),
                    n("attribution-state"), n("monitors"), n("monitor-windows"), n("monitor-nhi"), s.partitions,
-                   s.replication_factor)
+                   s.replication_factor, s.state_message_bytes)
 
     def all(self) -> list[str]:
         return [self.reports, self.pairs, self.windows, self.deadletter, self.state, self.anomalies, self.health,
                 self.attributions, self.nhi, self.attribution_state, self.monitors, self.monitor_windows,
                 self.monitor_nhi]
+
+    def configs_of(self, topic: str) -> dict[str, str]:
+        """The configuration a topic is created with: the state topics are compacted and take a state record
+        of up to ``state_bytes`` (a big pair-window's is over Kafka's default 1 MiB); the monitor definitions
+        are compacted.
+
+        >>> t = Topics(*"abcdefghijklm", partitions=4, replication=1, state_bytes=2 << 20)
+        >>> t.configs_of(t.state), t.configs_of(t.monitors), t.configs_of(t.reports)
+        ({'cleanup.policy': 'compact', 'max.message.bytes': '2162688'}, {'cleanup.policy': 'compact'}, {})
+        """
+        if topic in (self.state, self.attribution_state):
+            return {"cleanup.policy": "compact", "max.message.bytes": str(self.state_bytes + STATE_FRAMING)}
+        return {"cleanup.policy": "compact"} if topic == self.monitors else {}
+
+    @property
+    def state_fetch_bytes(self) -> int:
+        """What a restore asks per partition and fetch: at least the largest state record a state topic takes."""
+        return max(8 << 20, self.state_bytes + STATE_FRAMING)
 
     def partitions_of(self, topic: str) -> int:
         """The fleet-wide stages read one partition: every pairs partition's health meets in one place; the
@@ -70,9 +93,7 @@ async def ensure_topics(conn: kafka.Connection | str, topics: Topics, timeout_s:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        compact = (topics.state, topics.attribution_state, topics.monitors)
-        missing = [NewTopic(t, topics.partitions_of(t), topics.replication,
-                            topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+        missing = [NewTopic(t, topics.partitions_of(t), topics.replication, topic_configs=topics.configs_of(t))
                    for t in wanted if t not in existing]
         if missing:
             try:

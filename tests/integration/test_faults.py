@@ -27,6 +27,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.support.harness import Deployment, compare
 from tests.support.kafka_cluster import KafkaCluster, KafkaNode
+from tests.support.records import one_pair_reports
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.errors import BATCH_FAILED, WRITE_FAILED
 from pipeline.runtime import kafka
@@ -193,13 +194,13 @@ def test_a_state_write_the_broker_refuses_ends_the_worker_before_it_commits_past
     anyway, was closed meanwhile (the test below)."""
     reports, expected = fleet(seed=13)
     d = Deployment(str(kafka_broker.bootstrap), tmp_path / "d", topology=FLEET)
-    compact = {"cleanup.policy": "compact"}  # the state topic's own override (AlterConfigs replaces all)
+    own = d.topics.configs_of(d.topics.state)  # the state topic's own overrides (AlterConfigs replaces them all)
     try:
         d.produce(reports)  # the backlog first: a worker that reads it never finds its sources idle
         d.start(roles="sink")
         worker = d.start(roles="pipeline")
         first = d.wait_windows(1, timeout=180)
-        _topic_configs(d, d.topics.state, {**compact, "max.message.bytes": "200"})
+        _topic_configs(d, d.topics.state, {**own, "max.message.bytes": "200"})
         t0 = time.monotonic()
         rc = d.wait_exit(worker, timeout=EXIT_WITHIN_S)
         took = time.monotonic() - t0
@@ -216,37 +217,27 @@ def test_a_state_write_the_broker_refuses_ends_the_worker_before_it_commits_past
         # at least once: every pairs message past what a partition's stored state holds is read again
         got = _committed_and_stored(d)
         assert all(c is None or c <= stored + 1 for c, stored in got.values()), got
-        _topic_configs(d, d.topics.state, compact)
+        _topic_configs(d, d.topics.state, own)
         d.start(roles="pipeline")
         _land_everything(d, expected)
     finally:
         d.close()
 
 
-def _one_pair_reports(hosts: int, start: int = 1796403600) -> list[dict]:
-    """One report from each of ``hosts`` instances of subnet ``big-a``, all to one remote in ``big-b``, in one
-    interval: a single pair-window that holds every host (its state ~155 bytes per host)."""
-    return [{"version": 1, "instance": f"big-{i}",
-             "local": {"ip": f"10.9.{i // 250}.{i % 250 + 1}", "subnet": "big-a", "az": "az-x", "vpc": "v"},
-             "start": start, "interval_s": 30,
-             "samples": [{"remote": {"ip": "10.8.0.1", "subnet": "big-b", "az": "az-y", "vpc": "v"},
-                          "bytes_sent": 1000, "bytes_received": 10, "retransmissions": 0, "timeouts": 0, "flows": 1,
-                          "rtt_us": [200]}]} for i in range(hosts)]
-
-
 def test_a_batch_that_fails_part_way_ends_the_worker_and_nothing_is_committed_past_it(kafka_broker, tmp_path: Path):
     """8,000 hosts of one subnet report to one other subnet in one interval: the pair-window's state is
-    ~1.2 MB, above the producer's ``max_request_size`` (1 MiB with ``FLOWMON_MAX_MESSAGE_BYTES`` at 256 KiB;
-    with the default 2 MB the broker refuses it instead, and the worker exits with ``WRITE_FAILED``), and
-    aiokafka refuses to send it: the aggregate agent's batch raises after it applied its messages in memory. Faust's ``take_events`` acks a
+    ~1.2 MB, above the producer's ``max_request_size`` when ``FLOWMON_STATE_MESSAGE_BYTES`` is at its least,
+    1 MiB (``FLOWMON_MAX_MESSAGE_BYTES`` at 256 KiB, so that twice it is below), and aiokafka refuses to send
+    it: the aggregate agent's batch raises after it applied its messages in memory. Faust's ``take_events`` acks a
     batch's events even when the agent's body raised, and restarts the agent on the messages after it: the
     commit then went past messages whose effects were never stored, and the next restore lost them (every
     batch touching that window, for as long as it stayed open). The worker must exit with ``BATCH_FAILED``
     with its one line, and leave no pairs partition committed past what its stored state holds."""
     d = Deployment(str(kafka_broker.bootstrap), tmp_path / "d")
     try:
-        d.produce(_one_pair_reports(8000))
-        worker = d.start(roles="pipeline", FLOWMON_MAX_MESSAGE_BYTES=str(256 << 10))
+        d.produce(one_pair_reports(8000))
+        worker = d.start(roles="pipeline", FLOWMON_MAX_MESSAGE_BYTES=str(256 << 10),
+                         FLOWMON_STATE_MESSAGE_BYTES=str(1 << 20))
         rc = d.wait_exit(worker, timeout=120)
         if rc is None:
             d.kill(worker)

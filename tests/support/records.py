@@ -6,7 +6,7 @@ import random
 
 from typing import Any
 
-__all__ = ["example_window", "make_windows"]
+__all__ = ["example_window", "make_windows", "one_pair_reports"]
 
 
 def example_window(**overrides: Any) -> dict[str, Any]:
@@ -53,3 +53,20 @@ def make_windows(n: int, seed: int = 0, window_start: int = 1_700_000_400) -> li
             )  # fmt: skip
         )
     return out
+
+
+def one_pair_reports(hosts: int, start: int = 1796403600) -> list[dict[str, Any]]:
+    """One report from each of ``hosts`` instances of subnet ``big-a``, all to one remote in ``big-b``, in one
+    interval: a single pair-window that holds every host (its state is ~155 bytes per host: 8,000 hosts make
+    ~1.2 MB, above Kafka's default message size).
+
+    >>> r = one_pair_reports(300)
+    >>> len(r), len({x["instance"] for x in r}), r[299]["local"]["ip"], r[0]["samples"][0]["remote"]["subnet"]
+    (300, 300, '10.9.1.50', 'big-b')
+    """
+    return [{"version": 1, "instance": f"big-{i}",
+             "local": {"ip": f"10.9.{i // 250}.{i % 250 + 1}", "subnet": "big-a", "az": "az-x", "vpc": "v"},
+             "start": start, "interval_s": 30,
+             "samples": [{"remote": {"ip": "10.8.0.1", "subnet": "big-b", "az": "az-y", "vpc": "v"},
+                          "bytes_sent": 1000, "bytes_received": 10, "retransmissions": 0, "timeouts": 0, "flows": 1,
+                          "rtt_us": [200]}]} for i in range(hosts)]

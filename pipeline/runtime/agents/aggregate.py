@@ -62,7 +62,8 @@ async def store(ctx: Context, p: int, gen: int | None = None) -> PartitionState:
         if marks:
             await asyncio.gather(*marks)
         rewrites = []
-        for q_ps, got in zip(todo, await restore_owned(ctx.flow.conn, ctx.topics.state, todo)):
+        for q_ps, got in zip(todo, await restore_owned(ctx.flow.conn, ctx.topics.state, todo,
+                                                                  max_bytes=ctx.topics.state_fetch_bytes)):
             ctx.stores[q_ps.partition] = q_ps
             q_pw = q_ps.windows
             log.info("pairs partition %d: restored %d keys: %d open, %d closed windows, %d detector keys, "

@@ -40,7 +40,7 @@ def install(ctx: Context) -> None:
             if stage is None:
                 stage = ctx.stage = AttributionStage(s.partitions, s.interval_s)
                 replayed, recs, nhi = await restore_stage(flow.conn, t.attribution_state, t.health, stage,
-                                                          events[0].message.offset)
+                                                          events[0].message.offset, max_bytes=t.state_fetch_bytes)
                 log.info("attribution stage restored: done up to %s, %d messages replayed", stage.done_upto, replayed)
                 pending = await _publish(ctx, recs, nhi)
             else:
