@@ -33,6 +33,8 @@ class Metrics:
                                   registry=r)
         self.pairs_replayed = Counter("flowmon_pairs_replayed", "Pairs messages read again after a restart or a "
                                       "rebalance that the restored state already held, skipped", registry=r)
+        self.pairs_rewinds = Counter("flowmon_pairs_rewinds", "Times a pairs partition was moved back to the message "
+                                     "after its state's, because a later one came first (runtime.gaps)", registry=r)
         self.fenced = Counter("flowmon_pairs_fenced", "Pairs messages whose batch was dropped, unacknowledged, because "
                               "the worker was no longer in the group (its partitions' new owner reads them again)",
                               registry=r)

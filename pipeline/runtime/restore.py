@@ -52,7 +52,8 @@ from pipeline.wire.events import HealthBatch
 from pipeline.wire.records import encode, encode_state
 
 __all__ = ["restore", "restore_many", "restore_stage", "PartitionState", "StateKey", "StateWrite", "DETECT_KEY",
-           "PAIRS_KEY", "OWNER_KEY", "WRITER_HEADER", "new_writer", "owner_marker", "Restored", "restore_owned"]
+           "PAIRS_KEY", "OWNER_KEY", "WRITER_HEADER", "new_writer", "owner_marker", "Restored", "restore_owned",
+           "StateLog", "load_state"]
 
 #: Second element of the state keys that hold detector state: ``[partition, "__detect__", scope, a, b]``.
 DETECT_KEY = "__detect__"
@@ -130,13 +131,90 @@ def _writer_of(record: Any) -> bytes | None:
 class Restored(NamedTuple):
     """What a restore loaded from one partition: keys loaded, records ignored as a stale owner's, and the
     keys the restoring owner must write again (``rewrite``: key -> the value it loaded): those whose last
-    record is a stale owner's. Compaction keeps only a key's last record; without a new write by the
-    owner, it would in time remove the value that counts and leave the stale one, which every later
-    restore ignores: the key would be lost (a quiet pair's window or detector state, never rewritten)."""
+    record is one it ignored (a stale owner's, or part of a batch whose writes were cut). Compaction keeps
+    only a key's last record; without a new write by the owner, it would in time remove the value that
+    counts and leave the ignored one, which every later restore ignores: the key would be lost (a quiet
+    pair's window or detector state, never rewritten). ``torn``: the records of an unfinished batch."""
 
     keys: int
     ignored: int
     rewrite: dict[bytes, bytes] = {}
+    torn: int = 0
+
+
+def _is_pairs_key(key: bytes | None) -> bool:
+    return key is not None and key.endswith(b',"__pairs__"]')
+
+
+class StateLog:
+    """What a restore keeps of one state partition, fed its records in offset order (pure: no Kafka).
+
+    * Owner markers: a record written by another writer than the one the last marker names is ignored
+      (a stale owner's, ``runtime.fence``); a marker made earlier than the current owner's is ignored.
+    * Batches: a batch's writes end with its pairs offset (``PartitionState.iter_dirty``), and only
+      whole batches count. The writes after the owner's last pairs offset are an unfinished batch (the
+      worker died, or the broker refused a write, part way through): they are kept aside, and dropped
+      when a new owner's marker comes or the partition ends. Part of a batch is not a state the pairs
+      messages can be replayed onto: its progress may already have closed and forgotten windows whose
+      deletions it did not reach, so the replay would find them open with an older state while the
+      watermark says they closed, close them at its first step before their messages come again, and
+      drop those messages as read again (seen on Apache Kafka with the state topic refusing writes).
+
+    >>> log = StateLog()
+    >>> log.take(b'[0,"__owner__","w1"]', b'{"writer":"w1","at":1.0}', None)
+    >>> for k, v in ((b'[0,60,"a","b"]', b'{"n":1}'), (b'[0,"__pairs__"]', b'{"offset":9}'),
+    ...              (b'[0,60,"a","b"]', b'{"n":2}'), (b'[0,"__progress__"]', b'{"w":1}')):
+    ...     log.take(k, v, b"w1")
+    >>> log.finish()
+    >>> sorted(log.latest.items()), log.torn, sorted(log.rewrite())
+    ([(b'[0,"__pairs__"]', b'{"offset":9}'), (b'[0,60,"a","b"]', b'{"n":1}')], 2, [b'[0,60,"a","b"]'])
+    """
+
+    def __init__(self, batches: bool = True) -> None:
+        #: False: every record counts on its own (a topic whose writes are single records, the attribution stage's)
+        self.batches = batches
+        self.owner: bytes | None = None  # None: no marker yet, every record counts
+        self.owner_at = float("-inf")
+        self.latest: dict[bytes, bytes | None] = {}  # key -> last value of the whole batches
+        self.pending: dict[bytes, bytes | None] = {}  # the current owner's writes since its last pairs offset
+        self.ignored = 0
+        self.torn = 0
+        self.shadowed: set[bytes] = set()  # keys whose last record was ignored or torn
+
+    def take(self, key: bytes | None, value: bytes | None, writer: bytes | None) -> None:
+        """One record, in offset order (``writer``: its :data:`WRITER_HEADER`, or None)."""
+        marker = _marker(key, value)
+        if marker is not None:
+            # a marker made before the current owner's is a stale worker's, delivered late: its maker
+            # was still in the group when it made it, so the current owner's came later
+            if marker[1] > self.owner_at:
+                self._drop_pending()  # the previous owner's unfinished batch never counts
+                self.owner, self.owner_at = marker
+            else:
+                self.ignored += 1
+        elif self.owner is not None and writer != self.owner:
+            self.ignored += 1
+            if key is not None:
+                self.shadowed.add(key)
+        elif key is not None:
+            self.pending[key] = value
+            self.shadowed.discard(key)  # its last record is this one (dropped with its batch if that is cut)
+            if not self.batches or _is_pairs_key(key):  # the batch is whole: it counts
+                self.latest.update(self.pending)
+                self.pending.clear()
+
+    def finish(self) -> None:
+        """The partition's end: an unfinished batch there does not count."""
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        self.torn += len(self.pending)
+        self.shadowed.update(self.pending)
+        self.pending.clear()
+
+    def rewrite(self) -> dict[bytes, bytes]:
+        """The keys the restoring owner writes again, with the value that counts (see :class:`Restored`)."""
+        return {k: v for k in sorted(self.shadowed) if (v := self.latest.get(k)) is not None}
 
 
 class StateWrite(NamedTuple):
@@ -199,14 +277,23 @@ class PartitionState:
         scored tens of thousands of keys never holds all their states at once. What is dirty is taken
         when the iteration starts."""
         partition = self.partition
+        wrote = False
         if self.detection is not None:
             for k, v in self.detection.iter_dirty():
+                wrote = True
                 yield StateWrite(StateKey.detector(partition, k), None if v is None else encode_state(v))
         for text, v in self.windows.iter_dirty():
+            wrote = True
             yield StateWrite(StateKey(partition, None, text), None if v is None else encode_state(v))
-        if self._pairs_dirty:  # last: once it is durable, every write before it in the partition is too
-            self._pairs_dirty = False
-            yield StateWrite(StateKey(partition, None, self._pairs_key()), encode({"offset": self.pairs_offset}))
+        # last, and after every batch that wrote anything: it makes the batch whole (``StateLog``), and once it
+        # is durable, every write before it in the partition is too
+        if self._pairs_dirty or wrote:
+            yield self.pairs_write()
+
+    def pairs_write(self) -> StateWrite:
+        """The write of the pairs offset the state reaches: it ends a batch's writes."""
+        self._pairs_dirty = False
+        return StateWrite(StateKey(self.partition, None, self._pairs_key()), encode({"offset": self.pairs_offset}))
 
     def _pairs_key(self) -> str:
         return orjson.dumps([self.partition, PAIRS_KEY]).decode()
@@ -218,46 +305,30 @@ async def restore(conn: kafka.Connection | str, topic: str, store: PartitionWind
 
 
 async def restore_many(conn: kafka.Connection | str, topic: str, stores: list[PartitionWindows] | list[PartitionState], max_bytes: int = 8 << 20,
-                       timeout_s: float = 120.0) -> list[int]:
+                       timeout_s: float = 120.0, batches: bool = True) -> list[int]:
     """``restore`` for several partitions with one consumer; returns the keys loaded per store.
 
     Reads each partition from its beginning to its end (:func:`kafka.read_to_end`), keeping the
     latest value of each key, then loads the keys whose latest value is not a tombstone. A record
     written by another writer than the one the last owner marker before it names is ignored.
     """
-    return [r.keys for r in await restore_owned(conn, topic, stores, max_bytes=max_bytes, timeout_s=timeout_s)]
+    return [r.keys for r in await restore_owned(conn, topic, stores, max_bytes=max_bytes, timeout_s=timeout_s,
+                                                batches=batches)]
 
 
 async def restore_owned(conn: kafka.Connection | str, topic: str, stores: list[PartitionWindows] | list[PartitionState],
-                        max_bytes: int = 8 << 20, timeout_s: float = 120.0) -> list[Restored]:
-    """:func:`restore_many`, also saying per store how many records were ignored as a stale owner's."""
+                        max_bytes: int = 8 << 20, timeout_s: float = 120.0, batches: bool = True) -> list[Restored]:
+    """:func:`restore_many`, also saying per store how many records were ignored (a stale owner's, a cut
+    batch's). ``batches``: only whole batches count (:class:`StateLog`)."""
     if not stores:
         return []
     tps = [TopicPartition(topic, st.partition) for st in stores]
     consumer = kafka.reader(conn, max_bytes, auto_offset_reset="earliest")
     await consumer.start()
-    latest: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
-    owner: dict[int, bytes | None] = {tp.partition: None for tp in tps}  # None: no marker yet, every record counts
-    owner_at = dict.fromkeys(owner, float("-inf"))
-    ignored = dict.fromkeys(owner, 0)
-    shadowed: dict[int, set[bytes]] = {tp.partition: set() for tp in tps}  # keys whose last record was ignored
+    logs = {tp.partition: StateLog(batches) for tp in tps}
 
     def take(tp: TopicPartition, msg: Any) -> None:
-        p = tp.partition
-        marker = _marker(msg.key, msg.value)
-        if marker is not None:
-            # a marker made before the current owner's is a stale worker's, delivered late: its maker
-            # was still in the group when it made it, so the current owner's came later
-            if marker[1] > owner_at[p]:
-                owner[p], owner_at[p] = marker
-            else:
-                ignored[p] += 1
-        elif owner[p] is not None and _writer_of(msg) != owner[p]:
-            ignored[p] += 1
-            shadowed[p].add(msg.key)
-        else:
-            latest[p][msg.key] = msg.value
-            shadowed[p].discard(msg.key)
+        logs[tp.partition].take(msg.key, msg.value, _writer_of(msg))
 
     try:
         await kafka.read_to_end(consumer, tps, take, timeout_s=timeout_s)
@@ -265,15 +336,20 @@ async def restore_owned(conn: kafka.Connection | str, topic: str, stores: list[P
         await consumer.stop()
     out = []
     for st in stores:
-        n = 0
-        for key, value in latest[st.partition].items():
-            if value is not None:
-                st.load(key.decode(), orjson.loads(value))
-                n += 1
-        kept = latest[st.partition]
-        out.append(Restored(n, ignored[st.partition], {k: v for k in sorted(shadowed[st.partition])
-                                                       if (v := kept.get(k)) is not None}))
+        log = logs[st.partition]
+        log.finish()
+        out.append(Restored(load_state(st, log.latest), log.ignored, log.rewrite(), log.torn))
     return out
+
+
+def load_state(store: PartitionWindows | PartitionState, latest: dict[bytes, bytes | None]) -> int:
+    """Load the keys of ``latest`` (:attr:`StateLog.latest`) that are not deleted into ``store``; how many."""
+    n = 0
+    for key, value in latest.items():
+        if value is not None:
+            store.load(key.decode(), orjson.loads(value))
+            n += 1
+    return n
 
 
 class _StageState:
@@ -298,7 +374,7 @@ async def restore_stage(conn: kafka.Connection | str, state_topic: str, health_t
     health topic, and the stage counts each (interval, key) once, so nothing is lost or doubled.
     """
     holder = _StageState()
-    await restore_many(conn, state_topic, [holder])
+    await restore_many(conn, state_topic, [holder], max_bytes=max_bytes, batches=False)  # one record: whole itself
     recs: list[dict] = []
     nhi: list[dict] = []
     if holder.value is None:

@@ -8,12 +8,15 @@ import logging
 import time
 from dataclasses import replace
 
+from faust.types import TP
+
 from pipeline.aggregate.step import StepOutput
 from pipeline.aggregate.windows import PartitionWindows
 from pipeline.detect.detection import Detection
 from pipeline.runtime import collector, fence
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES, Context, Pacer
 from pipeline.runtime.agents.ingest import send_deadletter
+from pipeline.runtime.gaps import APPLY, DROP, GAP, SKIP
 from pipeline.runtime.process import exit_on_failed_batch
 from pipeline.runtime.restore import WRITER_HEADER, PartitionState, new_writer, owner_marker, restore_owned
 from pipeline.wire.contract import pair_partition
@@ -71,10 +74,17 @@ async def store(ctx: Context, p: int, gen: int | None = None) -> PartitionState:
                      len(q_ps.detection.keys) if q_ps.detection else 0, q_pw.watermark, q_ps.pairs_offset)
             if got.ignored:
                 log.warning("pairs partition %d: ignored %d state records a worker wrote after it had lost the "
-                            "partition; %d keys written again", q_ps.partition, got.ignored, len(got.rewrite))
+                            "partition", q_ps.partition, got.ignored)
+            if got.torn:
+                log.warning("pairs partition %d: dropped the %d state records of a batch whose writes were cut (its "
+                            "worker died, or the broker refused a write, part way through): the pairs messages "
+                            "after the last whole batch are read again", q_ps.partition, got.torn)
             headers = [(WRITER_HEADER, writer.encode())]
-            for key, value in got.rewrite.items():  # their last record is stale: compaction must not keep only it
+            for key, value in got.rewrite.items():  # their last record is ignored: compaction must not keep only it
                 rewrites.append(await ctx.send(ctx.topics.state, value, q_ps.partition, key, headers))
+            if got.rewrite:  # a whole batch of its own
+                w = q_ps.pairs_write()
+                rewrites.append(await ctx.send(ctx.topics.state, w.value, q_ps.partition, w.key.text.encode(), headers))
         if rewrites:
             await asyncio.gather(*rewrites)
         if todo and ctx.settings.gc_young_threshold:
@@ -137,12 +147,19 @@ async def _batch(ctx: Context, events: list, pacer: Pacer) -> None:
     late: list[DeadLetter] = []
     touched: dict[int, PartitionState] = {}
     replayed = 0
+    later: list = []  # events after a gap: they come again once the messages before them have (unacked)
     for event in events:
         p = event.message.partition
         ps = touched.get(p) or await store(ctx, p, gen)
         touched[p] = ps
-        if event.message.offset <= ps.pairs_offset:  # already in the restored state
+        verdict = ctx.gaps.verdict(p, event.message.offset, ps.pairs_offset)
+        if verdict == GAP:
+            verdict = DROP if await _rewind(ctx, event.message.tp, ps.pairs_offset + 1, event.message.offset) else APPLY
+        if verdict == SKIP:  # already in the restored state
             replayed += 1
+            continue
+        if verdict == DROP:
+            later.append(event)
             continue
         for msg in decode_pairs(event.value):  # ingest batches (wake-up marks may lead them), or a mark
             n = len(out.late)
@@ -158,6 +175,7 @@ async def _batch(ctx: Context, events: list, pacer: Pacer) -> None:
         ps.applied(event.message.offset)
     if not await fence.still_member(app, gen):
         raise fence.Fenced
+    fence.unack(app, later)
     if replayed:
         m.pairs_replayed.inc(replayed)
         log.info("skipped %d pairs messages read again that the restored state already holds", replayed)
@@ -173,8 +191,43 @@ async def _batch(ctx: Context, events: list, pacer: Pacer) -> None:
     await _write_state(ctx, touched)
 
 
+async def _rewind(ctx: Context, tp, want: int, got: int) -> bool:
+    """Pairs message ``got`` came, but the state ends before ``want`` (``runtime.gaps``): move the partition
+    back to ``want`` (True), or, if the topic no longer has it, accept the gap (False). Logged either way."""
+    consumer = ctx.flow.app.consumer
+    begin = (await consumer.earliest_offsets(tp)).get(tp, 0)
+    if begin > want:
+        log.warning("pairs partition %d: its state ends before offset %d, which the topic no longer has (it starts "
+                    "at %d: retention deleted it); going on from %d", tp.partition, want, begin, got)
+        return False
+    log.warning("pairs partition %d: message %d came, but its state ends before %d: reading again from %d (the "
+                "messages between were skipped, e.g. by Faust during a rebalance)", tp.partition, got, want, want)
+    ctx.gaps.rewinding(tp.partition, want)
+    ctx.metrics.pairs_rewinds.inc()
+    await _seek(ctx, tp, want)
+    return True
+
+
+async def _seek(ctx: Context, tp, offset: int) -> None:
+    """Move ``tp`` to ``offset``, in the consumer's own thread, and let Faust deliver what comes from there: it
+    drops a message below the last one it delivered, and the ones fetched before the move may still come."""
+    consumer = ctx.flow.app.consumer
+    await consumer._thread.seek_wait({tp: offset})
+    consumer._read_offset.pop(tp, None)
+
+
 def install(ctx: Context) -> None:
     flow, m = ctx.flow, ctx.metrics
+
+    @flow.app.timer(1.0)
+    async def rewind() -> None:
+        """Until a partition moved back gets its message (``runtime.gaps``), move it back again each second: the
+        messages Faust had fetched after the gap come first, and it drops what comes below the last of them."""
+        for p, want in list(ctx.gaps.rewound.items()):
+            try:
+                await _seek(ctx, TP(ctx.topics.pairs, p), want)
+            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the next owner starts from its own state
+                log.warning("pairs partition %d: could not move back to %d (%s)", p, want, exc)
 
     @flow.app.agent(flow.pairs, name="aggregate")
     async def aggregate(stream):
@@ -191,6 +244,7 @@ def install(ctx: Context) -> None:
                 # nothing this batch caused may be sent after that restore (``runtime.fence``)
                 fence.unack(flow.app, events)
                 ctx.stores.clear()
+                ctx.gaps.clear()
                 m.fenced.inc(len(events))
                 log.warning("aggregate: this worker was no longer in the group during its batch of %d pairs "
                             "messages (paused longer than the session timeout, or the batch outlasted the "

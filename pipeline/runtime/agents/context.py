@@ -15,6 +15,7 @@ from pipeline.ingest.step import Ingest
 from pipeline.ingest.topology import Topology
 from pipeline.ingest.validate import Validator
 from pipeline.runtime.app import Flow
+from pipeline.runtime.gaps import Gaps
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.process import exit_on_failed_write
 from pipeline.runtime.restore import PartitionState
@@ -74,6 +75,7 @@ class Context:
     topology: Topology | None = None
     monitors: Any = None  # the runtime.monitors.MonitorFollower the monitor agents read (set by their install)
     reader: Any = None  # the ingest stage's agents.ingest.ReportsReader (set by its install)
+    gaps: Gaps = field(default_factory=Gaps)  # pairs partitions moved back to the message after their state's
 
     @classmethod
     def create(cls, flow: Flow, topology: Topology | None = None) -> Context:

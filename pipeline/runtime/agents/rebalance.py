@@ -26,10 +26,12 @@ def install(ctx: Context) -> None:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked: set[TP], **kwargs) -> None:
         ctx.stores.clear()
+        ctx.gaps.clear()
         if any(tp.topic == t.health for tp in revoked):
             ctx.stage = None  # restored from its state topic by whoever gets the partition next
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned: set[TP], **kwargs) -> None:
         ctx.stores.clear()
+        ctx.gaps.clear()
         log.info("assigned pairs %s", sorted(tp.partition for tp in assigned if tp.topic == t.pairs))
