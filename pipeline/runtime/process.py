@@ -119,16 +119,9 @@ def exit_on_failed_write(topic: str, fut: asyncio.Future, out: TextIO | None = N
     """
     if fut.cancelled() or (exc := fut.exception()) is None:
         return
-    stream = out if out is not None else sys.stderr
-    name, text = type(exc).__name__, first_line(exc)
-    why = text if name in text else f"{name}: {text}"
-    try:
-        stream.write(f"a write to {topic} failed ({why}): exiting before anything commits past it; fix the cause "
-                     f"(the broker, the topic's max.message.bytes or permissions) and start the worker again: it "
-                     f"reads again what it had not committed\n")
-        stream.flush()
-    finally:
-        _exit(WRITE_FAILED)
+    _say_and_exit(f"a write to {topic} failed ({_why(exc)}): exiting before anything commits past it; fix the cause "
+                  f"(the broker, the topic's max.message.bytes or permissions) and start the worker again: it reads "
+                  f"again what it had not committed", WRITE_FAILED, out, _exit)
 
 
 def exit_on_failed_batch(stage: str, n: int, exc: BaseException, out: TextIO | None = None,
@@ -144,13 +137,22 @@ def exit_on_failed_batch(stage: str, n: int, exc: BaseException, out: TextIO | N
     >>> print(out.getvalue(), end="")      # doctest: +ELLIPSIS
     the aggregate stage failed on a batch of 12 messages (ValueError: boom): exiting before anything ... the log
     """
-    stream = out if out is not None else sys.stderr
+    _say_and_exit(f"the {stage} stage failed on a batch of {n} messages ({_why(exc)}): exiting before anything "
+                  f"commits past it; the next start reads the batch again. If it fails again, the traceback is in the "
+                  f"log", BATCH_FAILED, out, _exit)
+
+
+def _why(exc: BaseException) -> str:
+    """``exc`` in a few words: its type and first line (the type once)."""
     name, text = type(exc).__name__, first_line(exc)
-    why = text if name in text else f"{name}: {text}"
+    return text if name in text else f"{name}: {text}"
+
+
+def _say_and_exit(line: str, code: int, out: TextIO | None, _exit: Callable[[int], object]) -> None:
+    """Print ``line`` to ``out`` (stderr), then end the process with ``code``, whatever the print does."""
+    stream = out if out is not None else sys.stderr
     try:
-        stream.write(f"the {stage} stage failed on a batch of {n} messages ({why}): exiting before anything commits "
-                     f"past it; the next start reads the batch again. If it fails again, the traceback is in the "
-                     f"log\n")
+        stream.write(line + "\n")
         stream.flush()
     finally:
-        _exit(BATCH_FAILED)
+        _exit(code)
