@@ -512,14 +512,12 @@ class PartitionWindows:
         """:meth:`take_dirty` one key at a time (the keys taken when the iteration starts, each state built
         when it is reached): the windows' states first, then the progress, then the windows forgotten.
 
-        The order is what makes any prefix of one call's writes a state the pairs messages can be replayed
-        onto (a worker may die, or have its writes refused, part way through them; the replay starts where
-        the previous call's state ended): the progress (watermark, report offsets reached) is never stored
-        ahead of the windows it was written with, or the replay would close a window before its messages
-        come again and drop them as read again; and a window's deletion is never stored ahead of the
-        progress that closed and forgot it, or the replay, not knowing the window had closed, would open
-        it again and land it short over the whole one (on a backlog one call may close and forget a
-        window). ``tests/runtime/test_restore_keys.py`` cuts such calls everywhere."""
+        Part of one call's writes (a worker that died, or had its writes refused, part way through them) is
+        not a state the pairs messages can be replayed onto, in this order or any other: with the progress
+        stored but not the deletions, a window it closed and forgot comes back open with an older state
+        while the watermark says it closed; with the deletions first, the replay opens it again and lands
+        it short. So a restore keeps whole batches only (``runtime.restore.StateLog``: the pairs offset
+        ends each); ``tests/runtime/test_restore_keys.py`` cuts such calls everywhere."""
         dirty, self.dirty = self.dirty, set()
         progress = False
         gone: list[tuple[int, str, str]] = []

@@ -8,8 +8,9 @@ offset above 0, so a partition nobody had committed yet (a new deployment's firs
 rebalances as its agents subscribe) goes on *after* them: they were lost (seen on Apache Kafka: a pairs
 message of 1,089 partials never applied, windows short after a restart). A restart whose group offsets were
 committed past what the state holds would lose the same way. So a message that comes after a gap is not
-applied: the agent moves the partition back to the message after the state's (``Consumer.seek``) and drops
-what comes until that one does (unacked: it comes again). When the topic no longer has that message
+applied: the agent moves the partition back to the message after the state's (again each second until it
+comes: Faust drops what comes below the last message it delivered) and drops what comes until that one does
+(unacked: it comes again). When the topic no longer has that message
 (retention deleted it), the gap is accepted and logged.
 
 >>> g = Gaps()

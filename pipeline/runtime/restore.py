@@ -9,13 +9,13 @@ the store. The state also says up to which pairs offset it reaches (``PAIRS_KEY`
 last), so the pairs messages a replay brings again are skipped; report identities inside the
 windows absorb the rest (a replay of the reports, re-sent reports).
 
-Order. A worker may die, or have the broker refuse its writes, part way through one batch's
-writes; those of one partition are stored in the order they were sent, so what is left is a
-prefix, and the replay starts from the previous batch's pairs offset. Every prefix must be a
-state that replay rebuilds exactly, so a batch writes its detector keys, then its windows'
-states, then the windows' progress (watermark, report offsets reached), then the deletions of
-the windows it forgot, then its pairs offset (``PartitionState.iter_dirty``,
-``PartitionWindows.iter_dirty``).
+Whole batches. A worker may die, or have the broker refuse its writes, part way through one
+batch's writes; those of one partition are stored in the order they were sent, so what is left
+is a prefix, and the replay starts from the previous batch's pairs offset. No order of the writes
+makes every prefix a state that replay rebuilds exactly, so a batch's writes end with its pairs
+offset, and a restore keeps only what the last pairs offset closes (:class:`StateLog`). (A batch
+writes its detector keys, then its windows' states, their progress, the deletions of the windows
+it forgot, and the pairs offset: ``PartitionState.iter_dirty``, ``PartitionWindows.iter_dirty``.)
 
 Owners. A worker put out of the group without knowing it (paused past the session timeout)
 may still deliver state writes after another worker took the partition over and restored it:
@@ -310,7 +310,9 @@ async def restore_many(conn: kafka.Connection | str, topic: str, stores: list[Pa
 
     Reads each partition from its beginning to its end (:func:`kafka.read_to_end`), keeping the
     latest value of each key, then loads the keys whose latest value is not a tombstone. A record
-    written by another writer than the one the last owner marker before it names is ignored.
+    written by another writer than the one the last owner marker before it names is ignored, and so
+    are the writes after the last pairs offset (a batch cut part way; ``batches=False``: every record
+    is whole by itself). :class:`StateLog` says which count.
     """
     return [r.keys for r in await restore_owned(conn, topic, stores, max_bytes=max_bytes, timeout_s=timeout_s,
                                                 batches=batches)]

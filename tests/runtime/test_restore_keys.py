@@ -173,8 +173,8 @@ def test_a_batch_whose_state_writes_were_cut_anywhere_restores_and_replays_to_ex
 
 
 def test_a_batch_writes_detectors_then_window_states_then_the_progress_then_the_windows_forgotten():
-    """The order that makes every prefix of a batch's state writes one a replay can start from
-    (``PartitionWindows.iter_dirty``), on batches that close and forget windows (a backlog's)."""
+    """The order of a batch's state writes (``PartitionWindows.iter_dirty``), on batches that close and forget
+    windows (a backlog's): the pairs offset last, which makes the batch whole for a restore (``StateLog``)."""
     from pipeline.aggregate.windows import PROGRESS_KEY
 
     msgs, n = _pairs_stream(minutes=60), 400
