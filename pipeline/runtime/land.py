@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,7 +37,7 @@ from pipeline.ingest.step import deadletter
 from pipeline.ingest.validate import Rejection
 from pipeline.wire.records import deadletter_record
 
-__all__ = ["Lander", "backoff_delays", "is_missing_table", "sink_deadletter", "TABLES"]
+__all__ = ["Lander", "backoff_delays", "is_missing_table", "route", "sink_deadletter", "TABLES"]
 
 #: The tables the sink writes, in the order a batch is written.
 TABLES = ("flow_windows", "instance_windows", "deadletter", "flow_anomalies", "flow_attributions", "nhi", "monitors",
@@ -87,6 +87,49 @@ def is_missing_table(exc: BaseException) -> bool:
     """
     text = str(exc)
     return "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text
+
+
+def route(table_of: dict[str, str], messages: Iterable[tuple[tuple[str, int, int], bytes | None, bytes | None, int]]
+          ) -> tuple[dict[str, list[tuple[dict[str, Any], tuple[str, int, int]]]], list[dict[str, Any]]]:
+    """One batch of the landed topics' messages ``(origin, key, value, timestamp)``, origin ``(topic, partition,
+    offset)``, ``table_of`` naming each topic's table: per table of :data:`TABLES`, the records to write with their
+    origins, and the sink's dead letters of what cannot land (not JSON, not an object, not a monitors record).
+
+    The closed windows also give the ``instance_windows`` rows (:data:`ALSO_FROM`). A window sent in parts (its
+    instances above the message limit, ``wire.records.encode_window``) gives its ``flow_windows`` row once, from
+    part 0, and its instances from every part: parts that land in two batches must not insert the window twice.
+
+    >>> w = {"src_subnet": "a", "instances": [{"instance": "h1"}], "instances_part": 0, "instances_parts": 2}
+    >>> msgs = [(("w", 0, 7), b"a|b", orjson.dumps(w), 0),
+    ...         (("w", 0, 8), b"a|b", orjson.dumps(dict(w, instances=[{"instance": "h2"}], instances_part=1)), 0),
+    ...         (("w", 0, 9), b"a|b", b"{not json", 0)]
+    >>> items, refused = route({"w": "flow_windows"}, msgs)
+    >>> [o for _, o in items["flow_windows"]], [o for _, o in items["instance_windows"]]
+    ([('w', 0, 7)], [('w', 0, 7), ('w', 0, 8)])
+    >>> [(r["stage"], r["source"]["offset"]) for r in refused]
+    [('sink', 9)]
+    """
+    items: dict[str, list[tuple[dict[str, Any], tuple[str, int, int]]]] = {t: [] for t in TABLES}
+    refused: list[dict[str, Any]] = []
+    for origin, key, value, timestamp in messages:
+        table = table_of[origin[0]]
+        if table == "monitors":  # keyed definitions and tombstones: the message is the row
+            try:
+                items[table].append((monitor_row(key, value, timestamp), origin))
+            except (ValueError, UnicodeDecodeError) as exc:
+                refused.append(sink_deadletter(origin, f"not a monitors record: {exc}", raw=value or b""))
+            continue
+        try:
+            rec = orjson.loads(value)
+            if not isinstance(rec, dict):
+                raise TypeError(f"a JSON {type(rec).__name__}, not an object")
+            items[table].append((rec, origin))
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            refused.append(sink_deadletter(origin, f"not a {table} record: {exc}", raw=value))
+    for table, source in ALSO_FROM.items():
+        items[table] = items[source]
+    items["flow_windows"] = [(r, o) for r, o in items["flow_windows"] if not r.get("instances_part")]
+    return items, refused
 
 
 class Lander:
@@ -139,28 +182,8 @@ class Lander:
                             self.topics.attributions: "flow_attributions", self.topics.nhi: "nhi",
                             self.topics.deadletter: "deadletter", self.topics.monitors: "monitors",
                             self.topics.monitor_windows: "monitor_windows", self.topics.monitor_nhi: "monitor_nhi"}
-                items: dict[str, list[tuple[dict[str, Any], tuple[str, int, int]]]] = {t: [] for t in TABLES}
-                refused: list[dict[str, Any]] = []  # what cannot land where it belongs: dead letters of the sink
-                for tp, msgs in batch.items():
-                    table = table_of[tp.topic]
-                    for m in msgs:
-                        origin = (tp.topic, tp.partition, m.offset)
-                        if table == "monitors":  # keyed definitions and tombstones: the message is the row
-                            try:
-                                items[table].append((monitor_row(m.key, m.value, m.timestamp), origin))
-                            except (ValueError, UnicodeDecodeError) as exc:
-                                refused.append(sink_deadletter(origin, f"not a monitors record: {exc}",
-                                                               raw=m.value or b""))
-                            continue
-                        try:
-                            rec = orjson.loads(m.value)
-                            if not isinstance(rec, dict):
-                                raise TypeError(f"a JSON {type(rec).__name__}, not an object")
-                            items[table].append((rec, origin))
-                        except (orjson.JSONDecodeError, TypeError) as exc:
-                            refused.append(sink_deadletter(origin, f"not a {table} record: {exc}", raw=m.value))
-                for table, source in ALSO_FROM.items():
-                    items[table] = items[source]
+                items, refused = route(table_of, (((tp.topic, tp.partition, m.offset), m.key, m.value, m.timestamp)
+                                                  for tp, msgs in batch.items() for m in msgs))
                 for table in TABLES:
                     pairs = items[table]
                     if not pairs:

@@ -46,7 +46,7 @@ import base64
 import functools
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import msgspec
@@ -583,24 +583,43 @@ class FlowWindow:
     instances: list[dict[str, Any]] | None = None
 
 
-def encode_window(rec: FlowWindow, limit: int) -> tuple[bytes, bool]:
-    """The closed window's JSON, and whether its ``instances`` had to be left out (``null``) to keep it
-    within ``limit`` bytes (at ~190 bytes per instance, a 1 MB limit holds ~5,000 instances of one pair
-    and window): the window itself always goes out whole.
+def encode_window(rec: FlowWindow, limit: int) -> list[bytes]:
+    """The closed window as the messages of the windows topic: one, its JSON, when it fits in ``limit`` bytes;
+    else (a window with thousands of reporting instances: ~190 bytes each) as many as its ``instances`` need,
+    each the whole window with a run of its entries, in order, and ``instances_part`` (0, 1, ...) of
+    ``instances_parts``. Every entry is in exactly one of them, and every one is within ``limit`` unless one
+    entry alone does not fit beside the window (it then goes alone). A reader counts the window once, by
+    its key, as it does a window emitted again after a restart (the ClickHouse sink takes the window's row
+    from part 0 and the instances of every part).
 
     >>> w = FlowWindow(1, "s", "a", "v", "d", "b", "v", 0, 600, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0.0, 0.0, 0.0, 0.0,
-    ...                {}, 0.0, instance_entries({"h1": [1, 0, 0, 0, 1, 1, 0, 0]}))
-    >>> raw, dropped = encode_window(w, 1000)
-    >>> dropped, orjson.loads(raw)["instances"][0]["instance"]
-    (False, 'h1')
-    >>> raw, dropped = encode_window(w, 400)
-    >>> dropped, orjson.loads(raw)["instances"]
-    (True, None)
+    ...                {}, 0.0, instance_entries({"h1": [1, 0, 0, 0, 1, 1, 0, 0], "h2": [0, 0, 0, 0, 1, 1, 0, 0]}))
+    >>> [orjson.loads(m)["instances"][0]["instance"] for m in encode_window(w, 1000)]
+    ['h1']
+    >>> parts = [orjson.loads(m) for m in encode_window(w, 600)]
+    >>> [(p["instances_part"], p["instances_parts"], [e["instance"] for e in p["instances"]]) for p in parts]
+    [(0, 2, ['h1']), (1, 2, ['h2'])]
+    >>> all(parts[1][k] == v for k, v in parts[0].items() if not k.startswith("instances"))   # each is the whole window
+    True
     """
     raw = encode(rec)
-    if len(raw) <= limit or rec.instances is None:
-        return raw, False
-    return encode(replace(rec, instances=None)), True
+    if len(raw) <= limit or not rec.instances:
+        return [raw]
+    entries = rec.instances
+    # the window without its entries, and room for the part fields ('"instances_part":N,"instances_parts":N')
+    room = limit - len(encode(replace(rec, instances=[]))) - 64
+    runs: list[list[dict[str, Any]]] = [[]]
+    used = 0
+    for e in entries:
+        size = len(encode(e)) + 1  # the comma
+        if used + size > room and runs[-1]:
+            runs.append([])
+            used = 0
+        runs[-1].append(e)
+        used += size
+    base = {f.name: getattr(rec, f.name) for f in fields(rec)}
+    return [encode({**base, "instances": run, "instances_part": i, "instances_parts": len(runs)})
+            for i, run in enumerate(runs)]
 
 
 #: The fields of one entry of a closed window's ``instances``: the instance, then its counters named and

@@ -366,8 +366,10 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
 def test_a_pair_window_of_8000_hosts_lands_exactly(deploy):
     """8,000 hosts of one subnet report to one other subnet in one interval: one pair-window whose state
     (every host's interval sums, counters and report identity) is ~1.2 MB, above the 1 MiB Apache Kafka
-    takes by default. It must land exactly. (Its record goes without its per-instance counters: with 8,000
-    instances it is above ``FLOWMON_MAX_MESSAGE_BYTES``, and the worker says so in its log.)"""
+    takes by default. It must land exactly, with its instances: with 8,000 of them its record is above
+    ``FLOWMON_MAX_MESSAGE_BYTES`` and goes in parts (``wire.records.encode_window``); every instance lands, the
+    instances add up to the window, and the window has one row (from part 0). Before, the record went without
+    its instances, and the window had no instance rows."""
     reports = one_pair_reports(8000)
     expected = expected_totals(reports, 600)
     d = deploy()
@@ -377,6 +379,10 @@ def test_a_pair_window_of_8000_hosts_lands_exactly(deploy):
     assert got == len(expected), d.logs()
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []
+    assert instance_differences(d.client) == []
+    assert d.client.query("SELECT count() FROM instance_windows FINAL").result_rows[0][0] == 8000
+    assert d.client.query("SELECT count() FROM flow_windows").result_rows[0][0] == len(expected)  # not FINAL
+    assert "sent in " in d.logs(tail=None)
 
 
 def _pairs_as_the_ingest_makes_them(reports: list[dict], partitions: int) -> dict[int, list[bytes]]:

@@ -11,10 +11,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from pipeline.aggregate.windows import PartitionWindows, WindowAgg
 from pipeline.ingest.step import Ingest, deadletter
 from pipeline.ingest.validate import Rejection, Validator
+from pipeline.wire.contract import schema
 from pipeline.wire.records import (
     FlowWindow,
     LatePartial,
@@ -27,6 +29,7 @@ from pipeline.wire.records import (
     encode,
     encode_state,
     encode_deadletter,
+    encode_window,
     encode_mark,
     encode_pairs_message,
     encode_partial,
@@ -278,3 +281,33 @@ def test_state_values_encode_to_what_orjson_wrote():
         got, want = orjson.loads(encode_state(value)), orjson.loads(encode(value))
         assert got == want
         assert orjson.dumps(got) == orjson.dumps(want)  # floats equal to the bit, the same key order
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 40), st.sampled_from([1_000, 4_000, 20_000, 1_000_000]))
+def test_a_window_above_the_message_limit_goes_in_parts_holding_each_instance_once(n, name_len, limit):
+    """A closed window whose record with its instances is above ``limit`` goes as several records: each is the
+    whole window (every other field equal, valid against the topic's schema) with a run of the instances, in
+    order, every instance in exactly one; each within ``limit``. (Before, the record went without its instances
+    and that window had no instance rows in ClickHouse.)"""
+    inst = {f"{i:0{name_len}d}": [i + 1, 2 * i, i % 3, i % 2, 1, 1 + i % 4, i % 5, 900 * (i % 5)] for i in range(n)}
+    agg = WindowAgg(["s1", "a1", "v"], ["s2", "a2", "v"], 600, [sum(c[k] for c in inst.values()) for k in range(8)],
+                    {159: 2}, set(inst), instances=inst)
+    rec = agg.record(600)
+    whole = orjson.loads(encode(rec))
+    msgs = encode_window(rec, limit)
+    got = [orjson.loads(m) for m in msgs]
+    validate = Draft202012Validator(schema("flow_window")).validate
+    for g in got:
+        validate(g)
+    if len(encode(rec)) <= limit:
+        assert got == [whole]
+        return
+    assert len(msgs) > 1
+    assert [(g["instances_part"], g["instances_parts"]) for g in got] == [(i, len(msgs)) for i in range(len(msgs))]
+    assert [e for g in got for e in g["instances"]] == whole["instances"]  # each once, in order
+    assert all(g["instances"] for g in got)
+    for g in got:
+        assert {k: v for k, v in g.items() if not k.startswith("instances")} == \
+               {k: v for k, v in whole.items() if k != "instances"}
+    assert all(len(m) <= limit for m in msgs)

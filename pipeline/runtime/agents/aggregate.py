@@ -99,13 +99,14 @@ async def _emit(ctx: Context, out: StepOutput, late: list[DeadLetter], touched: 
     pending = []
     for rec in out.closed:
         key = f"{rec.src_subnet}|{rec.dst_subnet}".encode()
-        value, dropped = encode_window(rec, s.max_message_bytes)
-        if dropped:
-            log.warning("window %s->%s at %s: %d instances exceed the message limit (%d bytes); sent without "
-                        "its per-instance counters", rec.src_subnet, rec.dst_subnet, rec.window_start,
-                        len(rec.instances or ()), s.max_message_bytes)
-        pending.append(await ctx.send(t.windows, value, pair_partition(rec.src_subnet, rec.dst_subnet,
-                                                                        s.partitions), key))
+        values = encode_window(rec, s.max_message_bytes)
+        if len(values) > 1:
+            log.info("window %s->%s at %s: its %d instances are above the message limit (%d bytes); sent in %d "
+                     "parts", rec.src_subnet, rec.dst_subnet, rec.window_start, len(rec.instances or ()),
+                     s.max_message_bytes, len(values))
+        p = pair_partition(rec.src_subnet, rec.dst_subnet, s.partitions)
+        for value in values:  # one partition and key: the parts keep their order
+            pending.append(await ctx.send(t.windows, value, p, key))
     for dl in late:
         pending.append(await send_deadletter(ctx, dl))
     now = time.time()

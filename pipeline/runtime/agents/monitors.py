@@ -47,6 +47,8 @@ def install(ctx: Context) -> None:
             for event in events:
                 try:
                     w = orjson.loads(event.value)
+                    if w.get("instances_part"):  # a later part of a window sent in parts: part 0 was evaluated
+                        continue
                     src, dst = sides(w)
                     placements.learn(src)
                     placements.learn(dst)
