@@ -344,7 +344,9 @@ async def _watch_worker(workers: list[Worker], bootstrap: str, topics: Topics, a
                                 f"({'since first report' if t_first else 'starting up'})"}
             status.set("worker", got if t_ingested is None else n_reports + landed,
                        n_reports + wl.expected_windows, **lines)
-            if t_landed is not None and t_lag0 is not None:
+            # the emitted counter moves once the batch's deliveries are all confirmed, and the sink may land the
+            # windows before that: wait for it too, or its column reads nan
+            if t_landed is not None and t_lag0 is not None and t_emitted is not None:
                 break
             await asyncio.sleep(0.1)
         assert t_first is not None and t_ingested is not None and meter is not None

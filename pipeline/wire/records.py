@@ -605,12 +605,11 @@ def encode_window(rec: FlowWindow, limit: int) -> list[bytes]:
     raw = encode(rec)
     if len(raw) <= limit or not rec.instances:
         return [raw]
-    entries = rec.instances
     # the window without its entries, and room for the part fields ('"instances_part":N,"instances_parts":N')
     room = limit - len(encode(replace(rec, instances=[]))) - 64
     runs: list[list[dict[str, Any]]] = [[]]
     used = 0
-    for e in entries:
+    for e in rec.instances:
         size = len(encode(e)) + 1  # the comma
         if used + size > room and runs[-1]:
             runs.append([])
