@@ -35,7 +35,7 @@ from pipeline.monitors.evaluate import monitor_row
 from pipeline.runtime.topics import Topics
 from pipeline.ingest.step import deadletter
 from pipeline.ingest.validate import Rejection
-from pipeline.wire.records import deadletter_record
+from pipeline.wire.records import deadletter_record, later_part
 
 __all__ = ["Lander", "backoff_delays", "is_missing_table", "route", "sink_deadletter", "TABLES"]
 
@@ -128,7 +128,7 @@ def route(table_of: dict[str, str], messages: Iterable[tuple[tuple[str, int, int
             refused.append(sink_deadletter(origin, f"not a {table} record: {exc}", raw=value))
     for table, source in ALSO_FROM.items():
         items[table] = items[source]
-    items["flow_windows"] = [(r, o) for r, o in items["flow_windows"] if not r.get("instances_part")]
+    items["flow_windows"] = [(r, o) for r, o in items["flow_windows"] if not later_part(r)]
     return items, refused
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "encode_health",
     "encode_window_state", "decode_window_state", "pack_ids", "unpack_ids", "state_ids", "chunks", "instance_entries", "INSTANCE_FIELDS",
     "encode_window",
+    "later_part",
     # an interval's per-host sums
     "GridInterval", "HOST_COUNTERS", "HOST_RTT_HIST", "HOST_MAXIMA", "HOST_TOP", "HOST_IP", "HOST_MEDIANS", "host_sums",
     "host_sums_from_state",
@@ -619,6 +620,16 @@ def encode_window(rec: FlowWindow, limit: int) -> list[bytes]:
     base = {f.name: getattr(rec, f.name) for f in fields(rec)}
     return [encode({**base, "instances": run, "instances_part": i, "instances_parts": len(runs)})
             for i, run in enumerate(runs)]
+
+
+def later_part(window: dict[str, Any]) -> bool:
+    """Is this decoded closed-window record part 1 or later of a window sent in parts (:func:`encode_window`)?
+    Its window was already given by part 0; only its instances are new.
+
+    >>> later_part({"instances_part": 1}), later_part({"instances_part": 0}), later_part({})
+    (True, False, False)
+    """
+    return bool(window.get("instances_part"))
 
 
 #: The fields of one entry of a closed window's ``instances``: the instance, then its counters named and

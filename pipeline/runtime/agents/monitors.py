@@ -19,7 +19,7 @@ from pipeline.monitors.evaluate import nhi_records, sides, window_records
 from pipeline.monitors.scope import Placements
 from pipeline.runtime.agents.context import Context
 from pipeline.runtime.monitors import MonitorFollower
-from pipeline.wire.records import encode
+from pipeline.wire.records import encode, later_part
 
 __all__ = ["install"]
 
@@ -47,7 +47,7 @@ def install(ctx: Context) -> None:
             for event in events:
                 try:
                     w = orjson.loads(event.value)
-                    if w.get("instances_part"):  # a later part of a window sent in parts: part 0 was evaluated
+                    if later_part(w):  # part 0 of this window was evaluated
                         continue
                     src, dst = sides(w)
                     placements.learn(src)
