@@ -172,16 +172,16 @@ class Lander:
             self.topics.monitor_nhi, group=f"{s.app_id}-sink", **kafka.group_timings(s),
             auto_offset_reset="earliest", max_partition_fetch_bytes=max(s.max_message_bytes * 2, 1_048_576),
         )
+        table_of = {self.topics.windows: "flow_windows", self.topics.anomalies: "flow_anomalies",
+                    self.topics.attributions: "flow_attributions", self.topics.nhi: "nhi",
+                    self.topics.deadletter: "deadletter", self.topics.monitors: "monitors",
+                    self.topics.monitor_windows: "monitor_windows", self.topics.monitor_nhi: "monitor_nhi"}
         await consumer.start()
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=int(s.sink_flush_s * 1000), max_records=s.sink_batch)
                 if not batch:
                     continue
-                table_of = {self.topics.windows: "flow_windows", self.topics.anomalies: "flow_anomalies",
-                            self.topics.attributions: "flow_attributions", self.topics.nhi: "nhi",
-                            self.topics.deadletter: "deadletter", self.topics.monitors: "monitors",
-                            self.topics.monitor_windows: "monitor_windows", self.topics.monitor_nhi: "monitor_nhi"}
                 items, refused = route(table_of, (((tp.topic, tp.partition, m.offset), m.key, m.value, m.timestamp)
                                                   for tp, msgs in batch.items() for m in msgs))
                 for table in TABLES:
