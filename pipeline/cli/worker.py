@@ -198,7 +198,7 @@ def _install_sink(flow: Any) -> None:
         console.print(f"SQL endpoint for the embedded ClickHouse: [bold]http://127.0.0.1:{server.port}/[/] "
                       f"(read-only; address and token in {addr}; try: flowmon sql \"SELECT count() FROM flow_windows FINAL\")")
 
-    @flow.app.task
+    @flow.app.early_task  # its group joins beside Faust's (``runtime.app.App``)
     async def land() -> None:
         await Lander(s, flow.conn, sink, executor, flow.metrics, repair=lambda: migrate(client)).run()
 

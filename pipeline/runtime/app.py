@@ -25,7 +25,33 @@ from pipeline.runtime.kafka import Connection
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.topics import Topics
 
-__all__ = ["Flow", "create_app", "faust_credentials"]
+__all__ = ["App", "Flow", "create_app", "faust_credentials"]
+
+
+class App(faust.App):
+    """A ``faust.App`` whose :meth:`early_task` coroutines start as soon as its services are up.
+
+    Faust starts ``app.task`` coroutines only once its own consumer group has its first assignment. The
+    reports reader and the ClickHouse sink run consumer groups of their own (``runtime.agents.ingest``,
+    ``runtime.land``), so as app tasks they joined theirs only after Faust's had been joined: on a broker
+    that holds a group's first join back (Tansu: half the session timeout), one join after the other. As
+    early tasks all three groups join at once; neither reader needs anything of Faust's group (they send
+    through the app's producer, which is up by then).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._early_tasks: list = []
+
+    def early_task(self, fun):
+        """Decorator: run ``fun()`` (no arguments) as soon as the app's services have started."""
+        self._early_tasks.append(fun)
+        return fun
+
+    async def on_started(self) -> None:
+        for fun in self._early_tasks:
+            self.add_future(fun())
+        await super().on_started()
 
 
 @dataclass
@@ -34,7 +60,7 @@ class Flow:
 
     settings: Settings
     conn: Connection
-    app: faust.App
+    app: App
     topics: Topics
     reports: faust.TopicT
     pairs: faust.TopicT
@@ -70,7 +96,7 @@ def create_app(settings: Settings, conn: Connection | str) -> Flow:
         conn = Connection(conn)
     topics = Topics.from_settings(settings)
     brokers = [f"kafka://{b.strip()}" for b in conn.bootstrap.split(",") if b.strip()]
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=brokers,
         broker_credentials=faust_credentials(conn),

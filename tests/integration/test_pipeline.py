@@ -66,7 +66,7 @@ def fleet(minutes: int = 20, seed: int = 3):
     return sim, reports, sim.expected_totals(reports, 600)
 
 
-def test_exact_totals_fleet(deploy):
+def test_exact_totals_fleet(deploy, request):
     """>=100,000 samples from >=1,000 hosts: every sum per pair and window equals what was produced."""
     sim, reports, expected = fleet()
     n_samples = sum(len(r["samples"]) for r in reports)
@@ -80,6 +80,18 @@ def test_exact_totals_fleet(deploy):
     assert compare(expected, d.landed()) == []
     assert d.deadletters() == []
     assert instance_differences(d.client) == []  # every window's instances add up to it, exactly
+    if request.node.callspec.id == "tansu":
+        _assert_groups_join_together(d)
+
+
+def _assert_groups_join_together(d: Deployment) -> None:
+    """The reports reader's and the sink's groups start joining before Faust's group has joined
+    (``runtime.app.App.early_task``), not after its first assignment: Tansu holds a group's first join back
+    for half the session timeout, so one join after the other made every worker ready 3 s later."""
+    log = (d.workdir / "worker-0.log").read_text(errors="replace")
+    joined = log.index(f"Joined group '{d.settings.app_id}'")
+    for group in (f"{d.settings.app_id}-ingest", f"{d.settings.app_id}-sink"):
+        assert log.index(f"(Re-)joining group {group}") < joined, log[:joined + 200]
 
 
 def test_http_experiment(deploy):

@@ -330,6 +330,6 @@ class ReportsReader(ConsumerRebalanceListener):
 def install(ctx: Context) -> None:
     reader = ctx.reader = ReportsReader(ctx)
 
-    @ctx.flow.app.task
+    @ctx.flow.app.early_task  # its group joins beside Faust's (``runtime.app.App``)
     async def ingest() -> None:
         await reader.run()
