@@ -202,7 +202,8 @@ class Settings(BaseSettings):
 
     # --- Kafka group timings --------------------------------------------------------
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout: how long a dead worker "
-                                   "keeps its partitions. Tansu answers a group join after about half of it.")
+                                   "keeps its partitions. Tansu answers a group join after about half of it (a worker's three "
+                                   "groups, Faust's, the reports reader's and the sink's, join at once).")
     rebalance_timeout_s: float = Field(
         30.0, gt=0, description="Consumer group rebalance timeout: how long a rebalance waits for a member to finish "
         "its batch. A batch of a worker catching up on a backlog is 10-13 s of work; a member that misses this "

@@ -108,6 +108,8 @@ def run_worker(s: Settings, bootstrap: str, loglevel: str = "warning", status_ev
 
 def _worker_class() -> type:
     """``faust.Worker`` whose stop on a signal has a deadline (``runtime.process.exit_after``)."""
+    import asyncio
+
     import faust
 
     from pipeline.runtime.process import exit_after
@@ -121,6 +123,11 @@ def _worker_class() -> type:
             if not self._signal_stop_time:  # the first signal starts the clock
                 exit_after(self.grace_s, f"worker {os.getpid()}")
             super()._schedule_shutdown(signal)
+
+        async def _sentinel_task(self) -> None:
+            """mode's last wait before it closes the loop, once every task is done: a fixed second at every
+            stop. A tenth still lets the callbacks of the connections just closed run."""
+            await asyncio.sleep(0.1)
 
     return Worker
 

@@ -19,13 +19,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import faust
+from faust.tables import TableManager
 
 from pipeline.config import Settings
 from pipeline.runtime.kafka import Connection
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.topics import Topics
 
-__all__ = ["App", "Flow", "create_app", "faust_credentials"]
+__all__ = ["App", "NoTables", "Flow", "create_app", "faust_credentials"]
+
+
+class NoTables(TableManager):
+    """Faust's table manager for an app that declares no tables (window state has a topic of its own, see
+    above). Faust's own waits a second at every start for tables declared late before it lets the app's
+    consumer subscribe: that second delayed every worker's group join, and there is nothing to wait for."""
+
+    async def on_start(self) -> None:  # Faust's own, without its ``await self.sleep(1.0)`` first
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class App(faust.App):
@@ -101,6 +113,7 @@ def create_app(settings: Settings, conn: Connection | str) -> Flow:
         broker=brokers,
         broker_credentials=faust_credentials(conn),
         store="memory://",
+        TableManager=NoTables,
         datadir=str(settings.data_dir / "faust"),
         key_serializer="raw",
         value_serializer="raw",

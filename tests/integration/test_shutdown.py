@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.harness import log_gap
 from pipeline.runtime.brokers import EmbeddedTansu
 from pipeline.errors import STOP_TIMED_OUT, WRITE_FAILED
 
@@ -49,6 +50,8 @@ def test_sigterm_stops_cleanly_and_a_lost_broker_cannot_hold_the_stop(tmp_path):
         text = log.read_text(errors="replace")
         assert (rc, "did not stop" in text) == (0, False), text[-3000:]
         assert took < GRACE_S, took
+        # once its last task is done, the loop closes at once (mode waited a fixed second there)
+        assert log_gap(text, "Gathering all futures", "Closing event loop") < 0.9, text[-3000:]
 
         # A broker that no longer answers (frozen; as behind a partition that drops packets): the
         # stop's commit and leave wait for their request timeouts, so only the deadline can end it.

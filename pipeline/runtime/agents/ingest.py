@@ -1,7 +1,7 @@
 """The ingest stage's shell: reports -> ``Ingest`` -> one pairs message per destination partition, dead letters.
 
 The reports topic is read below Faust's per-event machinery, by a plain aiokafka consumer in
-its own group, ``<app_id>-ingest`` (:class:`ReportsReader`, run as a task of the Faust app).
+its own group, ``<app_id>-ingest`` (:class:`ReportsReader`, an early task of the app: ``runtime.app.App``).
 Real fleets send many small reports (one per host and interval, a handful of samples each);
 delivering each as a Faust event cost ~90 µs of the worker's time per report before any
 work was done (``benchmarks/floor.py``: aiokafka's ``getmany`` and decode, ~6 µs). The
