@@ -8,7 +8,6 @@ topic prefix and app id per run).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import re
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.runtime.brokers import BrokerLauncher, free_port
+from tests.support.helpers import log_time
 from tests.support.kafka import start_broker
 
 __all__ = [
@@ -194,7 +194,6 @@ class GroupOffsets:
 
 
 # --- worker subprocess ------------------------------------------------------------------------------
-_ASCTIME = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]? ")
 
 
 class Worker:
@@ -229,17 +228,13 @@ class Worker:
         return proc_cpu_s(self.pid, self.pid)
 
     def log_time(self, needle: str) -> float | None:
-        """Unix time of the first log line containing ``needle`` (its asctime, local clock)."""
+        """Unix time of the first log record whose line holds ``needle`` (its asctime, local clock)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return None
-        for line in text.splitlines():
-            if needle in line:
-                m = _ASCTIME.match(line)
-                if m:
-                    return dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        return None
+        found = log_time(text, needle)
+        return found[0].timestamp() if found else None
 
     def tail(self, n: int = 40) -> str:
         try:

@@ -17,13 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.support.helpers import unique_name
+from tests.support.helpers import log_time, unique_name
 from pipeline.clickhouse.sqlserve import endpoint_client
 from pipeline.config import Settings
 from pipeline.runtime import kafka
@@ -216,24 +215,18 @@ class Deployment:
         return asyncio.run(go())
 
 
-_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", re.M)
-
-
 def log_gap(log: str, first: str, then: str) -> float:
-    """Seconds from the first line of a worker's log that holds ``first`` to the next one after it that holds
-    ``then`` (both log records of the Faust/mode format, ``[YYYY-MM-DD HH:MM:SS,mmm] ...``).
+    """Seconds from the first record of a worker's log that holds ``first`` to the next one after it that holds
+    ``then`` (:func:`~tests.support.helpers.log_time`).
 
     >>> text = "[2026-12-04 23:35:04,606] [1] [INFO] a\\nx\\n[2026-12-04 23:35:05,616] [1] [INFO] b\\n"
     >>> log_gap(text, "] a", "] b")
     1.01
     """
-    def stamp(at: int) -> datetime:
-        m = list(_STAMP.finditer(log, 0, at + 1))
-        assert m and "\n" not in log[m[-1].start():at], f"no log record holds {log[at:at + 40]!r}"
-        return datetime.strptime(m[-1][1], "%Y-%m-%d %H:%M:%S,%f")
-
-    i = log.index(first)
-    return (stamp(log.index(then, i)) - stamp(i)).total_seconds()
+    a = log_time(log, first)
+    b = log_time(log, then, a[1]) if a else None
+    assert a and b, f"no record holds {first!r}, or none after it holds {then!r}"
+    return (b[0] - a[0]).total_seconds()
 
 
 def compare(expected: dict, landed: dict) -> list[str]:

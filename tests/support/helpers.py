@@ -1,10 +1,37 @@
-"""Helpers for integration tests: import with ``from tests.support.helpers import unique_name``."""
+"""Helpers for integration tests (and the benchmarks): import with ``from tests.support.helpers import unique_name``."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import datetime
 
-__all__ = ["unique_name"]
+__all__ = ["unique_name", "log_time"]
+
+#: The time a log record starts with: ``[2026-12-04 23:35:04,606]`` (Faust and mode) or ``2026-12-04 23:35:04,606``
+#: (flowmon's own records).
+_ASCTIME = re.compile(r"\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]? ")
+
+
+def log_time(text: str, needle: str, start: int = 0) -> tuple[datetime, int] | None:
+    """The time of the first record of a worker's log ``text``, at or after character ``start``, whose line holds
+    ``needle``, and where that line ends; ``None`` if there is none (a line without a time is not a record).
+
+    >>> text = "[2026-12-04 23:35:04,606] [1] [INFO] a\\nnot a record: b\\n2026-12-04 23:35:05,616 INFO b\\n"
+    >>> t, end = log_time(text, "a"); t.second, t.microsecond, text[end:end + 13]
+    (4, 606000, '\\nnot a record')
+    >>> log_time(text, "b", end)[0].second, log_time(text, "c")
+    (5, None)
+    """
+    i = text.find(needle, start)
+    while i >= 0:
+        line = text.rfind("\n", 0, i) + 1
+        end = text.find("\n", i)
+        end = len(text) if end < 0 else end
+        if m := _ASCTIME.match(text, line):
+            return datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"), end
+        i = text.find(needle, end)
+    return None
 
 
 def unique_name(prefix: str) -> str:
