@@ -471,7 +471,7 @@ def run_one(kind: str, bootstrap: str, broker_pid: int | None, wl: Workload, run
                     f">1 s late {res.loop_late_1s} times, worst ≤ {res.loop_worst_s} s")
     if profile_to is not None and profile_to.exists():
         res.profile_text = profile_summary(profile_to)
-    asyncio.run(_delete_topics(bootstrap, topics.all() + [f"{prefix}-__assignor-__leader"]))
+    _delete_run_topics(bootstrap, topics, prefix)
     shutil.rmtree(workdir / "chdb", ignore_errors=True)
     return res
 
@@ -492,6 +492,11 @@ async def _delete_topics(bootstrap: str, names: list[str]) -> None:
         pass
     finally:
         await admin.close()
+
+
+def _delete_run_topics(bootstrap: str, topics: Topics, app_id: str) -> None:
+    """Delete one run's topics: the pipeline's and the Faust app's leader-assignor topic (best effort)."""
+    asyncio.run(_delete_topics(bootstrap, topics.all() + [f"{app_id}-__assignor-__leader"]))
 
 
 # --- profile ---------------------------------------------------------------------------------------

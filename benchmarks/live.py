@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import REPO, Worker, broker, proc_cpu_s, scrape_metrics, unique_name, worker_env
-from benchmarks.bench import _core, _delete_topics, _free_port, check_tree, make_workload
+from benchmarks.bench import _core, _delete_run_topics, _free_port, check_tree, make_workload
 from pipeline.config import Settings
 from pipeline.runtime.produce import produce_reports
 from pipeline.runtime.topics import Topics, ensure_topics
@@ -101,7 +101,7 @@ def run_one(bootstrap: str, reports: list[dict], samples: int, partials: int, sc
                 "tail_s": t_applied - marks["last"], "span_s": span}
     finally:
         w.stop()
-        asyncio.run(_delete_topics(bootstrap, topics.all() + [f"{prefix}-__assignor-__leader"]))
+        _delete_run_topics(bootstrap, topics, prefix)
         shutil.rmtree(workdir / "chdb", ignore_errors=True)
 
 

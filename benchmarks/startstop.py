@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import REPO, Worker, broker, unique_name, worker_env
-from benchmarks.bench import _delete_topics, check_tree
+from benchmarks.bench import _delete_run_topics, check_tree
 from pipeline.config import Settings
 from pipeline.runtime.topics import Topics, ensure_topics
 
@@ -69,7 +69,7 @@ def one_round(bootstrap: str, src: Path, workroot: Path, session_timeout_s: floa
         code = w.stop()
         out["stop"] = time.perf_counter() - t0
         out["exit"] = code
-    asyncio.run(_delete_topics(bootstrap, topics.all() + [f"{prefix}-__assignor-__leader"]))
+    _delete_run_topics(bootstrap, topics, prefix)
     return out
 
 
