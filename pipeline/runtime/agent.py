@@ -52,6 +52,7 @@ class Sender:
         self.outage_since: float | None = None
         self.idempotent: bool | None = None
         self._producer: Any = None
+        self._stopping: set[asyncio.Task] = set()  # producers given up, still stopping (``_reset``)
 
     async def _ensure(self) -> Any:
         if self._producer is None:
@@ -70,10 +71,24 @@ class Sender:
         return self._producer
 
     async def _reset(self) -> None:
+        """Give the producer up (after a failed delivery, and at the end); what it held is still spooled.
+
+        Its ``stop()`` first waits for what it holds to be delivered or to time out: against a broker
+        that stops answering without closing its connections (frozen, or a partition that drops its
+        packets), the whole request timeout. Cancelled before that, it would leave the producer's tasks
+        and connections running for good (and asyncio later logs them "destroyed but pending"). So the
+        stop runs to its end as a task of its own, waited for 5 s here, and at the end by :meth:`close`."""
         p, self._producer = self._producer, None
         if p is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(p.stop(), 5.0)
+            stopping = asyncio.create_task(p.stop(), name="flowmon-agent-producer-stop")
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopped)
+            await asyncio.wait({stopping}, timeout=5.0)
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        self._stopping.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a producer given up stopped with %s", kafka.reason(task.exception()))
 
     async def drain_once(self) -> int:
         """Send every spooled interval, oldest first; returns the intervals sent. Raises on a delivery failure."""
@@ -126,6 +141,8 @@ class Sender:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.drain_once(), drain_s)
         await self._reset()
+        if self._stopping:  # a producer given up during an outage: its stop ends within its request timeout
+            await asyncio.wait(self._stopping, timeout=20.0)
 
 
 def _boundary(now: float, interval_s: int) -> int:

@@ -69,19 +69,39 @@ def sent_to_server(reports: list[dict]) -> int:
     return sum(s["bytes_sent"] for r in reports for s in r["samples"] if s["remote"]["ip"] == SERVER_IP)
 
 
+def start_agent(tmp_path: Path, bootstrap: str) -> subprocess.Popen:
+    """``flowmon agent`` for host h1, reporting every second what AGENT_IP sends, its spool under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWMON_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "agent", "--instance", "h1", "--ip", AGENT_IP, "--subnet", "s1",
+         "--az", "a1", "--vpc", "v1", "--interval", "1", "--include-loopback", "--state-dir", str(tmp_path / "st"),
+         "--broker", bootstrap, "--loglevel", "info"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_drained(tmp_path: Path, timeout_s: float = 90.0) -> None:
+    deadline = time.time() + timeout_s
+    while list((tmp_path / "st" / "spool").glob("*.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not list((tmp_path / "st" / "spool").glob("*.jsonl")), "the spool did not drain"
+
+
+def counted_once(reports: list[dict]) -> int:
+    """Bytes sent to the server by the reports, each report_id counted once (a re-sent report must be the same)."""
+    by_id: dict[str, dict] = {}
+    for r in reports:
+        assert by_id.setdefault(r["report_id"], r) == r, "a re-sent report must be the same report"
+    return sent_to_server(list(by_id.values()))
+
+
 def test_agent_spools_through_a_broker_outage_and_counts_every_byte_once(tmp_path):
     port = free_port()
     broker = EmbeddedTansu(tmp_path / "tansu", port=port).start()
     asyncio.run(ensure_topics(broker.bootstrap, TOPICS, names=[TOPICS.reports]))
     srv = socket.create_server((SERVER_IP, 0))
     threading.Thread(target=serve, args=(srv,), daemon=True).start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWMON_")}
-    env["PYTHONPATH"] = str(REPO)
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "agent", "--instance", "h1", "--ip", AGENT_IP, "--subnet", "s1",
-         "--az", "a1", "--vpc", "v1", "--interval", "1", "--include-loopback", "--state-dir", str(tmp_path / "st"),
-         "--broker", broker.bootstrap, "--loglevel", "info"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    agent = start_agent(tmp_path, broker.bootstrap)
     seen: list[dict] = []
     try:
         time.sleep(2.5)  # the agent takes its base
@@ -101,10 +121,7 @@ def test_agent_spools_through_a_broker_outage_and_counts_every_byte_once(tmp_pat
         broker = EmbeddedTansu(tmp_path / "tansu", port=port).start()  # the same address, empty
         asyncio.run(ensure_topics(broker.bootstrap, TOPICS, names=[TOPICS.reports]))
         transfer(srv.getsockname()[1], 1_000_000)
-        deadline = time.time() + 90
-        while list((tmp_path / "st" / "spool").glob("*.jsonl")) and time.time() < deadline:
-            time.sleep(0.5)
-        assert not list((tmp_path / "st" / "spool").glob("*.jsonl")), "the spool did not drain"
+        wait_drained(tmp_path)
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=30)
         assert agent.returncode == 0, err[-2000:]
@@ -114,12 +131,47 @@ def test_agent_spools_through_a_broker_outage_and_counts_every_byte_once(tmp_pat
             agent.kill()
         broker.stop()
         srv.close()
-    by_id: dict[str, dict] = {}
-    for r in seen:
-        assert by_id.setdefault(r["report_id"], r) == r, "a re-sent report must be the same report"
-    total = sent_to_server(list(by_id.values()))
+    total = counted_once(seen)
     assert 7_000_000 <= total <= 7_000_014, total  # + SYN/FIN of 7 connections
-    starts = [r["start"] for r in by_id.values()]
-    assert len(set(zip(starts, [r["report_id"] for r in by_id.values()]))) == len(by_id)
     assert err.count("cannot deliver to") == 1, err  # one line per outage, not one per retry
     assert "answers again" in err, err
+
+
+
+def test_agent_through_a_broker_that_stops_answering_leaves_no_producer_running(tmp_path):
+    """A broker that stops answering but keeps its connections open (frozen here; a network partition that
+    drops packets does the same): the agent gives its producer up after 5 s without an acknowledgement, spools,
+    and drains when the broker answers again. aiokafka's ``stop()`` of the producer given up waits for what it
+    holds; cancelled after 5 s, as it was, it left the producer's tasks running, and asyncio logged them
+    "destroyed but pending" once they were collected (``runtime.agent.Sender._reset``)."""
+    broker = EmbeddedTansu(tmp_path / "tansu", port=free_port()).start()
+    asyncio.run(ensure_topics(broker.bootstrap, TOPICS, names=[TOPICS.reports]))
+    srv = socket.create_server((SERVER_IP, 0))
+    threading.Thread(target=serve, args=(srv,), daemon=True).start()
+    agent = start_agent(tmp_path, broker.bootstrap)
+    try:
+        time.sleep(2.5)  # the agent takes its base
+        transfer(srv.getsockname()[1], 1_000_000)
+        time.sleep(3)  # delivered: the agent's producer is up
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            for _ in range(2):  # 12 s: past the 5 s without acknowledgement, and the 5 s its stop is waited for
+                transfer(srv.getsockname()[1], 1_000_000)
+                time.sleep(6)
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        wait_drained(tmp_path)
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=40)
+        assert agent.returncode == 0, err[-2000:]
+        seen = read_all(broker.bootstrap)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        broker.stop()
+        srv.close()
+    assert 3_000_000 <= counted_once(seen) <= 3_000_006, counted_once(seen)
+    assert err.count("cannot deliver to") == 1, err
+    assert "no acknowledgement within 5 s" in err and "answers again" in err, err
+    for noise in ("Task was destroyed", "never retrieved", "Unclosed"):
+        assert noise not in err, err[-3000:]
