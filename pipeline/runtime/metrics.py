@@ -47,6 +47,9 @@ class Metrics:
                                   ["group", "topic"], registry=r)
         self.watermark_age = Gauge("flowmon_watermark_age_seconds", "Wall clock minus the oldest event-time "
                                    "watermark of the pairs partitions this worker owns", registry=r)
+        self.idle_sources = Gauge("flowmon_idle_sources", "Reports partitions this worker reads whose last progress "
+                                  "mark said idle (caught up, nothing new for FLOWMON_SOURCE_IDLE_S): they no longer "
+                                  "hold the windows back", registry=r)
         self.healthy = Gauge("flowmon_healthy", "1 when /healthz says ok", registry=r)
         self.sink_healthy = Gauge("flowmon_sink_healthy", "1 when the last ClickHouse write succeeded", registry=r)
         self.intervals = Counter("flowmon_intervals_scored", "Complete (pair, agent interval) handed to detection",

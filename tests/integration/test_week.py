@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
 import urllib.request
 
 from pipeline.runtime.agents.ingest import ingest_group
 from pipeline.runtime.brokers import free_port
+from tests.support.helpers import metric
 
 HOUR = 3600
 INTERVAL = 300           # the agents' report interval (and the detection grid)
@@ -39,14 +41,14 @@ def _reports(t_from: int, t_to: int) -> list[dict]:
 
 
 def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+    value = metric(port, name)
+    assert value is not None, f"{name} is not on /metrics"
+    return value
 
 
 def _lag(port: int, d) -> int:
     """Messages the pipeline's groups have not committed on the reports and pairs topics (/healthz)."""
     import json
-    import urllib.error
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).read()
     except urllib.error.HTTPError as e:

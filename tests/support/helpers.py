@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import urllib.request
 import uuid
 from datetime import datetime
 
-__all__ = ["unique_name", "log_time"]
+__all__ = ["unique_name", "log_time", "metric"]
 
 #: The time a log record starts with: ``[2026-12-04 23:35:04,606]`` (Faust and mode) or ``2026-12-04 23:35:04,606``
 #: (flowmon's own records).
@@ -43,3 +44,10 @@ def unique_name(prefix: str) -> str:
     True
     """
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def metric(port: int, sample: str) -> float | None:
+    """The value of one sample on a worker's ``/metrics`` (``FLOWMON_METRICS_PORT``): ``sample`` is its name, with
+    its labels as the page writes them (``python_gc_collections_total{generation="0"}``); ``None`` if it is not there."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample + " ")), None)

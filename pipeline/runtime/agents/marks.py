@@ -40,11 +40,14 @@ def install(ctx: Context) -> None:
             # after it woke them for their next owner (``ReportsReader.wake``); the next tick says what is true
             if reader.epoch != epoch:
                 return
+            idle_marks = 0
             for tp in mine:
                 caught_up = tp in caught
                 mark = progress.mark(tp.partition, now, caught_up)
                 if mark is None:
                     continue
+                idle_marks += mark.idle is not None
                 payload = encode_mark(mark)
                 for p in range(s.partitions):
                     await ctx.send(t.pairs, payload, p)
+            ctx.metrics.idle_sources.set(idle_marks)
