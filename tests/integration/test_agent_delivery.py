@@ -137,7 +137,6 @@ def test_agent_spools_through_a_broker_outage_and_counts_every_byte_once(tmp_pat
     assert "answers again" in err, err
 
 
-
 def test_agent_through_a_broker_that_stops_answering_leaves_no_producer_running(tmp_path):
     """A broker that stops answering but keeps its connections open (frozen here; a network partition that
     drops packets does the same): the agent gives its producer up after 5 s without an acknowledgement, spools,
