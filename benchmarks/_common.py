@@ -15,12 +15,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 from pipeline.runtime.brokers import BrokerLauncher, free_port
-from tests.support.helpers import log_time
+from tests.support.helpers import log_time, unique_name
 from tests.support.kafka import start_broker
 
 __all__ = [
@@ -37,11 +36,6 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def unique_name(prefix: str) -> str:
-    """A topic prefix / app id no other run on the same broker uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 # --- /proc ------------------------------------------------------------------------------------

@@ -527,7 +527,6 @@ def generate(scenario: str | Scenario, seed: int = 0, params: Mapping[str, float
 
     # --- faults ----------------------------------------------------------------------------
     fault_out: list[dict[str, Any]] = []
-    snd_sub, rcv_sub = sub[d_snd], sub[d_rcv]
     for f in sc.faults:
         t0, t1 = f.start_s // TICK_S, min((f.start_s + f.duration_s) // TICK_S, T)
         tw = slice(t0, t1)
