@@ -87,7 +87,7 @@ def test_a_week_of_churning_hosts_stays_bounded(tansu_broker, tmp_path):
                         break
                 except (OSError, StopIteration, KeyError):
                     pass
-                time.sleep(1)
+                time.sleep(0.25)
             assert _metric(port, "flowmon_reports_total") == sent, d.logs()
             assert _lag(port, d) == 0, d.logs()
             return {"keys": _metric(port, "flowmon_detector_keys"), "open": _metric(port, "flowmon_open_windows"),
