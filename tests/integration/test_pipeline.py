@@ -365,7 +365,12 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
     def idle(*want: int) -> None:
         """Wait until the pipeline workers' last marks say ``want[i]`` of their reports partitions idle."""
         deadline = time.time() + 60
-        while [metric(port, "flowmon_idle_sources") for port in ports[:len(want)]] != list(want):
+        while True:
+            try:
+                if [metric(port, "flowmon_idle_sources") for port in ports[:len(want)]] == list(want):
+                    return
+            except OSError:  # a metrics page not up yet
+                pass
             assert time.time() < deadline, f"idle sources never {want}\n" + d.logs()
             d.check_alive()
             time.sleep(0.2)
