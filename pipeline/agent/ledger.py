@@ -16,7 +16,11 @@ Rules
 * A connection the kernel destroyed counts its final counters minus what was accounted,
   and is forgotten; its cookie is remembered for two more polls so that a dump that
   raced with the notification cannot bring it back.
-* A connection that vanished from a poll without a notification (the notification buffer
+* A connection missing from a poll keeps its accounted counters for two more polls
+  (:data:`VANISHED_POLLS`): its notification may still come (it was destroyed after the
+  poll read the notifications and before the dump), or a dump may have missed it once;
+  either continues from what was accounted, never from zero (which would count its whole
+  life again). A connection still unheard of after that (the notification buffer
   overflowed) is forgotten; its last changes are lost and counted in ``lost``.
 * Counters never run backwards for one cookie; if one does (it cannot on Linux), the
   new value is taken as the base and nothing is counted.
@@ -56,7 +60,10 @@ from typing import Any
 
 from pipeline.agent.sockdiag import Conn
 
-__all__ = ["Delta", "Ledger"]
+__all__ = ["Delta", "Ledger", "VANISHED_POLLS"]
+
+#: Polls a connection missing from the dumps keeps its accounted counters (see the module doc).
+VANISHED_POLLS = 2
 
 
 @dataclass(slots=True)
@@ -104,6 +111,7 @@ class Ledger:
         self._base: dict[int, _Base] = {}
         self._open: dict[int, Delta] = {}
         self._gone: dict[int, int] = {}  # cookie -> polls left to ignore it
+        self._vanished: dict[int, tuple[_Base, int]] = {}  # cookie -> (accounted counters, polls left to keep them)
         self._baseline = baseline
         self.lost = 0
         """Connections that vanished without a destroy notification (their last changes are lost)."""
@@ -117,8 +125,9 @@ class Ledger:
         prev = self._base.get(conn.cookie)
         if conn.info.total_rto is None:
             self.timeouts_estimated = True
-        if prev is None:
-            prev = _ZERO
+        if prev is None:  # new, or missing from a recent dump: then from what was accounted
+            kept = self._vanished.pop(conn.cookie, None)
+            prev = _ZERO if kept is None else kept[0]
         cur = _counters(conn, prev)
         diff = [c - p for c, p in zip(cur[:5], prev[:5])]
         if min(diff) < 0:  # cannot happen on Linux; never count a negative
@@ -154,9 +163,14 @@ class Ledger:
                 self._base[conn.cookie] = _counters(conn, _ZERO)
             else:
                 self._account(conn, closed=False)
+        for cookie, (base, left) in list(self._vanished.items()):
+            if left <= 1:  # not heard of again: its last changes are lost
+                del self._vanished[cookie]
+                self.lost += 1
+            else:
+                self._vanished[cookie] = (base, left - 1)
         for cookie in [k for k in self._base if k not in seen]:
-            del self._base[cookie]
-            self.lost += 1
+            self._vanished[cookie] = (self._base.pop(cookie), VANISHED_POLLS)
         for cookie in list(self._gone):
             self._gone[cookie] -= 1
             if self._gone[cookie] <= 0:
@@ -179,7 +193,8 @@ class Ledger:
 
     def state(self) -> dict[str, Any]:
         """The accounted counters, as JSON-able data (the open interval is not part of it)."""
-        return {"base": [[k, *v] for k, v in self._base.items()], "lost": self.lost}
+        rows = [[k, *v] for k, v in self._base.items()] + [[k, *v] for k, (v, _) in self._vanished.items()]
+        return {"base": rows, "lost": self.lost}
 
     @classmethod
     def restore(cls, state: dict[str, Any]) -> Ledger:
