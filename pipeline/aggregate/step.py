@@ -72,6 +72,7 @@ class StepOutput:
     applied: int = 0  # partials applied to their window
     duplicates: int = 0  # partials of reports already applied
     late_for_detection: int = 0  # partials applied after their interval was scored
+    stale_marks: int = 0  # idle marks ignored: made before their source was last woken
     detect_errors: int = 0  # intervals detection failed on (logged)
 
 
@@ -104,6 +105,7 @@ class PartitionStep:
         out.applied += res.applied
         out.duplicates += res.duplicates
         out.late_for_detection += res.late_for_detection
+        out.stale_marks += res.stale_marks
         return res.intervals if self.detection is not None else []
 
     def score(self, intervals: list[GridInterval], out: StepOutput) -> None:

@@ -12,7 +12,8 @@ their JSON are ``wire.records``; ``apply`` also takes a message's decoded JSON):
   (``ingest.step.grid_interval``: the one containing the middle of the agent's own interval);
 * ``ProgressMark``: the ingest stage promises it has sent everything it has read from that
   reports partition up to that event time (``None`` if nothing yet); ``idle`` (optional)
-  says the partition is caught up and quiet, with the wall clock less a lag.
+  says the partition is caught up and quiet, with the wall clock less a lag; ``at`` (optional)
+  is when its maker found that out.
 
 Watermark. Each reports partition (a *source*) progresses at its own pace; the
 partition's watermark is the minimum over the *active* sources of the largest event time
@@ -23,6 +24,15 @@ source is idle, windows also close by the idle marks' clock (the end of a finish
 stream), without moving the watermark: a backfill of old data into an idle worker is
 not late. Because the decision depends only on the order of messages in the
 partition (and marks are messages too), replaying the partition gives the same result.
+
+Stale idle marks. An idle mark is a promise its maker keeps only while it reads the partition.
+A worker frozen in the middle of making one (a VM pause, SIGSTOP) past its session timeout sends
+it when it thaws, after the partition's next owner has woken it (a non-idle mark) and while that
+owner reads a backlog there: taken, it would let the other sources close windows the backlog
+belongs to. So each source remembers the ``at`` of the last mark that said it is active, and an
+idle mark dated before that is ignored (marks of earlier versions, without ``at``, are taken).
+This orders marks by their makers' wall clocks: a clock behind by more than the time between a
+wake and the next idle mark only delays closing, never closes early.
 
 Idempotence. Delivery is at least once, and agents re-send too: a crash replays reports
 (re-cut into the same partials), and an agent that retries or drains its buffer after an
@@ -310,6 +320,7 @@ class Outcome:
     applied: int = 0
     duplicates: int = 0
     late_for_detection: int = 0  # partials applied to their window after their interval was scored
+    stale_marks: int = 0  # idle marks ignored: made before their source was last woken
 
 
 class PartitionWindows:
@@ -348,6 +359,7 @@ class PartitionWindows:
         self._iv_threshold: int | None = None  # intervals with t + interval_lateness_s <= this are scored
         self.progress: dict[int, int] = {}
         self.idle: dict[int, int] = {}  # idle source -> the wall clock (less lag) its idle mark carried
+        self.woke: dict[int, int] = {}  # source -> the latest ``at`` of a mark that said it is active
         self.open: dict[tuple[int, str, str], WindowAgg] = {}
         self.closed: dict[tuple[int, str, str], ClosedIds] = {}  # key -> report ids applied, kept one more window
         #: reports partition -> the highest report offset whose message this partition has had (a message
@@ -363,7 +375,7 @@ class PartitionWindows:
             msg = decode_message(msg)
         out = Outcome()
         if type(msg) is ProgressMark:
-            self._mark(msg.source, msg.event_time, msg.idle, out)
+            self._mark(msg.source, msg.event_time, msg.idle, out, msg.at)
             return out
         origin: Origin = msg.origin
         replay = origin.offset <= self.reached.get(origin.partition, -1)
@@ -428,13 +440,18 @@ class PartitionWindows:
         wm = self._watermark
         return wm is not None and ws + self.window_s + self.lateness_s <= wm
 
-    def _mark(self, src: int, t: int | None, idle_clock: int | None, out: Outcome) -> None:
+    def _mark(self, src: int, t: int | None, idle_clock: int | None, out: Outcome, at: int | None = None) -> None:
         changed = False
         if t is not None and t > self.progress.get(src, -1):
             self.progress[src] = t
             changed = True
         if idle_clock is None:
+            if at is not None and at > self.woke.get(src, -1):
+                self.woke[src] = at
+                self.dirty.add(PROGRESS_KEY)
             changed |= self.idle.pop(src, None) is not None
+        elif at is not None and at < self.woke.get(src, -1):
+            out.stale_marks += 1  # made before the source was last woken: a promise its maker no longer keeps
         elif self.idle.get(src) != idle_clock:
             self.idle[src] = int(idle_clock)
             changed = True
@@ -531,7 +548,7 @@ class PartitionWindows:
             else:
                 gone.append(key)
         if progress:
-            yield self.key_str(PROGRESS_KEY), {"progress": self.progress, "idle": self.idle,
+            yield self.key_str(PROGRESS_KEY), {"progress": self.progress, "idle": self.idle, "woke": self.woke,
                                                "watermark": self._watermark, "iv_threshold": self._iv_threshold,
                                                "reached": self.reached}
         for key in gone:
@@ -543,6 +560,7 @@ class PartitionWindows:
         if parts[1] == PROGRESS_KEY:
             self.progress = {int(k): v for k, v in val["progress"].items()}
             self.idle = {int(k): v for k, v in val.get("idle", {}).items()}
+            self.woke = {int(k): v for k, v in val.get("woke", {}).items()}
             # the watermark only rises; it is stored, since idle sources may have lowered the minimum since
             self._watermark = val["watermark"] if "watermark" in val else self._thresholds()[0]
             self._iv_threshold = val.get("iv_threshold")

@@ -18,17 +18,19 @@ class SourceProgress:
     is idle (caught up, nothing new for ``idle_s`` wall seconds) the mark also says so, with
     the wall clock less ``idle_lag_s``: the aggregator then stops waiting for it, and once
     every partition is idle it closes windows older than that clock (a finished stream).
+    Every mark carries ``now`` (in ms) as its ``at``: ``now`` is when the caller began to find out
+    whether the partition is caught up, so a mark is never dated after what it says.
 
     >>> sp = SourceProgress(idle_s=5, idle_lag_s=120)
     >>> sp.mark(0, now=1.0, caught_up=True) is None   # nothing seen, not idle yet: nothing to promise
     True
     >>> sp.processed(0, offset=9, start=1000, now=50.0)
     >>> sp.mark(0, now=51.0, caught_up=True)
-    ProgressMark(source=0, event_time=1000, idle=None)
+    ProgressMark(source=0, event_time=1000, idle=None, at=51000)
     >>> sp.mark(0, now=1200.0, caught_up=True)
-    ProgressMark(source=0, event_time=1000, idle=1080)
+    ProgressMark(source=0, event_time=1000, idle=1080, at=1200000)
     >>> sp.mark(0, now=1200.0, caught_up=False)
-    ProgressMark(source=0, event_time=1000, idle=None)
+    ProgressMark(source=0, event_time=1000, idle=None, at=1200000)
     """
 
     def __init__(self, idle_s: float, idle_lag_s: float) -> None:
@@ -61,4 +63,4 @@ class SourceProgress:
         idle = caught_up and self.idle(partition, now)
         if best is None and not idle:
             return None
-        return ProgressMark(partition, best, int(now - self.idle_lag_s) if idle else None)
+        return ProgressMark(partition, best, int(now - self.idle_lag_s) if idle else None, int(now * 1000))

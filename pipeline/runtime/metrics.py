@@ -38,6 +38,9 @@ class Metrics:
         self.fenced = Counter("flowmon_pairs_fenced", "Pairs messages whose batch was dropped, unacknowledged, because "
                               "the worker was no longer in the group (its partitions' new owner reads them again)",
                               registry=r)
+        self.stale_marks = Counter("flowmon_stale_idle_marks", "Idle marks ignored because they were made before "
+                                   "their reports partition was last woken: a worker frozen while it made them, "
+                                   "past its hand-over (aggregate.windows)", registry=r)
         self.windows = Counter("flowmon_windows_emitted", "Windows closed and emitted", registry=r)
         self.open_windows = Gauge("flowmon_open_windows", "Open (pair, window) states held", registry=r)
         self.landed = Counter("flowmon_windows_landed", "Windows written to ClickHouse", registry=r)

@@ -17,7 +17,8 @@ On the topics these records are compact JSON:
   of earlier versions carry ``"parts": [partial, ...]`` (objects) instead, and are still read.
   Arrays: 20 % fewer bytes and about half the work to encode; :func:`decode_pairs` reads them
   with msgspec (``benchmarks/README.md``)
-* progress mark: ``{"mark": [src_partition, event_time], "idle": clock}`` (``idle`` optional)
+* progress mark: ``{"mark": [src_partition, event_time], "idle": clock, "at": ms}`` (``idle`` and ``at``
+  optional)
 * closed window: ``schemas/wire/flow_window.v1.json``
 
 Positions inside the counters, maxima and top lists are named by the constants below;
@@ -34,10 +35,10 @@ Examples
 b'{"o":[3,42],"t":630,"g":630,"P":[[["s1","a1","v"],'
 >>> decode_pairs(b"[" + raw + b"]") == [PairsMessage(Origin(3, 42), 630, 630, [p])]
 True
->>> encode_mark(ProgressMark(0, 1000, idle=1080))
-b'{"mark":[0,1000],"idle":1080}'
+>>> encode_mark(ProgressMark(0, 1000, idle=1080, at=1_200_000))
+b'{"mark":[0,1000],"idle":1080,"at":1200000}'
 >>> decode_pairs(b'{"mark":[0,null]}')
-[ProgressMark(source=0, event_time=None, idle=None)]
+[ProgressMark(source=0, event_time=None, idle=None, at=None)]
 """
 
 from __future__ import annotations
@@ -192,11 +193,14 @@ class PairsMessage(NamedTuple):
 class ProgressMark:
     """The ingest stage has sent everything it read from reports partition ``source`` up to
     ``event_time`` (None: nothing yet); ``idle``: the partition is caught up and quiet (wall clock
-    less a lag)."""
+    less a lag); ``at``: its maker's wall clock, in milliseconds, when it found that out (None in the
+    marks of earlier versions). ``at`` orders the promises of different makers about one partition:
+    an idle mark made before the partition was last woken is stale (``aggregate.windows``)."""
 
     source: int
     event_time: int | None
     idle: int | None = None
+    at: int | None = None
 
 
 
@@ -204,6 +208,8 @@ def encode_mark(mark: ProgressMark) -> bytes:
     out: dict[str, Any] = {"mark": [mark.source, mark.event_time]}
     if mark.idle is not None:
         out["idle"] = mark.idle
+    if mark.at is not None:
+        out["at"] = mark.at
     return encode(out)
 
 
@@ -232,7 +238,8 @@ def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
     mark = d.get("mark")
     if mark is not None:
         src, t = mark
-        return ProgressMark(int(src), None if t is None else int(t), d.get("idle"))
+        at = d.get("at")
+        return ProgressMark(int(src), None if t is None else int(t), d.get("idle"), None if at is None else int(at))
     t = d.get("t")
     arrays = d.get("P")
     if arrays is None:
@@ -247,7 +254,7 @@ def decode_message(d: dict[str, Any]) -> PairsMessage | ProgressMark:
 
 class _WireMessage(msgspec.Struct):
     """A pairs-topic message as :func:`decode_pairs` decodes it first: data (``o``, ``t``, ``g``, and
-    ``P``, or ``parts`` from an earlier version) or a mark (``mark``, ``idle``)."""
+    ``P``, or ``parts`` from an earlier version) or a mark (``mark``, ``idle``, ``at``)."""
 
     o: tuple[int, int] | None = None
     t: int | None = None
@@ -256,6 +263,7 @@ class _WireMessage(msgspec.Struct):
     parts: list[Any] | None = None
     mark: tuple[int, int | None] | None = None
     idle: int | float | None = None
+    at: int | None = None
 
 
 #: Decodes a pairs-topic value with its types (histogram keys back to ints, partials built) in C.
@@ -280,7 +288,7 @@ def decode_pairs(value: bytes) -> list[PairsMessage | ProgressMark]:
     for m in (val if type(val) is list else (val,)):
         mark = m.mark
         if mark is not None:
-            out.append(ProgressMark(mark[0], mark[1], m.idle))
+            out.append(ProgressMark(mark[0], mark[1], m.idle, m.at))
             continue
         parts = m.P
         if parts is None:

@@ -233,6 +233,38 @@ def test_idle_state_round_trips():
     assert back.idle == {0: 5000} and back.progress == {0: 100, 1: 200} and back.watermark == pw.watermark == 200
 
 
+def test_an_idle_mark_made_before_its_source_was_woken_is_ignored():
+    """Worker A owned source 1 and was frozen while it made an idle mark (at 4000 ms); past its session
+    timeout worker B got the source, woke it (at 5000) and reads a backlog there, while source 0's own
+    backlog goes through. A's mark, sent when it thaws, must not mark source 1 idle: source 0 would then
+    close window 0, and B's reports for it would be late. B's own idle mark, later, is taken."""
+    pw = PartitionWindows(0, W, LATE, sources=2)
+    pw.apply({"mark": [0, 10], "idle": 50, "at": 1000})
+    pw.apply({"mark": [1, 20], "idle": 50, "at": 1000})  # both quiet
+    pw.apply({"mark": [1, None], "at": 5000})  # B got source 1 and woke it
+    out = pw.apply({"mark": [1, 20], "idle": 60, "at": 4000})  # A thaws: its stale promise
+    assert out.stale_marks == 1 and 1 not in pw.idle
+    pw.apply({"o": [0, 7], "t": 30, "parts": [part("d", 0, 5, "h0")]})
+    assert pw.apply({"mark": [0, 3 * W], "at": 6000}).closed == []  # source 1 holds window 0 back
+    out = pw.apply({"o": [1, 9], "t": 40, "parts": [part("d", 0, 7, "h1")]})  # B's backlog
+    assert out.late == [] and out.applied == 1
+    assert pw.apply({"mark": [1, 40], "idle": 70, "at": 4999}).stale_marks == 1  # still before the wake
+    out = pw.apply({"mark": [1, 40], "idle": 70, "at": 7000})  # B, caught up and quiet
+    assert out.stale_marks == 0 and [(r.window_start, r.bytes_sent) for r in out.closed] == [(0, 12)]
+
+
+def test_the_last_wake_survives_a_restore_and_undated_marks_are_taken():
+    pw = PartitionWindows(0, W, LATE, sources=2)
+    pw.apply({"mark": [1, None], "at": 5000})
+    pw.apply({"mark": [1, 8000]})  # an undated (earlier version's) active mark leaves the date alone
+    back = PartitionWindows(0, W, LATE, sources=2)
+    for k, v in pw.take_dirty().items():
+        back.load(k, v)
+    assert back.woke == {1: 5000}
+    assert back.apply({"mark": [1, None], "idle": 60, "at": 4000}).stale_marks == 1 and back.idle == {}
+    assert back.apply({"mark": [1, None], "idle": 60}).stale_marks == 0 and back.idle == {1: 60}
+
+
 def test_restored_watermark_never_goes_back():
     """Source 1 was idle while source 0 advanced the watermark; it wakes with older data's
     progress. A restored store must keep the watermark where the live one had it."""

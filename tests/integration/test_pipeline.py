@@ -16,6 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from tests.support.harness import Deployment, compare, log_gap
+from tests.support.helpers import metric
 from tests.support.records import one_pair_reports
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,6 +24,7 @@ from pipeline.ingest.step import Ingest
 from pipeline.ingest.topology import load_topology
 from pipeline.ingest.validate import Validator
 from pipeline.runtime import kafka
+from pipeline.runtime.brokers import free_port
 from pipeline.runtime.agents.context import PAIRS_MESSAGE_BYTES
 from pipeline.sim.scenario import DEMO_SCENARIO
 from pipeline.sim.simulator import Simulator, expected_totals
@@ -350,6 +352,11 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
     2. Two owners: both have marked their own sources idle; worker-2 is stopped, a second backlog
        (the next 20 minutes) is produced.
 
+    Worker-2 is let go the moment worker-1 has taken its sources over, while worker-1 reads their backlog.
+    If it was stopped in the middle of a progress mark, it sends that idle mark as it thaws: the aggregators
+    must ignore it (it is dated before worker-1 woke the sources). A CI run of this test found all of phase 2
+    on worker-2's sources late before they did (``aggregate.windows``: stale idle marks).
+
     Tansu only: the marks are the ingest reader's, the same code on either broker."""
     sim, reports, expected = fleet(minutes=40, seed=7)
     split = sim.start + 1200  # a window boundary: the phases' windows are apart
@@ -358,19 +365,35 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
     # idle after 4 s, not 2: the backlogs are produced while the workers read (the point of the test), and a
     # pause in production longer than that would end the stream (``_backlog_first``)
     d = Deployment(tansu_broker.bootstrap, tmp_path / "d", topology=FLEET, FLOWMON_SOURCE_IDLE_S="4")
+    ports = [free_port(), free_port()]
+
+    def idle(*want: int) -> None:
+        """Wait until the pipeline workers' last marks say ``want[i]`` of their reports partitions idle."""
+        deadline = time.time() + 60
+        while True:
+            try:
+                if [metric(port, "flowmon_idle_sources") for port in ports[:len(want)]] == list(want):
+                    return
+            except OSError:  # a metrics page not up yet
+                pass
+            assert time.time() < deadline, f"idle sources never {want}\n" + d.logs()
+            d.check_alive()
+            time.sleep(0.2)
+
     try:
         d.start(roles="sink")
-        d.start(roles="pipeline")  # worker-1: alone, it owns every reports partition ...
-        _wait_log(d, 1, "ingest: assigned reports [0, 1, 2, 3]")
-        time.sleep(10)  # ... and marks them idle (nothing to read for source_idle_s)
-        w2 = d.start(roles="pipeline")
+        d.start(roles="pipeline", FLOWMON_METRICS_PORT=str(ports[0]))  # worker-1: alone, it owns every reports
+        _wait_log(d, 1, "ingest: assigned reports [0, 1, 2, 3]")  # partition ...
+        idle(4)  # ... and marks them idle (nothing to read for source_idle_s)
+        w2 = d.start(roles="pipeline", FLOWMON_METRICS_PORT=str(ports[1]))
         _wait_log(d, 2, "ingest: assigned reports [")  # half of them are worker-2's now
         _wait_log(d, 1, "ingest: assigned reports [", count=2)
         for n, phase in enumerate(phases, 1):
             w2.send_signal(signal.SIGSTOP)  # before it reads its sources
             try:
                 d.produce(phase)
-                time.sleep(10)  # worker-1 reads its own sources' backlog, then takes worker-2's over
+                # worker-1 reads its own sources' backlog, and takes worker-2's over past the session timeout
+                _wait_log(d, 1, "ingest: assigned reports [0, 1, 2, 3]", count=n + 1)
             finally:
                 w2.send_signal(signal.SIGCONT)
             want = len([k for k in expected if k[2] < split]) if n == 1 else len(expected)
@@ -378,7 +401,7 @@ def test_a_backlog_into_idle_sources_is_not_late(tansu_broker, tmp_path):
             assert d.deadletters() == [], d.logs()  # nothing late
             if n < len(phases):
                 _wait_log(d, 2, "ingest: assigned reports [", count=n + 1)  # worker-2 back in the group ...
-                time.sleep(10)  # ... and every source caught up, quiet and marked idle by its owner
+                idle(2, 2)  # ... and every source caught up, quiet and marked idle by its owner
         assert compare(expected, d.landed()) == []
     finally:
         d.close()

@@ -72,8 +72,10 @@ def test_pairs_messages_keep_their_bytes_and_round_trip(msg):
 def test_marks_keep_their_bytes():
     assert encode_mark(ProgressMark(3, 1000)) == orjson.dumps({"mark": [3, 1000]})
     assert encode_mark(ProgressMark(3, None, idle=50)) == orjson.dumps({"mark": [3, None], "idle": 50})
-    for m in (ProgressMark(3, 1000), ProgressMark(3, None, idle=50)):
+    assert encode_mark(ProgressMark(3, None, None, 1_700_000_000_123)) == b'{"mark":[3,null],"at":1700000000123}'
+    for m in (ProgressMark(3, 1000), ProgressMark(3, None, idle=50), ProgressMark(3, 9, 50, 1_700_000_000_123)):
         assert decode_pairs(encode_mark(m)) == [m]
+        assert decode_message(orjson.loads(encode_mark(m))) == m
 
 
 def test_closed_window_keeps_its_bytes():
@@ -213,6 +215,7 @@ def test_pairs_values_msgspec_does_not_expect_decode_the_general_way():
     for msgs in ([{"o": [0, 1], "t": 30, "g": 30, "P": [p]}],
                  [{"o": [0, 1], "t": 30, "g": 30, "P": [floaty]}],  # not msgspec's types: the general path
                  [{"mark": [0, 60], "idle": 99.5}, {"o": [0, 2], "t": 30, "P": [p]}],
+                 [{"mark": [0, 60], "idle": 99.5, "at": 1_700_000_000_123}],
                  [{"o": [0, 3], "t": 30, "g": None, "P": [p]}]):
         raw = orjson.dumps(msgs)
         assert decode_pairs(raw) == [decode_message(m) for m in orjson.loads(raw)]

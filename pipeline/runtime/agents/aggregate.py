@@ -185,6 +185,10 @@ async def _batch(ctx: Context, events: list, pacer: Pacer) -> None:
     m.late_for_detection.inc(out.late_for_detection)
     m.partials.inc(out.applied)
     m.duplicates.inc(out.duplicates)
+    if out.stale_marks:
+        m.stale_marks.inc(out.stale_marks)
+        log.info("ignored %d idle marks made before their reports partition was last woken (a worker that was "
+                 "frozen while it made them)", out.stale_marks)
     pending = await _emit(ctx, out, late, touched)
     if pending:  # closed windows (and alerts, health) must be durable before the state says so
         await asyncio.gather(*pending)

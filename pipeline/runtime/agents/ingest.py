@@ -67,8 +67,10 @@ def ingest_group(app_id: str) -> str:
 
 
 def _wake_marks(sources: Iterable[int]) -> list[bytes]:
-    """Progress marks that say ``sources`` are active (not idle), promising nothing more."""
-    return [encode_mark(ProgressMark(src, None)) for src in sorted(sources)]
+    """Progress marks that say ``sources`` are active (not idle), promising nothing more; dated now, so
+    an idle mark made before them (by a worker frozen mid-mark, past its hand-over) cannot undo them."""
+    at = int(time.time() * 1000)
+    return [encode_mark(ProgressMark(src, None, None, at)) for src in sorted(sources)]
 
 
 class ReportsReader(ConsumerRebalanceListener):
