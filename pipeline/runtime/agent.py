@@ -57,7 +57,10 @@ class Sender:
     async def _ensure(self) -> Any:
         if self._producer is None:
             if self.idempotent is None:
-                self.idempotent = await kafka.supports_idempotence(self.conn, timeout_s=5.0)
+                # asked until the broker answers (an outage at the agent's start must not turn idempotence off
+                # for good), and within the delivery timeout: a broker that does not answer is an outage
+                # said at once, not after the producer's start has waited too
+                self.idempotent = await kafka.grants_producer_ids(self.conn, timeout_s=self.timeout_s)
             p = kafka.producer(self.conn, client_id=f"flowmon-agent-{self.core.me.instance}", acks="all",
                                enable_idempotence=self.idempotent, request_timeout_ms=15_000,
                                max_request_size=max(1 << 20, self.core.max_bytes + 4096), linger_ms=5)

@@ -53,7 +53,7 @@ from pipeline.config import Settings
 
 __all__ = ["Connection", "connection", "security_options", "ssl_context", "group_timings", "consumer_options",
            "consumer", "reader", "read_to_end", "producer", "admin", "probe", "explain", "reason", "quiet_bootstrap_log",
-           "supports_idempotence"]
+           "supports_idempotence", "grants_producer_ids"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -280,26 +280,43 @@ def quiet_bootstrap_log() -> None:
         log.addFilter(_DropBootstrapErrors())
 
 
-async def supports_idempotence(conn: Connection | str, timeout_s: float = 10.0) -> bool:
+async def grants_producer_ids(conn: Connection | str, timeout_s: float = 10.0) -> bool:
     """Whether the broker grants producer ids (InitProducerId), which the idempotent producer needs.
 
     Apache Kafka does; the embedded Tansu answers an error (so its producers run with
-    ``acks=all`` and retries, without idempotence). One request on a short-lived client.
+    ``acks=all`` and retries, without idempotence). A retriable error (a broker that has just
+    started answers COORDINATOR_LOAD_IN_PROGRESS to its first request) is asked again, within
+    ``timeout_s``. Raises when the broker could not be asked, or gave no final answer (unreachable,
+    silent for ``timeout_s``, a refused login): that says nothing of what it grants (``flowmon
+    agent`` asks again later).
     """
-    import asyncio
-
     from aiokafka.client import AIOKafkaClient
     from aiokafka.protocol.transaction import InitProducerIdRequest
 
     c = _conn(conn)
+    deadline = time.monotonic() + timeout_s
     client = AIOKafkaClient(bootstrap_servers=c.bootstrap, request_timeout_ms=int(timeout_s * 1000), **c.security)
     try:
         await client.bootstrap()
         node = client.get_random_node()
-        resp = await asyncio.wait_for(
-            client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)), timeout_s)
-        return resp.error_code == 0
-    except Exception:  # noqa: BLE001 - any refusal means: do not rely on it
-        return False
+        while True:
+            resp = await asyncio.wait_for(
+                client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)),
+                max(0.1, deadline - time.monotonic()))
+            error = kerr.for_code(resp.error_code) if resp.error_code else None
+            if error is None or not error.retriable:
+                return error is None
+            if time.monotonic() + 0.2 >= deadline:
+                raise error(f"no final answer to InitProducerId within {timeout_s:g} s")
+            await asyncio.sleep(0.2)
     finally:
         await client.close()
+
+
+async def supports_idempotence(conn: Connection | str, timeout_s: float = 10.0) -> bool:
+    """:func:`grants_producer_ids`, False when the broker could not be asked (a one-shot producer then
+    runs without idempotence: ``acks=all`` and retries)."""
+    try:
+        return await grants_producer_ids(conn, timeout_s)
+    except Exception:  # noqa: BLE001 - any refusal means: do not rely on it
+        return False

@@ -69,15 +69,16 @@ def sent_to_server(reports: list[dict]) -> int:
     return sum(s["bytes_sent"] for r in reports for s in r["samples"] if s["remote"]["ip"] == SERVER_IP)
 
 
-def start_agent(tmp_path: Path, bootstrap: str) -> subprocess.Popen:
-    """``flowmon agent`` for host h1, reporting every second what AGENT_IP sends, its spool under ``tmp_path``."""
+def start_agent(tmp_path: Path, bootstrap: str, log: Path | None = None) -> subprocess.Popen:
+    """``flowmon agent`` for host h1, reporting every second what AGENT_IP sends, its spool under ``tmp_path``;
+    its log to ``log`` when given (read while it runs), else to a pipe (``communicate``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWMON_")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "agent", "--instance", "h1", "--ip", AGENT_IP, "--subnet", "s1",
          "--az", "a1", "--vpc", "v1", "--interval", "1", "--include-loopback", "--state-dir", str(tmp_path / "st"),
          "--broker", bootstrap, "--loglevel", "info"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE if log is None else log.open("w"), text=True)
 
 
 def wait_drained(tmp_path: Path, timeout_s: float = 90.0) -> None:
@@ -174,3 +175,44 @@ def test_agent_through_a_broker_that_stops_answering_leaves_no_producer_running(
     assert "no acknowledgement within 5 s" in err and "answers again" in err, err
     for noise in ("Task was destroyed", "never retrieved", "Unclosed"):
         assert noise not in err, err[-3000:]
+
+
+def test_agent_started_while_the_broker_does_not_answer_says_so_within_seconds(tmp_path):
+    """The broker is frozen before the agent's first delivery (a partition that drops packets looks the same).
+    The agent says it cannot deliver within seconds: its first look at the broker (does it grant producer ids?)
+    counts as a delivery attempt. Before, it took that silence for "no idempotence" for the rest of its life,
+    then waited 20 s for its producer's start, and said nothing for 25 s. Once the broker answers, the agent
+    drains, and every byte counts once."""
+    broker = EmbeddedTansu(tmp_path / "tansu", port=free_port()).start()
+    asyncio.run(ensure_topics(broker.bootstrap, TOPICS, names=[TOPICS.reports]))
+    srv = socket.create_server((SERVER_IP, 0))
+    threading.Thread(target=serve, args=(srv,), daemon=True).start()
+    log = tmp_path / "agent.log"
+    os.kill(broker.pid, signal.SIGSTOP)
+    agent = None
+    try:
+        agent = start_agent(tmp_path, broker.bootstrap, log)
+        spawned = time.monotonic()
+        time.sleep(2.5)  # the agent takes its base
+        transfer(srv.getsockname()[1], 1_000_000)
+        while "cannot deliver to" not in log.read_text() and time.monotonic() - spawned < 40:
+            assert agent.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        said_after = time.monotonic() - spawned
+        assert said_after < 15, f"{said_after:.1f} s\n" + log.read_text()[-2000:]
+        assert list((tmp_path / "st" / "spool").glob("*.jsonl")), "nothing spooled"
+        os.kill(broker.pid, signal.SIGCONT)
+        wait_drained(tmp_path)
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=40)
+        assert agent.returncode == 0, log.read_text()[-2000:]
+        seen = read_all(broker.bootstrap)
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+        broker.stop()
+        srv.close()
+    err = log.read_text()
+    assert 1_000_000 <= counted_once(seen) <= 1_000_006, counted_once(seen)
+    assert err.count("cannot deliver to") == 1 and "answers again" in err, err

@@ -142,6 +142,7 @@ def test_idempotent_producer_where_the_broker_grants_it(broker, request):
     async def run():
         await _create(broker, topic, 2)
         granted = await kafka.supports_idempotence(broker)
+        assert await kafka.grants_producer_ids(broker) is granted
         stats = await produce_reports(broker, topic, ({"instance": f"i{n % 7}", "n": n} for n in range(2000)))
         return granted, stats, await _read_all(broker, topic, 2000)
 
