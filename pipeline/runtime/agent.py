@@ -33,6 +33,8 @@ log = logging.getLogger("flowmon.agent")
 
 #: destroy notifications are read in batches, this long after the first of a batch arrives
 NOTIFICATION_BATCH_S = 0.2
+#: how long the first look at the broker and a producer's start may take (a slow TLS or SASL link)
+START_TIMEOUT_S = 20.0
 
 
 class Sender:
@@ -57,15 +59,23 @@ class Sender:
     async def _ensure(self) -> Any:
         if self._producer is None:
             if self.idempotent is None:
-                # asked until the broker answers (an outage at the agent's start must not turn idempotence off
-                # for good), and within the delivery timeout: a broker that does not answer is an outage
-                # said at once, not after the producer's start has waited too
-                self.idempotent = await kafka.grants_producer_ids(self.conn, timeout_s=self.timeout_s)
+                # asked until the broker answers: an outage at the agent's start must not turn idempotence off
+                # for good. A broker silent for the delivery timeout is an outage, said then; the look itself
+                # may take up to START_TIMEOUT_S (a slow link)
+                look = asyncio.ensure_future(kafka.grants_producer_ids(self.conn, timeout_s=START_TIMEOUT_S))
+                try:
+                    if not (await asyncio.wait({look}, timeout=self.timeout_s))[0]:
+                        self._outage(f"no answer within {self.timeout_s:g} s")
+                    self.idempotent = await look
+                finally:
+                    if not look.done():  # this attempt was cancelled (the agent stops): let the look close its client
+                        look.cancel()
+                        await asyncio.wait({look}, timeout=2.0)
             p = kafka.producer(self.conn, client_id=f"flowmon-agent-{self.core.me.instance}", acks="all",
                                enable_idempotence=self.idempotent, request_timeout_ms=15_000,
                                max_request_size=max(1 << 20, self.core.max_bytes + 4096), linger_ms=5)
             try:
-                await asyncio.wait_for(p.start(), 20.0)
+                await asyncio.wait_for(p.start(), START_TIMEOUT_S)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await p.stop()
@@ -126,18 +136,20 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - any delivery failure (a timeout too): keep the spool, retry
-                if self.outage_since is None:
-                    self.outage_since = time.monotonic()
-                    files, size = self.core.spool.size()
-                    log.warning("cannot deliver to %s (%s); reports stay in the spool (%d intervals, %d bytes) "
-                                "and are sent when it answers", self.conn.bootstrap,
-                                f"no acknowledgement within {self.timeout_s:g} s"
-                                if isinstance(e, asyncio.TimeoutError) else kafka.reason(e, self.conn),
-                                files, size)
+                self._outage(f"no acknowledgement within {self.timeout_s:g} s"
+                             if isinstance(e, asyncio.TimeoutError) else kafka.reason(e, self.conn))
                 await self._reset()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(self.backoff_max_s, backoff * 2)
+
+    def _outage(self, why: str) -> None:
+        """Say, once per outage, that the broker cannot be reached and why."""
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            files, size = self.core.spool.size()
+            log.warning("cannot deliver to %s (%s); reports stay in the spool (%d intervals, %d bytes) and are sent "
+                        "when it answers", self.conn.bootstrap, why, files, size)
 
     async def close(self, drain_s: float = 5.0) -> None:
         """Try to send what is spooled for up to ``drain_s`` seconds, then stop the producer (the rest stays spooled)."""
